@@ -1,0 +1,116 @@
+"""fabula: async-first, fully typed CQRS and event sourcing on attrs and cattrs.
+
+Declare events as frozen attrs classes with a stable name, write aggregates
+whose methods record them, and keep them in an event store:
+
+    store = fabula.memory.InMemoryEventStore()
+    repo = fabula.Repository(store)
+    await repo.save(order)
+    again = await repo.get(Order, order.id)
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from fabula import exceptions, memory
+from fabula._aggregate import Aggregate, apply
+from fabula._events import (
+    AggregateId,
+    DomainEvent,
+    EventMetadata,
+    EventRegistry,
+    EventType,
+    JSONObject,
+    JSONValue,
+    Upcaster,
+    default_registry,
+    event,
+    upcaster,
+)
+from fabula._frozen import FrozenDict
+from fabula._repository import Repository
+from fabula._serialization import EventSerializer, SerializedEvent, make_converter
+from fabula._store import (
+    AppendResult,
+    EventStore,
+    EventTypes,
+    Expected,
+    ExpectedVersion,
+    RecordedEvent,
+    StreamAppend,
+)
+from fabula.exceptions import (
+    AggregateNotFoundError,
+    ConcurrencyError,
+    DomainError,
+    DuplicateEventIdError,
+    DuplicateEventTypeError,
+    EmptyAppendError,
+    EventTypeError,
+    EventVersionError,
+    FabulaError,
+    InvalidAppendError,
+    InvalidReadError,
+    MissingApplyHandlerError,
+    NotAnEventError,
+    SerializationError,
+    StoreClosedError,
+    StreamMismatchError,
+    UnknownEventTypeError,
+    UnregisteredEventError,
+    UpcastError,
+)
+
+try:
+    __version__ = version("fabula")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0+unknown"
+
+__all__ = [
+    "Aggregate",
+    "AggregateId",
+    "AggregateNotFoundError",
+    "AppendResult",
+    "ConcurrencyError",
+    "DomainError",
+    "DomainEvent",
+    "DuplicateEventIdError",
+    "DuplicateEventTypeError",
+    "EmptyAppendError",
+    "EventMetadata",
+    "EventRegistry",
+    "EventSerializer",
+    "EventStore",
+    "EventType",
+    "EventTypeError",
+    "EventTypes",
+    "EventVersionError",
+    "Expected",
+    "ExpectedVersion",
+    "FabulaError",
+    "FrozenDict",
+    "InvalidAppendError",
+    "InvalidReadError",
+    "JSONObject",
+    "JSONValue",
+    "MissingApplyHandlerError",
+    "NotAnEventError",
+    "RecordedEvent",
+    "Repository",
+    "SerializationError",
+    "SerializedEvent",
+    "StoreClosedError",
+    "StreamAppend",
+    "StreamMismatchError",
+    "UnknownEventTypeError",
+    "UnregisteredEventError",
+    "UpcastError",
+    "Upcaster",
+    "__version__",
+    "apply",
+    "default_registry",
+    "event",
+    "exceptions",
+    "make_converter",
+    "memory",
+    "upcaster",
+]

@@ -1,0 +1,232 @@
+"""The Aggregate base class and the `apply` decorator for its event handlers."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, ClassVar, Self, TypeVar
+from uuid import UUID
+
+import attrs
+
+from fabula._events import AggregateId, DomainEvent
+from fabula.exceptions import (
+    EventTypeError,
+    EventVersionError,
+    MissingApplyHandlerError,
+    StreamMismatchError,
+)
+
+__all__ = ["Aggregate", "apply"]
+
+F = TypeVar("F", bound=Callable[..., None])
+E = TypeVar("E", bound=DomainEvent)
+
+_MARK = "__fabula_apply__"
+_Handler = Callable[[Any, Any], None]
+
+
+def apply(method: F) -> F:
+    """Mark an aggregate method as the apply handler for one event type.
+
+    The event type is read from the annotation of the method's event
+    parameter, so the handler is typed without repeating it:
+
+        @fabula.apply
+        def _item_added(self, event: OrderItemAdded) -> None:
+            self.lines[event.product_id] = event.quantity
+
+    Apply handlers only change state; they never check invariants or fail,
+    so replaying history always succeeds.
+
+    Returns:
+        The method, unchanged apart from the mark.
+    """
+    setattr(method, _MARK, True)
+    return method
+
+
+def _check_id(_: object, __: attrs.Attribute[AggregateId], value: object) -> None:
+    if isinstance(value, UUID):
+        return
+    if not isinstance(value, str) or not value:
+        msg = f"an aggregate id must be a UUID or a non-empty str, not {value!r}"
+        raise EventTypeError(msg)
+
+
+@attrs.define
+class Aggregate:
+    """Base class of event-sourced aggregates.
+
+    Subclass it (an `@attrs.define` subclass is the natural form; give every
+    state field a default, because the repository builds the blank aggregate
+    with `cls(id=...)` before replaying its history). Domain methods check
+    invariants and raise a `DomainError` before recording anything; then they
+    call `record`, which stamps the event, applies it through its `@apply`
+    handler, and keeps it as pending until the repository saves it.
+
+    Attributes:
+        id: The aggregate's id: a UUID, or a non-empty string. Its stream in
+            the event store is `str(id)`.
+    """
+
+    id: AggregateId = attrs.field(kw_only=True, validator=_check_id)
+    _version: int = attrs.field(default=0, init=False)
+    _pending: list[DomainEvent] = attrs.field(factory=list, init=False, eq=False, repr=False)
+
+    _fabula_handlers: ClassVar[dict[type[DomainEvent], _Handler] | None] = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._fabula_handlers = None
+        try:
+            cls._fabula_handlers = _collect_handlers(cls)
+        except NameError:
+            # A forward reference to an event class defined further down the
+            # module: resolve on first use instead.
+            cls._fabula_handlers = None
+
+    @property
+    def version(self) -> int:
+        """The version of the last event applied, saved or pending (0 when new)."""
+        return self._version
+
+    @property
+    def pending_events(self) -> tuple[DomainEvent, ...]:
+        """The events recorded since the last load or save, oldest first."""
+        return tuple(self._pending)
+
+    @classmethod
+    def from_events(cls, id: AggregateId, events: Iterable[DomainEvent]) -> Self:  # noqa: A002
+        """Rebuild an aggregate by replaying its history.
+
+        Args:
+            id: The aggregate's id.
+            events: Its stored events, in version order from 1.
+
+        Raises:
+            EventVersionError: The versions do not run 1, 2, 3...
+            StreamMismatchError: An event belongs to another aggregate.
+            MissingApplyHandlerError: An event has no apply handler here.
+        """
+        aggregate = cls(id=id)
+        aggregate.replay(events)
+        return aggregate
+
+    def replay(self, events: Iterable[DomainEvent]) -> None:
+        """Apply stored events that follow on from the current version.
+
+        Raises:
+            EventVersionError: An event does not have the next version.
+            StreamMismatchError: An event belongs to another aggregate.
+            MissingApplyHandlerError: An event has no apply handler here.
+        """
+        stream_id = str(self.id)
+        for event in events:
+            if event.version != self._version + 1:
+                raise EventVersionError(stream_id, event.version, self._version + 1)
+            if str(event.aggregate_id) != stream_id:
+                raise StreamMismatchError(stream_id, event.aggregate_id)
+            self._apply(event)
+
+    def record(self, event: E) -> E:
+        """Record a new event: stamp it, apply it, and keep it pending.
+
+        Call it from domain methods after the invariants are checked.
+
+        Args:
+            event: The event, with its own fields set; `aggregate_id` and
+                `version` are filled in.
+
+        Returns:
+            The stamped event.
+
+        Raises:
+            EventTypeError: `event` is not a DomainEvent.
+            StreamMismatchError: `event` already names another aggregate.
+            MissingApplyHandlerError: There is no apply handler for it.
+        """
+        if not isinstance(event, DomainEvent):
+            msg = f"{event!r} is not a DomainEvent"
+            raise EventTypeError(msg)
+        if event.aggregate_id not in ("", self.id):
+            raise StreamMismatchError(str(self.id), event.aggregate_id)
+        stamped = attrs.evolve(event, aggregate_id=self.id, version=self._version + 1)
+        self._apply(stamped)
+        self._pending.append(stamped)
+        return stamped
+
+    def mark_saved(self, events: Sequence[DomainEvent]) -> None:
+        """Drop `events` from the pending events once they are stored.
+
+        The repository calls this after a successful append; `events` must be
+        the oldest pending events, in order.
+
+        Raises:
+            ValueError: `events` are not the oldest pending events.
+        """
+        count = len(events)
+        if any(a is not b for a, b in zip(self._pending[:count], events, strict=False)) or (
+            count > len(self._pending)
+        ):
+            msg = "the saved events are not the oldest pending events of this aggregate"
+            raise ValueError(msg)
+        del self._pending[:count]
+
+    def _apply(self, event: DomainEvent) -> None:
+        handlers = type(self)._fabula_handlers  # noqa: SLF001 - our own class attribute
+        if handlers is None:
+            handlers = type(self)._fabula_handlers = _resolve_handlers(type(self))  # noqa: SLF001
+        handler = handlers.get(type(event))
+        if handler is None:
+            raise MissingApplyHandlerError(type(self), type(event))
+        handler(self, event)
+        self._version = event.version
+
+
+def _resolve_handlers(cls: type) -> dict[type[DomainEvent], _Handler]:
+    try:
+        return _collect_handlers(cls)
+    except NameError as exc:
+        msg = (
+            f"cannot resolve the event annotation of an apply handler of {cls.__qualname__}: "
+            f"{exc}; define event classes at module level"
+        )
+        raise EventTypeError(msg) from exc
+
+
+def _collect_handlers(cls: type) -> dict[type[DomainEvent], _Handler]:
+    handlers: dict[type[DomainEvent], _Handler] = {}
+    for klass in reversed(cls.__mro__):
+        own: dict[type[DomainEvent], str] = {}
+        for name, member in vars(klass).items():
+            if not getattr(member, _MARK, False):
+                continue
+            event_type = _event_type_of(klass, name, member)
+            if event_type in own:
+                msg = (
+                    f"{klass.__qualname__} has two apply handlers for "
+                    f"{event_type.__qualname__}: {own[event_type]} and {name}"
+                )
+                raise EventTypeError(msg)
+            own[event_type] = name
+            handlers[event_type] = member
+    return handlers
+
+
+def _event_type_of(klass: type, name: str, method: Callable[..., None]) -> type[DomainEvent]:
+    where = f"{klass.__qualname__}.{name}"
+    parameters = list(inspect.signature(method).parameters.values())
+    if len(parameters) != 2:  # noqa: PLR2004 - (self, event)
+        msg = f"apply handler {where} must take exactly (self, event)"
+        raise EventTypeError(msg)
+    hints = typing.get_type_hints(method)
+    event_type = hints.get(parameters[1].name)
+    if not (isinstance(event_type, type) and issubclass(event_type, DomainEvent)):
+        msg = (
+            f"apply handler {where}: annotate its event parameter with a DomainEvent "
+            f"subclass (found {event_type!r})"
+        )
+        raise EventTypeError(msg)
+    return event_type

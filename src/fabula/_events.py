@@ -1,0 +1,307 @@
+"""DomainEvent, its metadata, and the registry of stored event names."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from datetime import UTC, datetime
+from typing import TypeAlias, TypeVar
+from uuid import UUID, uuid4
+
+import attrs
+
+from fabula._frozen import FrozenDict
+from fabula.exceptions import DuplicateEventTypeError, EventTypeError, UnregisteredEventError
+
+__all__ = [
+    "BASE_FIELDS",
+    "AggregateId",
+    "DomainEvent",
+    "EventMetadata",
+    "EventRegistry",
+    "EventType",
+    "JSONObject",
+    "JSONValue",
+    "Upcaster",
+    "default_registry",
+    "event",
+    "upcaster",
+]
+
+AggregateId: TypeAlias = UUID | str
+"""The type of aggregate ids: a UUID (the default) or a non-empty string."""
+
+JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
+"""Any value JSON can hold."""
+
+JSONObject: TypeAlias = dict[str, JSONValue]
+"""A JSON object: what an upcaster receives and returns."""
+
+Upcaster: TypeAlias = Callable[[JSONObject], JSONObject]
+"""A function that turns a stored payload of schema version N into version N + 1."""
+
+E = TypeVar("E", bound="DomainEvent")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _frozen_headers(headers: Mapping[str, str]) -> FrozenDict[str, str]:
+    return headers if isinstance(headers, FrozenDict) else FrozenDict(headers)
+
+
+@attrs.frozen
+class EventMetadata:
+    """Where an event came from: which request started it and what caused it.
+
+    Attributes:
+        correlation_id: Shared by every message and event of one logical
+            operation (for example one HTTP request).
+        causation_id: The id of the message (usually the command) that caused
+            this event.
+        headers: Further string key/value pairs, stored with the event.
+    """
+
+    correlation_id: UUID | None = None
+    causation_id: UUID | None = None
+    headers: FrozenDict[str, str] = attrs.field(factory=FrozenDict, converter=_frozen_headers)
+
+
+_EMPTY_METADATA = EventMetadata()
+
+
+@attrs.frozen(kw_only=True)
+class DomainEvent:
+    """Base class of every event: subclass it as a frozen attrs class.
+
+    Users declare only their own fields; the base fields are filled in for
+    them (the aggregate, or the store on a direct append, sets `aggregate_id`
+    and `version`). Give each event class a stable stored name with
+    `fabula.event`.
+
+    Example:
+        >>> import attrs, fabula
+        >>> @fabula.event("docs.Renamed")
+        ... @attrs.frozen
+        ... class Renamed(fabula.DomainEvent):
+        ...     name: str
+        >>> Renamed(name="x").version
+        0
+
+    Attributes:
+        aggregate_id: The aggregate (and so the stream, `str(aggregate_id)`)
+            this event belongs to; `""` until it is recorded.
+        version: The event's position in its stream, from 1; 0 until it is
+            recorded.
+        event_id: A unique id, used to make retried appends idempotent.
+        timestamp: When the event happened, timezone-aware UTC.
+        metadata: Correlation and causation ids.
+    """
+
+    aggregate_id: AggregateId = ""
+    version: int = 0
+    event_id: UUID = attrs.field(factory=uuid4)
+    timestamp: datetime = attrs.field(factory=_utcnow)
+    metadata: EventMetadata = _EMPTY_METADATA
+
+
+BASE_FIELDS: frozenset[str] = frozenset(a.name for a in attrs.fields(DomainEvent))
+"""The names of the fields every event inherits from `DomainEvent`."""
+
+
+@attrs.frozen
+class EventType:
+    """One registered event class.
+
+    Attributes:
+        name: The stable stored name.
+        cls: The class.
+        version: The current schema version of its payload.
+    """
+
+    name: str
+    cls: type[DomainEvent]
+    version: int
+
+
+@attrs.define(repr=False)
+class EventRegistry:
+    """Maps stable stored names to event classes, with schema versions and upcasters.
+
+    Most applications use the process-wide `default_registry` through the
+    `fabula.event` and `fabula.upcaster` decorators; a separate registry
+    isolates tests or several applications in one process.
+    """
+
+    _by_name: dict[str, EventType] = attrs.Factory(dict)
+    _by_class: dict[type[DomainEvent], EventType] = attrs.Factory(dict)
+    _upcasters: dict[tuple[str, int], Upcaster] = attrs.Factory(dict)
+
+    def __repr__(self) -> str:
+        return (
+            f"<EventRegistry: {len(self._by_name)} event types, {len(self._upcasters)} upcasters>"
+        )
+
+    def register(self, cls: type[DomainEvent], name: str, *, version: int = 1) -> EventType:
+        """Register `cls` under the stored `name` at schema `version`.
+
+        Registering the same class again (same module and qualified name, as
+        after a module reload) replaces the earlier registration.
+
+        Raises:
+            DuplicateEventTypeError: Another class already has `name`.
+            EventTypeError: `cls` is not a decorated attrs subclass of
+                `DomainEvent`, `name` is empty, `version` is below 1, or the
+                class is already registered under another name.
+        """
+        _check_event_class(cls)
+        if not isinstance(name, str) or not name.strip():
+            msg = f"an event name must be a non-empty string, not {name!r}"
+            raise EventTypeError(msg)
+        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+            msg = f"{cls.__qualname__}: schema version must be an int >= 1, not {version!r}"
+            raise EventTypeError(msg)
+        existing = self._by_name.get(name)
+        if existing is not None and existing.cls is not cls:
+            if _same_definition(existing.cls, cls):
+                del self._by_class[existing.cls]
+            else:
+                raise DuplicateEventTypeError(name, existing.cls, cls)
+        other = self._by_class.get(cls)
+        if other is not None and other.name != name:
+            msg = f"{cls.__qualname__} is already registered as {other.name!r}, not {name!r}"
+            raise EventTypeError(msg)
+        entry = EventType(name=name, cls=cls, version=version)
+        self._by_name[name] = entry
+        self._by_class[cls] = entry
+        return entry
+
+    def add_upcaster(self, name: str, from_version: int, function: Upcaster) -> None:
+        """Register `function` to turn payloads of `name` from `from_version` to the next.
+
+        Raises:
+            EventTypeError: An upcaster for that name and version exists, or
+                `from_version` is below 1.
+        """
+        if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
+            msg = f"upcaster for {name!r}: from_version must be an int >= 1, not {from_version!r}"
+            raise EventTypeError(msg)
+        key = (name, from_version)
+        if key in self._upcasters:
+            msg = f"an upcaster for {name!r} from version {from_version} is already registered"
+            raise EventTypeError(msg)
+        self._upcasters[key] = function
+
+    def upcaster_for(self, name: str, from_version: int) -> Upcaster | None:
+        """Return the upcaster from `from_version` of `name`, if one is registered."""
+        return self._upcasters.get((name, from_version))
+
+    def by_name(self, name: str) -> EventType | None:
+        """Return the registration of the stored `name`, or None."""
+        return self._by_name.get(name)
+
+    def by_class(self, cls: type[DomainEvent]) -> EventType:
+        """Return the registration of `cls`.
+
+        Raises:
+            UnregisteredEventError: `cls` has no stored name.
+        """
+        try:
+            return self._by_class[cls]
+        except KeyError:
+            raise UnregisteredEventError(cls) from None
+
+    def __iter__(self) -> Iterator[EventType]:
+        return iter(list(self._by_name.values()))
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._by_name or item in self._by_class
+
+
+def _check_event_class(cls: object) -> None:
+    if not isinstance(cls, type) or not issubclass(cls, DomainEvent):
+        msg = f"{cls!r} is not a subclass of fabula.DomainEvent"
+        raise EventTypeError(msg)
+    if "__attrs_attrs__" not in cls.__dict__:
+        msg = (
+            f"{cls.__qualname__} is not itself an attrs class: decorate it with "
+            f"@attrs.frozen, below @fabula.event"
+        )
+        raise EventTypeError(msg)
+    overridden = BASE_FIELDS & set(inspect.get_annotations(cls))
+    if overridden:
+        msg = f"{cls.__qualname__} redefines base event fields {sorted(overridden)}"
+        raise EventTypeError(msg)
+
+
+def _same_definition(a: type, b: type) -> bool:
+    return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+default_registry = EventRegistry()
+"""The process-wide registry used by `fabula.event`, `fabula.upcaster` and the stores."""
+
+
+def event(
+    name: str, *, version: int = 1, registry: EventRegistry | None = None
+) -> Callable[[type[E]], type[E]]:
+    """Give an event class its stable stored name (class decorator).
+
+    Put it above `@attrs.frozen`. The stored name, not the Python class name,
+    identifies stored events, so classes can be renamed and moved freely.
+
+    Args:
+        name: The stored name, for example `"orders.OrderItemAdded"`.
+        version: The schema version of the class's payload; bump it when the
+            fields change and register an upcaster from the previous version.
+        registry: The registry to use; `default_registry` if omitted.
+
+    Returns:
+        A decorator that registers the class and returns it unchanged.
+
+    Raises:
+        DuplicateEventTypeError: Another class already has `name`.
+    """
+    target = default_registry if registry is None else registry
+
+    def decorate(cls: type[E]) -> type[E]:
+        target.register(cls, name, version=version)
+        return cls
+
+    return decorate
+
+
+def upcaster(
+    name: str, *, from_version: int, registry: EventRegistry | None = None
+) -> Callable[[Upcaster], Upcaster]:
+    """Register a function that upgrades stored payloads of `name` by one version.
+
+    Stored events are never rewritten; on read, the chain of upcasters from
+    the stored schema version to the class's current version is applied to
+    the JSON payload before it is decoded.
+
+    Example:
+        >>> @fabula.upcaster("docs.Renamed", from_version=1)
+        ... def _add_reason(payload: fabula.JSONObject) -> fabula.JSONObject:
+        ...     return {**payload, "reason": ""}
+
+    Args:
+        name: The stored event name.
+        from_version: The schema version the function accepts; it returns
+            version `from_version + 1`.
+        registry: The registry to use; `default_registry` if omitted.
+
+    Returns:
+        A decorator that registers the function and returns it unchanged.
+    """
+    target = default_registry if registry is None else registry
+
+    def decorate(function: Upcaster) -> Upcaster:
+        target.add_upcaster(name, from_version, function)
+        return function
+
+    return decorate

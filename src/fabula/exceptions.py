@@ -1,0 +1,305 @@
+"""Every error fabula raises, rooted at `FabulaError`.
+
+Each error also subclasses the builtin it semantically is, so code that
+catches `ValueError` or `LookupError` keeps working, and carries its context
+as attributes (stream id, versions, position) rather than only in its message.
+
+```
+FabulaError
+├── ConcurrencyError
+├── AggregateNotFoundError (LookupError)
+├── DomainError
+├── StoreClosedError (RuntimeError)
+├── EventTypeError (TypeError)
+│   ├── DuplicateEventTypeError
+│   ├── UnregisteredEventError
+│   └── MissingApplyHandlerError
+├── UnknownEventTypeError (LookupError)
+├── SerializationError (ValueError)
+│   └── UpcastError
+├── InvalidAppendError (ValueError)
+│   ├── EmptyAppendError
+│   ├── NotAnEventError (TypeError)
+│   ├── StreamMismatchError
+│   ├── EventVersionError
+│   └── DuplicateEventIdError
+└── InvalidReadError (ValueError)
+```
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AggregateNotFoundError",
+    "ConcurrencyError",
+    "DomainError",
+    "DuplicateEventIdError",
+    "DuplicateEventTypeError",
+    "EmptyAppendError",
+    "EventTypeError",
+    "EventVersionError",
+    "FabulaError",
+    "InvalidAppendError",
+    "InvalidReadError",
+    "MissingApplyHandlerError",
+    "NotAnEventError",
+    "SerializationError",
+    "StoreClosedError",
+    "StreamMismatchError",
+    "UnknownEventTypeError",
+    "UnregisteredEventError",
+    "UpcastError",
+]
+
+
+class FabulaError(Exception):
+    """The root of every error fabula raises."""
+
+
+class ConcurrencyError(FabulaError):
+    """A stream was not at the version the writer expected; nothing was written.
+
+    Attributes:
+        stream_id: The stream that was appended to.
+        expected: The expected version the writer gave (an int or an
+            `ExpectedVersion` member).
+        actual: The stream's version when the append was checked (0 when the
+            stream does not exist).
+    """
+
+    def __init__(self, stream_id: str, expected: object, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            f"stream {stream_id!r} is at version {actual}, but the append expected {expected}"
+        )
+
+    def __reduce__(self) -> tuple[type[ConcurrencyError], tuple[str, object, int]]:
+        return (type(self), (self.stream_id, self.expected, self.actual))
+
+
+class AggregateNotFoundError(FabulaError, LookupError):
+    """No events are stored for the aggregate that was asked for.
+
+    Attributes:
+        aggregate_type: The aggregate class that was asked for.
+        aggregate_id: The id that has no stream.
+    """
+
+    def __init__(self, aggregate_type: type, aggregate_id: object) -> None:
+        self.aggregate_type = aggregate_type
+        self.aggregate_id = aggregate_id
+        super().__init__(f"no {aggregate_type.__name__} with id {aggregate_id!s} exists")
+
+
+class DomainError(FabulaError):
+    """Base class for the invariant violations of a user's domain model.
+
+    Aggregate methods raise (subclasses of) it before recording anything, and
+    the testing helpers recognise it.
+    """
+
+
+class StoreClosedError(FabulaError, RuntimeError):
+    """The store was used after `close()`."""
+
+
+class EventTypeError(FabulaError, TypeError):
+    """An event class or an aggregate is declared or used incorrectly."""
+
+
+class DuplicateEventTypeError(EventTypeError):
+    """Two different classes were registered under one stored event name.
+
+    Attributes:
+        name: The stored name both classes claim.
+        existing: The class registered first.
+        new: The class whose registration was refused.
+    """
+
+    def __init__(self, name: str, existing: type, new: type) -> None:
+        self.name = name
+        self.existing = existing
+        self.new = new
+        super().__init__(
+            f"event name {name!r} is already registered to "
+            f"{existing.__module__}.{existing.__qualname__}; "
+            f"cannot register {new.__module__}.{new.__qualname__} under it"
+        )
+
+
+class UnregisteredEventError(EventTypeError):
+    """An event class without a stored name was about to be written.
+
+    Attributes:
+        event_type: The unregistered class.
+    """
+
+    def __init__(self, event_type: type) -> None:
+        self.event_type = event_type
+        super().__init__(
+            f"{event_type.__module__}.{event_type.__qualname__} has no stored name; "
+            f"decorate it with @fabula.event('<name>')"
+        )
+
+
+class MissingApplyHandlerError(EventTypeError):
+    """An aggregate was given an event it has no apply handler for.
+
+    Attributes:
+        aggregate_type: The aggregate class.
+        event_type: The event class it cannot apply.
+    """
+
+    def __init__(self, aggregate_type: type, event_type: type) -> None:
+        self.aggregate_type = aggregate_type
+        self.event_type = event_type
+        super().__init__(
+            f"{aggregate_type.__qualname__} has no apply handler for "
+            f"{event_type.__qualname__}; add a method decorated with @fabula.apply "
+            f"whose event parameter is annotated {event_type.__qualname__}"
+        )
+
+
+class UnknownEventTypeError(FabulaError, LookupError):
+    """A stored event names a type that no registered class has.
+
+    Attributes:
+        type_name: The stored name.
+        stream_id: The stream holding the event, if known.
+        position: The event's global position, if known.
+    """
+
+    def __init__(
+        self, type_name: str, *, stream_id: str | None = None, position: int | None = None
+    ) -> None:
+        self.type_name = type_name
+        self.stream_id = stream_id
+        self.position = position
+        where = _where(stream_id, position)
+        super().__init__(f"unknown event type {type_name!r}{where}; is its module imported?")
+
+
+class SerializationError(FabulaError, ValueError):
+    """An event could not be encoded, or a stored payload could not be decoded.
+
+    Attributes:
+        type_name: The stored event name, if known.
+        stream_id: The stream of the event, if known.
+        position: The event's global position, if known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        type_name: str | None = None,
+        stream_id: str | None = None,
+        position: int | None = None,
+    ) -> None:
+        self.type_name = type_name
+        self.stream_id = stream_id
+        self.position = position
+        prefix = f"event type {type_name!r}" if type_name else "event"
+        super().__init__(f"{prefix}{_where(stream_id, position)}: {message}")
+
+
+class UpcastError(SerializationError):
+    """A stored payload could not be brought up to its event's current schema."""
+
+
+class InvalidAppendError(FabulaError, ValueError):
+    """An append was refused before anything was written.
+
+    Attributes:
+        stream_id: The stream that was appended to.
+    """
+
+    def __init__(self, stream_id: str, message: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"append to stream {stream_id!r} refused: {message}")
+
+
+class EmptyAppendError(InvalidAppendError):
+    """An append carried no events."""
+
+    def __init__(self, stream_id: str) -> None:
+        super().__init__(stream_id, "the batch of events is empty")
+
+
+class NotAnEventError(InvalidAppendError, TypeError):
+    """Something other than a `DomainEvent` was appended.
+
+    Attributes:
+        value: The offending object.
+    """
+
+    def __init__(self, stream_id: str, value: object) -> None:
+        self.value = value
+        super().__init__(
+            stream_id, f"{value!r} (a {type(value).__qualname__}) is not a DomainEvent"
+        )
+
+
+class StreamMismatchError(InvalidAppendError):
+    """An event belongs to another aggregate than the stream it was appended to.
+
+    Attributes:
+        aggregate_id: The event's aggregate id.
+    """
+
+    def __init__(self, stream_id: str, aggregate_id: object) -> None:
+        self.aggregate_id = aggregate_id
+        super().__init__(stream_id, f"an event carries aggregate_id {aggregate_id!s}")
+
+
+class EventVersionError(InvalidAppendError):
+    """An event's version does not follow on from the expected version.
+
+    Attributes:
+        version: The offending event's version.
+        required: The version it must have.
+    """
+
+    def __init__(self, stream_id: str, version: int, required: int) -> None:
+        self.version = version
+        self.required = required
+        super().__init__(
+            stream_id, f"an event has version {version} where version {required} is required"
+        )
+
+
+class DuplicateEventIdError(InvalidAppendError):
+    """An event id is already stored, and this append is not a retry of that append.
+
+    Attributes:
+        event_id: The reused event id.
+    """
+
+    def __init__(self, stream_id: str, event_id: object, detail: str) -> None:
+        self.event_id = event_id
+        super().__init__(stream_id, f"event id {event_id} is already stored {detail}")
+
+
+class InvalidReadError(FabulaError, ValueError):
+    """A read was asked with arguments out of range (negative position, limit ≤ 0).
+
+    Attributes:
+        argument: The name of the offending argument.
+        value: Its value.
+    """
+
+    def __init__(self, argument: str, value: object, requirement: str) -> None:
+        self.argument = argument
+        self.value = value
+        super().__init__(f"{argument}={value!r} is invalid: {requirement}")
+
+
+def _where(stream_id: str | None, position: int | None) -> str:
+    parts = []
+    if stream_id is not None:
+        parts.append(f"stream {stream_id!r}")
+    if position is not None:
+        parts.append(f"position {position}")
+    return f" ({', '.join(parts)})" if parts else ""

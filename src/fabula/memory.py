@@ -1,0 +1,259 @@
+"""InMemoryEventStore: the event store for tests, prototypes and examples.
+
+It keeps events encoded, exactly as the durable stores do, so what works here
+(serialization, upcasting, concurrency checks) works there too. Nothing
+survives the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Self
+from uuid import UUID
+
+import attrs
+
+from fabula._events import DomainEvent
+from fabula._serialization import EventSerializer, SerializedEvent
+from fabula._store import (
+    AppendResult,
+    EventTypes,
+    Expected,
+    RecordedEvent,
+    StreamAppend,
+    check_concurrency,
+    event_type_names,
+    validate_append,
+    validate_read_all,
+    validate_read_stream,
+)
+from fabula.exceptions import (
+    DuplicateEventIdError,
+    EmptyAppendError,
+    InvalidAppendError,
+    StoreClosedError,
+)
+
+__all__ = ["InMemoryEventStore"]
+
+_SUBSCRIBE_BATCH = 500
+
+
+@attrs.frozen
+class _Row:
+    position: int
+    stream_id: str
+    version: int
+    record: SerializedEvent
+
+
+@attrs.frozen
+class _Planned:
+    """One stream's part of an append, checked and encoded, not yet stored."""
+
+    stream_id: str
+    records: tuple[SerializedEvent, ...]
+    first_version: int
+    replayed: AppendResult | None
+
+
+@attrs.define(repr=False)
+class InMemoryEventStore:
+    """An `EventStore` that keeps everything in memory.
+
+    Every operation completes without yielding to the event loop between its
+    checks and its writes, so it is atomic with respect to other asyncio
+    tasks. It is not thread-safe: use it from one event loop.
+
+    Args:
+        serializer: Encodes and decodes events; one over `default_registry`
+            if omitted.
+    """
+
+    serializer: EventSerializer = attrs.field(factory=EventSerializer)
+    _log: list[_Row] = attrs.field(init=False, factory=list)
+    _streams: dict[str, list[_Row]] = attrs.field(init=False, factory=dict)
+    _by_id: dict[UUID, _Row] = attrs.field(init=False, factory=dict)
+    _wakeup: asyncio.Event | None = attrs.field(init=False, default=None)
+    _closed: bool = attrs.field(init=False, default=False)
+
+    def __repr__(self) -> str:
+        return f"<InMemoryEventStore: {len(self._log)} events in {len(self._streams)} streams>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the store: later calls raise `StoreClosedError`, subscriptions end."""
+        self._closed = True
+        self._notify()
+
+    async def append(
+        self, stream_id: str, events: Sequence[DomainEvent], *, expected_version: Expected
+    ) -> AppendResult:
+        """Append events to one stream atomically (see `EventStore.append`)."""
+        batch = validate_append(stream_id, events, expected_version)
+        return self._commit([(stream_id, batch, expected_version)])[0]
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Append to several streams atomically (see `EventStore.append_many`)."""
+        if not appends:
+            raise EmptyAppendError("<append_many>")
+        checked = []
+        for item in appends:
+            if not isinstance(item, StreamAppend):
+                raise InvalidAppendError("<append_many>", f"{item!r} is not a StreamAppend")
+            batch = validate_append(item.stream_id, item.events, item.expected_version)
+            checked.append((item.stream_id, batch, item.expected_version))
+        return self._commit(checked)
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Read one stream from `from_version` (see `EventStore.read_stream`)."""
+        self._check_open()
+        validate_read_stream(stream_id, from_version, limit)
+        rows = self._streams.get(stream_id, ())
+        end = None if limit is None else from_version - 1 + limit
+        return [self._decode(row) for row in rows[from_version - 1 : end]]
+
+    async def read_all(
+        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
+    ) -> list[RecordedEvent]:
+        """Read the global log after `after` (see `EventStore.read_all`)."""
+        self._check_open()
+        validate_read_all(after, limit)
+        names = event_type_names(event_types, self.serializer.registry)
+        return self._scan(after, limit, names)[0]
+
+    async def subscribe(
+        self, *, after: int = 0, event_types: EventTypes | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield stored events after `after`, then new ones as they are appended."""
+        self._check_open()
+        validate_read_all(after, 1)
+        names = event_type_names(event_types, self.serializer.registry)
+        position = after
+        while not self._closed:
+            if self._wakeup is None:
+                self._wakeup = asyncio.Event()
+            wakeup = self._wakeup
+            batch, position = self._scan(position, _SUBSCRIBE_BATCH, names)
+            for recorded in batch:
+                yield recorded
+            if not batch:
+                await wakeup.wait()
+
+    def _commit(
+        self, appends: list[tuple[str, tuple[DomainEvent, ...], Expected]]
+    ) -> list[AppendResult]:
+        self._check_open()
+        encode = self.serializer.encode
+        encoded = [
+            (stream_id, batch, expected, tuple(encode(event) for event in batch))
+            for stream_id, batch, expected in appends
+        ]
+        planned: list[_Planned] = []
+        versions: dict[str, int] = {}
+        new_ids: set[UUID] = set()
+        for stream_id, batch, expected, records in encoded:
+            actual = versions.get(stream_id, len(self._streams.get(stream_id, ())))
+            replayed = self._replayed(stream_id, records)
+            if replayed is None:
+                for record in records:
+                    if record.event_id in new_ids:
+                        raise DuplicateEventIdError(
+                            stream_id, record.event_id, "earlier in the same append_many"
+                        )
+                    new_ids.add(record.event_id)
+                check_concurrency(stream_id, batch, expected, actual)
+                versions[stream_id] = actual + len(records)
+            planned.append(_Planned(stream_id, records, actual + 1, replayed))
+        return [self._store(plan) for plan in planned]
+
+    def _replayed(
+        self, stream_id: str, records: tuple[SerializedEvent, ...]
+    ) -> AppendResult | None:
+        """Return the original result if `records` were appended before, else None."""
+        stored = [self._by_id.get(record.event_id) for record in records]
+        rows = [row for row in stored if row is not None]
+        if not rows:
+            return None
+        if len(rows) != len(stored):
+            raise DuplicateEventIdError(
+                stream_id,
+                rows[0].record.event_id,
+                "but other events of this batch are new; a retry must repeat the whole append",
+            )
+        first = rows[0]
+        for offset, (row, record) in enumerate(zip(rows, records, strict=True)):
+            if row.stream_id != stream_id:
+                raise DuplicateEventIdError(
+                    stream_id, record.event_id, f"in stream {row.stream_id!r}"
+                )
+            if row.version != first.version + offset or row.record != record:
+                raise DuplicateEventIdError(
+                    stream_id,
+                    record.event_id,
+                    "with other content or in another order; a retry must repeat the append",
+                )
+        return AppendResult(
+            stream_id=stream_id, version=rows[-1].version, position=rows[-1].position
+        )
+
+    def _store(self, plan: _Planned) -> AppendResult:
+        if plan.replayed is not None:
+            return plan.replayed
+        stream = self._streams.setdefault(plan.stream_id, [])
+        row = None
+        for offset, record in enumerate(plan.records):
+            row = _Row(len(self._log) + 1, plan.stream_id, plan.first_version + offset, record)
+            self._log.append(row)
+            stream.append(row)
+            self._by_id[record.event_id] = row
+        assert row is not None  # noqa: S101 - validate_append refuses empty batches
+        self._notify()
+        return AppendResult(stream_id=plan.stream_id, version=row.version, position=row.position)
+
+    def _scan(
+        self, after: int, limit: int, names: frozenset[str] | None
+    ) -> tuple[list[RecordedEvent], int]:
+        """Return up to `limit` matching events after `after`, and the last position scanned."""
+        if names is None:
+            rows = self._log[after : after + limit]
+            return [self._decode(row) for row in rows], rows[-1].position if rows else after
+        found: list[RecordedEvent] = []
+        scanned = after
+        for row in self._log[after:]:
+            scanned = row.position
+            if row.record.type in names:
+                found.append(self._decode(row))
+                if len(found) == limit:
+                    break
+        return found, scanned
+
+    def _decode(self, row: _Row) -> RecordedEvent:
+        event = self.serializer.decode(
+            row.record, stream_id=row.stream_id, version=row.version, position=row.position
+        )
+        return RecordedEvent(event=event, position=row.position, stream_id=row.stream_id)
+
+    def _notify(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            msg = "the InMemoryEventStore is closed"
+            raise StoreClosedError(msg)

@@ -1,0 +1,43 @@
+"""Tools for testing fabula applications and stores: import them in your own tests.
+
+- `EventStoreContract`: the test suite every `EventStore` must pass; subclass
+  it and provide the `event_store_factory` fixture.
+- `check_against_model`: the hypothesis state machine the suite runs, for
+  use on its own.
+- `given`: given / when / then scenarios for aggregates.
+- `fabula.testing.strategies`: hypothesis strategies that build events.
+
+Needs the `testing` extra: `pip install 'fabula[testing]'`.
+"""
+
+try:
+    import hypothesis  # noqa: F401
+    import pytest  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    msg = "fabula.testing needs pytest and hypothesis: pip install 'fabula[testing]'"
+    raise ImportError(msg) from exc
+
+from fabula.testing import strategies
+from fabula.testing._contract import EventStoreContract, StoreFactory
+from fabula.testing._contract_events import (
+    CONTRACT_EVENTS,
+    Deposited,
+    Withdrawn,
+    register_contract_events,
+)
+from fabula.testing._model import check_against_model
+from fabula.testing._scenario import Given, Outcome, given
+
+__all__ = [
+    "CONTRACT_EVENTS",
+    "Deposited",
+    "EventStoreContract",
+    "Given",
+    "Outcome",
+    "StoreFactory",
+    "Withdrawn",
+    "check_against_model",
+    "given",
+    "register_contract_events",
+    "strategies",
+]

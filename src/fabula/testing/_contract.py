@@ -1,0 +1,496 @@
+"""The EventStore contract: one test suite every store must pass unchanged.
+
+Subclass `EventStoreContract` in your own tests and provide one fixture,
+`event_store_factory`, that returns an async callable building a fresh, empty
+store; the suite closes each store it builds:
+
+    class TestMyStore(EventStoreContract):
+        @pytest.fixture
+        def event_store_factory(self, tmp_path):
+            async def build():
+                return MyStore(tmp_path / "events.db")
+            return build
+
+The tests run their own event loop (`asyncio.run`), so the suite needs no
+async pytest plugin and works beside any.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable, Coroutine
+from decimal import Decimal
+from typing import Any, TypeAlias
+from uuid import uuid4
+
+import attrs
+import pytest
+from hypothesis import HealthCheck, settings
+
+from fabula._events import EventMetadata
+from fabula._store import EventStore, ExpectedVersion, RecordedEvent, StreamAppend
+from fabula.exceptions import (
+    ConcurrencyError,
+    DuplicateEventIdError,
+    EmptyAppendError,
+    EventVersionError,
+    InvalidAppendError,
+    InvalidReadError,
+    NotAnEventError,
+    SerializationError,
+    StreamMismatchError,
+)
+from fabula.testing._contract_events import Deposited, Withdrawn
+from fabula.testing._model import check_against_model
+
+__all__ = ["EventStoreContract", "StoreFactory", "deposit"]
+
+StoreFactory: TypeAlias = Callable[[], Awaitable[EventStore]]
+"""What the `event_store_factory` fixture returns: builds a fresh, empty store."""
+
+_Body: TypeAlias = Callable[["EventStoreContract", EventStore], Coroutine[Any, Any, None]]
+_TIMEOUT = 60.0
+
+
+def _store_test(body: _Body) -> Callable[[EventStoreContract, StoreFactory], None]:
+    """Turn `async def test_x(self, store)` into a sync test using the factory fixture."""
+
+    def test(self: EventStoreContract, event_store_factory: StoreFactory) -> None:
+        async def run() -> None:
+            store = await event_store_factory()
+            try:
+                await asyncio.wait_for(body(self, store), _TIMEOUT)
+            finally:
+                await store.close()
+
+        asyncio.run(run())
+
+    test.__name__ = body.__name__
+    test.__qualname__ = body.__qualname__
+    test.__doc__ = body.__doc__
+    return test
+
+
+def deposit(amount: int | str = 1, note: str = "") -> Deposited:
+    """Return a new contract-suite event."""
+    return Deposited(amount=Decimal(amount), note=note)
+
+
+def _ids(recorded: list[RecordedEvent]) -> list[Any]:
+    return [r.event.event_id for r in recorded]
+
+
+class EventStoreContract:
+    """The event store contract suite (see the module docstring for use)."""
+
+    @pytest.fixture
+    def event_store_factory(self) -> StoreFactory:
+        """Override in a subclass: return an async callable building a fresh store."""
+        pytest.fail("EventStoreContract subclasses must provide the event_store_factory fixture")
+
+    # -- append and read back ------------------------------------------------
+
+    @_store_test
+    async def test_append_then_read_stream_returns_the_events(self, store: EventStore) -> None:
+        """Appended events read back equal, stamped with stream id and versions 1..n."""
+        sent = [deposit(1, "a"), deposit(2, "b"), deposit(3, "c")]
+        result = await store.append("acc-1", sent, expected_version=ExpectedVersion.NO_STREAM)
+        assert (result.stream_id, result.version) == ("acc-1", 3)
+        read = await store.read_stream("acc-1")
+        expected = [attrs.evolve(e, aggregate_id="acc-1", version=n) for n, e in enumerate(sent, 1)]
+        assert [r.event for r in read] == expected
+        assert [r.stream_id for r in read] == ["acc-1"] * 3
+        assert read[-1].position == result.position
+
+    @_store_test
+    async def test_events_keep_their_metadata_and_timestamps(self, store: EventStore) -> None:
+        """Event ids, timestamps and metadata survive the round trip exactly."""
+        meta = EventMetadata(correlation_id=uuid4(), causation_id=uuid4(), headers={"k": "v"})
+        sent = Deposited(amount=Decimal("12.50"), metadata=meta)
+        await store.append("acc-1", [sent], expected_version=0)
+        (read,) = await store.read_stream("acc-1")
+        assert read.event == attrs.evolve(sent, aggregate_id="acc-1", version=1)
+
+    @_store_test
+    async def test_versions_continue_across_appends(self, store: EventStore) -> None:
+        """A second append continues the stream's versions."""
+        await store.append("acc-1", [deposit()], expected_version=0)
+        result = await store.append("acc-1", [deposit(), deposit()], expected_version=1)
+        assert result.version == 3
+        assert [r.event.version for r in await store.read_stream("acc-1")] == [1, 2, 3]
+
+    @_store_test
+    async def test_read_stream_from_version_and_limit(self, store: EventStore) -> None:
+        """read_stream honours from_version and limit."""
+        await store.append("acc-1", [deposit(n) for n in range(1, 6)], expected_version=0)
+        window = await store.read_stream("acc-1", from_version=2, limit=2)
+        assert [r.event.version for r in window] == [2, 3]
+        assert [r.event.version for r in await store.read_stream("acc-1", from_version=5)] == [5]
+        assert await store.read_stream("acc-1", from_version=6) == []
+
+    @_store_test
+    async def test_unknown_stream_reads_empty(self, store: EventStore) -> None:
+        """Reading a stream that was never written returns no events."""
+        assert await store.read_stream("nobody") == []
+
+    @_store_test
+    async def test_streams_are_separate(self, store: EventStore) -> None:
+        """Events of one stream never appear in another."""
+        await store.append("acc-1", [deposit(1)], expected_version=0)
+        await store.append("acc-2", [deposit(2), deposit(3)], expected_version=0)
+        assert [r.event.amount for r in await store.read_stream("acc-1")] == [1]  # type: ignore[attr-defined]
+        assert len(await store.read_stream("acc-2")) == 2
+
+    # -- expected versions ---------------------------------------------------
+
+    @_store_test
+    async def test_exact_expected_version_mismatch_raises(self, store: EventStore) -> None:
+        """A wrong exact version raises ConcurrencyError with its context; nothing is written."""
+        await store.append("acc-1", [deposit(), deposit()], expected_version=0)
+        with pytest.raises(ConcurrencyError) as info:
+            await store.append("acc-1", [deposit()], expected_version=1)
+        assert (info.value.stream_id, info.value.expected, info.value.actual) == ("acc-1", 1, 2)
+        assert len(await store.read_stream("acc-1")) == 2
+
+    @_store_test
+    async def test_expected_version_zero_means_new_stream(self, store: EventStore) -> None:
+        """Exact version 0 and NO_STREAM refuse an existing stream."""
+        await store.append("acc-1", [deposit()], expected_version=0)
+        for expected in (0, ExpectedVersion.NO_STREAM):
+            with pytest.raises(ConcurrencyError) as info:
+                await store.append("acc-1", [deposit()], expected_version=expected)
+            assert info.value.actual == 1
+
+    @_store_test
+    async def test_stream_exists_refuses_a_new_stream(self, store: EventStore) -> None:
+        """STREAM_EXISTS fails on a missing stream and succeeds on an existing one."""
+        with pytest.raises(ConcurrencyError) as info:
+            await store.append("acc-1", [deposit()], expected_version=ExpectedVersion.STREAM_EXISTS)
+        assert info.value.actual == 0
+        assert await store.read_stream("acc-1") == []
+        await store.append("acc-1", [deposit()], expected_version=0)
+        result = await store.append(
+            "acc-1", [deposit()], expected_version=ExpectedVersion.STREAM_EXISTS
+        )
+        assert result.version == 2
+
+    @_store_test
+    async def test_any_appends_whatever_the_version(self, store: EventStore) -> None:
+        """ANY appends to new and existing streams alike."""
+        await store.append("acc-1", [deposit()], expected_version=ExpectedVersion.ANY)
+        result = await store.append("acc-1", [deposit()], expected_version=ExpectedVersion.ANY)
+        assert result.version == 2
+
+    @_store_test
+    async def test_versioned_events_must_follow_the_stream(self, store: EventStore) -> None:
+        """Events stamped for an older stream state conflict even under ANY."""
+        await store.append("acc-1", [deposit(), deposit()], expected_version=0)
+        stale = attrs.evolve(deposit(), aggregate_id="acc-1", version=2)
+        with pytest.raises(ConcurrencyError):
+            await store.append("acc-1", [stale], expected_version=ExpectedVersion.ANY)
+        fresh = attrs.evolve(deposit(), aggregate_id="acc-1", version=3)
+        assert (await store.append("acc-1", [fresh], expected_version=2)).version == 3
+
+    # -- atomicity and idempotency -------------------------------------------
+
+    @_store_test
+    async def test_a_failed_batch_writes_nothing(self, store: EventStore) -> None:
+        """A batch with an unencodable event is refused whole."""
+        bad = Deposited(amount=1.5)  # type: ignore[arg-type]
+        with pytest.raises(SerializationError):
+            await store.append("acc-1", [deposit(), bad], expected_version=0)
+        assert await store.read_stream("acc-1") == []
+        assert await store.read_all() == []
+
+    @_store_test
+    async def test_reappending_the_same_events_is_idempotent(self, store: EventStore) -> None:
+        """A retry of a stored append returns the original result and adds nothing."""
+        batch = [deposit(1), deposit(2)]
+        first = await store.append("acc-1", batch, expected_version=0)
+        await store.append("acc-1", [deposit(3)], expected_version=2)
+        again = await store.append("acc-1", batch, expected_version=0)
+        assert again == first
+        assert len(await store.read_stream("acc-1")) == 3
+
+    @_store_test
+    async def test_reused_event_ids_otherwise_are_refused(self, store: EventStore) -> None:
+        """Stored ids in another order, another stream or beside new events are refused."""
+        a, b = deposit(1), deposit(2)
+        await store.append("acc-1", [a, b], expected_version=0)
+        for stream_id, batch in (
+            ("acc-1", [b, a]),
+            ("acc-2", [a]),
+            ("acc-1", [a, deposit(3)]),
+        ):
+            with pytest.raises(DuplicateEventIdError):
+                await store.append(stream_id, batch, expected_version=ExpectedVersion.ANY)
+        assert _ids(await store.read_all()) == [a.event_id, b.event_id]
+
+    @_store_test
+    async def test_same_id_in_one_batch_is_refused(self, store: EventStore) -> None:
+        """One event twice in a batch is refused."""
+        a = deposit()
+        with pytest.raises(DuplicateEventIdError):
+            await store.append("acc-1", [a, a], expected_version=0)
+        assert await store.read_all() == []
+
+    @_store_test
+    async def test_append_many_is_atomic(self, store: EventStore) -> None:
+        """One conflicting stream makes append_many store nothing at all."""
+        await store.append("acc-2", [deposit()], expected_version=0)
+        with pytest.raises(ConcurrencyError):
+            await store.append_many(
+                [
+                    StreamAppend("acc-1", [deposit()], expected_version=0),
+                    StreamAppend("acc-2", [deposit()], expected_version=0),
+                ]
+            )
+        assert await store.read_stream("acc-1") == []
+        assert len(await store.read_all()) == 1
+
+    @_store_test
+    async def test_append_many_appends_every_stream(self, store: EventStore) -> None:
+        """append_many returns one result per stream, in order."""
+        results = await store.append_many(
+            [
+                StreamAppend("acc-1", [deposit(), deposit()], expected_version=0),
+                StreamAppend("acc-2", [deposit()], expected_version=ExpectedVersion.NO_STREAM),
+            ]
+        )
+        assert [(r.stream_id, r.version) for r in results] == [("acc-1", 2), ("acc-2", 1)]
+        log = await store.read_all()
+        assert [r.position for r in log][-1] == results[-1].position
+        assert [r.stream_id for r in log] == ["acc-1", "acc-1", "acc-2"]
+
+    # -- the global log --------------------------------------------------------
+
+    @_store_test
+    async def test_read_all_is_in_position_order(self, store: EventStore) -> None:
+        """read_all returns every event once, positions strictly increasing."""
+        for n in range(5):
+            await store.append(f"acc-{n % 2}", [deposit(n)], expected_version=ExpectedVersion.ANY)
+        log = await store.read_all()
+        positions = [r.position for r in log]
+        assert len(log) == 5
+        assert positions == sorted(set(positions))
+        assert [r.event.amount for r in log] == [0, 1, 2, 3, 4]  # type: ignore[attr-defined]
+
+    @_store_test
+    async def test_read_all_after_and_limit(self, store: EventStore) -> None:
+        """read_all pages through the log with after and limit."""
+        await store.append("acc-1", [deposit(n) for n in range(7)], expected_version=0)
+        seen: list[RecordedEvent] = []
+        after = 0
+        while page := await store.read_all(after=after, limit=3):
+            assert len(page) <= 3
+            seen.extend(page)
+            after = page[-1].position
+        assert [r.event.version for r in seen] == list(range(1, 8))
+
+    @_store_test
+    async def test_read_all_filters_by_event_type(self, store: EventStore) -> None:
+        """read_all with event_types returns only those types, by class or by name."""
+        await store.append(
+            "acc-1",
+            [deposit(), Withdrawn(amount=Decimal(1)), deposit(), Withdrawn(amount=Decimal(2))],
+            expected_version=0,
+        )
+        by_class = await store.read_all(event_types=[Withdrawn])
+        by_name = await store.read_all(event_types={"fabula.testing.Withdrawn"})
+        assert [r.event.version for r in by_class] == [2, 4]
+        assert by_name == by_class
+        assert await store.read_all(event_types=[Withdrawn], limit=1) == by_class[:1]
+        assert await store.read_all(event_types=[]) == []
+
+    # -- subscriptions -----------------------------------------------------------
+
+    @_store_test
+    async def test_subscribe_catches_up_then_follows_live(self, store: EventStore) -> None:
+        """Subscribe yields stored events after `after`, then new ones as they commit."""
+        await store.append("acc-1", [deposit(1), deposit(2), deposit(3)], expected_version=0)
+        first = (await store.read_all())[0].position
+        received: list[RecordedEvent] = []
+        six = asyncio.Event()
+
+        async def consume() -> None:
+            async for recorded in store.subscribe(after=first):
+                received.append(recorded)
+                if len(received) == 4:
+                    six.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.05)
+        await store.append("acc-2", [deposit(4)], expected_version=0)
+        await store.append("acc-1", [deposit(5)], expected_version=3)
+        await asyncio.wait_for(six.wait(), 10)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert [r.event.amount for r in received] == [2, 3, 4, 5]  # type: ignore[attr-defined]
+        positions = [r.position for r in received]
+        assert positions == sorted(set(positions))
+
+    @_store_test
+    async def test_subscribe_filters_by_event_type(self, store: EventStore) -> None:
+        """Subscribe with event_types yields only those types."""
+        got: list[RecordedEvent] = []
+        done = asyncio.Event()
+
+        async def consume() -> None:
+            async for recorded in store.subscribe(event_types=[Withdrawn]):
+                got.append(recorded)
+                done.set()
+
+        task = asyncio.create_task(consume())
+        await store.append("acc-1", [deposit(), deposit()], expected_version=0)
+        await store.append("acc-1", [Withdrawn(amount=Decimal(7))], expected_version=2)
+        await asyncio.wait_for(done.wait(), 10)
+        task.cancel()
+        assert [type(r.event) for r in got] == [Withdrawn]
+
+    @_store_test
+    async def test_subscription_ends_when_the_store_closes(self, store: EventStore) -> None:
+        """An idle subscription ends (without error) when its store is closed."""
+        await store.append("acc-1", [deposit()], expected_version=0)
+
+        async def consume() -> int:
+            return len([r async for r in store.subscribe()])
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.05)
+        await store.close()
+        assert await asyncio.wait_for(task, 10) == 1
+
+    # -- concurrency -------------------------------------------------------------
+
+    @_store_test
+    async def test_concurrent_writers_one_stream_one_winner_per_version(
+        self, store: EventStore
+    ) -> None:
+        """Of many writers expecting the same version, exactly one wins each round."""
+        writers = 20
+        for version in range(5):
+            gate = asyncio.Event()
+
+            async def write(gate: asyncio.Event = gate, version: int = version) -> bool:
+                await gate.wait()
+                try:
+                    await store.append("hot", [deposit()], expected_version=version)
+                except ConcurrencyError:
+                    return False
+                return True
+
+            tasks = [asyncio.create_task(write()) for _ in range(writers)]
+            await asyncio.sleep(0)
+            gate.set()
+            assert sum(await asyncio.gather(*tasks)) == 1
+        assert [r.event.version for r in await store.read_stream("hot")] == [1, 2, 3, 4, 5]
+
+    @_store_test
+    async def test_concurrent_writers_with_retries_lose_nothing(self, store: EventStore) -> None:
+        """Writers that retry on conflict all land; every acknowledged event is stored once."""
+        acknowledged: list[Any] = []
+
+        async def writer(n: int) -> None:
+            rng = random.Random(n)  # noqa: S311 - jitter, not cryptography
+            for _ in range(5):
+                event = deposit(n)
+                while True:
+                    version = len(await store.read_stream("hot"))
+                    try:
+                        await store.append("hot", [event], expected_version=version)
+                    except ConcurrencyError:
+                        await asyncio.sleep(rng.random() / 1000)
+                        continue
+                    acknowledged.append(event.event_id)
+                    break
+
+        await asyncio.gather(*(writer(n) for n in range(10)))
+        stored = await store.read_stream("hot")
+        assert sorted(_ids(stored), key=str) == sorted(acknowledged, key=str)
+        assert [r.event.version for r in stored] == list(range(1, 51))
+
+    @_store_test
+    async def test_concurrent_writers_many_streams_all_land(self, store: EventStore) -> None:
+        """Writers on separate streams all succeed; global positions are unique and ordered."""
+
+        async def writer(n: int) -> list[int]:
+            positions = []
+            for version in range(10):
+                result = await store.append(f"s-{n}", [deposit(n)], expected_version=version)
+                positions.append(result.position)
+            return positions
+
+        per_writer = await asyncio.gather(*(writer(n) for n in range(25)))
+        log = []
+        after = 0
+        while page := await store.read_all(after=after, limit=100):
+            log.extend(page)
+            after = page[-1].position
+        positions = [r.position for r in log]
+        assert len(log) == 250
+        assert positions == sorted(set(positions))
+        assert sorted(p for ps in per_writer for p in ps) == positions
+        for n in range(25):
+            assert [r.event.version for r in await store.read_stream(f"s-{n}")] == list(
+                range(1, 11)
+            )
+
+    # -- bad input -----------------------------------------------------------------
+
+    @_store_test
+    async def test_bad_appends_raise_specific_errors(self, store: EventStore) -> None:
+        """Each kind of bad append raises its own error and writes nothing."""
+        other = attrs.evolve(deposit(), aggregate_id="acc-2")
+        gap = attrs.evolve(deposit(), version=5)
+        cases: list[tuple[list[Any], object, type[Exception]]] = [
+            ([], 0, EmptyAppendError),
+            (["not an event"], 0, NotAnEventError),
+            ([deposit(), object()], 0, NotAnEventError),
+            ([other], 0, StreamMismatchError),
+            ([gap], 0, EventVersionError),
+            ([deposit()], -1, InvalidAppendError),
+            ([deposit()], "1", InvalidAppendError),
+        ]
+        for events, expected, error in cases:
+            with pytest.raises(error) as info:
+                await store.append("acc-1", events, expected_version=expected)  # type: ignore[arg-type]
+            assert "acc-1" in str(info.value)
+        with pytest.raises(EmptyAppendError):
+            await store.append_many([])
+        assert await store.read_all() == []
+
+    @_store_test
+    async def test_bad_reads_raise_invalid_read_error(self, store: EventStore) -> None:
+        """Negative positions and non-positive limits are refused, naming the value."""
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: store.read_all(after=-1),
+            lambda: store.read_all(limit=0),
+            lambda: store.read_stream("acc-1", from_version=0),
+            lambda: store.read_stream("acc-1", limit=0),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidReadError, match=r"-1|0"):
+                await call()
+
+    @_store_test
+    async def test_store_works_as_an_async_context_manager(self, store: EventStore) -> None:
+        """`async with store:` returns the store itself."""
+        async with store as entered:
+            assert entered is store
+            await store.append("acc-1", [deposit()], expected_version=0)
+
+    # -- the model ---------------------------------------------------------------------
+
+    def test_behaves_like_a_model(self, event_store_factory: StoreFactory) -> None:
+        """Random appends and reads give the same answers as a plain in-memory model."""
+        check_against_model(
+            event_store_factory,
+            settings(
+                max_examples=40,
+                stateful_step_count=30,
+                deadline=None,
+                suppress_health_check=[HealthCheck.too_slow],
+            ),
+        )
