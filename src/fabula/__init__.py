@@ -9,7 +9,8 @@ whose methods record them, and keep them in an event store:
     again = await repo.get(Order, order.id)
 """
 
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
+from importlib.metadata import version as _version
 
 from fabula import exceptions, memory
 from fabula._aggregate import Aggregate, apply
@@ -61,8 +62,8 @@ from fabula.exceptions import (
 )
 
 try:
-    __version__ = version("fabula")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = _version("fabula")
+except _PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0+unknown"
 
 __all__ = [

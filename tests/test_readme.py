@@ -1,0 +1,44 @@
+"""The README's code runs as written."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+BLOCK = re.compile(r"(<!-- not run: [^>]*-->\n)?```python\n(.*?)```", re.DOTALL)
+
+
+def python_blocks() -> list[tuple[bool, str]]:
+    return [(not marker, code) for marker, code in BLOCK.findall(README)]
+
+
+class TestReadme:
+    def test_quickstart_is_the_example_file(self) -> None:
+        """The README's first block is examples/quickstart.py, character for character."""
+        runnable, first = python_blocks()[0]
+        assert runnable
+        assert first == (ROOT / "examples" / "quickstart.py").read_text(encoding="utf-8")
+
+    def test_runnable_blocks_run_in_order(self) -> None:
+        """Every block not marked 'not run' runs, in one interpreter, after the ones before."""
+        program = "\n".join(code for runnable, code in python_blocks() if runnable)
+        result = subprocess.run(  # noqa: S603 - our own interpreter on our own README
+            [sys.executable, "-c", program], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        assert "cart at version 2, total 5.75" in result.stdout
+        assert "2 ItemAdded" in result.stdout
+
+    def test_every_block_is_run_or_says_why_not(self) -> None:
+        """A block that is not run carries a comment giving the reason."""
+        blocks = README.count("```python")
+        assert blocks == len(python_blocks())
+        assert sum(runnable for runnable, _ in python_blocks()) >= 2
+
+    def test_set_up_commands_are_the_ones_ci_runs(self) -> None:
+        """The README's check command is the one .ci/run executes."""
+        command = "python3 -m venv .venv && .venv/bin/pip install nox && .venv/bin/nox"
+        assert command in README
+        assert command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")

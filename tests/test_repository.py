@@ -1,0 +1,118 @@
+"""Repository: loading and saving aggregates through a store."""
+
+from decimal import Decimal
+from uuid import uuid4
+
+import pytest
+
+from fabula import AggregateNotFoundError, ConcurrencyError, Repository
+from fabula.memory import InMemoryEventStore
+
+from .domain import ADDRESS, Order, OrderItemAdded, OrderStatus
+
+PRODUCT = uuid4()
+
+
+@pytest.fixture
+def store() -> InMemoryEventStore:
+    return InMemoryEventStore()
+
+
+@pytest.fixture
+def repo(store: InMemoryEventStore) -> Repository:
+    return Repository(store)
+
+
+class TestGet:
+    async def test_unknown_id_raises_not_found(self, repo: Repository) -> None:
+        """get() of an id with no stream raises AggregateNotFoundError naming type and id."""
+        missing = uuid4()
+        with pytest.raises(AggregateNotFoundError) as info:
+            await repo.get(Order, missing)
+        assert (info.value.aggregate_type, info.value.aggregate_id) == (Order, missing)
+        assert str(missing) in str(info.value)
+        assert isinstance(info.value, LookupError)
+
+    async def test_save_then_get_round_trips(self, repo: Repository) -> None:
+        """A saved aggregate loads back equal, at the same version, with nothing pending."""
+        order = Order.create(uuid4(), ADDRESS)
+        order.add_item(PRODUCT, 3, Decimal("2.00"))
+        order.submit()
+        await repo.save(order)
+        again = await repo.get(Order, order.id)
+        assert again == order
+        assert (again.version, again.pending_events, again.status) == (
+            3,
+            (),
+            OrderStatus.SUBMITTED,
+        )
+
+    async def test_string_ids(self, repo: Repository) -> None:
+        """Aggregates with string ids save and load."""
+        order = Order(id="order-7")
+        order.record(OrderItemAdded(product_id=PRODUCT, quantity=1, unit_price=Decimal(1)))
+        await repo.save(order)
+        again = await repo.get(Order, "order-7")
+        assert again.id == "order-7"
+        assert again.lines[PRODUCT].quantity == 1
+
+
+class TestSave:
+    async def test_save_clears_pending_only_after_success(self, repo: Repository) -> None:
+        """A conflicting save raises and keeps the pending events; nothing is stored."""
+        order = Order.create(uuid4(), ADDRESS)
+        await repo.save(order)
+        first, second = await repo.get(Order, order.id), await repo.get(Order, order.id)
+        first.add_item(PRODUCT, 1, Decimal(1))
+        second.add_item(PRODUCT, 5, Decimal(1))
+        await repo.save(first)
+        with pytest.raises(ConcurrencyError) as info:
+            await repo.save(second)
+        assert (info.value.expected, info.value.actual) == (1, 2)
+        assert len(second.pending_events) == 1
+        assert (await repo.get(Order, order.id)).lines[PRODUCT].quantity == 1
+
+    async def test_save_of_several_aggregates_is_atomic(
+        self, repo: Repository, store: InMemoryEventStore
+    ) -> None:
+        """Saving two aggregates where one conflicts stores neither."""
+        stale = Order.create(uuid4(), ADDRESS)
+        await repo.save(stale)
+        fresh = Order.create(uuid4(), ADDRESS)
+        newer = await repo.get(Order, stale.id)
+        newer.add_item(PRODUCT, 1, Decimal(1))
+        await repo.save(newer)
+        stale.add_item(PRODUCT, 2, Decimal(1))
+        with pytest.raises(ConcurrencyError):
+            await repo.save(fresh, stale)
+        with pytest.raises(AggregateNotFoundError):
+            await repo.get(Order, fresh.id)
+        assert fresh.pending_events
+        assert len(await store.read_all()) == 2
+
+    async def test_save_of_several_aggregates_stores_all(self, repo: Repository) -> None:
+        """Saving two aggregates returns a result for each and stores both."""
+        a, b = Order.create(uuid4(), ADDRESS), Order.create(uuid4(), ADDRESS)
+        b.add_item(PRODUCT, 1, Decimal(1))
+        results = await repo.save(a, b, a)
+        assert [(r.stream_id, r.version) for r in results] == [(str(a.id), 1), (str(b.id), 2)]
+        assert (a.pending_events, b.pending_events) == ((), ())
+
+    async def test_save_without_changes_is_a_no_op(
+        self, repo: Repository, store: InMemoryEventStore
+    ) -> None:
+        """Saving aggregates with no pending events stores nothing."""
+        order = Order.create(uuid4(), ADDRESS)
+        await repo.save(order)
+        assert await repo.save(order) == []
+        assert await repo.save() == []
+        assert len(await store.read_all()) == 1
+
+    async def test_loaded_aggregate_saves_from_its_version(self, repo: Repository) -> None:
+        """Changes to a loaded aggregate append after its stored version."""
+        order = Order.create(uuid4(), ADDRESS)
+        await repo.save(order)
+        loaded = await repo.get(Order, order.id)
+        loaded.add_item(PRODUCT, 1, Decimal(1))
+        (result,) = await repo.save(loaded)
+        assert result.version == 2

@@ -1,0 +1,310 @@
+"""Encoding events for storage and decoding them back, with upcasting."""
+
+from datetime import UTC, date, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import cast
+from uuid import UUID, uuid4
+
+import attrs
+import pytest
+from hypothesis import given
+
+import fabula
+from fabula import (
+    DomainEvent,
+    EventRegistry,
+    EventSerializer,
+    JSONObject,
+    SerializationError,
+    SerializedEvent,
+    UpcastError,
+)
+from fabula._serialization import aggregate_id_from_stream
+from fabula.memory import InMemoryEventStore
+
+from . import strategies
+from .domain import (
+    Address,
+    Colour,
+    Everything,
+    Line,
+    OrderItemAdded,
+    Priority,
+)
+
+STREAM = "3b2f6a4e-0c1d-4b8e-9f7a-2d5c6e8f9a0b"
+
+
+def round_trip(event: DomainEvent, serializer: EventSerializer | None = None) -> DomainEvent:
+    codec = serializer or EventSerializer()
+    record = codec.encode(event)
+    return codec.decode(record, stream_id=STREAM, version=7, position=42)
+
+
+def everything(**changes: object) -> Everything:
+    values: dict[str, object] = {
+        "uid": uuid4(),
+        "amount": Decimal("12.50"),
+        "at": datetime(2026, 3, 29, 1, 30, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
+        "day": date(2026, 2, 28),
+        "colour": Colour.GREEN,
+        "priority": Priority.HIGH,
+        "address": Address(street="Main 1", city="Utrecht"),
+        "lines": (Line(uuid4(), 2, Decimal("0.10")), Line(uuid4(), 1, Decimal("1E+3"))),
+        "pair": (3, "three"),
+        "tags": fabula.FrozenDict({"a": 1}),
+        "by_product": fabula.FrozenDict({uuid4(): Decimal("-0.00")}),
+        "by_number": {1: "one", -20: "minus twenty"},
+        "ratio": 0.1,
+        "flag": True,
+        "note": None,
+    }
+    values.update(changes)
+    return Everything(**values)  # type: ignore[arg-type]
+
+
+class TestRoundTrip:
+    def test_every_supported_kind_round_trips_exactly(self) -> None:
+        """UUID, Decimal, aware datetime, date, Enum, nested attrs, tuples and mappings."""
+        event = everything()
+        decoded = round_trip(event)
+        assert decoded == attrs.evolve(event, aggregate_id=UUID(STREAM), version=7)
+        assert isinstance(decoded, Everything)
+        assert str(decoded.amount) == "12.50"
+        assert decoded.at.utcoffset() == timedelta(hours=-5, minutes=-30)
+        assert isinstance(decoded.tags, fabula.FrozenDict)
+        assert isinstance(decoded.by_product, fabula.FrozenDict)
+        assert type(decoded.by_number) is dict
+        assert type(decoded.lines) is tuple
+
+    @given(strategies.everything)
+    def test_any_event_round_trips(self, event: Everything) -> None:
+        """Whatever values the strategy draws come back equal."""
+        assert round_trip(event) == attrs.evolve(event, aggregate_id=UUID(STREAM), version=7)
+
+    def test_payload_holds_only_the_events_own_fields(self) -> None:
+        """Base fields live in the record's columns, not in the JSON payload."""
+        event = OrderItemAdded(product_id=uuid4(), quantity=2, unit_price=Decimal("9.99"))
+        record = EventSerializer().encode(event)
+        assert record.type == "tests.OrderItemAdded"
+        assert record.schema_version == 1
+        assert record.event_id == event.event_id
+        assert record.timestamp == event.timestamp
+        assert record.metadata == "{}"
+        assert record.data == (
+            f'{{"product_id":"{event.product_id}","quantity":2,"unit_price":"9.99"}}'
+        )
+
+    def test_metadata_round_trips(self) -> None:
+        """Correlation id, causation id and headers survive."""
+        metadata = fabula.EventMetadata(
+            correlation_id=uuid4(), causation_id=uuid4(), headers={"user": "ann"}
+        )
+        event = attrs.evolve(everything(), metadata=metadata)
+        assert round_trip(event).metadata == metadata
+
+    @pytest.mark.parametrize(
+        ("stream_id", "expected"),
+        [
+            (STREAM, UUID(STREAM)),
+            (STREAM.upper(), STREAM.upper()),
+            ("order-1", "order-1"),
+            ("x" * 36, "x" * 36),
+        ],
+    )
+    def test_aggregate_id_comes_from_the_stream(self, stream_id: str, expected: object) -> None:
+        """Canonical UUID text stands for a UUID id; any other stream id stays a string."""
+        assert aggregate_id_from_stream(stream_id) == expected
+        assert type(aggregate_id_from_stream(stream_id)) is type(expected)
+
+
+class TestRefusals:
+    def test_float_for_decimal_is_refused(self) -> None:
+        """A float in a Decimal field is refused on encode, with a hint."""
+        event = OrderItemAdded(product_id=uuid4(), quantity=1, unit_price=0.1)  # type: ignore[arg-type]
+        with pytest.raises(SerializationError, match=r"expected a Decimal, got float 0\.1") as info:
+            EventSerializer().encode(event)
+        assert info.value.type_name == "tests.OrderItemAdded"
+
+    def test_naive_datetime_is_refused(self) -> None:
+        """A naive datetime field is refused rather than guessed."""
+        with pytest.raises(SerializationError, match="naive datetime"):
+            EventSerializer().encode(everything(at=datetime(2026, 1, 1)))  # noqa: DTZ001
+
+    def test_naive_timestamp_is_refused(self) -> None:
+        """A naive event timestamp is refused too."""
+        event = attrs.evolve(everything(), timestamp=datetime(2026, 1, 1))  # noqa: DTZ001
+        with pytest.raises(SerializationError, match="naive datetime"):
+            EventSerializer().encode(event)
+
+    def test_nan_is_refused(self) -> None:
+        """NaN has no JSON form and is refused."""
+        with pytest.raises(
+            SerializationError, match=r"Out of range float values are not JSON compliant"
+        ):
+            EventSerializer().encode(everything(ratio=float("nan")))
+
+    def test_unregistered_class_is_refused(self) -> None:
+        """Encoding an event class without a stored name raises UnregisteredEventError."""
+
+        @attrs.frozen
+        class Stray(DomainEvent):
+            value: int
+
+        with pytest.raises(fabula.UnregisteredEventError, match="Stray"):
+            EventSerializer().encode(Stray(value=1))
+
+
+def stored(
+    data: str, *, type_name: str = "tests.OrderItemAdded", version: int = 1
+) -> SerializedEvent:
+    return SerializedEvent(
+        event_id=uuid4(),
+        type=type_name,
+        schema_version=version,
+        timestamp=datetime.now(UTC),
+        data=data,
+        metadata="{}",
+    )
+
+
+class TestDecodeErrors:
+    def test_unknown_type_names_type_stream_and_position(self) -> None:
+        """A stored name no class has raises UnknownEventTypeError with its context."""
+        with pytest.raises(fabula.UnknownEventTypeError) as info:
+            EventSerializer().decode(
+                stored("{}", type_name="gone.Event"), stream_id="s-1", version=1, position=9
+            )
+        assert (info.value.type_name, info.value.stream_id, info.value.position) == (
+            "gone.Event",
+            "s-1",
+            9,
+        )
+        assert "gone.Event" in str(info.value)
+        assert "s-1" in str(info.value)
+        assert "9" in str(info.value)
+
+    @pytest.mark.parametrize(
+        ("data", "match"),
+        [
+            ("not json", "Expecting value"),
+            ("[1, 2]", "not a JSON object"),
+            ('{"quantity": 1, "unit_price": "1"}', "product_id"),
+            (f'{{"product_id": "{uuid4()}", "quantity": "1", "unit_price": "1"}}', "quantity"),
+            (f'{{"product_id": "{uuid4()}", "quantity": true, "unit_price": "1"}}', "quantity"),
+            (f'{{"product_id": "{uuid4()}", "quantity": 1, "unit_price": 0.5}}', "unit_price"),
+            (f'{{"product_id": "{uuid4()}", "quantity": 1, "unit_price": "x"}}', "unit_price"),
+            ('{"product_id": "x", "quantity": 1, "unit_price": "1"}', "product_id"),
+            (
+                f'{{"product_id": "{uuid4()}", "quantity": 1, "unit_price": "1", "extra": 1}}',
+                "extra",
+            ),
+        ],
+    )
+    def test_bad_payloads_raise_serialization_error(self, data: str, match: str) -> None:
+        """Payloads that do not fit the class name the field, type, stream and position."""
+        with pytest.raises(SerializationError, match=match) as info:
+            EventSerializer().decode(stored(data), stream_id="s-1", version=1, position=9)
+        assert (info.value.type_name, info.value.stream_id, info.value.position) == (
+            "tests.OrderItemAdded",
+            "s-1",
+            9,
+        )
+        assert "position 9" in str(info.value)
+
+
+@attrs.frozen
+class PriceV1(DomainEvent):
+    amount: str
+
+
+@attrs.frozen
+class PriceV3(DomainEvent):
+    amount: Decimal
+    currency: str
+    source: str
+
+
+def registry_v3() -> EventRegistry:
+    registry = EventRegistry()
+    registry.register(PriceV3, "t.Price", version=3)
+
+    @fabula.upcaster("t.Price", from_version=1, registry=registry)
+    def _v1_to_v2(payload: JSONObject) -> JSONObject:
+        return {**payload, "currency": "EUR"}
+
+    @fabula.upcaster("t.Price", from_version=2, registry=registry)
+    def _v2_to_v3(payload: JSONObject) -> JSONObject:
+        amount = cast("str", payload["amount"]).replace(",", ".")
+        return {**payload, "amount": amount, "source": "v2"}
+
+    return registry
+
+
+class TestUpcasting:
+    async def test_chain_upgrades_old_payloads_on_read(self) -> None:
+        """v1 payloads pass through v1→v2→v3 on read; the stored record is not rewritten."""
+        old = EventRegistry()
+        old.register(PriceV1, "t.Price", version=1)
+        store = InMemoryEventStore(serializer=EventSerializer(old))
+        await store.append("p-1", [PriceV1(amount="12,50")], expected_version=0)
+
+        store.serializer = EventSerializer(registry_v3())
+        (recorded,) = await store.read_stream("p-1")
+        assert isinstance(recorded.event, PriceV3)
+        assert (recorded.event.amount, recorded.event.currency, recorded.event.source) == (
+            Decimal("12.50"),
+            "EUR",
+            "v2",
+        )
+        assert store._log[0].record.schema_version == 1
+        assert store._log[0].record.data == '{"amount":"12,50"}'
+
+    def test_partial_chain_starts_at_the_stored_version(self) -> None:
+        """A v2 payload only runs the v2→v3 upcaster."""
+        decoded = EventSerializer(registry_v3()).decode(
+            stored('{"amount": "3,00", "currency": "USD"}', type_name="t.Price", version=2),
+            stream_id="p-1",
+            version=1,
+        )
+        assert decoded == PriceV3(
+            aggregate_id="p-1",
+            version=1,
+            event_id=decoded.event_id,
+            timestamp=decoded.timestamp,
+            amount=Decimal("3.00"),
+            currency="USD",
+            source="v2",
+        )
+
+    def test_missing_link_raises_upcast_error(self) -> None:
+        """A gap in the chain names the missing version."""
+        registry = EventRegistry()
+        registry.register(PriceV3, "t.Price", version=3)
+        registry.add_upcaster("t.Price", 2, dict)
+        with pytest.raises(UpcastError, match="no upcaster from schema version 1 to 2"):
+            EventSerializer(registry).decode(
+                stored('{"amount": "1"}', type_name="t.Price"), stream_id="p-1", version=1
+            )
+
+    def test_newer_schema_than_the_code_raises(self) -> None:
+        """A payload written by newer code is refused, not guessed at."""
+        with pytest.raises(UpcastError, match="newer than the registered version 3"):
+            EventSerializer(registry_v3()).decode(
+                stored("{}", type_name="t.Price", version=4), stream_id="p-1", version=1
+            )
+
+    def test_failing_upcaster_is_reported(self) -> None:
+        """An upcaster that raises is reported with its version and the event's context."""
+        registry = EventRegistry()
+        registry.register(PriceV3, "t.Price", version=2)
+
+        def broken(_: JSONObject) -> JSONObject:
+            raise KeyError("currency")
+
+        registry.add_upcaster("t.Price", 1, broken)
+        with pytest.raises(UpcastError, match="upcaster from version 1 failed") as info:
+            EventSerializer(registry).decode(
+                stored("{}", type_name="t.Price"), stream_id="p-1", version=1, position=3
+            )
+        assert info.value.position == 3

@@ -1,0 +1,136 @@
+"""fabula.testing: given/when/then and the event strategies."""
+
+from decimal import Decimal
+from uuid import uuid4
+
+import attrs
+import pytest
+from hypothesis import given as hypothesis_given
+from hypothesis import strategies as st
+
+import fabula
+from fabula import EventSerializer
+from fabula.testing import given, strategies
+
+from .domain import (
+    ADDRESS,
+    Everything,
+    Order,
+    OrderCreated,
+    OrderError,
+    OrderItemAdded,
+    OrderSubmitted,
+)
+
+PRODUCT = uuid4()
+CUSTOMER = uuid4()
+
+
+def created() -> OrderCreated:
+    return OrderCreated(customer_id=CUSTOMER, address=ADDRESS)
+
+
+def added(quantity: int = 1) -> OrderItemAdded:
+    return OrderItemAdded(product_id=PRODUCT, quantity=quantity, unit_price=Decimal("2.00"))
+
+
+class TestGivenWhenThen:
+    def test_then_returns_the_aggregate(self) -> None:
+        """then() passes when the recorded events match, and returns the aggregate."""
+        order = (
+            given(Order, created(), added(2))
+            .when(lambda o: o.submit())
+            .then(OrderSubmitted(total=Decimal("4.00")))
+        )
+        assert order.version == 3
+
+    def test_then_reports_different_events(self) -> None:
+        """then() fails with both event lists when they differ."""
+        outcome = given(Order, created()).when(lambda o: o.add_item(PRODUCT, 2, Decimal(1)))
+        with pytest.raises(AssertionError, match=r"expected events:[\s\S]*quantity=3"):
+            outcome.then(attrs.evolve(added(3), unit_price=Decimal(1)))
+
+    def test_then_reports_an_unexpected_error(self) -> None:
+        """then() fails, chaining the error, when the action raised."""
+        outcome = given(Order, created()).when(lambda o: o.submit())
+        with pytest.raises(AssertionError, match="the action raised") as info:
+            outcome.then(OrderSubmitted(total=Decimal(0)))
+        assert isinstance(info.value.__cause__, OrderError)
+
+    def test_then_raises_checks_type_message_and_no_events(self) -> None:
+        """then_raises() passes for the right error and message, and returns the error."""
+        error = (
+            given(Order, created())
+            .when(lambda o: o.submit())
+            .then_raises(OrderError, match="empty order")
+        )
+        assert isinstance(error, OrderError)
+
+    def test_then_raises_fails_on_success(self) -> None:
+        """then_raises() fails when the action succeeded."""
+        outcome = given(Order, created()).when(lambda o: o.add_item(PRODUCT, 1, Decimal(1)))
+        with pytest.raises(AssertionError, match="succeeded and recorded"):
+            outcome.then_raises(OrderError)
+
+    def test_then_raises_fails_on_another_error_or_message(self) -> None:
+        """then_raises() fails for another error type or a non-matching message."""
+        outcome = given(Order, created()).when(lambda o: o.submit())
+        with pytest.raises(AssertionError, match="expected KeyError"):
+            outcome.then_raises(KeyError)
+        with pytest.raises(AssertionError, match="does not match"):
+            outcome.then_raises(OrderError, match="closed")
+
+    def test_then_raises_fails_if_events_were_recorded_first(self) -> None:
+        """An action that records and then raises breaks 'invariant errors record nothing'."""
+
+        def sloppy(order: Order) -> None:
+            order.add_item(PRODUCT, 1, Decimal(1))
+            order.add_item(PRODUCT, 0, Decimal(1))
+
+        with pytest.raises(AssertionError, match="had recorded"):
+            given(Order, created()).when(sloppy).then_raises(OrderError)
+
+    def test_factory_methods_are_checked_through_their_result(self) -> None:
+        """An action returning a new aggregate has that aggregate's events checked."""
+        given(Order).when(lambda _: Order.create(CUSTOMER, ADDRESS)).then(created())
+
+    def test_then_with_no_events_asserts_nothing_recorded(self) -> None:
+        """then() with no arguments passes only when nothing was recorded."""
+        given(Order, created()).when(lambda o: o.total).then()
+        with pytest.raises(AssertionError, match="recorded events"):
+            given(Order, created()).when(lambda o: o.add_item(PRODUCT, 1, Decimal(1))).then()
+
+    def test_given_stamps_history_with_the_id(self) -> None:
+        """History events get the given id and versions from 1."""
+        order_id = uuid4()
+        scenario = given(Order, created(), added(), id=order_id)
+        assert [(e.aggregate_id, e.version) for e in scenario.history] == [
+            (order_id, 1),
+            (order_id, 2),
+        ]
+        assert scenario.aggregate().id == order_id
+
+
+class TestStrategies:
+    @hypothesis_given(strategies.events(OrderItemAdded))
+    def test_events_fills_own_fields_only(self, event: OrderItemAdded) -> None:
+        """Drawn events have typed own fields and unstamped base fields."""
+        assert isinstance(event.quantity, int)
+        assert isinstance(event.unit_price, Decimal)
+        assert (event.aggregate_id, event.version) == ("", 0)
+
+    @hypothesis_given(strategies.any_event())
+    def test_any_registered_event_encodes(self, event: fabula.DomainEvent) -> None:
+        """Every drawn event of every registered class can be stored."""
+        record = EventSerializer().encode(event)
+        assert record.type == fabula.default_registry.by_class(type(event)).name
+
+    @hypothesis_given(st.data())
+    def test_values_cover_nested_types(self, data: st.DataObject) -> None:
+        """values() draws the declared type for unions, tuples and mappings."""
+        assert isinstance(data.draw(strategies.values(tuple[int, ...])), tuple)
+        optional = data.draw(strategies.values(int | None))
+        assert optional is None or type(optional) is int
+        mapping = data.draw(strategies.values(fabula.FrozenDict[str, int]))
+        assert isinstance(mapping, fabula.FrozenDict)
+        assert isinstance(data.draw(strategies.values(Everything)), Everything)
