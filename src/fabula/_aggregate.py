@@ -75,6 +75,9 @@ class Aggregate:
     _version: int = attrs.field(default=0, init=False)
     _pending: list[DomainEvent] = attrs.field(factory=list, init=False, eq=False, repr=False)
 
+    snapshot_version: ClassVar[int] = 1
+    """The schema version of this class's snapshots: bump it when its state fields change."""
+
     _fabula_handlers: ClassVar[dict[type[DomainEvent], _Handler] | None] = None
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -173,6 +176,17 @@ class Aggregate:
             msg = "the saved events are not the oldest pending events of this aggregate"
             raise ValueError(msg)
         del self._pending[:count]
+
+    def restore_version(self, version: int) -> None:
+        """Set the version of an aggregate rebuilt from a snapshot (used by the repository).
+
+        Raises:
+            ValueError: The aggregate has pending events or `version` is below 0.
+        """
+        if self._pending or version < 0:
+            msg = f"cannot restore version {version} on this aggregate"
+            raise ValueError(msg)
+        self._version = version
 
     def _apply(self, event: DomainEvent) -> None:
         handlers = type(self)._fabula_handlers  # noqa: SLF001 - our own class attribute

@@ -60,10 +60,11 @@ class SerializedEvent:
     metadata: str
 
 
-_encode_json: Final = json.JSONEncoder(
+# Compact, exact JSON: no NaN or Infinity, non-ASCII kept as is.
+encode_json: Final = json.JSONEncoder(
     separators=(",", ":"), ensure_ascii=False, allow_nan=False
 ).encode
-_decode_json: Final = json.JSONDecoder().decode
+decode_json: Final = json.JSONDecoder().decode
 
 
 def _unstructure_uuid(value: object) -> str:
@@ -324,7 +325,7 @@ class EventSerializer:
                 cls, self.converter, **_OMIT_BASE
             )
         try:
-            data = _encode_json(encoder(event))
+            data = encode_json(encoder(event))
             metadata = self._encode_metadata(event.metadata)
             _unstructure_datetime(event.timestamp)
         except (_FieldValueError, ValueError, TypeError) as exc:
@@ -364,7 +365,7 @@ class EventSerializer:
             raise UnknownEventTypeError(record.type, stream_id=stream_id, position=position)
         context = {"type_name": record.type, "stream_id": stream_id, "position": position}
         try:
-            payload = _decode_json(record.data)
+            payload = decode_json(record.data)
             if not isinstance(payload, dict):
                 msg = f"the payload is not a JSON object: {record.data[:80]!r}"
                 raise _FieldValueError(msg)
@@ -429,13 +430,13 @@ class EventSerializer:
             out["causation_id"] = str(metadata.causation_id)
         if metadata.headers:
             out["headers"] = dict(metadata.headers)
-        return _encode_json(out)
+        return encode_json(out)
 
     @staticmethod
     def _decode_metadata(text: str) -> EventMetadata:
         if text == "{}":
             return _EMPTY_METADATA
-        raw = _decode_json(text)
+        raw = decode_json(text)
         correlation = raw.get("correlation_id")
         causation = raw.get("causation_id")
         return EventMetadata(

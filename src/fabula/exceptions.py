@@ -9,7 +9,10 @@ FabulaError
 ├── ConcurrencyError
 ├── AggregateNotFoundError (LookupError)
 ├── DomainError
-├── StoreClosedError (RuntimeError)
+├── StoreError (RuntimeError)
+│   ├── StoreClosedError
+│   ├── StoreUnavailableError
+│   └── SchemaVersionError
 ├── EventTypeError (TypeError)
 │   ├── DuplicateEventTypeError
 │   ├── UnregisteredEventError
@@ -43,8 +46,11 @@ __all__ = [
     "InvalidReadError",
     "MissingApplyHandlerError",
     "NotAnEventError",
+    "SchemaVersionError",
     "SerializationError",
     "StoreClosedError",
+    "StoreError",
+    "StoreUnavailableError",
     "StreamMismatchError",
     "UnknownEventTypeError",
     "UnregisteredEventError",
@@ -101,8 +107,33 @@ class DomainError(FabulaError):
     """
 
 
-class StoreClosedError(FabulaError, RuntimeError):
+class StoreError(FabulaError, RuntimeError):
+    """The store's database failed or refused an operation (driver errors become this)."""
+
+
+class StoreClosedError(StoreError):
     """The store was used after `close()`."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database could not be reached or locked in time (busy, unreachable, read-only)."""
+
+
+class SchemaVersionError(StoreError):
+    """The database was written by a newer schema than this version of fabula knows.
+
+    Attributes:
+        found: The schema version in the database.
+        supported: The newest schema version this fabula can use.
+    """
+
+    def __init__(self, location: str, found: int, supported: int) -> None:
+        self.found = found
+        self.supported = supported
+        super().__init__(
+            f"{location} has schema version {found}, but this fabula supports up to "
+            f"{supported}; upgrade fabula to open it"
+        )
 
 
 class EventTypeError(FabulaError, TypeError):

@@ -1,0 +1,676 @@
+"""SQLiteEventStore: the durable, embedded default store (stdlib `sqlite3` only).
+
+One file holds events, snapshots, projection checkpoints and idempotency
+records, in WAL mode. Global positions are rowids: SQLite has one writer at a
+time, so position order is commit order and a reader that checkpoints the last
+position it saw never misses an event.
+
+Writes go through one writer task per store. Appends that arrive while a
+commit is in flight are committed together (group commit), each in its own
+savepoint, so every caller gets its own result or its own error, and one
+caller's failure never rolls back another's events. With
+`synchronous="FULL"` the commit, which waits for the disk, runs in a worker
+thread, so the event loop is never blocked by a disk sync.
+
+Durability (`synchronous`):
+
+- `"FULL"` (the default): an append returns only after its events are synced
+  to disk. They survive a process kill, an OS crash and a power loss.
+- `"NORMAL"`: the WAL is synced only at checkpoints. Acknowledged events
+  survive a process kill; an OS crash or power loss may lose the most recent
+  commits (never corrupt the file, never half a batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Literal, Self, TypeAlias, TypeVar
+from uuid import UUID
+
+import attrs
+
+from fabula import _sqlite_schema as sql
+from fabula._events import DomainEvent
+from fabula._serialization import EventSerializer, SerializedEvent, encode_json
+from fabula._snapshots import Snapshot
+from fabula._store import (
+    AppendResult,
+    EventTypes,
+    Expected,
+    ExpectedVersion,
+    RecordedEvent,
+    StreamAppend,
+    check_concurrency,
+    event_type_names,
+    validate_append,
+    validate_read_all,
+    validate_read_stream,
+)
+from fabula.exceptions import (
+    ConcurrencyError,
+    DuplicateEventIdError,
+    EmptyAppendError,
+    FabulaError,
+    InvalidAppendError,
+    SchemaVersionError,
+    StoreClosedError,
+    StoreError,
+    StoreUnavailableError,
+)
+
+__all__ = ["SQLiteEventStore", "Synchronous"]
+
+Synchronous: TypeAlias = Literal["FULL", "NORMAL"]
+"""The durability level of an `SQLiteEventStore` (see the module documentation)."""
+
+T = TypeVar("T")
+_Checked: TypeAlias = tuple[str, tuple[DomainEvent, ...], Expected, tuple[SerializedEvent, ...]]
+
+_MEMORY = ":memory:"
+_SUBSCRIBE_BATCH = 500
+_CHECKPOINT_EVERY = 5000
+
+
+class _DuplicateIdsError(Exception):
+    """An insert hit the event-id unique index; explained after the savepoint rolls back."""
+
+    def __init__(self, stream_id: str, records: tuple[SerializedEvent, ...]) -> None:
+        self.stream_id = stream_id
+        self.records = records
+
+
+@attrs.define
+class _Job:
+    work: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    events: int
+
+
+def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
+    try:
+        return sqlite3.connect(
+            target, isolation_level=None, check_same_thread=False, uri=uri, timeout=0
+        )
+    except sqlite3.Error as exc:
+        raise StoreUnavailableError(f"cannot open SQLite database {target!r}: {exc}") from exc
+
+
+class SQLiteEventStore:
+    """An `EventStore` in one SQLite file (or in memory), with snapshots.
+
+    Args:
+        path: The database file (created if missing), or `":memory:"`.
+        synchronous: `"FULL"` (default) or `"NORMAL"`; see the module docs
+            for what each survives.
+        busy_timeout: Seconds to wait for another process's write lock
+            before an append fails with `StoreUnavailableError`.
+        poll_interval: Seconds between checks for events appended by other
+            processes while a subscription is idle (appends through this
+            store wake subscribers at once).
+        serializer: Encodes and decodes events; one over `default_registry`
+            if omitted.
+
+    Raises:
+        StoreUnavailableError: The file cannot be opened or stays locked.
+        SchemaVersionError: The file was written by a newer fabula.
+        StoreError: The file is not a fabula SQLite database.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 5.0,
+        poll_interval: float = 0.5,
+        serializer: EventSerializer | None = None,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            msg = f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}"
+            raise ValueError(msg)
+        self.serializer = EventSerializer() if serializer is None else serializer
+        self.path = str(path)
+        self.synchronous: Synchronous = synchronous
+        self._busy_timeout = busy_timeout
+        self._poll_interval = poll_interval
+        self._in_memory = self.path == _MEMORY
+        self._queue: list[_Job] = []
+        self._queue_ready: asyncio.Event | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Event | None = None
+        self._closed = False
+        self._since_checkpoint = 0
+        self._checkpointing: asyncio.Task[None] | None = None
+        self._writer = _connect(self.path)
+        try:
+            self._configure_writer()
+            self._create_schema()
+            self._reader = self._writer if self._in_memory else _connect(self.path)
+            self._reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        except BaseException:
+            self._writer.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<SQLiteEventStore {self.path!r} synchronous={self.synchronous}>"
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- opening -----------------------------------------------------------------
+
+    def _configure_writer(self) -> None:
+        try:
+            if not self._in_memory:
+                self._writer.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout * 1000)}")
+                mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+                if mode != "wal":
+                    msg = f"cannot switch {self.path!r} to WAL mode (it is in {mode!r} mode)"
+                    raise StoreUnavailableError(msg)
+            self._writer.execute(f"PRAGMA synchronous = {self.synchronous}")
+            # Checkpoints run in a worker thread (see _maybe_checkpoint), never
+            # inside a commit on the event loop.
+            self._writer.execute("PRAGMA wal_autocheckpoint = 0")
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    def _create_schema(self) -> None:
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS fabula_meta "
+                    "(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+                )
+                row = conn.execute(
+                    "SELECT value FROM fabula_meta WHERE key = 'schema_version'"
+                ).fetchone()
+                found = 0 if row is None else int(row[0])
+                if found > sql.SCHEMA_VERSION:
+                    raise SchemaVersionError(self.path, found, sql.SCHEMA_VERSION)  # noqa: TRY301
+                if found < sql.SCHEMA_VERSION:
+                    for statement in sql.CREATE_SCHEMA:
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT OR REPLACE INTO fabula_meta VALUES ('schema_version', ?)",
+                        (str(sql.SCHEMA_VERSION),),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            # From now on the writer never sleeps in SQLite's busy handler: it
+            # retries without blocking the event loop (see _begin).
+            conn.execute("PRAGMA busy_timeout = 0")
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    # -- closing -----------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Finish queued appends, end subscriptions and close the database."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._queue_ready is not None:
+            self._queue_ready.set()
+        if self._writer_task is not None:
+            await self._writer_task
+        if self._checkpointing is not None:
+            await self._checkpointing
+        self._notify()
+        if self._reader is not self._writer:
+            self._reader.close()
+        # Closing the last connection checkpoints the WAL: a disk sync.
+        await asyncio.to_thread(self._writer.close)
+
+    # -- appending ---------------------------------------------------------------
+
+    async def append(
+        self, stream_id: str, events: Sequence[DomainEvent], *, expected_version: Expected
+    ) -> AppendResult:
+        """Append events to one stream atomically (see `EventStore.append`)."""
+        batch = validate_append(stream_id, events, expected_version)
+        checked = [(stream_id, batch, expected_version, self._encode(batch))]
+        results: list[AppendResult] = await self._submit(
+            lambda conn: self._append_rows(conn, checked), len(batch)
+        )
+        return results[0]
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Append to several streams atomically (see `EventStore.append_many`)."""
+        if not appends:
+            raise EmptyAppendError("<append_many>")
+        checked: list[_Checked] = []
+        for item in appends:
+            if not isinstance(item, StreamAppend):
+                raise InvalidAppendError("<append_many>", f"{item!r} is not a StreamAppend")
+            batch = validate_append(item.stream_id, item.events, item.expected_version)
+            checked.append((item.stream_id, batch, item.expected_version, self._encode(batch)))
+        count = sum(len(c[1]) for c in checked)
+        results: list[AppendResult] = await self._submit(
+            lambda conn: self._append_rows(conn, checked), count
+        )
+        return results
+
+    def _encode(self, batch: tuple[DomainEvent, ...]) -> tuple[SerializedEvent, ...]:
+        encode = self.serializer.encode
+        return tuple(encode(event) for event in batch)
+
+    def _append_rows(self, conn: sqlite3.Connection, checked: list[_Checked]) -> list[AppendResult]:
+        results = []
+        for stream_id, batch, expected, records in checked:
+            actual = conn.execute(sql.STREAM_VERSION, (stream_id,)).fetchone()[0] or 0
+            try:
+                check_concurrency(stream_id, batch, expected, actual)
+            except ConcurrencyError:
+                replayed = _replayed(conn, stream_id, records)
+                if replayed is None:
+                    raise
+                results.append(replayed)
+                continue
+            if expected in (ExpectedVersion.ANY, ExpectedVersion.STREAM_EXISTS):
+                replayed = _replayed(conn, stream_id, records)
+                if replayed is not None:
+                    results.append(replayed)
+                    continue
+            results.append(_insert(conn, stream_id, actual, records))
+        return results
+
+    # -- the writer --------------------------------------------------------------
+
+    async def _submit(self, work: Callable[[sqlite3.Connection], T], events: int) -> T:
+        self._check_open()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append(_Job(work, future, events))
+        if self._writer_task is None or self._writer_task.done():
+            self._queue_ready = asyncio.Event()
+            self._writer_task = loop.create_task(self._write_loop(), name="fabula-sqlite-writer")
+        assert self._queue_ready is not None  # noqa: S101 - set together with the task
+        self._queue_ready.set()
+        result: T = await future
+        return result
+
+    async def _write_loop(self) -> None:
+        ready = self._queue_ready
+        assert ready is not None  # noqa: S101 - created before this task
+        while True:
+            if not self._queue:
+                if self._closed:
+                    return
+                ready.clear()
+                await ready.wait()
+                continue
+            group, self._queue = self._queue, []
+            await self._write_group(group)
+
+    async def _write_group(self, group: list[_Job]) -> None:
+        try:
+            await self._begin()
+        except StoreError as exc:
+            for job in group:
+                _settle(job.future, error=exc)
+            return
+        outcomes = self._run_jobs(group)
+        if outcomes is None:
+            return
+        try:
+            await self._commit()
+        except StoreError as exc:
+            _rollback(self._writer)
+            for job, _, error in outcomes:
+                _settle(job.future, error=exc if error is None else error)
+            return
+        self._since_checkpoint += sum(job.events for job, _, error in outcomes if error is None)
+        self._notify()
+        for job, result, error in outcomes:
+            _settle(job.future, result=result, error=error)
+        self._maybe_checkpoint()
+
+    def _run_jobs(self, group: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]] | None:
+        """Run each job in its own savepoint; None if a lone job failed (and was settled)."""
+        conn = self._writer
+        single = len(group) == 1
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        for job in group:
+            try:
+                if not single:
+                    conn.execute("SAVEPOINT fabula_job")
+                result = job.work(conn)
+                if not single:
+                    conn.execute("RELEASE fabula_job")
+            except Exception as exc:  # noqa: BLE001 - each job gets its own error
+                error = self._undo_job(conn, exc, single=single)
+                if single:
+                    _settle(job.future, error=error)
+                    return None
+                outcomes.append((job, None, error))
+            else:
+                outcomes.append((job, result, None))
+        return outcomes
+
+    def _undo_job(self, conn: sqlite3.Connection, exc: Exception, *, single: bool) -> BaseException:
+        try:
+            if single:
+                conn.execute("ROLLBACK")
+            else:
+                conn.execute("ROLLBACK TO fabula_job")
+                conn.execute("RELEASE fabula_job")
+            if isinstance(exc, _DuplicateIdsError):
+                return _duplicate_error(conn, exc.stream_id, exc.records)
+        except sqlite3.Error as undo_error:
+            return _translate(undo_error, self.path)
+        if isinstance(exc, sqlite3.Error):
+            return _translate(exc, self.path)
+        return exc
+
+    async def _begin(self) -> None:
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise _translate(exc, self.path) from exc
+                if time.monotonic() >= deadline:
+                    msg = (
+                        f"{self.path!r} stayed locked by another writer for "
+                        f"{self._busy_timeout}s; nothing was written"
+                    )
+                    raise StoreUnavailableError(msg) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            else:
+                return
+
+    async def _commit(self) -> None:
+        try:
+            if self.synchronous == "FULL" and not self._in_memory:
+                await asyncio.to_thread(self._writer.execute, "COMMIT")
+            else:
+                self._writer.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    def _maybe_checkpoint(self) -> None:
+        if self._in_memory or self._since_checkpoint < _CHECKPOINT_EVERY:
+            return
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+        self._since_checkpoint = 0
+        self._checkpointing = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self._checkpoint)
+        )
+
+    def _checkpoint(self) -> None:
+        # A separate connection, so the checkpoint's disk syncs happen beside
+        # the writer rather than inside one of its commits.
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass  # busy readers: the next checkpoint catches up
+        finally:
+            conn.close()
+
+    # -- reading -----------------------------------------------------------------
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Read one stream from `from_version` (see `EventStore.read_stream`)."""
+        self._check_open()
+        validate_read_stream(stream_id, from_version, limit)
+        rows = self._query(
+            sql.READ_STREAM, (stream_id, from_version, -1 if limit is None else limit)
+        )
+        return self._decode_rows(rows)
+
+    async def read_all(
+        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
+    ) -> list[RecordedEvent]:
+        """Read the global log after `after` (see `EventStore.read_all`)."""
+        self._check_open()
+        validate_read_all(after, limit)
+        names = event_type_names(event_types, self.serializer.registry)
+        return self._scan(after, limit, names)[0]
+
+    async def subscribe(
+        self, *, after: int = 0, event_types: EventTypes | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield stored events after `after`, then new ones as they are committed.
+
+        Appends through this store wake the subscription at once; appends by
+        other processes are seen within `poll_interval` seconds.
+        """
+        self._check_open()
+        validate_read_all(after, 1)
+        names = event_type_names(event_types, self.serializer.registry)
+        position = after
+        while not self._closed:
+            if self._wakeup is None:
+                self._wakeup = asyncio.Event()
+            wakeup = self._wakeup
+            batch, position = self._scan(position, _SUBSCRIBE_BATCH, names)
+            for recorded in batch:
+                yield recorded
+            if not batch and not self._closed:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wakeup.wait(), self._poll_interval)
+
+    async def head_position(self) -> int:
+        """Return the position of the last committed event (0 when empty)."""
+        self._check_open()
+        return int(self._query(sql.HEAD_POSITION, ())[0][0])
+
+    def _scan(
+        self, after: int, limit: int, names: frozenset[str] | None
+    ) -> tuple[list[RecordedEvent], int]:
+        """Return up to `limit` matching events after `after`, and the position read up to."""
+        if names is None:
+            rows = self._query(sql.READ_ALL, (after, limit))
+            return self._decode_rows(rows), rows[-1][0] if rows else after
+        type_list = encode_json(sorted(names))
+        reader = self._reader
+        try:
+            # One read transaction: the head and the rows come from one snapshot,
+            # so advancing to the head cannot skip an event that commits between.
+            reader.execute("BEGIN")
+            try:
+                head = reader.execute(sql.HEAD_POSITION).fetchone()[0]
+                rows = reader.execute(sql.READ_ALL_OF_TYPES, (after, type_list, limit)).fetchall()
+            finally:
+                reader.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+        reached = rows[-1][0] if len(rows) == limit else max(head, after)
+        return self._decode_rows(rows), reached
+
+    def _query(self, statement: str, parameters: tuple[object, ...]) -> list[Any]:
+        try:
+            return self._reader.execute(statement, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise _translate(exc, self.path) from exc
+
+    def _decode_rows(self, rows: list[Any]) -> list[RecordedEvent]:
+        decode = self.serializer.decode
+        out = []
+        for position, stream_id, version, event_id, kind, schema, stamp, data, meta in rows:
+            record = SerializedEvent(
+                event_id=UUID(bytes=event_id),
+                type=kind,
+                schema_version=schema,
+                timestamp=datetime.fromisoformat(stamp),
+                data=data,
+                metadata=meta,
+            )
+            event = decode(record, stream_id=stream_id, version=version, position=position)
+            out.append(RecordedEvent(event=event, position=position, stream_id=stream_id))
+        return out
+
+    # -- snapshots ---------------------------------------------------------------
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep `snapshot` unless one of a later version is stored (see `SnapshotStore`)."""
+        row = (
+            snapshot.stream_id,
+            snapshot.aggregate_type,
+            snapshot.version,
+            snapshot.schema_version,
+            snapshot.state,
+            datetime.now(UTC).isoformat(),
+        )
+        await self._submit(lambda conn: conn.execute(sql.SAVE_SNAPSHOT, row), 0)
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """Return the latest snapshot of `stream_id`, or None (see `SnapshotStore`)."""
+        self._check_open()
+        rows = self._query(sql.LOAD_SNAPSHOT, (stream_id,))
+        if not rows:
+            return None
+        stream, aggregate_type, version, schema_version, state = rows[0]
+        return Snapshot(stream, aggregate_type, version, schema_version, state)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _notify(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+            self._wakeup = None
+
+    def _check_open(self) -> None:
+        if self._closed:
+            msg = f"the SQLiteEventStore {self.path!r} is closed"
+            raise StoreClosedError(msg)
+
+
+def _insert(
+    conn: sqlite3.Connection, stream_id: str, actual: int, records: tuple[SerializedEvent, ...]
+) -> AppendResult:
+    rows = [
+        (
+            stream_id,
+            actual + offset,
+            record.event_id.bytes,
+            record.type,
+            record.schema_version,
+            record.timestamp.isoformat(),
+            record.data,
+            record.metadata,
+        )
+        for offset, record in enumerate(records, start=1)
+    ]
+    try:
+        if len(rows) == 1:
+            position = conn.execute(sql.INSERT_EVENT, rows[0]).lastrowid
+        else:
+            conn.executemany(sql.INSERT_EVENT, rows)
+            position = conn.execute(sql.LAST_POSITION).fetchone()[0]
+    except sqlite3.IntegrityError as exc:
+        raise _DuplicateIdsError(stream_id, records) from exc
+    assert position is not None  # noqa: S101 - an INSERT always sets it
+    return AppendResult(stream_id=stream_id, version=actual + len(rows), position=position)
+
+
+def _find(conn: sqlite3.Connection, record: SerializedEvent) -> tuple[Any, ...] | None:
+    row: tuple[Any, ...] | None = conn.execute(sql.FIND_EVENT, (record.event_id.bytes,)).fetchone()
+    return row
+
+
+def _replayed(
+    conn: sqlite3.Connection, stream_id: str, records: tuple[SerializedEvent, ...]
+) -> AppendResult | None:
+    """Return the original result if `records` were appended before, else None."""
+    first = _find(conn, records[0])
+    if first is None:
+        return None
+    found = [first, *(_find(conn, record) for record in records[1:])]
+    last = first
+    for offset, (row, record) in enumerate(zip(found, records, strict=True)):
+        if row is None:
+            raise DuplicateEventIdError(
+                stream_id,
+                records[0].event_id,
+                "but other events of this batch are new; a retry must repeat the whole append",
+            )
+        _, stored_stream, version, kind, schema, stamp, data, meta = row
+        if stored_stream != stream_id:
+            raise DuplicateEventIdError(stream_id, record.event_id, f"in stream {stored_stream!r}")
+        same = (kind, schema, stamp, data, meta) == (
+            record.type,
+            record.schema_version,
+            record.timestamp.isoformat(),
+            record.data,
+            record.metadata,
+        )
+        if version != first[2] + offset or not same:
+            raise DuplicateEventIdError(
+                stream_id,
+                record.event_id,
+                "with other content or in another order; a retry must repeat the append",
+            )
+        last = row
+    return AppendResult(stream_id=stream_id, version=last[2], position=last[0])
+
+
+def _duplicate_error(
+    conn: sqlite3.Connection, stream_id: str, records: tuple[SerializedEvent, ...]
+) -> DuplicateEventIdError:
+    for record in records:
+        row = _find(conn, record)
+        if row is not None:
+            where = f"in stream {row[1]!r}" if row[1] != stream_id else "in this stream"
+            detail = f"{where}, and this batch is not a retry of the append that stored it"
+            return DuplicateEventIdError(stream_id, record.event_id, detail)
+    return DuplicateEventIdError(stream_id, records[0].event_id, "earlier in the same append_many")
+
+
+def _settle(
+    future: asyncio.Future[Any], *, result: object = None, error: BaseException | None = None
+) -> None:
+    if future.done():  # the caller was cancelled; its work may still have committed
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):  # no transaction left to roll back
+        conn.execute("ROLLBACK")
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _translate(exc: sqlite3.Error, path: str) -> FabulaError:
+    if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+        return StoreUnavailableError(f"{path!r} is locked by another process: {exc}")
+    if isinstance(exc, sqlite3.OperationalError) and "unable to open" in str(exc):
+        return StoreUnavailableError(f"cannot open SQLite database {path!r}: {exc}")
+    if isinstance(exc, sqlite3.DatabaseError) and "not a database" in str(exc):
+        return StoreError(f"{path!r} is not an SQLite database: {exc}")
+    return StoreError(f"SQLite error on {path!r}: {exc}")
