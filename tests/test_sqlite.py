@@ -1,11 +1,32 @@
 """The SQLite store: the contract suite on a file and in memory, plus what only it can show."""
 
+import asyncio
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from fabula import (
+    AppendResult,
+    ConcurrencyError,
+    ExpectedVersion,
+    RecordedEvent,
+    SchemaVersionError,
+    SerializationError,
+    StoreError,
+    StoreUnavailableError,
+)
+from fabula._sqlite_schema import SCHEMA_VERSION
 from fabula.sqlite import SQLiteEventStore
-from fabula.testing import EventStoreContract, StoreFactory
+from fabula.testing import Deposited, EventStoreContract, StoreFactory
 
 
 class TestSQLiteFileContract(EventStoreContract):
@@ -32,3 +53,262 @@ class TestSQLiteMemoryContract(EventStoreContract):
             return SQLiteEventStore(":memory:")
 
         return build
+
+
+CHILD = Path(__file__).parent / "sqlite_child.py"
+
+
+def deposit(n: int = 1) -> Deposited:
+    return Deposited(amount=Decimal(n))
+
+
+async def read_everything(store: SQLiteEventStore) -> list[RecordedEvent]:
+    events: list[RecordedEvent] = []
+    while page := await store.read_all(after=events[-1].position if events else 0, limit=500):
+        events.extend(page)
+    return events
+
+
+class TestOpening:
+    async def test_events_survive_reopening(self, tmp_path: Path) -> None:
+        """Events written by one store are read by the next one opened on the file."""
+        path = tmp_path / "events.db"
+        async with SQLiteEventStore(path) as store:
+            await store.append("acc-1", [deposit(1), deposit(2)], expected_version=0)
+        async with SQLiteEventStore(path) as store:
+            assert [r.event.version for r in await store.read_stream("acc-1")] == [1, 2]
+            assert await store.head_position() == 2
+
+    def test_schema_version_is_stored_and_wal_is_on(self, tmp_path: Path) -> None:
+        """A new file records its schema version and is in WAL mode."""
+        path = tmp_path / "events.db"
+        asyncio.run(SQLiteEventStore(path).close())
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute(
+                "SELECT value FROM fabula_meta WHERE key = 'schema_version'"
+            ).fetchone() == (str(SCHEMA_VERSION),)
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        assert {"fabula_events", "fabula_snapshots", "fabula_checkpoints"} <= tables
+        assert "fabula_idempotency" in tables
+
+    def test_opening_twice_is_idempotent(self, tmp_path: Path) -> None:
+        """Opening an existing fabula file again changes nothing."""
+        path = tmp_path / "events.db"
+        for _ in range(3):
+            asyncio.run(SQLiteEventStore(path).close())
+
+    def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
+        """A file written by a newer fabula fails with SchemaVersionError."""
+        path = tmp_path / "events.db"
+        asyncio.run(SQLiteEventStore(path).close())
+        with closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute("UPDATE fabula_meta SET value = '99' WHERE key = 'schema_version'")
+        with pytest.raises(SchemaVersionError, match="schema version 99") as info:
+            SQLiteEventStore(path)
+        assert (info.value.found, info.value.supported) == (99, SCHEMA_VERSION)
+
+    def test_a_file_that_is_not_a_database_is_refused(self, tmp_path: Path) -> None:
+        """Opening a non-SQLite file raises StoreError naming the file."""
+        path = tmp_path / "notes.txt"
+        path.write_text("hello " * 1000)
+        with pytest.raises(StoreError, match=r"notes\.txt"):
+            SQLiteEventStore(path)
+
+    def test_an_unreachable_path_is_unavailable(self, tmp_path: Path) -> None:
+        """A path in a missing directory raises StoreUnavailableError."""
+        with pytest.raises(StoreUnavailableError, match="missing"):
+            SQLiteEventStore(tmp_path / "missing" / "events.db")
+
+    def test_bad_synchronous_is_refused(self, tmp_path: Path) -> None:
+        """Only FULL and NORMAL are accepted."""
+        with pytest.raises(ValueError, match="OFF"):
+            SQLiteEventStore(tmp_path / "e.db", synchronous="OFF")  # type: ignore[arg-type]
+
+
+class TestWriting:
+    async def test_commit_at_full_runs_off_the_event_loop(self, tmp_path: Path) -> None:
+        """At synchronous=FULL the COMMIT (the disk sync) runs in another thread."""
+        store = SQLiteEventStore(tmp_path / "e.db", synchronous="FULL")
+        threads: dict[str, set[int]] = {}
+        store._writer.set_trace_callback(
+            lambda statement: threads.setdefault(statement.split()[0], set()).add(
+                threading.get_ident()
+            )
+        )
+        await store.append("acc-1", [deposit()], expected_version=0)
+        await store.close()
+        loop_thread = threading.get_ident()
+        assert threads["BEGIN"] == {loop_thread}
+        assert loop_thread not in threads["COMMIT"]
+
+    async def test_failures_in_a_group_do_not_undo_others(self, tmp_path: Path) -> None:
+        """Concurrent appends committed together each get their own result or error."""
+        store = SQLiteEventStore(tmp_path / "e.db")
+        await store.append("shared", [deposit()], expected_version=0)
+        calls = [store.append("shared", [deposit(n)], expected_version=1) for n in range(10)] + [
+            store.append(f"own-{n}", [deposit(n)], expected_version=0) for n in range(10)
+        ]
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        conflicts = [o for o in outcomes if isinstance(o, ConcurrencyError)]
+        assert len(conflicts) == 9
+        assert sum(isinstance(o, AppendResult) for o in outcomes) == 11
+        assert len(await store.read_stream("shared")) == 2
+        for n in range(10):
+            assert len(await store.read_stream(f"own-{n}")) == 1
+        await store.close()
+
+    async def test_a_locked_file_fails_with_store_unavailable(self, tmp_path: Path) -> None:
+        """While another process holds the write lock, an append waits, then fails cleanly."""
+        path = tmp_path / "e.db"
+        store = SQLiteEventStore(path, busy_timeout=0.2)
+        await store.append("acc-1", [deposit()], expected_version=0)
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(StoreUnavailableError, match="locked"):
+                await store.append("acc-1", [deposit()], expected_version=1)
+            other.execute("ROLLBACK")
+        assert (await store.append("acc-1", [deposit()], expected_version=1)).version == 2
+        await store.close()
+
+    async def test_undecodable_rows_name_position_stream_and_type(self, tmp_path: Path) -> None:
+        """A stored payload that does not decode raises SerializationError with its context."""
+        path = tmp_path / "e.db"
+        store = SQLiteEventStore(path)
+        await store.append("acc-1", [deposit(), deposit()], expected_version=0)
+        with closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute("UPDATE fabula_events SET data = '{\"amount\": 1.5}' WHERE position = 2")
+        with pytest.raises(SerializationError) as info:
+            await store.read_all()
+        assert (info.value.position, info.value.stream_id, info.value.type_name) == (
+            2,
+            "acc-1",
+            "fabula.testing.Deposited",
+        )
+        await store.close()
+
+
+class TestSubscribing:
+    async def test_subscription_sees_other_writers_by_polling(self, tmp_path: Path) -> None:
+        """Events appended through another store on the same file arrive within the poll."""
+        path = tmp_path / "e.db"
+        reader = SQLiteEventStore(path, poll_interval=0.02)
+        writer = SQLiteEventStore(path)
+        received: list[RecordedEvent] = []
+        done = asyncio.Event()
+
+        async def consume() -> None:
+            async for recorded in reader.subscribe(event_types=[Deposited]):
+                received.append(recorded)
+                if len(received) == 3:
+                    done.set()
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.05)
+        for n in range(3):
+            await writer.append(f"acc-{n}", [deposit(n)], expected_version=0)
+        await asyncio.wait_for(done.wait(), 10)
+        task.cancel()
+        assert [r.position for r in received] == [1, 2, 3]
+        await reader.close()
+        await writer.close()
+
+
+def read_acks(lines: list[str]) -> list[tuple[str, int, int, list[str]]]:
+    acks = []
+    for line in lines:
+        if line.startswith("ack "):
+            _, stream_id, version, position, ids = line.split()
+            acks.append((stream_id, int(version), int(position), ids.split(",")))
+    return acks
+
+
+def check_log(events: list[RecordedEvent], acknowledged: set[str]) -> None:
+    """Every acknowledged event is there, no batch is partial, positions and versions run on."""
+    positions = [r.position for r in events]
+    assert positions == sorted(set(positions))
+    assert acknowledged <= {str(r.event.event_id) for r in events}
+    versions: dict[str, list[int]] = {}
+    batches: dict[str, list[tuple[int, int, RecordedEvent]]] = {}
+    for recorded in events:
+        versions.setdefault(recorded.stream_id, []).append(recorded.event.version)
+        assert isinstance(recorded.event, Deposited)
+        if recorded.stream_id == "after-crash":
+            continue
+        tag, part = recorded.event.note.split(":")
+        index, size = (int(x) for x in part.split("/"))
+        batches.setdefault(tag, []).append((index, size, recorded))
+    for numbers in versions.values():
+        assert numbers == list(range(1, len(numbers) + 1))
+    for members in batches.values():
+        size = members[0][1]
+        assert [index for index, _, _ in members] == list(range(size)), "a partial batch"
+        assert len({r.stream_id for _, _, r in members}) == 1
+
+
+class TestCrashSafety:
+    @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+    def test_sigkill_never_loses_acknowledged_or_splits_batches(
+        self, tmp_path: Path, synchronous: str
+    ) -> None:
+        """A writer killed with SIGKILL at random moments loses nothing it acknowledged."""
+        path = tmp_path / "e.db"
+        rng = random.Random(synchronous)
+        acknowledged: set[str] = set()
+        for round_number in range(10):
+            child = subprocess.Popen(  # noqa: S603 - our own test helper
+                [sys.executable, str(CHILD), "crash", str(path), synchronous, str(round_number)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert child.stdout is not None
+            assert child.stdout.readline() == "ready\n"
+            seen = [child.stdout.readline() for _ in range(rng.randint(1, 60))]
+            time.sleep(rng.random() / 200)
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            seen += child.stdout.readlines()
+            child.stdout.close()
+            acks = read_acks(seen)
+            assert acks, "the child acknowledged nothing before it was killed"
+            acknowledged |= {event_id for *_, ids in acks for event_id in ids}
+
+            async def verify(acknowledged: set[str]) -> None:
+                async with SQLiteEventStore(path) as store:
+                    check_log(await read_everything(store), acknowledged)
+                    await store.append(
+                        "after-crash", [deposit()], expected_version=ExpectedVersion.ANY
+                    )
+
+            asyncio.run(verify(acknowledged))
+
+    def test_two_processes_writing_lose_and_duplicate_nothing(self, tmp_path: Path) -> None:
+        """Two processes appending to the same streams keep optimistic concurrency."""
+        path = tmp_path / "e.db"
+        asyncio.run(SQLiteEventStore(path).close())
+        children = [
+            subprocess.Popen(  # noqa: S603 - our own test helper
+                [sys.executable, str(CHILD), "contend", str(path), name, "150"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for name in ("left", "right")
+        ]
+        outputs = [child.communicate(timeout=300)[0] for child in children]
+        assert [child.returncode for child in children] == [0, 0]
+        acks = read_acks("\n".join(outputs).splitlines())
+        assert len(acks) == 300
+
+        async def verify() -> None:
+            async with SQLiteEventStore(path) as store:
+                events = await read_everything(store)
+                assert sorted(str(r.event.event_id) for r in events) == sorted(
+                    ids[0] for *_, ids in acks
+                )
+                for stream_id in {r.stream_id for r in events}:
+                    stream = await store.read_stream(stream_id)
+                    assert [r.event.version for r in stream] == list(range(1, len(stream) + 1))
+                by_stream_version = {(s, v) for s, v, _, _ in acks}
+                assert len(by_stream_version) == 300
+
+        asyncio.run(verify())
