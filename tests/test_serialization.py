@@ -1,5 +1,7 @@
 """Encoding events for storage and decoding them back, with upcasting."""
 
+import enum
+from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import cast
@@ -308,3 +310,91 @@ class TestUpcasting:
                 stored("{}", type_name="t.Price"), stream_id="p-1", version=1, position=3
             )
         assert info.value.position == 3
+
+
+@fabula.event("tests.Typed")
+@attrs.frozen
+class Typed(DomainEvent):
+    count: int = 1
+    name: str = "n"
+    flag: bool = False
+    keyed: Mapping[int, int] = attrs.Factory(dict)
+    either: int | str = 0
+
+
+class TupleValued(enum.Enum):
+    A = (1, 2)
+
+
+@fabula.event("tests.OddEnum")
+@attrs.frozen
+class OddEnum(DomainEvent):
+    value: TupleValued
+
+
+@fabula.event("tests.UnstorableUnion")
+@attrs.frozen
+class UnstorableUnion(DomainEvent):
+    ref: UUID | str
+
+
+class TestWriteTimeChecks:
+    """What cannot be read back is refused when written, not discovered on read."""
+
+    @pytest.mark.parametrize(
+        ("changes", "match"),
+        [
+            ({"count": "3"}, "expected int, got str"),
+            ({"count": True}, "expected int, got bool"),
+            ({"count": 3.0}, "expected int, got float"),
+            ({"name": None}, "expected str, got NoneType"),
+            ({"flag": 1}, "expected bool, got int"),
+            ({"keyed": {"x": 2}}, "expected an int key, got str"),
+            ({"either": 1.5}, "expected int | str, got float"),
+        ],
+    )
+    def test_mistyped_values_are_refused(self, changes: dict[str, object], match: str) -> None:
+        """Values of the wrong type raise SerializationError on encode."""
+        event = Typed(**changes)  # type: ignore[arg-type]
+        with pytest.raises(SerializationError, match=match):
+            EventSerializer().encode(event)
+
+    def test_primitive_unions_round_trip(self) -> None:
+        """int | str fields keep whichever type they hold."""
+        for value in (7, "seven"):
+            event = Typed(either=value)
+            assert round_trip(event).either == value  # type: ignore[attr-defined]
+
+    def test_enum_values_must_be_json_scalars(self) -> None:
+        """An Enum whose values JSON cannot hold is refused on encode."""
+        with pytest.raises(SerializationError, match="values must be str, int, float or bool"):
+            EventSerializer().encode(OddEnum(value=TupleValued.A))
+
+    def test_field_types_that_cannot_be_read_are_refused(self) -> None:
+        """A field type the converter cannot decode is refused at the first encode."""
+        with pytest.raises(SerializationError, match="cannot store"):
+            EventSerializer().encode(UnstorableUnion(ref="x"))
+
+    @pytest.mark.parametrize("value", ["NaN", "Infinity", "-Infinity", "sNaN"])
+    def test_non_finite_decimals_are_refused(self, value: str) -> None:
+        """Decimal NaN and infinities are refused (NaN never equals itself on read)."""
+        with pytest.raises(SerializationError, match="not a finite number"):
+            EventSerializer().encode(everything(amount=Decimal(value)))
+
+    def test_metadata_of_the_wrong_type_is_refused(self) -> None:
+        """Metadata that is not an EventMetadata raises SerializationError, not AttributeError."""
+        event = Typed(metadata={"correlation_id": uuid4()})  # type: ignore[arg-type]
+        with pytest.raises(SerializationError, match="metadata must be an EventMetadata"):
+            EventSerializer().encode(event)
+
+    def test_metadata_fields_are_validated(self) -> None:
+        """EventMetadata refuses ids that are not UUIDs and headers that are not str."""
+        with pytest.raises(TypeError, match="correlation_id"):
+            fabula.EventMetadata(correlation_id="abc")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="str to str"):
+            fabula.EventMetadata(headers={1: "v"})  # type: ignore[dict-item]
+
+    def test_event_ids_must_be_uuids(self) -> None:
+        """An event id that is not a UUID is refused."""
+        with pytest.raises(SerializationError, match="expected a UUID"):
+            EventSerializer().encode(Typed(event_id="abc"))  # type: ignore[arg-type]

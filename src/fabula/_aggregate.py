@@ -127,6 +127,9 @@ class Aggregate:
         """
         stream_id = str(self.id)
         for event in events:
+            if not isinstance(event, DomainEvent):
+                msg = f"cannot replay {event!r}: it is not a DomainEvent"
+                raise EventTypeError(msg)
             if event.version != self._version + 1:
                 raise EventVersionError(stream_id, event.version, self._version + 1)
             if str(event.aggregate_id) != stream_id:

@@ -48,7 +48,15 @@ def _utcnow() -> datetime:
 
 
 def _frozen_headers(headers: Mapping[str, str]) -> FrozenDict[str, str]:
-    return headers if isinstance(headers, FrozenDict) else FrozenDict(headers)
+    frozen = headers if isinstance(headers, FrozenDict) else FrozenDict(headers)
+    for key, value in frozen.items():
+        if not (isinstance(key, str) and isinstance(value, str)):
+            msg = f"metadata headers must map str to str, not {key!r}: {value!r}"
+            raise TypeError(msg)
+    return frozen
+
+
+_optional_uuid = attrs.validators.optional(attrs.validators.instance_of(UUID))
 
 
 @attrs.frozen
@@ -63,8 +71,8 @@ class EventMetadata:
         headers: Further string key/value pairs, stored with the event.
     """
 
-    correlation_id: UUID | None = None
-    causation_id: UUID | None = None
+    correlation_id: UUID | None = attrs.field(default=None, validator=_optional_uuid)
+    causation_id: UUID | None = attrs.field(default=None, validator=_optional_uuid)
     headers: FrozenDict[str, str] = attrs.field(factory=FrozenDict, converter=_frozen_headers)
 
 
@@ -162,6 +170,7 @@ class EventRegistry:
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             msg = f"{cls.__qualname__}: schema version must be an int >= 1, not {version!r}"
             raise EventTypeError(msg)
+        entry = EventType(name=name, cls=cls, version=version)
         existing = self._by_name.get(name)
         if existing is not None and existing.cls is not cls:
             if _same_definition(existing.cls, cls):
@@ -172,7 +181,6 @@ class EventRegistry:
         if other is not None and other.name != name:
             msg = f"{cls.__qualname__} is already registered as {other.name!r}, not {name!r}"
             raise EventTypeError(msg)
-        entry = EventType(name=name, cls=cls, version=version)
         self._by_name[name] = entry
         self._by_class[cls] = entry
         return entry
@@ -184,6 +192,12 @@ class EventRegistry:
             EventTypeError: An upcaster for that name and version exists, or
                 `from_version` is below 1.
         """
+        if not isinstance(name, str) or not name.strip():
+            msg = f"an upcaster needs the event's stored name, not {name!r}"
+            raise EventTypeError(msg)
+        if not callable(function):
+            msg = f"upcaster for {name!r} must be callable, not {function!r}"
+            raise EventTypeError(msg)
         if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
             msg = f"upcaster for {name!r}: from_version must be an int >= 1, not {from_version!r}"
             raise EventTypeError(msg)

@@ -9,7 +9,7 @@ import attrs
 from fabula._aggregate import Aggregate
 from fabula._events import AggregateId
 from fabula._store import AppendResult, EventStore, StreamAppend
-from fabula.exceptions import AggregateNotFoundError
+from fabula.exceptions import AggregateNotFoundError, EventTypeError
 
 __all__ = ["Repository"]
 
@@ -34,7 +34,11 @@ class Repository:
 
         Raises:
             AggregateNotFoundError: No events are stored for `aggregate_id`.
+            EventTypeError: `aggregate_type` is not an Aggregate subclass.
         """
+        if not (isinstance(aggregate_type, type) and issubclass(aggregate_type, Aggregate)):
+            msg = f"{aggregate_type!r} is not a subclass of fabula.Aggregate"
+            raise EventTypeError(msg)
         recorded = await self.store.read_stream(str(aggregate_id))
         if not recorded:
             raise AggregateNotFoundError(aggregate_type, aggregate_id)
@@ -53,7 +57,12 @@ class Repository:
 
         Raises:
             ConcurrencyError: An aggregate's stream moved on since it was loaded.
+            EventTypeError: Something other than an Aggregate was passed.
         """
+        for aggregate in aggregates:
+            if not isinstance(aggregate, Aggregate):
+                msg = f"{aggregate!r} is not a fabula.Aggregate"
+                raise EventTypeError(msg)
         unique = list({id(a): a for a in aggregates}.values())
         changed = [(a, a.pending_events) for a in unique if a.pending_events]
         if not changed:

@@ -8,12 +8,15 @@ import json
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
-from typing import Any, Final, get_args, get_origin
+from enum import Enum
+from types import UnionType
+from typing import Any, Final, Union, get_args, get_origin
 from uuid import UUID
 
 import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.strategies import configure_union_passthrough
 
 from fabula._events import (
     _EMPTY_METADATA,
@@ -90,6 +93,9 @@ def _unstructure_decimal(value: object) -> str:
             f"pass Decimal('...') built from a string"
         )
         raise _FieldValueError(msg)
+    if not value.is_finite():
+        msg = f"Decimal {value} is not a finite number"
+        raise _FieldValueError(msg)
     return str(value)
 
 
@@ -141,6 +147,81 @@ def _structure_date(value: object, _: object) -> date:
         msg = f"expected an ISO 8601 date string, got {value!r}"
         raise _FieldValueError(msg)
     return date.fromisoformat(value)
+
+
+def _checked(kind: type, *, also: tuple[type, ...] = ()) -> Callable[[object], Any]:
+    """Return an unstructure hook that passes `kind` values through and refuses others."""
+    accepted = (kind, *also)
+
+    def unstructure(value: object) -> object:
+        if (isinstance(value, bool) and kind is not bool) or not isinstance(value, accepted):
+            msg = f"expected {kind.__name__}, got {type(value).__name__} {value!r}"
+            raise _FieldValueError(msg)
+        return value
+
+    return unstructure
+
+
+def _is_enum(tp: object) -> bool:
+    return isinstance(tp, type) and issubclass(tp, Enum)
+
+
+def _enum_unstructurer(tp: type[Enum]) -> Callable[[object], Any]:
+    def unstructure(value: object) -> object:
+        if not isinstance(value, tp):
+            msg = f"expected a {tp.__name__} member, got {value!r}"
+            raise _FieldValueError(msg)
+        raw = value.value
+        if not isinstance(raw, str | int | float | bool):
+            msg = f"{tp.__name__} values must be str, int, float or bool to be stored, not {raw!r}"
+            raise _FieldValueError(msg)
+        return raw
+
+    return unstructure
+
+
+_SCALARS = (int, str, float, bool, type(None))
+
+
+def _is_scalar_union(tp: object) -> bool:
+    return get_origin(tp) in (Union, UnionType) and all(arg in _SCALARS for arg in get_args(tp))
+
+
+def _scalar_union_unstructurer(tp: object) -> Callable[[object], Any]:
+    members = get_args(tp)
+
+    def unstructure(value: object) -> object:
+        kind = type(value)
+        if kind in members or (kind is int and float in members):
+            return value
+        msg = f"expected {tp}, got {kind.__name__} {value!r}"
+        raise _FieldValueError(msg)
+
+    return unstructure
+
+
+def _ambiguous_union(tp: object, seen: set[int] | None = None) -> object | None:
+    """Return a union inside `tp` that would not decode to the type it was stored as."""
+    seen = set() if seen is None else seen
+    if id(tp) in seen:
+        return None
+    seen.add(id(tp))
+    if get_origin(tp) in (Union, UnionType):
+        others = [arg for arg in get_args(tp) if arg is not type(None)]
+        scalars = all(arg in _SCALARS for arg in others)
+        classes = all(isinstance(arg, type) and attrs.has(arg) for arg in others)
+        if not (scalars or classes or len(others) == 1):
+            return tp
+    if isinstance(tp, type) and attrs.has(tp):
+        attrs.resolve_types(tp)
+        children: tuple[object, ...] = tuple(field.type for field in attrs.fields(tp))
+    else:
+        children = get_args(tp)
+    for child in children:
+        found = _ambiguous_union(child, seen)
+        if found is not None:
+            return found
+    return None
 
 
 def _strict(kind: type, *, also: tuple[type, ...] = ()) -> Callable[[object, object], Any]:
@@ -195,6 +276,13 @@ def make_converter() -> cattrs.Converter:
     converter.register_structure_hook(float, _strict(float, also=(int,)))
     converter.register_structure_hook(str, _strict(str))
     converter.register_structure_hook(bool, _strict(bool))
+    converter.register_unstructure_hook(int, _checked(int))
+    converter.register_unstructure_hook(float, _checked(float, also=(int,)))
+    converter.register_unstructure_hook(str, _checked(str))
+    converter.register_unstructure_hook(bool, _checked(bool))
+    converter.register_unstructure_hook_factory(_is_enum, _enum_unstructurer)
+    configure_union_passthrough(int | str | float | bool | None, converter)
+    converter.register_unstructure_hook_factory(_is_scalar_union, _scalar_union_unstructurer)
     converter.register_unstructure_hook_factory(_is_mapping, _mapping_unstructurer(converter))
     converter.register_structure_hook_factory(_is_mapping, _mapping_structurer(converter))
     return converter
@@ -205,7 +293,13 @@ def _mapping_unstructurer(
 ) -> Callable[[Any], Callable[[Any], dict[str, Any]]]:
     def factory(tp: Any) -> Callable[[Any], dict[str, Any]]:
         key_type, value_type = _mapping_args(tp)
-        key = str if key_type in (int, str) else converter.get_unstructure_hook(key_type)
+        key: Callable[[Any], Any]
+        if key_type is int:
+            key = _int_key_text
+        elif key_type is str:
+            key = _checked(str)
+        else:
+            key = converter.get_unstructure_hook(key_type)
         value = converter.get_unstructure_hook(value_type)
 
         def unstructure(mapping: Any) -> dict[str, Any]:
@@ -248,6 +342,13 @@ def _mapping_structurer(converter: cattrs.Converter) -> Callable[[Any], Callable
 
 def _apply_hook(hook: Callable[[Any, Any], Any], tp: Any, value: Any) -> Any:
     return hook(value, tp)
+
+
+def _int_key_text(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, int):
+        msg = f"expected an int key, got {type(value).__name__} {value!r}"
+        raise _FieldValueError(msg)
+    return str(value)
 
 
 def _int_key(value: object) -> int:
@@ -321,14 +422,13 @@ class EventSerializer:
         try:
             encoder = self._encoders[cls]
         except KeyError:
-            encoder = self._encoders[cls] = make_dict_unstructure_fn(
-                cls, self.converter, **_OMIT_BASE
-            )
+            encoder = self._encoder(cls, entry.name)
         try:
             data = encode_json(encoder(event))
             metadata = self._encode_metadata(event.metadata)
             _unstructure_datetime(event.timestamp)
-        except (_FieldValueError, ValueError, TypeError) as exc:
+            _unstructure_uuid(event.event_id)
+        except (ValueError, TypeError, AttributeError) as exc:
             raise SerializationError(f"cannot encode: {exc}", type_name=entry.name) from exc
         return SerializedEvent(
             event_id=event.event_id,
@@ -382,8 +482,33 @@ class EventSerializer:
         except cattrs.BaseValidationError as exc:
             detail = "; ".join(cattrs.transform_error(exc, path="payload"))
             raise SerializationError(f"cannot decode: {detail}", **context) from exc  # type: ignore[arg-type]
-        except (ValueError, TypeError, KeyError) as exc:
+        except (
+            ValueError,
+            TypeError,
+            KeyError,
+            cattrs.errors.StructureHandlerNotFoundError,
+        ) as exc:
             raise SerializationError(f"cannot decode: {exc}", **context) from exc  # type: ignore[arg-type]
+
+    def _encoder(self, cls: type[DomainEvent], name: str) -> Callable[[Any], dict[str, Any]]:
+        """Build (and cache) the class's encoder, after checking it can be decoded too."""
+        attrs.resolve_types(cls)
+        own = (f.type for f in attrs.fields(cls) if f.name not in BASE_FIELDS)
+        ambiguous = next((u for u in map(_ambiguous_union, own) if u is not None), None)
+        if ambiguous is not None:
+            msg = (
+                f"{cls.__qualname__} has a field of type {ambiguous}, which fabula cannot store "
+                f"exactly (its members do not tell apart in JSON)"
+            )
+            raise SerializationError(msg, type_name=name)
+        try:
+            self._decoder(cls)
+            encoder = make_dict_unstructure_fn(cls, self.converter, **_OMIT_BASE)
+        except cattrs.errors.StructureHandlerNotFoundError as exc:
+            msg = f"{cls.__qualname__} has a field type fabula cannot store: {exc}"
+            raise SerializationError(msg, type_name=name) from exc
+        self._encoders[cls] = encoder
+        return encoder
 
     def _decoder(self, cls: type[DomainEvent]) -> Callable[[Any, Any], Any]:
         try:
@@ -421,6 +546,11 @@ class EventSerializer:
 
     @staticmethod
     def _encode_metadata(metadata: EventMetadata) -> str:
+        if metadata is _EMPTY_METADATA:
+            return "{}"
+        if not isinstance(metadata, EventMetadata):
+            msg = f"metadata must be an EventMetadata, not {type(metadata).__name__}"
+            raise _FieldValueError(msg)
         if metadata == _EMPTY_METADATA:
             return "{}"
         out: dict[str, Any] = {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from types import TracebackType
 from typing import Protocol, Self, TypeAlias, runtime_checkable
 
@@ -193,8 +193,10 @@ def validate_append(
     if not isinstance(stream_id, str) or not stream_id:
         raise InvalidAppendError(str(stream_id), "a stream id must be a non-empty str")
     check_expected_version(stream_id, expected_version)
-    if isinstance(events, DomainEvent):
-        raise NotAnEventError(stream_id, events) from TypeError("pass a list of events")
+    if isinstance(events, DomainEvent | str | bytes) or not isinstance(events, Iterable):
+        raise InvalidAppendError(
+            stream_id, f"events must be a list of DomainEvents, not {type(events).__name__}"
+        )
     batch = tuple(events)
     if not batch:
         raise EmptyAppendError(stream_id)
@@ -239,6 +241,8 @@ def _check_batch_versions(
         return
     if isinstance(expected_version, int) and first != expected_version + 1:
         raise EventVersionError(stream_id, first, expected_version + 1)
+    if expected_version is ExpectedVersion.NO_STREAM and first != 1:
+        raise EventVersionError(stream_id, first, 1)
     if first < 1:
         raise EventVersionError(stream_id, first, 1)
     for offset, event in enumerate(batch):
@@ -274,6 +278,24 @@ def check_concurrency(
     first = batch[0].version
     if first not in (0, actual + 1):
         raise ConcurrencyError(stream_id, first - 1, actual)
+
+
+def check_retry(stream_id: str, expected_version: Expected, first_version: int) -> None:
+    """Check that a batch whose events are all stored is a retry of the append that stored them.
+
+    A retry repeats the original expected version, so an exact expected
+    version must lead to the version the first event was stored at.
+
+    Raises:
+        DuplicateEventIdError: It cannot be that retry.
+    """
+    if isinstance(expected_version, int) and first_version != expected_version + 1:
+        raise DuplicateEventIdError(
+            stream_id,
+            "of this batch",
+            f"at version {first_version}, which expected_version={expected_version} "
+            f"cannot have written; this is not a retry of that append",
+        )
 
 
 def validate_read_all(after: int, limit: int) -> None:

@@ -24,6 +24,7 @@ from fabula._store import (
     RecordedEvent,
     StreamAppend,
     check_concurrency,
+    check_retry,
     event_type_names,
     validate_append,
     validate_read_all,
@@ -168,7 +169,7 @@ class InMemoryEventStore:
         new_ids: set[UUID] = set()
         for stream_id, batch, expected, records in encoded:
             actual = versions.get(stream_id, len(self._streams.get(stream_id, ())))
-            replayed = self._replayed(stream_id, records)
+            replayed = self._replayed(stream_id, records, expected)
             if replayed is None:
                 for record in records:
                     if record.event_id in new_ids:
@@ -182,7 +183,7 @@ class InMemoryEventStore:
         return [self._store(plan) for plan in planned]
 
     def _replayed(
-        self, stream_id: str, records: tuple[SerializedEvent, ...]
+        self, stream_id: str, records: tuple[SerializedEvent, ...], expected: Expected
     ) -> AppendResult | None:
         """Return the original result if `records` were appended before, else None."""
         stored = [self._by_id.get(record.event_id) for record in records]
@@ -196,6 +197,7 @@ class InMemoryEventStore:
                 "but other events of this batch are new; a retry must repeat the whole append",
             )
         first = rows[0]
+        check_retry(stream_id, expected, first.version)
         for offset, (row, record) in enumerate(zip(rows, records, strict=True)):
             if row.stream_id != stream_id:
                 raise DuplicateEventIdError(

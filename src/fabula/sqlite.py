@@ -48,6 +48,7 @@ from fabula._store import (
     RecordedEvent,
     StreamAppend,
     check_concurrency,
+    check_retry,
     event_type_names,
     validate_append,
     validate_read_all,
@@ -280,13 +281,13 @@ class SQLiteEventStore:
             try:
                 check_concurrency(stream_id, batch, expected, actual)
             except ConcurrencyError:
-                replayed = _replayed(conn, stream_id, records)
+                replayed = _replayed(conn, stream_id, records, expected)
                 if replayed is None:
                     raise
                 results.append(replayed)
                 continue
             if expected in (ExpectedVersion.ANY, ExpectedVersion.STREAM_EXISTS):
-                replayed = _replayed(conn, stream_id, records)
+                replayed = _replayed(conn, stream_id, records, expected)
                 if replayed is not None:
                     results.append(replayed)
                     continue
@@ -596,12 +597,16 @@ def _find(conn: sqlite3.Connection, record: SerializedEvent) -> tuple[Any, ...] 
 
 
 def _replayed(
-    conn: sqlite3.Connection, stream_id: str, records: tuple[SerializedEvent, ...]
+    conn: sqlite3.Connection,
+    stream_id: str,
+    records: tuple[SerializedEvent, ...],
+    expected: Expected,
 ) -> AppendResult | None:
     """Return the original result if `records` were appended before, else None."""
     first = _find(conn, records[0])
     if first is None:
         return None
+    check_retry(stream_id, expected, first[2])
     found = [first, *(_find(conn, record) for record in records[1:])]
     last = first
     for offset, (row, record) in enumerate(zip(found, records, strict=True)):

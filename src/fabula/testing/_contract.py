@@ -263,6 +263,52 @@ class EventStoreContract:
         assert [r.position for r in log][-1] == results[-1].position
         assert [r.stream_id for r in log] == ["acc-1", "acc-1", "acc-2"]
 
+    @_store_test
+    async def test_append_many_with_a_bad_event_later_writes_nothing(
+        self, store: EventStore
+    ) -> None:
+        """An unencodable event in a later stream's part refuses the whole unit."""
+        bad = Deposited(amount=float("nan"))  # type: ignore[arg-type]
+        with pytest.raises(SerializationError):
+            await store.append_many(
+                [
+                    StreamAppend("acc-1", [deposit()], expected_version=0),
+                    StreamAppend("acc-2", [deposit(), bad], expected_version=0),
+                ]
+            )
+        assert await store.read_all() == []
+
+    @_store_test
+    async def test_append_many_retry_is_idempotent(self, store: EventStore) -> None:
+        """Repeating an append_many returns the original results and stores nothing new."""
+        unit = [
+            StreamAppend("acc-1", [deposit(1), deposit(2)], expected_version=0),
+            StreamAppend("acc-2", [deposit(3)], expected_version=0),
+        ]
+        first = await store.append_many(unit)
+        assert await store.append_many(unit) == first
+        assert len(await store.read_all()) == 3
+
+    @_store_test
+    async def test_retry_with_changed_content_is_refused(self, store: EventStore) -> None:
+        """Reusing stored event ids with other content is not a retry."""
+        sent = deposit(1, "original")
+        await store.append("acc-1", [sent], expected_version=0)
+        changed = attrs.evolve(sent, note="changed")
+        with pytest.raises(DuplicateEventIdError):
+            await store.append("acc-1", [changed], expected_version=0)
+        (stored,) = await store.read_stream("acc-1")
+        assert stored.event.note == "original"  # type: ignore[attr-defined]
+
+    @_store_test
+    async def test_retry_must_repeat_the_expected_version(self, store: EventStore) -> None:
+        """Stored events re-sent with an exact version that could not have stored them fail."""
+        a, b = deposit(1), deposit(2)
+        await store.append("acc-1", [a, b], expected_version=0)
+        with pytest.raises(DuplicateEventIdError):
+            await store.append("acc-1", [b], expected_version=0)
+        assert len(await store.read_all()) == 2
+
     # -- the global log --------------------------------------------------------
 
     @_store_test
@@ -348,6 +394,14 @@ class EventStoreContract:
         await asyncio.wait_for(done.wait(), 10)
         task.cancel()
         assert [type(r.event) for r in got] == [Withdrawn]
+
+    @_store_test
+    async def test_subscribe_by_stored_name(self, store: EventStore) -> None:
+        """Subscriptions accept stored names as well as classes."""
+        await store.append("acc-1", [deposit(), Withdrawn(amount=Decimal(1))], expected_version=0)
+        subscription = store.subscribe(event_types={"fabula.testing.Withdrawn"})
+        first = await asyncio.wait_for(anext(aiter(subscription)), 10)
+        assert (type(first.event), first.event.version) == (Withdrawn, 2)
 
     @_store_test
     async def test_subscription_ends_when_the_store_closes(self, store: EventStore) -> None:
@@ -437,6 +491,34 @@ class EventStoreContract:
                 range(1, 11)
             )
 
+    @_store_test
+    async def test_checkpointing_reader_sees_every_event_once(self, store: EventStore) -> None:
+        """A reader paging by last position during writes sees each event once, in order."""
+        writers, appends = 8, 15
+        total = writers * appends
+
+        async def writer(n: int) -> None:
+            for version in range(appends):
+                await store.append(f"w-{n}", [deposit(n)], expected_version=version)
+                await asyncio.sleep(0)
+
+        async def reader() -> list[RecordedEvent]:
+            seen: list[RecordedEvent] = []
+            while len(seen) < total:
+                after = seen[-1].position if seen else 0
+                page = await store.read_all(after=after, limit=7)
+                seen.extend(page)
+                if not page:
+                    await asyncio.sleep(0.001)
+            return seen
+
+        reading = asyncio.create_task(reader())
+        await asyncio.gather(*(writer(n) for n in range(writers)))
+        seen = await asyncio.wait_for(reading, 30)
+        assert len(seen) == total
+        assert len({r.event.event_id for r in seen}) == total
+        assert [r.position for r in seen] == sorted({r.position for r in seen})
+
     # -- bad input -----------------------------------------------------------------
 
     @_store_test
@@ -444,19 +526,23 @@ class EventStoreContract:
         """Each kind of bad append raises its own error and writes nothing."""
         other = attrs.evolve(deposit(), aggregate_id="acc-2")
         gap = attrs.evolve(deposit(), version=5)
-        cases: list[tuple[list[Any], object, type[Exception]]] = [
-            ([], 0, EmptyAppendError),
-            (["not an event"], 0, NotAnEventError),
-            ([deposit(), object()], 0, NotAnEventError),
-            ([other], 0, StreamMismatchError),
-            ([gap], 0, EventVersionError),
-            ([deposit()], -1, InvalidAppendError),
-            ([deposit()], "1", InvalidAppendError),
+        cases: list[tuple[Any, object, type[Exception], str]] = [
+            ([], 0, EmptyAppendError, "empty"),
+            (None, 0, InvalidAppendError, "NoneType"),
+            (deposit(), 0, InvalidAppendError, "Deposited"),
+            (["not an event"], 0, NotAnEventError, "'not an event'"),
+            ([deposit(), 42], 0, NotAnEventError, "42"),
+            ([other], 0, StreamMismatchError, "acc-2"),
+            ([gap], 0, EventVersionError, "version 5"),
+            ([gap], ExpectedVersion.NO_STREAM, EventVersionError, "version 5"),
+            ([deposit()], -1, InvalidAppendError, "-1"),
+            ([deposit()], "1", InvalidAppendError, "'1'"),
         ]
-        for events, expected, error in cases:
+        for events, expected, error, offending in cases:
             with pytest.raises(error) as info:
                 await store.append("acc-1", events, expected_version=expected)  # type: ignore[arg-type]
             assert "acc-1" in str(info.value)
+            assert offending in str(info.value)
         with pytest.raises(EmptyAppendError):
             await store.append_many([])
         assert await store.read_all() == []
@@ -464,15 +550,18 @@ class EventStoreContract:
     @_store_test
     async def test_bad_reads_raise_invalid_read_error(self, store: EventStore) -> None:
         """Negative positions and non-positive limits are refused, naming the value."""
-        calls: list[Callable[[], Awaitable[object]]] = [
-            lambda: store.read_all(after=-1),
-            lambda: store.read_all(limit=0),
-            lambda: store.read_stream("acc-1", from_version=0),
-            lambda: store.read_stream("acc-1", limit=0),
+        calls: list[tuple[Callable[[], Awaitable[object]], str]] = [
+            (lambda: store.read_all(after=-1), "after=-1"),
+            (lambda: store.read_all(limit=0), "limit=0"),
+            (lambda: store.read_all(limit=-5), "limit=-5"),
+            (lambda: store.read_stream("acc-1", from_version=0), "from_version=0"),
+            (lambda: store.read_stream("acc-1", limit=0), "limit=0"),
+            (lambda: anext(aiter(store.subscribe(after=-1))), "after=-1"),
         ]
-        for call in calls:
-            with pytest.raises(InvalidReadError, match=r"-1|0"):
+        for call, offending in calls:
+            with pytest.raises(InvalidReadError) as info:
                 await call()
+            assert offending in str(info.value)
 
     @_store_test
     async def test_store_works_as_an_async_context_manager(self, store: EventStore) -> None:
