@@ -30,6 +30,7 @@ from fabula._events import (
 from fabula._frozen import FrozenDict
 from fabula._repository import Repository
 from fabula._serialization import EventSerializer, SerializedEvent, make_converter
+from fabula._snapshots import Snapshot, SnapshotCodec, SnapshotStore
 from fabula._store import (
     AppendResult,
     EventStore,
@@ -103,6 +104,9 @@ __all__ = [
     "SchemaVersionError",
     "SerializationError",
     "SerializedEvent",
+    "Snapshot",
+    "SnapshotCodec",
+    "SnapshotStore",
     "StoreClosedError",
     "StoreError",
     "StoreUnavailableError",

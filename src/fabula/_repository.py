@@ -1,19 +1,44 @@
-"""Repository: load aggregates from their streams and save their new events."""
+"""Repository: load aggregates from their streams (and snapshots) and save their new events."""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
 from typing import TypeVar
 
 import attrs
 
 from fabula._aggregate import Aggregate
 from fabula._events import AggregateId
+from fabula._snapshots import SnapshotCodec, SnapshotStore
 from fabula._store import AppendResult, EventStore, StreamAppend
-from fabula.exceptions import AggregateNotFoundError, EventTypeError
+from fabula.exceptions import AggregateNotFoundError, EventTypeError, FabulaError
 
 __all__ = ["Repository"]
 
 A = TypeVar("A", bound=Aggregate)
+
+logger = logging.getLogger("fabula.repository")
+
+
+def _check_intervals(value: object) -> None:
+    intervals = list(value.values()) if isinstance(value, Mapping) else [value]
+    for interval in intervals:
+        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int)):
+            msg = f"snapshot_every must be a positive int, not {interval!r}"
+            raise TypeError(msg)
+        if interval is not None and interval < 1:
+            msg = f"snapshot_every must be a positive int, not {interval!r}"
+            raise ValueError(msg)
+    if isinstance(value, Mapping):
+        for cls in value:
+            if not (
+                isinstance(cls, type)
+                and issubclass(cls, Aggregate)
+                and "__attrs_attrs__" in cls.__dict__
+            ):
+                msg = f"snapshots need attrs subclasses of fabula.Aggregate, not {cls!r}"
+                raise TypeError(msg)
 
 
 @attrs.define
@@ -22,15 +47,28 @@ class Repository:
 
     Args:
         store: The event store the aggregates live in.
+        snapshot_every: Take a snapshot of an aggregate every this many
+            events: one interval for every type, or one per aggregate type.
+            Loading then starts from the latest snapshot and replays only
+            newer events. Needs a store that is also a `SnapshotStore`;
+            without one (or with None, the default) nothing is snapshotted.
+        snapshots: Encodes aggregate state for snapshots.
 
     Example:
-        >>> repo = fabula.Repository(fabula.memory.InMemoryEventStore())
+        >>> repo = fabula.Repository(store, snapshot_every={Order: 100})
     """
 
     store: EventStore
+    snapshot_every: int | Mapping[type[Aggregate], int] | None = attrs.field(
+        default=None, kw_only=True
+    )
+    snapshots: SnapshotCodec = attrs.field(factory=SnapshotCodec, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        _check_intervals(self.snapshot_every)
 
     async def get(self, aggregate_type: type[A], aggregate_id: AggregateId) -> A:
-        """Load the aggregate with `aggregate_id` by replaying its stream.
+        """Load the aggregate with `aggregate_id` from its latest snapshot and newer events.
 
         Raises:
             AggregateNotFoundError: No events are stored for `aggregate_id`.
@@ -39,7 +77,13 @@ class Repository:
         if not (isinstance(aggregate_type, type) and issubclass(aggregate_type, Aggregate)):
             msg = f"{aggregate_type!r} is not a subclass of fabula.Aggregate"
             raise EventTypeError(msg)
-        recorded = await self.store.read_stream(str(aggregate_id))
+        stream_id = str(aggregate_id)
+        aggregate = await self._from_snapshot(aggregate_type, aggregate_id)
+        if aggregate is not None:
+            newer = await self.store.read_stream(stream_id, from_version=aggregate.version + 1)
+            aggregate.replay(r.event for r in newer)
+            return aggregate
+        recorded = await self.store.read_stream(stream_id)
         if not recorded:
             raise AggregateNotFoundError(aggregate_type, aggregate_id)
         return aggregate_type.from_events(aggregate_id, (r.event for r in recorded))
@@ -50,7 +94,9 @@ class Repository:
         Each aggregate's events are appended with the version it was loaded
         at as the expected version, so a concurrent change to any of them
         fails the whole save with `ConcurrencyError` and stores nothing.
-        Pending events are cleared only once the append has succeeded.
+        Pending events are cleared only once the append has succeeded. Then
+        aggregates that passed a snapshot interval are snapshotted; a failed
+        snapshot is logged, never raised, since the events are safely stored.
 
         Returns:
             One result per aggregate that had pending events, in order.
@@ -82,4 +128,40 @@ class Repository:
             results = await self.store.append_many(appends)
         for aggregate, events in changed:
             aggregate.mark_saved(events)
+        for aggregate, events in changed:
+            interval = self._interval(type(aggregate))
+            if (
+                interval
+                and aggregate.version // interval > (aggregate.version - len(events)) // interval
+            ):
+                await self._snapshot(aggregate)
         return results
+
+    def _interval(self, cls: type[Aggregate]) -> int | None:
+        if not isinstance(self.store, SnapshotStore):
+            return None
+        if isinstance(self.snapshot_every, Mapping):
+            return self.snapshot_every.get(cls)
+        return self.snapshot_every
+
+    async def _from_snapshot(self, cls: type[A], aggregate_id: AggregateId) -> A | None:
+        if not self._interval(cls):
+            return None
+        assert isinstance(self.store, SnapshotStore)  # noqa: S101 - checked by _interval
+        snapshot = await self.store.load_snapshot(str(aggregate_id))
+        if snapshot is None:
+            return None
+        return self.snapshots.decode(snapshot, cls, aggregate_id)
+
+    async def _snapshot(self, aggregate: Aggregate) -> None:
+        assert isinstance(self.store, SnapshotStore)  # noqa: S101 - checked by _interval
+        try:
+            await self.store.save_snapshot(self.snapshots.encode(aggregate))
+        except (FabulaError, TypeError, ValueError):
+            logger.warning(
+                "could not snapshot %s %s at version %d",
+                type(aggregate).__qualname__,
+                aggregate.id,
+                aggregate.version,
+                exc_info=True,
+            )

@@ -89,7 +89,7 @@ class SnapshotCodec:
             raise TypeError(msg)
         encoder = self._encoders.get(cls)
         if encoder is None:
-            if not attrs.has(cls):
+            if "__attrs_attrs__" not in cls.__dict__:
                 msg = f"snapshots need an attrs aggregate; {cls.__qualname__} is not one"
                 raise TypeError(msg)
             encoder = make_dict_unstructure_fn(cls, self.converter, **_OMITTED)  # type: ignore[arg-type]

@@ -17,6 +17,7 @@ import attrs
 
 from fabula._events import DomainEvent
 from fabula._serialization import EventSerializer, SerializedEvent
+from fabula._snapshots import Snapshot
 from fabula._store import (
     AppendResult,
     EventTypes,
@@ -77,6 +78,7 @@ class InMemoryEventStore:
     _log: list[_Row] = attrs.field(init=False, factory=list)
     _streams: dict[str, list[_Row]] = attrs.field(init=False, factory=dict)
     _by_id: dict[UUID, _Row] = attrs.field(init=False, factory=dict)
+    _snapshots: dict[str, Snapshot] = attrs.field(init=False, factory=dict)
     _wakeup: asyncio.Event | None = attrs.field(init=False, default=None)
     _closed: bool = attrs.field(init=False, default=False)
 
@@ -154,6 +156,18 @@ class InMemoryEventStore:
                 yield recorded
             if not batch:
                 await wakeup.wait()
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep `snapshot` unless one of a later version is stored (see `SnapshotStore`)."""
+        self._check_open()
+        stored = self._snapshots.get(snapshot.stream_id)
+        if stored is None or snapshot.version > stored.version:
+            self._snapshots[snapshot.stream_id] = snapshot
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """Return the latest snapshot of `stream_id`, or None (see `SnapshotStore`)."""
+        self._check_open()
+        return self._snapshots.get(stream_id)
 
     def _commit(
         self, appends: list[tuple[str, tuple[DomainEvent, ...], Expected]]

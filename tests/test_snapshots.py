@@ -1,0 +1,136 @@
+"""Snapshots: taken every N events, loaded with newer events, never trusted when unreadable."""
+
+import logging
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+from uuid import uuid4
+
+import attrs
+import pytest
+
+import fabula
+from fabula import Repository, Snapshot, SnapshotCodec
+from fabula.memory import InMemoryEventStore
+from fabula.sqlite import SQLiteEventStore
+
+from .domain import ADDRESS, Order
+
+PRODUCT = uuid4()
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[fabula.EventStore]:
+    built: fabula.EventStore
+    if request.param == "memory":
+        built = InMemoryEventStore()
+    else:
+        built = SQLiteEventStore(tmp_path / "events.db")
+    yield built
+    await built.close()
+
+
+async def order_with(repo: Repository, items: int) -> Order:
+    """Save an order, then add `items` items one save at a time."""
+    order = Order.create(uuid4(), ADDRESS)
+    await repo.save(order)
+    for n in range(items):
+        order.add_item(PRODUCT, 1, Decimal(n))
+        await repo.save(order)
+    return order
+
+
+class TestSnapshots:
+    async def test_snapshot_every_n_events(self, store: fabula.SnapshotStore) -> None:
+        """A snapshot is taken each time a save crosses a multiple of N."""
+        repo = Repository(store, snapshot_every={Order: 5})  # type: ignore[arg-type]
+        order = await order_with(repo, 11)
+        snapshot = await store.load_snapshot(str(order.id))
+        assert snapshot is not None
+        assert (snapshot.version, snapshot.schema_version) == (10, 1)
+        assert snapshot.aggregate_type == "tests.domain.Order"
+
+    async def test_loading_from_a_snapshot_equals_full_replay(
+        self, store: fabula.EventStore
+    ) -> None:
+        """An aggregate loaded from snapshot + newer events equals one replayed in full."""
+        with_snapshots = Repository(store, snapshot_every=4)
+        order = await order_with(with_snapshots, 9)
+        from_snapshot = await with_snapshots.get(Order, order.id)
+        full = await Repository(store).get(Order, order.id)
+        assert from_snapshot == full == order
+        assert from_snapshot.version == 10
+
+    async def test_loading_uses_the_snapshot(self, store: fabula.SnapshotStore) -> None:
+        """The loaded state comes from the snapshot: a doctored snapshot shows through."""
+        repo = Repository(store, snapshot_every=3)  # type: ignore[arg-type]
+        order = await order_with(repo, 2)
+        snapshot = await store.load_snapshot(str(order.id))
+        assert snapshot is not None
+        assert snapshot.version == 3
+        doctored = attrs.evolve(
+            snapshot, version=4, state=snapshot.state.replace('"draft"', '"submitted"')
+        )
+        await store.save_snapshot(doctored)
+        loaded = await repo.get(Order, order.id)
+        assert (loaded.status.value, loaded.version) == ("submitted", 4)
+
+    async def test_unreadable_snapshot_is_ignored_with_a_warning(
+        self, store: fabula.SnapshotStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A snapshot whose state does not decode is ignored: full replay and a warning."""
+        repo = Repository(store, snapshot_every=3)  # type: ignore[arg-type]
+        order = await order_with(repo, 5)
+        broken = Snapshot(str(order.id), "tests.domain.Order", 99, 1, '{"status": 12}')
+        await store.save_snapshot(broken)
+        with caplog.at_level(logging.WARNING, logger="fabula.snapshots"):
+            loaded = await repo.get(Order, order.id)
+        assert loaded == order
+        assert "does not decode" in caplog.text
+
+    async def test_snapshot_of_another_version_is_ignored(
+        self, store: fabula.SnapshotStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A snapshot written under another snapshot_version is never trusted."""
+        repo = Repository(store, snapshot_every=2)  # type: ignore[arg-type]
+        order = await order_with(repo, 3)
+        snapshot = await store.load_snapshot(str(order.id))
+        assert snapshot is not None
+        await store.save_snapshot(attrs.evolve(snapshot, schema_version=7, version=50))
+        with caplog.at_level(logging.WARNING, logger="fabula.snapshots"):
+            assert await repo.get(Order, order.id) == order
+        assert "snapshot_version 7 is not 1" in caplog.text
+
+    async def test_older_snapshots_do_not_replace_newer(self, store: fabula.SnapshotStore) -> None:
+        """save_snapshot keeps the snapshot of the highest version."""
+        await store.save_snapshot(Snapshot("s", "T", 10, 1, "{}"))
+        await store.save_snapshot(Snapshot("s", "T", 5, 1, '{"old": 1}'))
+        assert await store.load_snapshot("s") == Snapshot("s", "T", 10, 1, "{}")
+        assert await store.load_snapshot("other") is None
+
+    async def test_no_snapshots_without_configuration(self, store: fabula.SnapshotStore) -> None:
+        """With snapshot_every unset nothing is snapshotted."""
+        order = await order_with(Repository(store), 6)  # type: ignore[arg-type]
+        assert await store.load_snapshot(str(order.id)) is None
+
+
+class TestConfiguration:
+    @pytest.mark.parametrize("bad", [0, -3, True, "5"])
+    def test_intervals_must_be_positive_ints(self, bad: object) -> None:
+        """snapshot_every must be a positive int."""
+        with pytest.raises((TypeError, ValueError), match="positive int"):
+            Repository(InMemoryEventStore(), snapshot_every=bad)  # type: ignore[arg-type]
+
+    def test_snapshot_types_must_be_attrs_aggregates(self) -> None:
+        """Per-type intervals are only accepted for attrs aggregates."""
+
+        class Plain(fabula.Aggregate):
+            pass
+
+        with pytest.raises(TypeError, match="attrs subclasses"):
+            Repository(InMemoryEventStore(), snapshot_every={Plain: 5})
+
+    def test_codec_refuses_pending_events(self) -> None:
+        """A snapshot is of saved state only."""
+        with pytest.raises(TypeError, match="pending"):
+            SnapshotCodec().encode(Order.create(uuid4(), ADDRESS))
