@@ -33,3 +33,10 @@ def tests(session: nox.Session) -> None:
     """The test suite (pass pytest arguments after --)."""
     session.install("-e", ".", *group("tests"))
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The benchmark suite: fabula beside raw sqlite3 (not run by default)."""
+    session.install("-e", ".")
+    session.run("python", "benchmarks/bench.py", *session.posargs)

@@ -141,9 +141,7 @@ class TestRefusals:
 
     def test_nan_is_refused(self) -> None:
         """NaN has no JSON form and is refused."""
-        with pytest.raises(
-            SerializationError, match=r"Out of range float values are not JSON compliant"
-        ):
+        with pytest.raises(SerializationError, match=r"float nan is not finite"):
             EventSerializer().encode(everything(ratio=float("nan")))
 
     def test_unregistered_class_is_refused(self) -> None:
@@ -189,7 +187,7 @@ class TestDecodeErrors:
     @pytest.mark.parametrize(
         ("data", "match"),
         [
-            ("not json", "Expecting value"),
+            ("not json", "cannot decode"),
             ("[1, 2]", "not a JSON object"),
             ('{"quantity": 1, "unit_price": "1"}', "product_id"),
             (f'{{"product_id": "{uuid4()}", "quantity": "1", "unit_price": "1"}}', "quantity"),

@@ -47,7 +47,7 @@ def apply(method: F) -> F:
     return method
 
 
-def _check_id(_: object, __: attrs.Attribute[AggregateId], value: object) -> None:
+def _check_id(value: object) -> None:
     if isinstance(value, UUID):
         return
     if not isinstance(value, str) or not value:
@@ -71,7 +71,10 @@ class Aggregate:
             the event store is `str(id)`.
     """
 
-    id: AggregateId = attrs.field(kw_only=True, validator=_check_id)
+    # The id is checked in __attrs_post_init__, not by an attrs validator: a
+    # validator would make every attribute assignment of every subclass run
+    # attrs' on_setattr machinery, which costs apply handlers dearly.
+    id: AggregateId = attrs.field(kw_only=True)
     _version: int = attrs.field(default=0, init=False)
     _pending: list[DomainEvent] = attrs.field(factory=list, init=False, eq=False, repr=False)
 
@@ -89,6 +92,9 @@ class Aggregate:
             # A forward reference to an event class defined further down the
             # module: resolve on first use instead.
             cls._fabula_handlers = None
+
+    def __attrs_post_init__(self) -> None:
+        _check_id(self.id)
 
     @property
     def version(self) -> int:

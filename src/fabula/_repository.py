@@ -64,8 +64,13 @@ class Repository:
     )
     snapshots: SnapshotCodec = attrs.field(factory=SnapshotCodec, kw_only=True)
 
+    _snapshot_store: SnapshotStore | None = attrs.field(init=False, default=None, repr=False)
+
     def __attrs_post_init__(self) -> None:
         _check_intervals(self.snapshot_every)
+        # A runtime Protocol check is slow: make it once, not per get and save.
+        if isinstance(self.store, SnapshotStore):
+            self._snapshot_store = self.store
 
     async def get(self, aggregate_type: type[A], aggregate_id: AggregateId) -> A:
         """Load the aggregate with `aggregate_id` from its latest snapshot and newer events.
@@ -138,7 +143,7 @@ class Repository:
         return results
 
     def _interval(self, cls: type[Aggregate]) -> int | None:
-        if not isinstance(self.store, SnapshotStore):
+        if self._snapshot_store is None:
             return None
         if isinstance(self.snapshot_every, Mapping):
             return self.snapshot_every.get(cls)
@@ -147,16 +152,16 @@ class Repository:
     async def _from_snapshot(self, cls: type[A], aggregate_id: AggregateId) -> A | None:
         if not self._interval(cls):
             return None
-        assert isinstance(self.store, SnapshotStore)  # noqa: S101 - checked by _interval
-        snapshot = await self.store.load_snapshot(str(aggregate_id))
+        assert self._snapshot_store is not None  # noqa: S101 - checked by _interval
+        snapshot = await self._snapshot_store.load_snapshot(str(aggregate_id))
         if snapshot is None:
             return None
         return self.snapshots.decode(snapshot, cls, aggregate_id)
 
     async def _snapshot(self, aggregate: Aggregate) -> None:
-        assert isinstance(self.store, SnapshotStore)  # noqa: S101 - checked by _interval
+        assert self._snapshot_store is not None  # noqa: S101 - checked by _interval
         try:
-            await self.store.save_snapshot(self.snapshots.encode(aggregate))
+            await self._snapshot_store.save_snapshot(self.snapshots.encode(aggregate))
         except (FabulaError, TypeError, ValueError):
             logger.warning(
                 "could not snapshot %s %s at version %d",

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import collections.abc
+import contextlib
 import functools
-import json
+import math
 from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -15,9 +16,11 @@ from uuid import UUID
 
 import attrs
 import cattrs
+import orjson
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.strategies import configure_union_passthrough
 
+from fabula._codegen import Mismatch, fast_decoder, fast_encoder
 from fabula._events import (
     _EMPTY_METADATA,
     BASE_FIELDS,
@@ -25,6 +28,7 @@ from fabula._events import (
     DomainEvent,
     EventMetadata,
     EventRegistry,
+    EventType,
     JSONObject,
     default_registry,
 )
@@ -63,11 +67,13 @@ class SerializedEvent:
     metadata: str
 
 
-# Compact, exact JSON: no NaN or Infinity, non-ASCII kept as is.
-encode_json: Final = json.JSONEncoder(
-    separators=(",", ":"), ensure_ascii=False, allow_nan=False
-).encode
-decode_json: Final = json.JSONDecoder().decode
+def encode_json(value: object) -> str:
+    """Encode `value` as compact JSON text (orjson; non-finite floats are refused earlier)."""
+    return orjson.dumps(value).decode()
+
+
+decode_json: Final = orjson.loads
+"""Decode JSON text (orjson: exact floats, 64-bit integers)."""
 
 
 def _unstructure_uuid(value: object) -> str:
@@ -156,6 +162,9 @@ def _checked(kind: type, *, also: tuple[type, ...] = ()) -> Callable[[object], A
     def unstructure(value: object) -> object:
         if (isinstance(value, bool) and kind is not bool) or not isinstance(value, accepted):
             msg = f"expected {kind.__name__}, got {type(value).__name__} {value!r}"
+            raise _FieldValueError(msg)
+        if kind is float and not math.isfinite(value):  # type: ignore[arg-type] # checked above
+            msg = f"float {value!r} is not finite; JSON cannot hold it"
             raise _FieldValueError(msg)
         return value
 
@@ -257,7 +266,9 @@ def make_converter() -> cattrs.Converter:
     It round-trips UUID, Decimal (as a string), timezone-aware datetime, date,
     Enum, nested attrs classes, tuples and mappings (decoded into
     `FrozenDict` unless the field is a `dict`), and refuses what would lose
-    information: floats for Decimal fields, naive datetimes, strings for ints.
+    information: floats for Decimal fields, naive datetimes, strings for ints,
+    non-finite numbers, and integers beyond 64 bits (JSON readers disagree
+    on those; store them as Decimal or str).
 
     Returns:
         A new converter; extend it with your own hooks before handing it to
@@ -384,6 +395,10 @@ _PASS_BASE: dict[str, Any] = dict.fromkeys(
 _OMIT_BASE: dict[str, Any] = dict.fromkeys(BASE_FIELDS, override(omit=True))
 
 
+def _no_fast_path(*_: object) -> DomainEvent:
+    raise Mismatch
+
+
 @attrs.define(repr=False)
 class EventSerializer:
     """Encodes events into `SerializedEvent` records and decodes them back.
@@ -405,6 +420,12 @@ class EventSerializer:
     _decoders: dict[type[DomainEvent], Callable[[Any, Any], Any]] = attrs.field(
         init=False, factory=dict
     )
+    _fast_encoders: dict[type[DomainEvent], Callable[[Any], dict[str, Any]]] = attrs.field(
+        init=False, factory=dict
+    )
+    _fast_decoders: dict[type[DomainEvent], Callable[..., Any]] = attrs.field(
+        init=False, factory=dict
+    )
 
     def __repr__(self) -> str:
         return f"<EventSerializer: {self.registry!r}>"
@@ -423,8 +444,15 @@ class EventSerializer:
             encoder = self._encoders[cls]
         except KeyError:
             encoder = self._encoder(cls, entry.name)
+        fast = self._fast_encoders.get(cls)
         try:
-            data = encode_json(encoder(event))
+            try:
+                if fast is None:
+                    raise Mismatch  # noqa: TRY301 - the checked path below
+                fields = fast(event)
+            except Mismatch:
+                fields = encoder(event)
+            data = encode_json(fields)
             metadata = self._encode_metadata(event.metadata)
             _unstructure_datetime(event.timestamp)
             _unstructure_uuid(event.event_id)
@@ -460,9 +488,76 @@ class EventSerializer:
             SerializationError: The payload does not fit the class.
             UpcastError: No upcaster chain leads from its schema version.
         """
-        entry = self.registry.by_name(record.type)
+        return self.decode_fields(
+            type_name=record.type,
+            schema_version=record.schema_version,
+            event_id=record.event_id,
+            timestamp=record.timestamp,
+            data=record.data,
+            metadata=record.metadata,
+            stream_id=stream_id,
+            version=version,
+            position=position,
+        )
+
+    def decode_fields(
+        self,
+        *,
+        type_name: str,
+        schema_version: int,
+        event_id: UUID,
+        timestamp: datetime,
+        data: str | bytes,
+        metadata: str,
+        stream_id: str,
+        version: int,
+        position: int | None = None,
+    ) -> DomainEvent:
+        """Decode an event from its stored columns (what `decode` does, without the record).
+
+        Stores call this on their read path to skip building a `SerializedEvent`.
+
+        Raises:
+            UnknownEventTypeError: No class is registered under its name.
+            SerializationError: The payload does not fit the class.
+            UpcastError: No upcaster chain leads from its schema version.
+        """
+        entry = self.registry.by_name(type_name)
         if entry is None:
-            raise UnknownEventTypeError(record.type, stream_id=stream_id, position=position)
+            raise UnknownEventTypeError(type_name, stream_id=stream_id, position=position)
+        if schema_version == entry.version:
+            fast = self._fast_decoders.get(entry.cls)
+            if fast is None:
+                fast = self._fast_decoders[entry.cls] = self._build_fast_decoder(entry.cls)
+            try:
+                return fast(  # type: ignore[no-any-return]
+                    decode_json(data),
+                    aggregate_id_from_stream(stream_id),
+                    version,
+                    event_id,
+                    timestamp,
+                    self._decode_metadata(metadata),
+                )
+            except Exception:  # noqa: BLE001, S110 - the checked path below explains it
+                pass
+        record = SerializedEvent(
+            event_id=event_id,
+            type=type_name,
+            schema_version=schema_version,
+            timestamp=timestamp,
+            data=data if isinstance(data, str) else data.decode(),
+            metadata=metadata,
+        )
+        return self._decode_checked(record, entry, stream_id, version, position)
+
+    def _decode_checked(
+        self,
+        record: SerializedEvent,
+        entry: EventType,
+        stream_id: str,
+        version: int,
+        position: int | None,
+    ) -> DomainEvent:
         context = {"type_name": record.type, "stream_id": stream_id, "position": position}
         try:
             payload = decode_json(record.data)
@@ -508,7 +603,15 @@ class EventSerializer:
             msg = f"{cls.__qualname__} has a field type fabula cannot store: {exc}"
             raise SerializationError(msg, type_name=name) from exc
         self._encoders[cls] = encoder
+        with contextlib.suppress(Mismatch):
+            self._fast_encoders[cls] = fast_encoder(cls)
         return encoder
+
+    def _build_fast_decoder(self, cls: type[DomainEvent]) -> Callable[..., Any]:
+        try:
+            return fast_decoder(cls, self.converter)
+        except Exception:  # noqa: BLE001 - a field type only the checked path handles
+            return _no_fast_path
 
     def _decoder(self, cls: type[DomainEvent]) -> Callable[[Any, Any], Any]:
         try:

@@ -142,6 +142,7 @@ class SQLiteEventStore:
         self._busy_timeout = busy_timeout
         self._poll_interval = poll_interval
         self._in_memory = self.path == _MEMORY
+        self._commit_inline = self._in_memory or synchronous == "NORMAL"
         self._queue: list[_Job] = []
         self._queue_ready: asyncio.Event | None = None
         self._writer_task: asyncio.Task[None] | None = None
@@ -298,6 +299,10 @@ class SQLiteEventStore:
 
     async def _submit(self, work: Callable[[sqlite3.Connection], T], events: int) -> T:
         self._check_open()
+        if self._commit_inline and not self._queue and not self._writer.in_transaction:
+            done, inline_result = self._try_inline(work, events)
+            if done:
+                return inline_result
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._queue.append(_Job(work, future, events))
@@ -308,6 +313,35 @@ class SQLiteEventStore:
         self._queue_ready.set()
         result: T = await future
         return result
+
+    def _try_inline(self, work: Callable[[sqlite3.Connection], T], events: int) -> tuple[bool, T]:
+        """Run one write right here when nothing is queued and no commit waits for the disk.
+
+        Without a disk sync in the commit (NORMAL, or in memory) the whole
+        transaction takes microseconds, so handing it to the writer task
+        would only add two trips through the event loop. Returns (False, _)
+        when the file is locked by another process: the queued path then
+        waits for the lock without blocking the loop.
+        """
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            if _is_busy(exc):
+                return False, None  # type: ignore[return-value]
+            raise _translate(exc, self.path) from exc
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            error = self._undo_job(conn, exc, single=True)
+            if error is exc:
+                raise
+            raise error from exc
+        self._since_checkpoint += events
+        self._notify()
+        self._maybe_checkpoint()
+        return True, result
 
     async def _write_loop(self) -> None:
         ready = self._queue_ready
@@ -404,10 +438,10 @@ class SQLiteEventStore:
 
     async def _commit(self) -> None:
         try:
-            if self.synchronous == "FULL" and not self._in_memory:
-                await asyncio.to_thread(self._writer.execute, "COMMIT")
-            else:
+            if self._commit_inline:
                 self._writer.execute("COMMIT")
+            else:
+                await asyncio.to_thread(self._writer.execute, "COMMIT")
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
 
@@ -512,18 +546,21 @@ class SQLiteEventStore:
             raise _translate(exc, self.path) from exc
 
     def _decode_rows(self, rows: list[Any]) -> list[RecordedEvent]:
-        decode = self.serializer.decode
+        decode = self.serializer.decode_fields
+        parse_time = datetime.fromisoformat
         out = []
         for position, stream_id, version, event_id, kind, schema, stamp, data, meta in rows:
-            record = SerializedEvent(
-                event_id=UUID(bytes=event_id),
-                type=kind,
+            event = decode(
+                type_name=kind,
                 schema_version=schema,
-                timestamp=datetime.fromisoformat(stamp),
+                event_id=UUID(bytes=event_id),
+                timestamp=parse_time(stamp),
                 data=data,
                 metadata=meta,
+                stream_id=stream_id,
+                version=version,
+                position=position,
             )
-            event = decode(record, stream_id=stream_id, version=version, position=position)
             out.append(RecordedEvent(event=event, position=position, stream_id=stream_id))
         return out
 

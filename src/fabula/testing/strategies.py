@@ -6,7 +6,8 @@
     def test_round_trip(event): ...
 
 Values are drawn so that they can be stored exactly: finite Decimals,
-timezone-aware datetimes, finite floats, text without surrogates.
+timezone-aware datetimes, finite floats, 64-bit integers, text without
+surrogates.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ _SIMPLE: dict[object, st.SearchStrategy[Any]] = {
     datetime: st.datetimes(timezones=st.just(UTC)),
     date: st.dates(),
     str: st.text(),
-    int: st.integers(),
+    int: st.integers(min_value=-(2**63), max_value=2**64 - 1),
     float: st.floats(allow_nan=False, allow_infinity=False),
     bool: st.booleans(),
     type(None): st.none(),

@@ -1,0 +1,329 @@
+"""fabula's benchmark suite: each workload beside a raw sqlite3 baseline, in one run.
+
+    nox -s bench            # or: python benchmarks/bench.py [--quick]
+
+The raw baselines write the same rows into the same tables (fabula's own
+schema, so the same indexes) with the same pragmas, through the stdlib
+`sqlite3` module directly: no validation, no JSON, no objects. Ratios are
+fabula's rate divided by the raw rate measured in the same process, so
+they compare like with like on a shared, noisy machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import resource
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import closing
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import attrs
+
+import fabula
+from fabula import _sqlite_schema as schema
+from fabula.sqlite import SQLiteEventStore, Synchronous
+
+
+@fabula.event("bench.ItemAdded")
+@attrs.frozen
+class ItemAdded(fabula.DomainEvent):
+    """A ~200-byte payload: the size of a typical order line event."""
+
+    product_id: UUID
+    sku: str
+    quantity: int
+    unit_price: Decimal
+    warehouse: str
+    note: str
+
+
+@attrs.define
+class Basket(fabula.Aggregate):
+    """A small aggregate whose state depends on every event."""
+
+    lines: int = 0
+    total: Decimal = Decimal(0)
+
+    def add(self, n: int) -> None:
+        """Record one line."""
+        self.record(
+            ItemAdded(
+                product_id=uuid4(),
+                sku=f"SKU-{n:08d}",
+                quantity=1 + n % 5,
+                unit_price=Decimal("19.99"),
+                warehouse="Amsterdam-North-3",
+                note="gift wrap, leave at the neighbours if nobody is home",
+            )
+        )
+
+    @fabula.apply
+    def _added(self, event: ItemAdded) -> None:
+        self.lines += 1
+        self.total += event.unit_price * event.quantity
+
+
+def payload(n: int) -> str:
+    """The JSON the raw baseline stores: what fabula stores for one ItemAdded."""
+    return json.dumps(
+        {
+            "product_id": str(uuid4()),
+            "sku": f"SKU-{n:08d}",
+            "quantity": 1 + n % 5,
+            "unit_price": "19.99",
+            "warehouse": "Amsterdam-North-3",
+            "note": "gift wrap, leave at the neighbours if nobody is home",
+        },
+        separators=(",", ":"),
+    )
+
+
+# -- raw baselines ---------------------------------------------------------------
+
+
+def raw_connect(path: Path, synchronous: Synchronous) -> sqlite3.Connection:
+    """Open `path` with fabula's schema and pragmas."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute(f"PRAGMA synchronous = {synchronous}")
+    for statement in schema.CREATE_SCHEMA:
+        conn.execute(statement)
+    return conn
+
+
+def raw_row(stream_id: str, version: int, n: int) -> tuple[object, ...]:
+    """One event row as fabula writes it."""
+    return (
+        stream_id,
+        version,
+        uuid4().bytes,
+        "bench.ItemAdded",
+        1,
+        datetime.now(UTC).isoformat(),
+        payload(n),
+        "{}",
+    )
+
+
+def raw_command_path(path: Path, synchronous: Synchronous, streams: int, per_stream: int) -> float:
+    """Per command: select the stream, insert one row, commit. Returns commands/s."""
+    with closing(raw_connect(path, synchronous)) as conn:
+        ids = [str(uuid4()) for _ in range(streams)]
+        start = time.perf_counter()
+        for round_number in range(per_stream):
+            for stream_id in ids:
+                rows = conn.execute(
+                    "SELECT * FROM fabula_events WHERE stream_id = ? ORDER BY version", (stream_id,)
+                ).fetchall()
+                conn.execute("BEGIN IMMEDIATE")
+                conn.execute(schema.INSERT_EVENT, raw_row(stream_id, len(rows) + 1, round_number))
+                conn.execute("COMMIT")
+        return streams * per_stream / (time.perf_counter() - start)
+
+
+def raw_bulk(path: Path, synchronous: Synchronous, events: int) -> float:
+    """Insert every row with executemany in one transaction. Returns events/s."""
+    rows = [raw_row(f"bulk-{n // 100}", n % 100 + 1, n) for n in range(events)]
+    with closing(raw_connect(path, synchronous)) as conn:
+        start = time.perf_counter()
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(schema.INSERT_EVENT, rows)
+        conn.execute("COMMIT")
+        return events / (time.perf_counter() - start)
+
+
+def raw_read_all(path: Path) -> float:
+    """Fetch every row of the log in pages of 1000, without decoding. Returns events/s."""
+    with closing(sqlite3.connect(path)) as conn:
+        start = time.perf_counter()
+        count = after = 0
+        while rows := conn.execute(schema.READ_ALL, (after, 1000)).fetchall():
+            count += len(rows)
+            after = rows[-1][0]
+        return count / (time.perf_counter() - start)
+
+
+# -- fabula workloads --------------------------------------------------------------
+
+
+async def command_path(store: SQLiteEventStore, streams: int, per_stream: int, tasks: int) -> float:
+    """Get, add one line, save: `streams` x `per_stream` commands over `tasks` tasks."""
+    repo = fabula.Repository(store)
+    ids = [uuid4() for _ in range(streams)]
+
+    async def worker(mine: list[UUID]) -> None:
+        for round_number in range(per_stream):
+            for basket_id in mine:
+                if round_number == 0:
+                    basket = Basket(id=basket_id)
+                else:
+                    basket = await repo.get(Basket, basket_id)
+                basket.add(round_number)
+                await repo.save(basket)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker(ids[k::tasks]) for k in range(tasks)))
+    return streams * per_stream / (time.perf_counter() - start)
+
+
+async def bulk(store: SQLiteEventStore, events: int) -> float:
+    """Append `events` in batches of 100 to fresh streams. Returns events/s."""
+    batches = []
+    for b in range(events // 100):
+        basket = Basket(id=uuid4())
+        for n in range(100):
+            basket.add(b * 100 + n)
+        batches.append(basket.pending_events)
+    start = time.perf_counter()
+    for batch in batches:
+        await store.append(str(batch[0].aggregate_id), batch, expected_version=0)
+    return events / (time.perf_counter() - start)
+
+
+async def median_ms(action: Callable[[], Awaitable[object]], repeat: int) -> float:
+    """The median wall time of `action`, in milliseconds."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        await action()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000
+
+
+async def load(store: SQLiteEventStore, events: int, repeat: int) -> tuple[float, float]:
+    """Median ms to load a Basket of `events` events, replayed, then from a snapshot."""
+    basket = Basket(id=uuid4())
+    for n in range(events):
+        basket.add(n)
+    await fabula.Repository(store).save(basket)
+    plain = fabula.Repository(store)
+    replay = await median_ms(lambda: plain.get(Basket, basket.id), repeat)
+    snapshots = fabula.Repository(store, snapshot_every={Basket: events})
+    await store.save_snapshot(snapshots.snapshots.encode(await plain.get(Basket, basket.id)))
+    assert (await snapshots.get(Basket, basket.id)) == (await plain.get(Basket, basket.id))  # noqa: S101
+    snap = await median_ms(lambda: snapshots.get(Basket, basket.id), repeat * 10)
+    return replay, snap
+
+
+async def read_all(store: SQLiteEventStore) -> tuple[int, float]:
+    """Read and decode the whole log in pages of 1000. Returns (events, events/s)."""
+    start = time.perf_counter()
+    count = after = 0
+    while page := await store.read_all(after=after, limit=1000):
+        count += len(page)
+        after = page[-1].position
+    return count, count / (time.perf_counter() - start)
+
+
+# -- the report ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Row:
+    """One line of the report."""
+
+    workload: str
+    fabula: float
+    raw: float | None
+    unit: str
+    target: str
+
+    def ratio(self) -> str:
+        """Return fabula / raw, or a dash when there is no baseline."""
+        return "-" if self.raw is None else f"{self.fabula / self.raw:.2f}"
+
+
+def print_table(rows: list[Row]) -> None:
+    """Print the rows as an aligned table."""
+    header = ("workload", "fabula", "raw sqlite3", "ratio", "target")
+    cells = [header] + [
+        (
+            r.workload,
+            f"{r.fabula:,.{1 if r.unit == 'ms' else 0}f} {r.unit}"
+            if r.unit != "ms"
+            else f"{r.fabula:.3f} ms",
+            "-" if r.raw is None else f"{r.raw:,.0f} {r.unit}",
+            r.ratio(),
+            r.target,
+        )
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for number, row in enumerate(cells):
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+        if number == 0:
+            print("  ".join("-" * width for width in widths))
+
+
+async def run(directory: Path, *, quick: bool) -> list[Row]:
+    """Run every workload and its baseline; returns the report rows."""
+    scale = 10 if quick else 1
+    streams, per_stream = 2000 // scale, 10
+    concurrent_streams = 400 // scale
+    rows = []
+
+    store = SQLiteEventStore(directory / "w1.db", synchronous="NORMAL")
+    w1 = await command_path(store, streams, per_stream, tasks=1)
+    await store.close()
+    raw_w1 = raw_command_path(directory / "raw-w1.db", "NORMAL", streams, per_stream)
+    rows.append(Row("W1 command path, NORMAL", w1, raw_w1, "cmd/s", ">= 0.40"))
+
+    store = SQLiteEventStore(directory / "w1c.db", synchronous="FULL")
+    w1c = await command_path(store, concurrent_streams, per_stream, tasks=16)
+    await store.close()
+    raw_full = raw_command_path(directory / "raw-w1c.db", "FULL", concurrent_streams // 4, 4)
+    rows.append(Row("W1c 16 tasks, FULL", w1c, raw_full, "cmd/s", ">= 3.00"))
+
+    store = SQLiteEventStore(directory / "w2.db", synchronous="NORMAL")
+    w2 = await bulk(store, 10_000)
+    await store.close()
+    raw_w2 = raw_bulk(directory / "raw-w2.db", "NORMAL", 10_000)
+    rows.append(Row("W2 bulk append x100, NORMAL", w2, raw_w2, "ev/s", ">= 0.35"))
+
+    store = SQLiteEventStore(directory / "w2.db", synchronous="NORMAL")
+    replay, snap = await load(store, 1000, repeat=30 if quick else 100)
+    rows.append(Row("W3 load 1,000 events", replay, None, "ms", "<= 5 ms"))
+    rows.append(Row("W3 load from snapshot", snap, None, "ms", "<= 0.1 ms"))
+    events, w4 = await read_all(store)
+    await store.close()
+    raw_w4 = raw_read_all(directory / "w2.db")
+    rows.append(Row(f"W4 read_all + decode ({events:,})", w4, raw_w4, "ev/s", ">= 200,000 ev/s"))
+    return rows
+
+
+def main() -> None:
+    """Run the suite and print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a tenth of the work (smoke test)")
+    arguments = parser.parse_args()
+    gc.collect()
+    with tempfile.TemporaryDirectory(prefix="fabula-bench-") as directory:
+        started = time.perf_counter()
+        rows = asyncio.run(run(Path(directory), quick=arguments.quick))
+        elapsed = time.perf_counter() - started
+    python = sys.version.split()[0]
+    print(
+        f"fabula {fabula.__version__}, Python {python}, "
+        f"SQLite {sqlite3.sqlite_version}, {os.cpu_count()} CPUs"
+    )
+    print()
+    print_table(rows)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print()
+    print(f"peak RSS {peak:.0f} MiB; {elapsed:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()
