@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 BLOCK = re.compile(r"(<!-- not run: [^>]*-->\n)?```python\n(.*?)```", re.DOTALL)
@@ -42,3 +44,25 @@ class TestReadme:
         command = "python3 -m venv .venv && .venv/bin/pip install nox && .venv/bin/nox"
         assert command in README
         assert command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+DOCS = sorted((ROOT / "docs").glob("*.md"))
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
+def test_docs_code_blocks_run(page: Path, tmp_path: Path) -> None:
+    """Every python block of the docs pages runs (in a scratch folder), or says why not."""
+    text = page.read_text(encoding="utf-8")
+    blocks = BLOCK.findall(text)
+    assert len(blocks) == text.count("```python")
+    for marker, code in blocks:
+        if marker:
+            continue
+        result = subprocess.run(  # noqa: S603 - our own interpreter on our own docs
+            [sys.executable, "-c", code],
+            capture_output=True,
+            text=True,
+            check=False,
+            cwd=tmp_path,
+        )
+        assert result.returncode == 0, f"{page.name}:\n{code}\n{result.stderr}"

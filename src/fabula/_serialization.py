@@ -11,7 +11,7 @@ from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from enum import Enum
 from types import UnionType
-from typing import Any, Final, Union, get_args, get_origin
+from typing import Any, Final, NamedTuple, Union, get_args, get_origin
 from uuid import UUID
 
 import attrs
@@ -46,9 +46,11 @@ class _FieldValueError(ValueError):
     """Raised inside converter hooks; EventSerializer adds the event's context."""
 
 
-@attrs.frozen
-class SerializedEvent:
+class SerializedEvent(NamedTuple):
     """An event as stores keep it: its stored name and JSON payload.
+
+    A NamedTuple rather than an attrs class: one is built for every event
+    written, and a tuple is built several times faster.
 
     Attributes:
         event_id: The event's id.
@@ -125,6 +127,16 @@ def _unstructure_datetime(value: object) -> str:
         msg = f"naive datetime {value.isoformat()} has no timezone; use an aware datetime (UTC)"
         raise _FieldValueError(msg)
     return value.isoformat()
+
+
+def _check_aware(value: object) -> None:
+    """Check a timestamp without formatting it (isoformat costs microseconds)."""
+    if not isinstance(value, datetime):
+        msg = f"expected a datetime, got {type(value).__name__} {value!r}"
+        raise _FieldValueError(msg)
+    if value.utcoffset() is None:
+        msg = f"naive datetime {value.isoformat()} has no timezone; use an aware datetime (UTC)"
+        raise _FieldValueError(msg)
 
 
 def _structure_datetime(value: object, _: object) -> datetime:
@@ -454,8 +466,9 @@ class EventSerializer:
                 fields = encoder(event)
             data = encode_json(fields)
             metadata = self._encode_metadata(event.metadata)
-            _unstructure_datetime(event.timestamp)
-            _unstructure_uuid(event.event_id)
+            _check_aware(event.timestamp)
+            if event.event_id.__class__ is not UUID:
+                _unstructure_uuid(event.event_id)
         except (ValueError, TypeError, AttributeError) as exc:
             raise SerializationError(f"cannot encode: {exc}", type_name=entry.name) from exc
         return SerializedEvent(
