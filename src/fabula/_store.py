@@ -201,11 +201,15 @@ def validate_append(
     if not batch:
         raise EmptyAppendError(stream_id)
     seen = set()
+    belongs: set[object] = {"", stream_id}  # aggregate ids already matched to the stream
     for event in batch:
         if not isinstance(event, DomainEvent):
             raise NotAnEventError(stream_id, event)
-        if event.aggregate_id != "" and str(event.aggregate_id) != stream_id:
-            raise StreamMismatchError(stream_id, event.aggregate_id)
+        aggregate_id = event.aggregate_id
+        if aggregate_id not in belongs:
+            if str(aggregate_id) != stream_id:
+                raise StreamMismatchError(stream_id, aggregate_id)
+            belongs.add(aggregate_id)
         if event.event_id in seen:
             raise DuplicateEventIdError(stream_id, event.event_id, "earlier in the same batch")
         seen.add(event.event_id)
