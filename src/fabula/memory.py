@@ -7,40 +7,31 @@ survives the process.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Sequence
-from types import TracebackType
-from typing import Self
+from collections.abc import Sequence
 from uuid import UUID
 
 import attrs
 
 from fabula._events import DomainEvent
+from fabula._plumbing import StoreBase, Wakeup, check_appends
 from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
 from fabula._store import (
     AppendResult,
-    EventTypes,
     Expected,
     RecordedEvent,
     StreamAppend,
     check_concurrency,
     check_retry,
-    event_type_names,
     validate_append,
-    validate_read_all,
     validate_read_stream,
 )
 from fabula.exceptions import (
     DuplicateEventIdError,
-    EmptyAppendError,
-    InvalidAppendError,
     StoreClosedError,
 )
 
 __all__ = ["InMemoryEventStore"]
-
-_SUBSCRIBE_BATCH = 500
 
 
 @attrs.frozen
@@ -62,7 +53,7 @@ class _Planned:
 
 
 @attrs.define(repr=False)
-class InMemoryEventStore:
+class InMemoryEventStore(StoreBase):
     """An `EventStore` that keeps everything in memory.
 
     Every operation completes without yielding to the event loop between its
@@ -79,27 +70,16 @@ class InMemoryEventStore:
     _streams: dict[str, list[_Row]] = attrs.field(init=False, factory=dict)
     _by_id: dict[UUID, _Row] = attrs.field(init=False, factory=dict)
     _snapshots: dict[str, Snapshot] = attrs.field(init=False, factory=dict)
-    _wakeup: asyncio.Event | None = attrs.field(init=False, default=None)
+    _wakeup: Wakeup = attrs.field(init=False, factory=Wakeup)
     _closed: bool = attrs.field(init=False, default=False)
 
     def __repr__(self) -> str:
         return f"<InMemoryEventStore: {len(self._log)} events in {len(self._streams)} streams>"
 
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     async def close(self) -> None:
         """Close the store: later calls raise `StoreClosedError`, subscriptions end."""
         self._closed = True
-        self._notify()
+        self._wakeup.notify()
 
     async def append(
         self, stream_id: str, events: Sequence[DomainEvent], *, expected_version: Expected
@@ -110,15 +90,7 @@ class InMemoryEventStore:
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Append to several streams atomically (see `EventStore.append_many`)."""
-        if not appends:
-            raise EmptyAppendError("<append_many>")
-        checked = []
-        for item in appends:
-            if not isinstance(item, StreamAppend):
-                raise InvalidAppendError("<append_many>", f"{item!r} is not a StreamAppend")
-            batch = validate_append(item.stream_id, item.events, item.expected_version)
-            checked.append((item.stream_id, batch, item.expected_version))
-        return self._commit(checked)
+        return self._commit(check_appends(appends))
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
@@ -129,33 +101,6 @@ class InMemoryEventStore:
         rows = self._streams.get(stream_id, ())
         end = None if limit is None else from_version - 1 + limit
         return [self._decode(row) for row in rows[from_version - 1 : end]]
-
-    async def read_all(
-        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
-    ) -> list[RecordedEvent]:
-        """Read the global log after `after` (see `EventStore.read_all`)."""
-        self._check_open()
-        validate_read_all(after, limit)
-        names = event_type_names(event_types, self.serializer.registry)
-        return self._scan(after, limit, names)[0]
-
-    async def subscribe(
-        self, *, after: int = 0, event_types: EventTypes | None = None
-    ) -> AsyncIterator[RecordedEvent]:
-        """Yield stored events after `after`, then new ones as they are appended."""
-        self._check_open()
-        validate_read_all(after, 1)
-        names = event_type_names(event_types, self.serializer.registry)
-        position = after
-        while not self._closed:
-            if self._wakeup is None:
-                self._wakeup = asyncio.Event()
-            wakeup = self._wakeup
-            batch, position = self._scan(position, _SUBSCRIBE_BATCH, names)
-            for recorded in batch:
-                yield recorded
-            if not batch:
-                await wakeup.wait()
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep `snapshot` unless one of a later version is stored (see `SnapshotStore`)."""
@@ -238,7 +183,7 @@ class InMemoryEventStore:
             stream.append(row)
             self._by_id[record.event_id] = row
         assert row is not None  # noqa: S101 - validate_append refuses empty batches
-        self._notify()
+        self._wakeup.notify()
         return AppendResult(stream_id=plan.stream_id, version=row.version, position=row.position)
 
     def _scan(
@@ -263,11 +208,6 @@ class InMemoryEventStore:
             row.record, stream_id=row.stream_id, version=row.version, position=row.position
         )
         return RecordedEvent(event=event, position=row.position, stream_id=row.stream_id)
-
-    def _notify(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-            self._wakeup = None
 
     def _check_open(self) -> None:
         if self._closed:

@@ -28,38 +28,33 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from types import TracebackType
-from typing import Any, Literal, Self, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
 import attrs
 
 from fabula import _sqlite_schema as sql
 from fabula._events import DomainEvent
+from fabula._plumbing import StoreBase, Wakeup, check_appends
 from fabula._serialization import EventSerializer, SerializedEvent, encode_json
 from fabula._snapshots import Snapshot
 from fabula._store import (
     AppendResult,
-    EventTypes,
     Expected,
     ExpectedVersion,
     RecordedEvent,
     StreamAppend,
     check_concurrency,
     check_retry,
-    event_type_names,
     validate_append,
-    validate_read_all,
     validate_read_stream,
 )
 from fabula.exceptions import (
     ConcurrencyError,
     DuplicateEventIdError,
-    EmptyAppendError,
     FabulaError,
-    InvalidAppendError,
     SchemaVersionError,
     StoreClosedError,
     StoreError,
@@ -72,7 +67,7 @@ Synchronous: TypeAlias = Literal["FULL", "NORMAL"]
 """The durability level of an `SQLiteEventStore` (see the module documentation)."""
 
 T = TypeVar("T")
-_Checked: TypeAlias = tuple[str, tuple[DomainEvent, ...], Expected, tuple[SerializedEvent, ...]]
+_Encoded: TypeAlias = tuple[str, tuple[DomainEvent, ...], Expected, tuple[SerializedEvent, ...]]
 
 _MEMORY = ":memory:"
 _SUBSCRIBE_BATCH = 500
@@ -103,7 +98,7 @@ def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
         raise StoreUnavailableError(f"cannot open SQLite database {target!r}: {exc}") from exc
 
 
-class SQLiteEventStore:
+class SQLiteEventStore(StoreBase):
     """An `EventStore` in one SQLite file (or in memory), with snapshots.
 
     Args:
@@ -140,13 +135,13 @@ class SQLiteEventStore:
         self.path = str(path)
         self.synchronous: Synchronous = synchronous
         self._busy_timeout = busy_timeout
-        self._poll_interval = poll_interval
+        self._poll_interval: float | None = poll_interval
         self._in_memory = self.path == _MEMORY
         self._commit_inline = self._in_memory or synchronous == "NORMAL"
         self._queue: list[_Job] = []
         self._queue_ready: asyncio.Event | None = None
         self._writer_task: asyncio.Task[None] | None = None
-        self._wakeup: asyncio.Event | None = None
+        self._wakeup = Wakeup()
         self._closed = False
         self._since_checkpoint = 0
         self._checkpointing: asyncio.Task[None] | None = None
@@ -162,17 +157,6 @@ class SQLiteEventStore:
 
     def __repr__(self) -> str:
         return f"<SQLiteEventStore {self.path!r} synchronous={self.synchronous}>"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- opening -----------------------------------------------------------------
 
@@ -236,7 +220,7 @@ class SQLiteEventStore:
             await self._writer_task
         if self._checkpointing is not None:
             await self._checkpointing
-        self._notify()
+        self._wakeup.notify()
         if self._reader is not self._writer:
             self._reader.close()
         # Closing the last connection checkpoints the WAL: a disk sync.
@@ -257,14 +241,7 @@ class SQLiteEventStore:
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Append to several streams atomically (see `EventStore.append_many`)."""
-        if not appends:
-            raise EmptyAppendError("<append_many>")
-        checked: list[_Checked] = []
-        for item in appends:
-            if not isinstance(item, StreamAppend):
-                raise InvalidAppendError("<append_many>", f"{item!r} is not a StreamAppend")
-            batch = validate_append(item.stream_id, item.events, item.expected_version)
-            checked.append((item.stream_id, batch, item.expected_version, self._encode(batch)))
+        checked = [(*part, self._encode(part[1])) for part in check_appends(appends)]
         count = sum(len(c[1]) for c in checked)
         results: list[AppendResult] = await self._submit(
             lambda conn: self._append_rows(conn, checked), count
@@ -275,7 +252,7 @@ class SQLiteEventStore:
         encode = self.serializer.encode
         return tuple(encode(event) for event in batch)
 
-    def _append_rows(self, conn: sqlite3.Connection, checked: list[_Checked]) -> list[AppendResult]:
+    def _append_rows(self, conn: sqlite3.Connection, checked: list[_Encoded]) -> list[AppendResult]:
         results = []
         for stream_id, batch, expected, records in checked:
             actual = conn.execute(sql.STREAM_VERSION, (stream_id,)).fetchone()[0] or 0
@@ -339,7 +316,7 @@ class SQLiteEventStore:
                 raise
             raise error from exc
         self._since_checkpoint += events
-        self._notify()
+        self._wakeup.notify()
         self._maybe_checkpoint()
         return True, result
 
@@ -374,7 +351,7 @@ class SQLiteEventStore:
                 _settle(job.future, error=exc if error is None else error)
             return
         self._since_checkpoint += sum(job.events for job, _, error in outcomes if error is None)
-        self._notify()
+        self._wakeup.notify()
         for job, result, error in outcomes:
             _settle(job.future, result=result, error=error)
         self._maybe_checkpoint()
@@ -479,38 +456,6 @@ class SQLiteEventStore:
         )
         return self._decode_rows(rows)
 
-    async def read_all(
-        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
-    ) -> list[RecordedEvent]:
-        """Read the global log after `after` (see `EventStore.read_all`)."""
-        self._check_open()
-        validate_read_all(after, limit)
-        names = event_type_names(event_types, self.serializer.registry)
-        return self._scan(after, limit, names)[0]
-
-    async def subscribe(
-        self, *, after: int = 0, event_types: EventTypes | None = None
-    ) -> AsyncIterator[RecordedEvent]:
-        """Yield stored events after `after`, then new ones as they are committed.
-
-        Appends through this store wake the subscription at once; appends by
-        other processes are seen within `poll_interval` seconds.
-        """
-        self._check_open()
-        validate_read_all(after, 1)
-        names = event_type_names(event_types, self.serializer.registry)
-        position = after
-        while not self._closed:
-            if self._wakeup is None:
-                self._wakeup = asyncio.Event()
-            wakeup = self._wakeup
-            batch, position = self._scan(position, _SUBSCRIBE_BATCH, names)
-            for recorded in batch:
-                yield recorded
-            if not batch and not self._closed:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wakeup.wait(), self._poll_interval)
-
     async def head_position(self) -> int:
         """Return the position of the last committed event (0 when empty)."""
         self._check_open()
@@ -588,11 +533,6 @@ class SQLiteEventStore:
         return Snapshot(stream, aggregate_type, version, schema_version, state)
 
     # -- helpers -----------------------------------------------------------------
-
-    def _notify(self) -> None:
-        if self._wakeup is not None:
-            self._wakeup.set()
-            self._wakeup = None
 
     def _check_open(self) -> None:
         if self._closed:

@@ -1,0 +1,167 @@
+"""Plumbing fabula's own stores share: `async with`, wake-ups and the subscription loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Sequence
+from types import TracebackType
+from typing import Self
+
+from fabula._events import DomainEvent
+from fabula._serialization import EventSerializer
+from fabula._store import (
+    EventTypes,
+    Expected,
+    RecordedEvent,
+    StreamAppend,
+    event_type_names,
+    validate_append,
+    validate_read_all,
+)
+from fabula.exceptions import EmptyAppendError, InvalidAppendError
+
+__all__ = ["Checked", "StoreBase", "Wakeup", "check_appends", "follow"]
+
+Checked = tuple[str, tuple[DomainEvent, ...], Expected]
+"""A validated part of an append: stream id, events, expected version."""
+
+_SUBSCRIBE_BATCH = 500
+
+
+class StoreBase:
+    """What fabula's stores share: `async with`, and `read_all` and `subscribe` over `_scan`.
+
+    A subclass provides `serializer`, `_scan`, `_check_open`, `close`, and
+    sets `_closed` and `_wakeup` (notified on every commit).
+    """
+
+    serializer: EventSerializer
+    _wakeup: Wakeup
+    _closed: bool
+    _poll_interval: float | None = None
+
+    def _scan(
+        self, after: int, limit: int, names: frozenset[str] | None
+    ) -> tuple[list[RecordedEvent], int]:
+        """Return up to `limit` matching events after `after`, and the position read up to."""
+        raise NotImplementedError
+
+    def _check_open(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        """Close the store (stores override this)."""
+        raise NotImplementedError
+
+    async def read_all(
+        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
+    ) -> list[RecordedEvent]:
+        """Read the global log after `after` (see `EventStore.read_all`)."""
+        self._check_open()
+        validate_read_all(after, limit)
+        names = event_type_names(event_types, self.serializer.registry)
+        return self._scan(after, limit, names)[0]
+
+    def subscribe(
+        self, *, after: int = 0, event_types: EventTypes | None = None
+    ) -> AsyncIterator[RecordedEvent]:
+        """Yield stored events after `after`, then new ones as they are committed.
+
+        Commits through this store wake the subscription at once; stores
+        with a `poll_interval` also look again that often, for writers in
+        other processes. The iteration ends when the store is closed.
+        """
+        self._check_open()
+        validate_read_all(after, 1)
+        names = event_type_names(event_types, self.serializer.registry)
+        return follow(
+            lambda position, limit: self._scan(position, limit, names),
+            after,
+            self._wakeup,
+            lambda: self._closed,
+            self._poll_interval,
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+def check_appends(appends: Sequence[StreamAppend]) -> list[Checked]:
+    """Validate the parts of an `append_many`.
+
+    Raises:
+        EmptyAppendError: There are no parts.
+        InvalidAppendError: A part is not a StreamAppend, or is invalid.
+    """
+    if not appends:
+        raise EmptyAppendError("<append_many>")
+    checked = []
+    for item in appends:
+        if not isinstance(item, StreamAppend):
+            raise InvalidAppendError("<append_many>", f"{item!r} is not a StreamAppend")
+        batch = validate_append(item.stream_id, item.events, item.expected_version)
+        checked.append((item.stream_id, batch, item.expected_version))
+    return checked
+
+
+class Wakeup:
+    """Wakes the subscriptions of one store when it commits events."""
+
+    def __init__(self) -> None:
+        self._event: asyncio.Event | None = None
+
+    def waiter(self) -> asyncio.Event:
+        """Return the event the next `notify` sets; take it before reading."""
+        if self._event is None:
+            self._event = asyncio.Event()
+        return self._event
+
+    def notify(self) -> None:
+        """Wake every subscription waiting now."""
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+
+async def follow(
+    scan: Callable[[int, int], tuple[list[RecordedEvent], int]],
+    after: int,
+    wakeup: Wakeup,
+    closed: Callable[[], bool],
+    poll_interval: float | None = None,
+) -> AsyncIterator[RecordedEvent]:
+    """Yield events after `after` from `scan`, waiting for wake-ups when there are none.
+
+    Args:
+        scan: Returns up to `limit` events after a position, and the position
+            read up to.
+        after: Where to start.
+        wakeup: Set by the store when it commits.
+        closed: Whether the store is closed (the iteration then ends).
+        poll_interval: Also look again after this many seconds (for writers
+            the store is not told about); never, if None.
+    """
+    position = after
+    while not closed():
+        # Take the waiter before reading, so a commit between the read and the
+        # wait still wakes us.
+        waiter = wakeup.waiter()
+        batch, position = scan(position, _SUBSCRIBE_BATCH)
+        for recorded in batch:
+            yield recorded
+        if batch or closed():
+            continue
+        if poll_interval is None:
+            await waiter.wait()
+        else:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter.wait(), poll_interval)
