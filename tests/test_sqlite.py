@@ -17,6 +17,7 @@ import pytest
 from fabula import (
     AppendResult,
     ConcurrencyError,
+    DuplicateEventIdError,
     ExpectedVersion,
     RecordedEvent,
     SchemaVersionError,
@@ -156,6 +157,29 @@ class TestWriting:
         assert len(await store.read_stream("shared")) == 2
         for n in range(10):
             assert len(await store.read_stream(f"own-{n}")) == 1
+        await store.close()
+
+    async def test_a_batch_failing_mid_insert_in_a_group_is_undone_alone(
+        self, tmp_path: Path
+    ) -> None:
+        """A batch whose second event hits a stored id leaves nothing; its group-mates land."""
+        store = SQLiteEventStore(tmp_path / "e.db")
+        taken = deposit(99)
+        await store.append("elsewhere", [taken], expected_version=0)
+        first = deposit(1)
+        outcomes = await asyncio.gather(
+            store.append("acc-1", [first, taken], expected_version=0),
+            store.append("acc-2", [deposit(2)], expected_version=0),
+            store.append("acc-3", [deposit(3), deposit(4)], expected_version=0),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[0], DuplicateEventIdError)
+        assert "elsewhere" in str(outcomes[0])
+        assert [type(o) for o in outcomes[1:]] == [AppendResult, AppendResult]
+        assert await store.read_stream("acc-1") == []
+        stored = {r.event.event_id for r in await store.read_all()}
+        assert first.event_id not in stored
+        assert len(stored) == 4
         await store.close()
 
     async def test_a_locked_file_fails_with_store_unavailable(self, tmp_path: Path) -> None:

@@ -87,6 +87,9 @@ class _Job:
     work: Callable[[sqlite3.Connection], Any]
     future: asyncio.Future[Any]
     events: int
+    # A job that writes at most one statement, after any check that can fail,
+    # needs no savepoint in a group: SQLite undoes a failed statement itself.
+    one_statement: bool
 
 
 def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
@@ -235,7 +238,9 @@ class SQLiteEventStore(StoreBase):
         batch = validate_append(stream_id, events, expected_version)
         checked = [(stream_id, batch, expected_version, self._encode(batch))]
         results: list[AppendResult] = await self._submit(
-            lambda conn: self._append_rows(conn, checked), len(batch)
+            lambda conn: self._append_rows(conn, checked),
+            len(batch),
+            one_statement=len(batch) == 1,
         )
         return results[0]
 
@@ -244,7 +249,7 @@ class SQLiteEventStore(StoreBase):
         checked = [(*part, self._encode(part[1])) for part in check_appends(appends)]
         count = sum(len(c[1]) for c in checked)
         results: list[AppendResult] = await self._submit(
-            lambda conn: self._append_rows(conn, checked), count
+            lambda conn: self._append_rows(conn, checked), count, one_statement=count == 1
         )
         return results
 
@@ -274,7 +279,9 @@ class SQLiteEventStore(StoreBase):
 
     # -- the writer --------------------------------------------------------------
 
-    async def _submit(self, work: Callable[[sqlite3.Connection], T], events: int) -> T:
+    async def _submit(
+        self, work: Callable[[sqlite3.Connection], T], events: int, *, one_statement: bool
+    ) -> T:
         self._check_open()
         if self._commit_inline and not self._queue and not self._writer.in_transaction:
             done, inline_result = self._try_inline(work, events)
@@ -282,7 +289,7 @@ class SQLiteEventStore(StoreBase):
                 return inline_result
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Job(work, future, events))
+        self._queue.append(_Job(work, future, events, one_statement))
         if self._writer_task is None or self._writer_task.done():
             self._queue_ready = asyncio.Event()
             self._writer_task = loop.create_task(self._write_loop(), name="fabula-sqlite-writer")
@@ -357,19 +364,20 @@ class SQLiteEventStore(StoreBase):
         self._maybe_checkpoint()
 
     def _run_jobs(self, group: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]] | None:
-        """Run each job in its own savepoint; None if a lone job failed (and was settled)."""
+        """Run each job (in a savepoint where it needs one); None if a lone job failed."""
         conn = self._writer
         single = len(group) == 1
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         for job in group:
+            savepoint = not single and not job.one_statement
             try:
-                if not single:
+                if savepoint:
                     conn.execute("SAVEPOINT fabula_job")
                 result = job.work(conn)
-                if not single:
+                if savepoint:
                     conn.execute("RELEASE fabula_job")
             except Exception as exc:  # noqa: BLE001 - each job gets its own error
-                error = self._undo_job(conn, exc, single=single)
+                error = self._undo_job(conn, exc, single=single, savepoint=savepoint)
                 if single:
                     _settle(job.future, error=error)
                     return None
@@ -378,11 +386,13 @@ class SQLiteEventStore(StoreBase):
                 outcomes.append((job, result, None))
         return outcomes
 
-    def _undo_job(self, conn: sqlite3.Connection, exc: Exception, *, single: bool) -> BaseException:
+    def _undo_job(
+        self, conn: sqlite3.Connection, exc: Exception, *, single: bool, savepoint: bool = False
+    ) -> BaseException:
         try:
             if single:
                 conn.execute("ROLLBACK")
-            else:
+            elif savepoint:
                 conn.execute("ROLLBACK TO fabula_job")
                 conn.execute("RELEASE fabula_job")
             if isinstance(exc, _DuplicateIdsError):
@@ -521,7 +531,7 @@ class SQLiteEventStore(StoreBase):
             snapshot.state,
             datetime.now(UTC).isoformat(),
         )
-        await self._submit(lambda conn: conn.execute(sql.SAVE_SNAPSHOT, row), 0)
+        await self._submit(lambda conn: conn.execute(sql.SAVE_SNAPSHOT, row), 0, one_statement=True)
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
         """Return the latest snapshot of `stream_id`, or None (see `SnapshotStore`)."""
