@@ -6,11 +6,13 @@ time, so position order is commit order and a reader that checkpoints the last
 position it saw never misses an event.
 
 Writes go through one writer task per store. Appends that arrive while a
-commit is in flight are committed together (group commit), each in its own
-savepoint, so every caller gets its own result or its own error, and one
-caller's failure never rolls back another's events. With
-`synchronous="FULL"` the commit, which waits for the disk, runs in a worker
-thread, so the event loop is never blocked by a disk sync.
+commit is in flight are committed together (group commit), each undoable on
+its own (a savepoint where it writes more than one statement), so every
+caller gets its own result or its own error, and one caller's failure never
+rolls back another's events. With `synchronous="FULL"` the commit, which
+waits for the disk, runs in a worker thread, so the event loop is never
+blocked by a disk sync. At `"NORMAL"` (or in memory) a commit does not wait
+for the disk, and an append made while no other write is queued runs at once.
 
 Durability (`synchronous`):
 
@@ -70,7 +72,6 @@ T = TypeVar("T")
 _Encoded: TypeAlias = tuple[str, tuple[DomainEvent, ...], Expected, tuple[SerializedEvent, ...]]
 
 _MEMORY = ":memory:"
-_SUBSCRIBE_BATCH = 500
 _CHECKPOINT_EVERY = 5000
 
 
@@ -92,11 +93,9 @@ class _Job:
     one_statement: bool
 
 
-def _connect(target: str, *, uri: bool = False) -> sqlite3.Connection:
+def _connect(target: str) -> sqlite3.Connection:
     try:
-        return sqlite3.connect(
-            target, isolation_level=None, check_same_thread=False, uri=uri, timeout=0
-        )
+        return sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=0)
     except sqlite3.Error as exc:
         raise StoreUnavailableError(f"cannot open SQLite database {target!r}: {exc}") from exc
 
