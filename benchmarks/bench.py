@@ -283,7 +283,7 @@ async def run(directory: Path, *, quick: bool) -> list[Row]:
     store = SQLiteEventStore(directory / "w1c.db", synchronous="FULL")
     w1c = await command_path(store, concurrent_streams, per_stream, tasks=16)
     await store.close()
-    raw_full = raw_command_path(directory / "raw-w1c.db", "FULL", concurrent_streams // 4, 4)
+    raw_full = raw_command_path(directory / "raw-w1c.db", "FULL", concurrent_streams // 2, 5)
     rows.append(Row("W1c 16 tasks, FULL", w1c, raw_full, "cmd/s", ">= 3.00"))
 
     store = SQLiteEventStore(directory / "w2.db", synchronous="NORMAL")
