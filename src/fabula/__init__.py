@@ -28,6 +28,7 @@ from fabula._events import (
     upcaster,
 )
 from fabula._frozen import FrozenDict
+from fabula._pagination import CursorCodec, KeyPart, Page, check_page_size
 from fabula._repository import Repository
 from fabula._serialization import EventSerializer, SerializedEvent, make_converter
 from fabula._snapshots import Snapshot, SnapshotCodec, SnapshotStore
@@ -51,6 +52,8 @@ from fabula.exceptions import (
     EventVersionError,
     FabulaError,
     InvalidAppendError,
+    InvalidCursorError,
+    InvalidPageSizeError,
     InvalidReadError,
     MissingApplyHandlerError,
     NotAnEventError,
@@ -76,6 +79,7 @@ __all__ = [
     "AggregateNotFoundError",
     "AppendResult",
     "ConcurrencyError",
+    "CursorCodec",
     "DomainError",
     "DomainEvent",
     "DuplicateEventIdError",
@@ -94,11 +98,15 @@ __all__ = [
     "FabulaError",
     "FrozenDict",
     "InvalidAppendError",
+    "InvalidCursorError",
+    "InvalidPageSizeError",
     "InvalidReadError",
     "JSONObject",
     "JSONValue",
+    "KeyPart",
     "MissingApplyHandlerError",
     "NotAnEventError",
+    "Page",
     "RecordedEvent",
     "Repository",
     "SchemaVersionError",
@@ -118,6 +126,7 @@ __all__ = [
     "Upcaster",
     "__version__",
     "apply",
+    "check_page_size",
     "default_registry",
     "event",
     "exceptions",

@@ -26,7 +26,9 @@ FabulaError
 │   ├── StreamMismatchError
 │   ├── EventVersionError
 │   └── DuplicateEventIdError
-└── InvalidReadError (ValueError)
+├── InvalidReadError (ValueError)
+├── InvalidCursorError (ValueError)
+└── InvalidPageSizeError (ValueError)
 ```
 """
 
@@ -43,6 +45,8 @@ __all__ = [
     "EventVersionError",
     "FabulaError",
     "InvalidAppendError",
+    "InvalidCursorError",
+    "InvalidPageSizeError",
     "InvalidReadError",
     "MissingApplyHandlerError",
     "NotAnEventError",
@@ -325,6 +329,28 @@ class InvalidReadError(FabulaError, ValueError):
         self.argument = argument
         self.value = value
         super().__init__(f"{argument}={value!r} is invalid: {requirement}")
+
+
+class InvalidCursorError(FabulaError, ValueError):
+    """A pagination cursor is malformed, altered or of another query (HTTP 400)."""
+
+
+class InvalidPageSizeError(FabulaError, ValueError):
+    """A page size is outside its bounds.
+
+    Attributes:
+        size: The size asked for.
+        minimum: The smallest size allowed.
+        maximum: The largest size allowed.
+    """
+
+    def __init__(self, size: object, minimum: int, maximum: int) -> None:
+        self.size = size
+        self.minimum = minimum
+        self.maximum = maximum
+        super().__init__(
+            f"page size {size!r} is invalid: it must be an int from {minimum} to {maximum}"
+        )
 
 
 def _where(stream_id: str | None, position: int | None) -> str:

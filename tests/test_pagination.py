@@ -1,0 +1,181 @@
+"""Keyset cursors and pages: exact round trips, and nothing but InvalidCursorError on garbage."""
+
+import base64
+import contextlib
+import re
+from datetime import UTC, datetime, timedelta, timezone
+from uuid import UUID, uuid4
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fabula import (
+    CursorCodec,
+    InvalidCursorError,
+    InvalidPageSizeError,
+    KeyPart,
+    Page,
+    check_page_size,
+)
+
+SIGNED = CursorCodec(secret=b"server secret")
+PLAIN = CursorCodec()
+
+PARTS: dict[type, st.SearchStrategy[KeyPart]] = {
+    datetime: st.datetimes(
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30))])
+    ),
+    UUID: st.uuids(),
+    int: st.integers(),
+    str: st.text(),
+}
+
+
+@st.composite
+def keys(draw: st.DrawFn) -> tuple[tuple[type, ...], tuple[KeyPart, ...]]:
+    kinds = draw(st.lists(st.sampled_from(list(PARTS)), min_size=1, max_size=4))
+    return tuple(kinds), tuple(draw(PARTS[kind]) for kind in kinds)
+
+
+class TestRoundTrip:
+    @given(keys(), st.sampled_from([SIGNED, PLAIN]))
+    def test_any_key_round_trips(
+        self, key: tuple[tuple[type, ...], tuple[KeyPart, ...]], codec: CursorCodec
+    ) -> None:
+        """Any tuple of datetimes, UUIDs, ints and strs decodes to an equal, same-typed key."""
+        kinds, values = key
+        token = codec.encode(values)
+        decoded = codec.decode(token, kinds)
+        assert decoded == values
+        assert [type(v) for v in decoded] == [type(v) for v in values]
+        assert re.fullmatch(r"[A-Za-z0-9_-]+", token)
+
+    def test_datetime_offsets_survive(self) -> None:
+        """A datetime keeps its UTC offset through the cursor."""
+        moment = datetime(2026, 11, 26, 12, 0, tzinfo=timezone(timedelta(hours=-3)))
+        (back,) = PLAIN.decode(PLAIN.encode([moment]), [datetime])
+        assert isinstance(back, datetime)
+        assert back.utcoffset() == timedelta(hours=-3)
+
+
+class TestRefusals:
+    @given(st.text(max_size=200))
+    def test_garbage_text_raises_only_invalid_cursor(self, garbage: str) -> None:
+        """Arbitrary text never raises anything but InvalidCursorError."""
+        for codec in (SIGNED, PLAIN):
+            with contextlib.suppress(InvalidCursorError):
+                codec.decode(garbage, [datetime, UUID])
+
+    @given(st.binary(max_size=300), st.lists(st.sampled_from(list(PARTS)), max_size=3))
+    def test_garbage_base64_raises_only_invalid_cursor(self, raw: bytes, kinds: list[type]) -> None:
+        """Well-formed base64 of arbitrary bytes never raises anything but InvalidCursorError."""
+        token = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        with contextlib.suppress(InvalidCursorError):
+            PLAIN.decode(token, kinds)
+
+    @given(keys(), st.data())
+    def test_tampering_is_detected(
+        self, key: tuple[tuple[type, ...], tuple[KeyPart, ...]], data: st.DataObject
+    ) -> None:
+        """Changing any character of a signed cursor makes it invalid."""
+        kinds, values = key
+        token = SIGNED.encode(values)
+        index = data.draw(st.integers(0, len(token) - 1))
+        replacement = data.draw(st.sampled_from("AQgw_-z9").filter(lambda c: c != token[index]))
+        tampered = token[:index] + replacement + token[index + 1 :]
+        with pytest.raises(InvalidCursorError):
+            SIGNED.decode(tampered, kinds)
+
+    def test_cursors_are_bound_to_their_secret(self) -> None:
+        """A cursor signed with one secret, or unsigned, is refused by another codec."""
+        key = (datetime.now(UTC), uuid4())
+        other = CursorCodec(secret=b"another secret")
+        with pytest.raises(InvalidCursorError, match="signature"):
+            other.decode(SIGNED.encode(key), [datetime, UUID])
+        with pytest.raises(InvalidCursorError):
+            SIGNED.decode(PLAIN.encode(key), [datetime, UUID])
+
+    @pytest.mark.parametrize(
+        ("types", "match"),
+        [
+            ([datetime], "2 key parts, not 1"),
+            ([UUID, datetime], "type tag 'd' where a UUID"),
+            ([datetime, int], "type tag 'u' where a int"),
+        ],
+    )
+    def test_keys_of_other_types_are_refused(self, types: list[type], match: str) -> None:
+        """A cursor of another query's key shape is refused with the reason."""
+        token = PLAIN.encode((datetime.now(UTC), uuid4()))
+        with pytest.raises(InvalidCursorError, match=match):
+            PLAIN.decode(token, types)
+
+    @pytest.mark.parametrize("cursor", ["", "a" * 5000, "not base64!", "WyIxIixbXV0", "=="])
+    def test_malformed_cursors(self, cursor: str) -> None:
+        """Empty, oversized, non-base64 and structurally wrong cursors are refused."""
+        with pytest.raises(InvalidCursorError):
+            PLAIN.decode(cursor, [int])
+
+    def test_deeply_nested_json_is_refused(self) -> None:
+        """A cursor of deeply nested arrays is refused, not a RecursionError."""
+        token = base64.urlsafe_b64encode(b"[" * 3000).rstrip(b"=").decode()
+        with pytest.raises(InvalidCursorError):
+            PLAIN.decode(token, [int])
+
+    @pytest.mark.parametrize(
+        ("key", "error"),
+        [
+            ((), ValueError),
+            ((1.5,), TypeError),
+            ((True,), TypeError),
+            ((datetime(2026, 1, 1),), ValueError),  # noqa: DTZ001 - naive on purpose
+        ],
+    )
+    def test_unencodable_keys(self, key: tuple[object, ...], error: type[Exception]) -> None:
+        """Only non-empty keys of aware datetimes, UUIDs, ints and strs encode."""
+        with pytest.raises(error):
+            PLAIN.encode(key)  # type: ignore[arg-type]
+
+
+class TestPages:
+    @pytest.mark.parametrize(("size", "ok"), [(1, True), (100, True), (0, False), (101, False)])
+    def test_page_size_bounds(self, size: int, ok: bool) -> None:  # noqa: FBT001
+        """Page sizes must lie within the bounds; the error names them."""
+        if ok:
+            assert check_page_size(size) == size
+        else:
+            with pytest.raises(InvalidPageSizeError, match=rf"{size} is invalid.*1 to 100"):
+                check_page_size(size)
+
+    @pytest.mark.parametrize("size", ["20", 2.0, True, None])
+    def test_page_size_must_be_an_int(self, size: object) -> None:
+        """Strings, floats, bools and None are not page sizes."""
+        with pytest.raises(InvalidPageSizeError):
+            check_page_size(size)
+
+    def test_pages_walk_a_sorted_list_exactly_once(self) -> None:
+        """Fetching size+1 rows after each cursor visits every row once, in order."""
+        rows = sorted(
+            (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(minutes=n % 7), uuid4())
+            for n in range(53)
+        )
+
+        def fetch(after: tuple[KeyPart, ...] | None, limit: int) -> list[tuple[datetime, UUID]]:
+            remaining = [r for r in rows if after is None or r > after]
+            return remaining[:limit]
+
+        seen: list[tuple[datetime, UUID]] = []
+        cursor: str | None = None
+        while True:
+            after = None if cursor is None else PLAIN.decode(cursor, [datetime, UUID])
+            page = Page.from_rows(fetch(after, 11), 10, lambda row: row, PLAIN)
+            seen.extend(page.items)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert seen == rows
+
+    def test_last_page_has_no_cursor(self) -> None:
+        """A page with no further row has next_cursor None."""
+        page = Page.from_rows([1, 2], 5, lambda n: (n,), PLAIN)
+        assert page == Page((1, 2), None)
