@@ -10,7 +10,7 @@ from uuid import UUID
 
 import attrs
 
-from fabula._events import AggregateId, DomainEvent
+from fabula._events import _EMPTY_METADATA, AggregateId, DomainEvent, _current_metadata
 from fabula.exceptions import (
     EventTypeError,
     EventVersionError,
@@ -165,7 +165,13 @@ class Aggregate:
             raise EventTypeError(msg)
         if event.aggregate_id not in ("", self.id):
             raise StreamMismatchError(str(self.id), event.aggregate_id)
-        stamped = attrs.evolve(event, aggregate_id=self.id, version=self._version + 1)
+        metadata = _current_metadata.get()
+        if metadata is not None and event.metadata == _EMPTY_METADATA:
+            stamped = attrs.evolve(
+                event, aggregate_id=self.id, version=self._version + 1, metadata=metadata
+            )
+        else:
+            stamped = attrs.evolve(event, aggregate_id=self.id, version=self._version + 1)
         self._apply(stamped)
         self._pending.append(stamped)
         return stamped

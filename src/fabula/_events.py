@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import inspect
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
@@ -254,6 +255,16 @@ def _check_event_class(cls: object) -> None:
 
 def _same_definition(a: type, b: type) -> bool:
     return (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
+
+
+_current_metadata: contextvars.ContextVar[EventMetadata | None] = contextvars.ContextVar(
+    "fabula_current_metadata", default=None
+)
+
+
+def current_metadata() -> EventMetadata | None:
+    """Return the metadata that events recorded now receive (set by `Correlation`)."""
+    return _current_metadata.get()
 
 
 default_registry = EventRegistry()

@@ -27,6 +27,9 @@ FabulaError
 │   ├── EventVersionError
 │   └── DuplicateEventIdError
 ├── InvalidReadError (ValueError)
+├── HandlerNotFoundError (LookupError)
+├── DuplicateHandlerError (ValueError)
+├── MessageTypeError (TypeError)
 ├── InvalidCursorError (ValueError)
 └── InvalidPageSizeError (ValueError)
 ```
@@ -40,14 +43,17 @@ __all__ = [
     "DomainError",
     "DuplicateEventIdError",
     "DuplicateEventTypeError",
+    "DuplicateHandlerError",
     "EmptyAppendError",
     "EventTypeError",
     "EventVersionError",
     "FabulaError",
+    "HandlerNotFoundError",
     "InvalidAppendError",
     "InvalidCursorError",
     "InvalidPageSizeError",
     "InvalidReadError",
+    "MessageTypeError",
     "MissingApplyHandlerError",
     "NotAnEventError",
     "SchemaVersionError",
@@ -329,6 +335,34 @@ class InvalidReadError(FabulaError, ValueError):
         self.argument = argument
         self.value = value
         super().__init__(f"{argument}={value!r} is invalid: {requirement}")
+
+
+class HandlerNotFoundError(FabulaError, LookupError):
+    """A message was dispatched that no handler is registered for.
+
+    Attributes:
+        message_type: The message's class.
+    """
+
+    def __init__(self, message_type: type) -> None:
+        self.message_type = message_type
+        super().__init__(f"no handler is registered for {message_type.__qualname__}")
+
+
+class DuplicateHandlerError(FabulaError, ValueError):
+    """A second handler was registered for one message type.
+
+    Attributes:
+        message_type: The message's class.
+    """
+
+    def __init__(self, message_type: type) -> None:
+        self.message_type = message_type
+        super().__init__(f"{message_type.__qualname__} already has a handler; one per type")
+
+
+class MessageTypeError(FabulaError, TypeError):
+    """Something that is not a command or query (or not a handler) was given to a bus."""
 
 
 class InvalidCursorError(FabulaError, ValueError):
