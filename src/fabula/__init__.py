@@ -40,6 +40,14 @@ from fabula._events import (
     upcaster,
 )
 from fabula._frozen import FrozenDict
+from fabula._idempotency import (
+    Idempotency,
+    IdempotencyKeyTakenError,
+    IdempotencyRecord,
+    IdempotencyStore,
+    UnitOfWork,
+    current_unit_of_work,
+)
 from fabula._middleware import Correlation, LogDispatch, RetryOnConflict
 from fabula._pagination import CursorCodec, KeyPart, Page, check_page_size
 from fabula._repository import Repository
@@ -66,6 +74,7 @@ from fabula.exceptions import (
     EventVersionError,
     FabulaError,
     HandlerNotFoundError,
+    IdempotencyConflictError,
     InvalidAppendError,
     InvalidCursorError,
     InvalidPageSizeError,
@@ -120,6 +129,11 @@ __all__ = [
     "Handler",
     "HandlerNotFoundError",
     "HandlerObject",
+    "Idempotency",
+    "IdempotencyConflictError",
+    "IdempotencyKeyTakenError",
+    "IdempotencyRecord",
+    "IdempotencyStore",
     "InvalidAppendError",
     "InvalidCursorError",
     "InvalidPageSizeError",
@@ -151,6 +165,7 @@ __all__ = [
     "StoreUnavailableError",
     "StreamAppend",
     "StreamMismatchError",
+    "UnitOfWork",
     "UnknownEventTypeError",
     "UnregisteredEventError",
     "UpcastError",
@@ -159,6 +174,7 @@ __all__ = [
     "apply",
     "check_page_size",
     "current_metadata",
+    "current_unit_of_work",
     "default_registry",
     "event",
     "exceptions",

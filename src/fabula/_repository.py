@@ -10,6 +10,7 @@ import attrs
 
 from fabula._aggregate import Aggregate
 from fabula._events import AggregateId
+from fabula._idempotency import current_unit_of_work
 from fabula._snapshots import SnapshotCodec, SnapshotStore
 from fabula._store import AppendResult, EventStore, StreamAppend
 from fabula.exceptions import AggregateNotFoundError, EventTypeError, FabulaError
@@ -103,6 +104,10 @@ class Repository:
         aggregates that passed a snapshot interval are snapshotted; a failed
         snapshot is logged, never raised, since the events are safely stored.
 
+        Inside a command run by the `Idempotency` middleware the events are
+        not appended here but with the command's idempotency record when its
+        handler returns (one transaction); `save` then returns an empty list.
+
         Returns:
             One result per aggregate that had pending events, in order.
 
@@ -115,6 +120,13 @@ class Repository:
                 msg = f"{aggregate!r} is not a fabula.Aggregate"
                 raise EventTypeError(msg)
         unique = list({id(a): a for a in aggregates}.values())
+        unit = current_unit_of_work()
+        if unit is not None:
+            # Inside an idempotent command: the events are appended with its
+            # idempotency record when the handler returns.
+            for aggregate in unique:
+                unit.add(aggregate)
+            return []
         changed = [(a, a.pending_events) for a in unique if a.pending_events]
         if not changed:
             return []

@@ -111,3 +111,17 @@ LOAD_SNAPSHOT: Final = """
     SELECT stream_id, aggregate_type, version, schema_version, state
     FROM fabula_snapshots WHERE stream_id = ?
 """
+
+LOAD_RECORD: Final = """
+    SELECT key, fingerprint, result, created_at, expires_at
+    FROM fabula_idempotency WHERE key = ?
+"""
+
+SAVE_RECORD: Final = """
+    INSERT OR REPLACE INTO fabula_idempotency (key, fingerprint, result, created_at, expires_at)
+    VALUES (?, ?, ?, ?, ?)
+"""
+
+PURGE_RECORDS: Final = """
+    DELETE FROM fabula_idempotency WHERE expires_at IS NOT NULL AND expires_at <= ?
+"""

@@ -30,6 +30,7 @@ FabulaError
 ├── HandlerNotFoundError (LookupError)
 ├── DuplicateHandlerError (ValueError)
 ├── MessageTypeError (TypeError)
+├── IdempotencyConflictError (ValueError)
 ├── InvalidCursorError (ValueError)
 └── InvalidPageSizeError (ValueError)
 ```
@@ -49,6 +50,7 @@ __all__ = [
     "EventVersionError",
     "FabulaError",
     "HandlerNotFoundError",
+    "IdempotencyConflictError",
     "InvalidAppendError",
     "InvalidCursorError",
     "InvalidPageSizeError",
@@ -363,6 +365,20 @@ class DuplicateHandlerError(FabulaError, ValueError):
 
 class MessageTypeError(FabulaError, TypeError):
     """Something that is not a command or query (or not a handler) was given to a bus."""
+
+
+class IdempotencyConflictError(FabulaError, ValueError):
+    """An idempotency key was reused for a command with another payload.
+
+    Attributes:
+        key: The idempotency key.
+    """
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(
+            f"idempotency key {key!r} was already used for a different command or payload"
+        )
 
 
 class InvalidCursorError(FabulaError, ValueError):

@@ -13,6 +13,7 @@ from uuid import UUID
 import attrs
 
 from fabula._events import DomainEvent
+from fabula._idempotency import IdempotencyKeyTakenError, IdempotencyRecord
 from fabula._plumbing import StoreBase, Wakeup, check_appends
 from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
@@ -70,6 +71,7 @@ class InMemoryEventStore(StoreBase):
     _streams: dict[str, list[_Row]] = attrs.field(init=False, factory=dict)
     _by_id: dict[UUID, _Row] = attrs.field(init=False, factory=dict)
     _snapshots: dict[str, Snapshot] = attrs.field(init=False, factory=dict)
+    _records: dict[str, IdempotencyRecord] = attrs.field(init=False, factory=dict)
     _wakeup: Wakeup = attrs.field(init=False, factory=Wakeup)
     _closed: bool = attrs.field(init=False, default=False)
 
@@ -101,6 +103,24 @@ class InMemoryEventStore(StoreBase):
         rows = self._streams.get(stream_id, ())
         end = None if limit is None else from_version - 1 + limit
         return [self._decode(row) for row in rows[from_version - 1 : end]]
+
+    async def append_with_record(
+        self, appends: Sequence[StreamAppend], record: IdempotencyRecord
+    ) -> list[AppendResult]:
+        """Append events and keep an idempotency record, atomically (see `IdempotencyStore`)."""
+        checked = check_appends(appends) if appends else []
+        self._check_open()
+        existing = self._records.get(record.key)
+        if existing is not None and not existing.expired(record.created_at):
+            raise IdempotencyKeyTakenError(existing)
+        results = self._commit(checked) if checked else []
+        self._records[record.key] = record
+        return results
+
+    async def load_record(self, key: str) -> IdempotencyRecord | None:
+        """Return the idempotency record of `key`, or None (see `IdempotencyStore`)."""
+        self._check_open()
+        return self._records.get(key)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep `snapshot` unless one of a later version is stored (see `SnapshotStore`)."""

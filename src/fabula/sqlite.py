@@ -39,6 +39,7 @@ import attrs
 
 from fabula import _sqlite_schema as sql
 from fabula._events import DomainEvent
+from fabula._idempotency import IdempotencyKeyTakenError, IdempotencyRecord
 from fabula._plumbing import StoreBase, Wakeup, check_appends
 from fabula._serialization import EventSerializer, SerializedEvent, encode_json
 from fabula._snapshots import Snapshot
@@ -73,6 +74,7 @@ _Encoded: TypeAlias = tuple[str, tuple[DomainEvent, ...], Expected, tuple[Serial
 
 _MEMORY = ":memory:"
 _CHECKPOINT_EVERY = 5000
+_PURGE_EVERY = 500
 
 
 class _DuplicateIdsError(Exception):
@@ -146,6 +148,7 @@ class SQLiteEventStore(StoreBase):
         self._wakeup = Wakeup()
         self._closed = False
         self._since_checkpoint = 0
+        self._records_written = 0
         self._checkpointing: asyncio.Task[None] | None = None
         self._writer = _connect(self.path)
         try:
@@ -518,6 +521,44 @@ class SQLiteEventStore(StoreBase):
             out.append(RecordedEvent(event=event, position=position, stream_id=stream_id))
         return out
 
+    # -- idempotency records -----------------------------------------------------
+
+    async def append_with_record(
+        self, appends: Sequence[StreamAppend], record: IdempotencyRecord
+    ) -> list[AppendResult]:
+        """Append events and keep an idempotency record in one transaction.
+
+        See `IdempotencyStore`. Expired records are purged now and then.
+        """
+        encoded = [(*p, self._encode(p[1])) for p in check_appends(appends)] if appends else []
+        row = (
+            record.key,
+            record.fingerprint,
+            record.result,
+            _utc_text(record.created_at),
+            None if record.expires_at is None else _utc_text(record.expires_at),
+        )
+
+        def work(conn: sqlite3.Connection) -> list[AppendResult]:
+            existing = _record(conn.execute(sql.LOAD_RECORD, (record.key,)).fetchone())
+            if existing is not None and not existing.expired(record.created_at):
+                raise IdempotencyKeyTakenError(existing)
+            results = self._append_rows(conn, encoded) if encoded else []
+            conn.execute(sql.SAVE_RECORD, row)
+            self._records_written += 1
+            if self._records_written % _PURGE_EVERY == 0:
+                conn.execute(sql.PURGE_RECORDS, (row[3],))
+            return results
+
+        events = sum(len(e[1]) for e in encoded)
+        return await self._submit(work, events, one_statement=False)
+
+    async def load_record(self, key: str) -> IdempotencyRecord | None:
+        """Return the idempotency record of `key`, or None (see `IdempotencyStore`)."""
+        self._check_open()
+        rows = self._query(sql.LOAD_RECORD, (key,))
+        return _record(rows[0]) if rows else None
+
     # -- snapshots ---------------------------------------------------------------
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
@@ -632,6 +673,24 @@ def _duplicate_error(
             detail = f"{where}, and this batch is not a retry of the append that stored it"
             return DuplicateEventIdError(stream_id, record.event_id, detail)
     return DuplicateEventIdError(stream_id, records[0].event_id, "earlier in the same append_many")
+
+
+def _utc_text(moment: datetime) -> str:
+    # One offset for every stored time, so the purge can compare them as text.
+    return moment.astimezone(UTC).isoformat()
+
+
+def _record(row: tuple[Any, ...] | None) -> IdempotencyRecord | None:
+    if row is None:
+        return None
+    key, fingerprint, result, created_at, expires_at = row
+    return IdempotencyRecord(
+        key=key,
+        fingerprint=fingerprint,
+        result=result,
+        created_at=datetime.fromisoformat(created_at),
+        expires_at=None if expires_at is None else datetime.fromisoformat(expires_at),
+    )
 
 
 def _settle(

@@ -1,0 +1,287 @@
+"""Idempotent commands: at most once per key, recorded in one transaction with the events."""
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import attrs
+import pytest
+
+import fabula
+from fabula import (
+    Command,
+    CommandBus,
+    Idempotency,
+    IdempotencyConflictError,
+    Repository,
+    RetryOnConflict,
+)
+from fabula.memory import InMemoryEventStore
+from fabula.sqlite import SQLiteEventStore
+
+from .domain import ADDRESS, Order, OrderItemAdded
+
+PRODUCT = uuid4()
+CHILD = Path(__file__).parent / "idempotency_child.py"
+
+
+@attrs.frozen
+class PlaceOrder(Command[UUID]):
+    customer_id: UUID
+    quantity: int = 1
+
+
+@attrs.frozen
+class Receipt:
+    order_id: UUID
+    lines: int
+
+
+@attrs.frozen
+class PlaceWithReceipt(Command[Receipt]):
+    customer_id: UUID
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[InMemoryEventStore | SQLiteEventStore]:
+    built = (
+        InMemoryEventStore() if request.param == "memory" else SQLiteEventStore(tmp_path / "e.db")
+    )
+    yield built
+    await built.close()
+
+
+class Counter:
+    """A PlaceOrder handler that counts how often it runs."""
+
+    def __init__(self, repo: Repository, *, fail: bool = False) -> None:
+        self.repo = repo
+        self.runs = 0
+        self.fail = fail
+
+    async def handle(self, command: PlaceOrder) -> UUID:
+        self.runs += 1
+        order = Order.create(command.customer_id, ADDRESS)
+        order.add_item(PRODUCT, command.quantity, Decimal(1))
+        await self.repo.save(order)
+        await asyncio.sleep(0)  # let concurrent duplicates interleave
+        if self.fail:
+            msg = "injected crash after the save, before the handler returns"
+            raise RuntimeError(msg)
+        return UUID(str(order.id))
+
+
+def bus_for(store: fabula.IdempotencyStore, handler: Counter, **options: object) -> CommandBus:
+    bus = CommandBus()
+    bus.use(Idempotency(store, **options))  # type: ignore[arg-type]
+    bus.register(PlaceOrder, handler)
+    return bus
+
+
+class TestIdempotency:
+    async def test_a_repeat_returns_the_first_result_without_events(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """Same key and payload: the first result, the handler not run again, no new events."""
+        handler = Counter(Repository(store))
+        bus = bus_for(store, handler)
+        command = PlaceOrder(customer_id=uuid4(), idempotency_key="k-1")
+        first = await bus.dispatch(command)
+        again = await bus.dispatch(attrs.evolve(command, message_id=uuid4()))
+        assert again == first
+        assert isinstance(again, UUID)
+        assert handler.runs == 1
+        assert len(await store.read_all()) == 2
+
+    async def test_same_key_other_payload_conflicts(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """Reusing a key for another payload raises IdempotencyConflictError and writes nothing."""
+        handler = Counter(Repository(store))
+        bus = bus_for(store, handler)
+        customer = uuid4()
+        await bus.dispatch(PlaceOrder(customer_id=customer, idempotency_key="k-1"))
+        with pytest.raises(IdempotencyConflictError, match="'k-1'") as info:
+            await bus.dispatch(PlaceOrder(customer_id=customer, quantity=2, idempotency_key="k-1"))
+        assert info.value.key == "k-1"
+        assert handler.runs == 1
+        assert len(await store.read_all()) == 2
+
+    async def test_commands_without_a_key_run_every_time(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """No key: no idempotency, and saves append at once."""
+        handler = Counter(Repository(store))
+        bus = bus_for(store, handler)
+        command = PlaceOrder(customer_id=uuid4())
+        assert await bus.dispatch(command) != await bus.dispatch(command)
+        assert handler.runs == 2
+
+    async def test_concurrent_duplicates_make_one_set_of_events(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """50 concurrent dispatches of one key: one set of events, one result for all."""
+        handler = Counter(Repository(store))
+        bus = bus_for(store, handler)
+        command = PlaceOrder(customer_id=uuid4(), idempotency_key="hot")
+        results = await asyncio.gather(
+            *(bus.dispatch(attrs.evolve(command, message_id=uuid4())) for _ in range(50))
+        )
+        assert len(set(results)) == 1
+        events = await store.read_all()
+        assert len(events) == 2
+        assert {r.stream_id for r in events} == {str(results[0])}
+
+    async def test_a_failing_handler_records_nothing(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """A crash after the save but before the handler returns leaves no events and no key."""
+        repo = Repository(store)
+        failing = Counter(repo, fail=True)
+        command = PlaceOrder(customer_id=uuid4(), idempotency_key="k-1")
+        with pytest.raises(RuntimeError, match="injected crash"):
+            await bus_for(store, failing).dispatch(command)
+        assert await store.read_all() == []
+        assert await store.load_record("k-1") is None
+        retried = Counter(repo)
+        order_id = await bus_for(store, retried).dispatch(command)
+        assert retried.runs == 1
+        assert (await repo.get(Order, order_id)).version == 2
+
+    async def test_expired_keys_run_afresh(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """After the retention a key is forgotten and the command runs again."""
+        now = datetime(2026, 11, 26, tzinfo=UTC)
+        handler = Counter(Repository(store))
+        bus = bus_for(store, handler, retention=timedelta(hours=1), clock=lambda: now)
+        command = PlaceOrder(customer_id=uuid4(), idempotency_key="k-1")
+        first = await bus.dispatch(command)
+        assert await bus.dispatch(command) == first
+        now += timedelta(hours=2)
+        assert await bus.dispatch(command) != first
+        assert handler.runs == 2
+
+    async def test_structured_results_replay_as_their_type(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """A result of an attrs class comes back as that class on a repeat."""
+        repo = Repository(store)
+        bus = CommandBus()
+        bus.use(Idempotency(store))
+
+        @bus.register(PlaceWithReceipt)
+        async def place(command: PlaceWithReceipt) -> Receipt:
+            order = Order.create(command.customer_id, ADDRESS)
+            await repo.save(order)
+            return Receipt(order_id=UUID(str(order.id)), lines=0)
+
+        command = PlaceWithReceipt(customer_id=uuid4(), idempotency_key="r-1")
+        first = await bus.dispatch(command)
+        assert await bus.dispatch(command) == first
+
+    async def test_conflicts_inside_retry_run_again(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """A concurrency conflict at the final append is retried by RetryOnConflict."""
+        repo = Repository(store)
+        order = Order.create(uuid4(), ADDRESS)
+        await repo.save(order)
+        runs = 0
+
+        @attrs.frozen
+        class Add(Command[int]):
+            order_id: UUID
+
+        async def add(command: Add) -> int:
+            nonlocal runs
+            runs += 1
+            mine = await repo.get(Order, command.order_id)
+            if runs == 1:  # another writer, outside this command, appends first
+                added = OrderItemAdded(product_id=PRODUCT, quantity=5, unit_price=Decimal(1))
+                await store.append(str(command.order_id), [added], expected_version=1)
+            mine.add_item(PRODUCT, 1, Decimal(1))
+            await repo.save(mine)
+            return mine.version
+
+        bus = CommandBus()
+        bus.use(RetryOnConflict())
+        bus.use(Idempotency(store))
+        bus.register(Add, add)
+        assert await bus.dispatch(Add(order_id=UUID(str(order.id)), idempotency_key="a")) == 3
+        assert runs == 2
+
+    def test_the_store_must_keep_records(self) -> None:
+        """A store without idempotency support is refused up front."""
+
+        class Plain:
+            pass
+
+        with pytest.raises(TypeError, match="cannot keep idempotency records"):
+            Idempotency(Plain())  # type: ignore[arg-type]
+
+    async def test_bad_keys_are_refused(self, store: InMemoryEventStore | SQLiteEventStore) -> None:
+        """An empty key is refused rather than treated as no key."""
+        bus = bus_for(store, Counter(Repository(store)))
+        with pytest.raises(ValueError, match="non-empty str"):
+            await bus.dispatch(PlaceOrder(customer_id=uuid4(), idempotency_key=""))
+
+
+class TestSQLiteRecords:
+    async def test_expired_records_are_purged(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Expired records are deleted from the table now and then."""
+        monkeypatch.setattr("fabula.sqlite._PURGE_EVERY", 3)
+        path = tmp_path / "e.db"
+        store = SQLiteEventStore(path)
+        now = datetime(2026, 11, 26, tzinfo=UTC)
+        bus = bus_for(
+            store, Counter(Repository(store)), retention=timedelta(minutes=1), clock=lambda: now
+        )
+        for n in range(2):
+            await bus.dispatch(PlaceOrder(customer_id=uuid4(), idempotency_key=f"old-{n}"))
+        now += timedelta(minutes=5)
+        await bus.dispatch(PlaceOrder(customer_id=uuid4(), idempotency_key="new"))
+        await store.close()
+        with closing(sqlite3.connect(path)) as conn:
+            keys = {row[0] for row in conn.execute("SELECT key FROM fabula_idempotency")}
+        assert keys == {"new"}
+
+    def test_sigkill_leaves_keys_and_events_together(self, tmp_path: Path) -> None:
+        """Killing a process mid-dispatch never leaves a key without its events, or the reverse."""
+        path = tmp_path / "e.db"
+        for round_number in range(8):
+            child = subprocess.Popen(  # noqa: S603 - our own test helper
+                [sys.executable, str(CHILD), str(path), str(round_number)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert child.stdout is not None
+            assert child.stdout.readline() == "ready\n"
+            for _ in range(3 + round_number * 3):
+                child.stdout.readline()
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            child.stdout.close()
+            with closing(sqlite3.connect(path)) as conn:
+                keys = {
+                    row[0]: row[1]
+                    for row in conn.execute("SELECT key, result FROM fabula_idempotency")
+                }
+                streams = dict(
+                    conn.execute("SELECT stream_id, count(*) FROM fabula_events GROUP BY stream_id")
+                )
+            assert keys, "the child recorded nothing before it was killed"
+            assert {result.strip('"') for result in keys.values()} == set(streams)
+            assert set(streams.values()) == {2}
