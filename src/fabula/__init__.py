@@ -42,7 +42,6 @@ from fabula._events import (
 from fabula._frozen import FrozenDict
 from fabula._idempotency import (
     Idempotency,
-    IdempotencyKeyTakenError,
     IdempotencyRecord,
     IdempotencyStore,
     UnitOfWork,
@@ -75,6 +74,7 @@ from fabula.exceptions import (
     FabulaError,
     HandlerNotFoundError,
     IdempotencyConflictError,
+    IdempotencyKeyTakenError,
     InvalidAppendError,
     InvalidCursorError,
     InvalidPageSizeError,

@@ -24,11 +24,14 @@ from fabula._aggregate import Aggregate
 from fabula._commands import Command, Next
 from fabula._serialization import decode_json, encode_json, make_converter
 from fabula._store import AppendResult, StreamAppend
-from fabula.exceptions import FabulaError, IdempotencyConflictError, SerializationError
+from fabula.exceptions import (
+    IdempotencyConflictError,
+    IdempotencyKeyTakenError,
+    SerializationError,
+)
 
 __all__ = [
     "Idempotency",
-    "IdempotencyKeyTakenError",
     "IdempotencyRecord",
     "IdempotencyStore",
     "UnitOfWork",
@@ -57,18 +60,6 @@ class IdempotencyRecord:
     def expired(self, now: datetime) -> bool:
         """Return whether the record no longer counts at `now`."""
         return self.expires_at is not None and self.expires_at <= now
-
-
-class IdempotencyKeyTakenError(FabulaError):
-    """A live record for the key exists; raised by a store instead of writing anything.
-
-    Attributes:
-        record: The record that holds the key.
-    """
-
-    def __init__(self, record: IdempotencyRecord) -> None:
-        self.record = record
-        super().__init__(f"idempotency key {record.key!r} is already recorded")
 
 
 @runtime_checkable

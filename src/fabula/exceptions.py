@@ -31,12 +31,18 @@ FabulaError
 ├── DuplicateHandlerError (ValueError)
 ├── MessageTypeError (TypeError)
 ├── IdempotencyConflictError (ValueError)
+├── IdempotencyKeyTakenError
 ├── InvalidCursorError (ValueError)
 └── InvalidPageSizeError (ValueError)
 ```
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for annotations: fabula's modules import this one
+    from fabula._idempotency import IdempotencyRecord
 
 __all__ = [
     "AggregateNotFoundError",
@@ -51,6 +57,7 @@ __all__ = [
     "FabulaError",
     "HandlerNotFoundError",
     "IdempotencyConflictError",
+    "IdempotencyKeyTakenError",
     "InvalidAppendError",
     "InvalidCursorError",
     "InvalidPageSizeError",
@@ -379,6 +386,20 @@ class IdempotencyConflictError(FabulaError, ValueError):
         super().__init__(
             f"idempotency key {key!r} was already used for a different command or payload"
         )
+
+
+class IdempotencyKeyTakenError(FabulaError):
+    """A live idempotency record holds the key; a store raises it and writes nothing.
+
+    The `Idempotency` middleware catches it and answers with the record's result.
+
+    Attributes:
+        record: The `IdempotencyRecord` that holds the key.
+    """
+
+    def __init__(self, record: IdempotencyRecord) -> None:
+        self.record = record
+        super().__init__(f"idempotency key {record.key!r} is already recorded")
 
 
 class InvalidCursorError(FabulaError, ValueError):

@@ -13,7 +13,7 @@ from uuid import UUID
 import attrs
 
 from fabula._events import DomainEvent
-from fabula._idempotency import IdempotencyKeyTakenError, IdempotencyRecord
+from fabula._idempotency import IdempotencyRecord
 from fabula._plumbing import StoreBase, Wakeup, check_appends
 from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
@@ -29,6 +29,7 @@ from fabula._store import (
 )
 from fabula.exceptions import (
     DuplicateEventIdError,
+    IdempotencyKeyTakenError,
     StoreClosedError,
 )
 

@@ -39,7 +39,7 @@ import attrs
 
 from fabula import _sqlite_schema as sql
 from fabula._events import DomainEvent
-from fabula._idempotency import IdempotencyKeyTakenError, IdempotencyRecord
+from fabula._idempotency import IdempotencyRecord
 from fabula._plumbing import StoreBase, Wakeup, check_appends
 from fabula._serialization import EventSerializer, SerializedEvent, encode_json
 from fabula._snapshots import Snapshot
@@ -58,6 +58,7 @@ from fabula.exceptions import (
     ConcurrencyError,
     DuplicateEventIdError,
     FabulaError,
+    IdempotencyKeyTakenError,
     SchemaVersionError,
     StoreClosedError,
     StoreError,
