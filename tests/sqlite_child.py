@@ -45,9 +45,9 @@ async def crash(path: str, synchronous: str, seed: int) -> None:
         ack(stream_id, result.version, result.position, events)
 
 
-async def contend(path: str, name: str, count: int) -> None:
+async def contend(path: str, name: str, count: int, synchronous: str) -> None:
     rng = random.Random(name)
-    store = SQLiteEventStore(path, busy_timeout=30)
+    store = SQLiteEventStore(path, busy_timeout=30, synchronous=synchronous)  # type: ignore[arg-type]
     for n in range(count):
         stream_id = rng.choice(STREAMS)
         event = Deposited(amount=Decimal(n), note=name)
@@ -67,7 +67,7 @@ def main() -> None:
     if command == "crash":
         asyncio.run(crash(path, rest[0], int(rest[1])))
     else:
-        asyncio.run(contend(path, rest[0], int(rest[1])))
+        asyncio.run(contend(path, rest[0], int(rest[1]), rest[2]))
 
 
 if __name__ == "__main__":

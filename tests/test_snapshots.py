@@ -64,7 +64,7 @@ class TestSnapshots:
     async def test_loading_uses_the_snapshot(self, store: fabula.SnapshotStore) -> None:
         """The loaded state comes from the snapshot: a doctored snapshot shows through."""
         repo = Repository(store, snapshot_every=3)  # type: ignore[arg-type]
-        order = await order_with(repo, 2)
+        order = await order_with(repo, 3)
         snapshot = await store.load_snapshot(str(order.id))
         assert snapshot is not None
         assert snapshot.version == 3
@@ -74,6 +74,22 @@ class TestSnapshots:
         await store.save_snapshot(doctored)
         loaded = await repo.get(Order, order.id)
         assert (loaded.status.value, loaded.version) == ("submitted", 4)
+
+    async def test_a_snapshot_beyond_the_stream_is_ignored(
+        self, store: fabula.SnapshotStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A snapshot of a version the stream does not have is never trusted."""
+        repo = Repository(store, snapshot_every=2)  # type: ignore[arg-type]
+        order = await order_with(repo, 1)
+        snapshot = await store.load_snapshot(str(order.id))
+        assert snapshot is not None
+        await store.save_snapshot(attrs.evolve(snapshot, version=40))
+        with caplog.at_level(logging.WARNING, logger="fabula.snapshots"):
+            loaded = await repo.get(Order, order.id)
+        assert loaded == order
+        assert "no event of that version" in caplog.text
+        loaded.add_item(PRODUCT, 1, Decimal(1))
+        await repo.save(loaded)
 
     async def test_unreadable_snapshot_is_ignored_with_a_warning(
         self, store: fabula.SnapshotStore, caplog: pytest.LogCaptureFixture
@@ -129,6 +145,17 @@ class TestConfiguration:
 
         with pytest.raises(TypeError, match="attrs subclasses"):
             Repository(InMemoryEventStore(), snapshot_every={Plain: 5})
+
+    @pytest.mark.parametrize("version", [-1, -40])
+    def test_negative_versions_are_not_trusted(
+        self, version: int, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A snapshot with an impossible version decodes to None with a warning."""
+        order_id = uuid4()
+        snapshot = Snapshot(str(order_id), "tests.domain.Order", version, 1, "{}")
+        with caplog.at_level(logging.WARNING, logger="fabula.snapshots"):
+            assert SnapshotCodec().decode(snapshot, Order, order_id) is None
+        assert f"cannot restore version {version}" in caplog.text
 
     def test_codec_refuses_pending_events(self) -> None:
         """A snapshot is of saved state only."""

@@ -1,6 +1,7 @@
 """The SQLite store: the contract suite on a file and in memory, plus what only it can show."""
 
 import asyncio
+import contextlib
 import random
 import signal
 import sqlite3
@@ -8,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
@@ -19,14 +21,18 @@ from fabula import (
     ConcurrencyError,
     DuplicateEventIdError,
     ExpectedVersion,
+    InvalidAppendError,
+    InvalidReadError,
     RecordedEvent,
     SchemaVersionError,
     SerializationError,
+    StoreClosedError,
     StoreError,
     StoreUnavailableError,
 )
+from fabula import _sqlite_schema as sql
 from fabula._sqlite_schema import SCHEMA_VERSION
-from fabula.sqlite import SQLiteEventStore
+from fabula.sqlite import SQLiteEventStore, Synchronous
 from fabula.testing import Deposited, EventStoreContract, StoreFactory
 
 
@@ -93,11 +99,34 @@ class TestOpening:
         assert {"fabula_events", "fabula_snapshots", "fabula_checkpoints"} <= tables
         assert "fabula_idempotency" in tables
 
-    def test_opening_twice_is_idempotent(self, tmp_path: Path) -> None:
-        """Opening an existing fabula file again changes nothing."""
+    def test_opening_again_keeps_everything(self, tmp_path: Path) -> None:
+        """Opening an existing fabula file again changes neither its schema nor its events."""
         path = tmp_path / "events.db"
-        for _ in range(3):
-            asyncio.run(SQLiteEventStore(path).close())
+
+        async def write() -> None:
+            async with SQLiteEventStore(path) as store:
+                await store.append("acc-1", [deposit()], expected_version=ExpectedVersion.ANY)
+
+        def schema() -> list[tuple[str, str]]:
+            with closing(sqlite3.connect(path)) as conn:
+                return conn.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+
+        asyncio.run(write())
+        before = schema()
+        for _ in range(2):
+            asyncio.run(write())
+        assert schema() == before
+        with closing(sqlite3.connect(path)) as conn:
+            assert conn.execute("SELECT count(*) FROM fabula_events").fetchone() == (3,)
+
+    def test_an_unreadable_schema_version_is_a_store_error(self, tmp_path: Path) -> None:
+        """A garbled schema version raises StoreError, not ValueError."""
+        path = tmp_path / "events.db"
+        asyncio.run(SQLiteEventStore(path).close())
+        with closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute("UPDATE fabula_meta SET value = 'v1' WHERE key = 'schema_version'")
+        with pytest.raises(StoreError, match="unreadable fabula schema version 'v1'"):
+            SQLiteEventStore(path)
 
     def test_newer_schema_is_refused(self, tmp_path: Path) -> None:
         """A file written by a newer fabula fails with SchemaVersionError."""
@@ -182,10 +211,13 @@ class TestWriting:
         assert len(stored) == 4
         await store.close()
 
-    async def test_a_locked_file_fails_with_store_unavailable(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+    async def test_a_locked_file_fails_with_store_unavailable(
+        self, tmp_path: Path, synchronous: Synchronous
+    ) -> None:
         """While another process holds the write lock, an append waits, then fails cleanly."""
         path = tmp_path / "e.db"
-        store = SQLiteEventStore(path, busy_timeout=0.2)
+        store = SQLiteEventStore(path, busy_timeout=0.2, synchronous=synchronous)
         await store.append("acc-1", [deposit()], expected_version=0)
         with closing(sqlite3.connect(path, isolation_level=None)) as other:
             other.execute("BEGIN IMMEDIATE")
@@ -212,7 +244,181 @@ class TestWriting:
         await store.close()
 
 
+class TestFailures:
+    """What happens when the disk, the file or the caller misbehaves."""
+
+    async def test_group_commit_shares_disk_syncs(self, tmp_path: Path) -> None:
+        """Concurrent appends at FULL commit together: fewer COMMITs than appends."""
+        store = SQLiteEventStore(tmp_path / "e.db", synchronous="FULL")
+        commits = 0
+
+        def trace(statement: str) -> None:
+            nonlocal commits
+            commits += statement == "COMMIT"
+
+        await store.append("warm-up", [deposit()], expected_version=0)
+        store._writer.set_trace_callback(trace)
+        await asyncio.gather(
+            *(store.append(f"acc-{n}", [deposit(n)], expected_version=0) for n in range(32))
+        )
+        await store.close()
+        assert 1 <= commits <= 8
+
+    async def test_cancelling_close_still_settles_and_closes(self, tmp_path: Path) -> None:
+        """A cancelled close() finishes the shutdown: every caller gets an answer."""
+        path = tmp_path / "e.db"
+        store = SQLiteEventStore(path, synchronous="FULL")
+        tasks = [
+            asyncio.create_task(store.append(f"acc-{n}", [deposit(n)], expected_version=0))
+            for n in range(200)
+        ]
+        await asyncio.sleep(0)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(store.close(), 0.0005)
+        await asyncio.wait_for(store.close(), 30)
+        outcomes = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
+        stored = [o for o in outcomes if isinstance(o, AppendResult)]
+        assert all(isinstance(o, AppendResult | StoreClosedError) for o in outcomes)
+        async with SQLiteEventStore(path) as again:
+            assert len(await again.read_all(limit=1000)) == len(stored)
+
+    @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+    async def test_a_corrupted_file_fails_appends_instead_of_hanging(
+        self, tmp_path: Path, synchronous: Synchronous
+    ) -> None:
+        """If the file is clobbered under the store, appends raise StoreError."""
+        path = tmp_path / "e.db"
+        store = SQLiteEventStore(path, synchronous=synchronous)
+        await store.append("acc-1", [deposit()], expected_version=0)
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("INSERT INTO fabula_meta VALUES ('x', 'y')")  # a change to notice
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with path.open("r+b") as file:
+            file.write(b"\xde\xad\xbe\xef" * 25)  # clobber the 100-byte header
+        with pytest.raises(StoreError):
+            await asyncio.wait_for(store.append("acc-1", [deposit()], expected_version=1), 10)
+        with contextlib.suppress(StoreError):
+            await store.close()
+
+    @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+    async def test_disk_full_fails_whole_appends_only(
+        self, tmp_path: Path, synchronous: Synchronous
+    ) -> None:
+        """When the database fills up, each append is stored whole or reported failed."""
+        store = SQLiteEventStore(tmp_path / "e.db", synchronous=synchronous)
+        await store.append("warm-up", [deposit()], expected_version=0)
+        pages = store._writer.execute("PRAGMA page_count").fetchone()[0]
+        store._writer.execute(f"PRAGMA max_page_count = {pages + 3}")
+        batches = [[Deposited(amount=Decimal(n), note="x" * 400)] * 1 for n in range(80)]
+        outcomes = await asyncio.gather(
+            *(
+                store.append(f"acc-{n}", batch, expected_version=0)
+                for n, batch in enumerate(batches)
+            ),
+            return_exceptions=True,
+        )
+        failed = [o for o in outcomes if not isinstance(o, AppendResult)]
+        assert failed, "the database never filled up"
+        assert all(isinstance(o, StoreError) for o in failed)
+        stored = {r.event.event_id for r in await store.read_all(limit=1000)}
+        for batch, outcome in zip(batches, outcomes, strict=True):
+            assert (batch[0].event_id in stored) == isinstance(outcome, AppendResult)
+        await store.close()
+
+
+class TestBadInput:
+    async def test_out_of_range_numbers_are_invalid_reads(self, tmp_path: Path) -> None:
+        """Positions and limits beyond 64 bits raise InvalidReadError, as in every store."""
+        store = SQLiteEventStore(tmp_path / "e.db")
+        calls: list[Callable[[], Awaitable[object]]] = [
+            lambda: store.read_all(after=2**63),
+            lambda: store.read_all(limit=2**63),
+            lambda: store.read_stream("acc-1", from_version=2**63),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidReadError, match="2\\*\\*63"):
+                await call()
+        with pytest.raises(InvalidReadError):
+            store.subscribe(after=2**63)
+        await store.close()
+
+    async def test_unencodable_text_is_refused(self, tmp_path: Path) -> None:
+        """Stream ids and type names that are not valid UTF-8 are refused, not crashed on."""
+        store = SQLiteEventStore(tmp_path / "e.db")
+        with pytest.raises(InvalidAppendError):
+            await store.append("bad\udc80", [deposit()], expected_version=0)
+        with pytest.raises(InvalidReadError):
+            await store.read_stream("bad\udc80")
+        with pytest.raises(InvalidReadError):
+            await store.read_all(event_types=["bad\udc80"])
+        await store.close()
+
+    async def test_corrupt_ids_and_timestamps_name_the_row(self, tmp_path: Path) -> None:
+        """A stored event id or timestamp that does not parse raises SerializationError."""
+        path = tmp_path / "e.db"
+        store = SQLiteEventStore(path)
+        await store.append("acc-1", [deposit(), deposit()], expected_version=0)
+        for column, value in (("timestamp", "yesterday"), ("event_id", b"short")):
+            with closing(sqlite3.connect(path)) as conn, conn:
+                conn.execute(f"UPDATE fabula_events SET {column} = ? WHERE position = 2", (value,))  # noqa: S608
+            with pytest.raises(SerializationError, match="corrupt") as info:
+                await store.read_stream("acc-1")
+            assert (info.value.position, info.value.stream_id) == (2, "acc-1")
+            with closing(sqlite3.connect(path)) as conn, conn:
+                conn.execute("DELETE FROM fabula_events WHERE position = 2")
+            await store.append("acc-1", [deposit()], expected_version=1)
+        await store.close()
+
+
 class TestSubscribing:
+    async def test_filtered_reads_never_skip_a_commit_between_their_queries(
+        self, tmp_path: Path
+    ) -> None:
+        """A filtered subscription reads its head and rows in one snapshot: nothing twice."""
+        path = tmp_path / "e.db"
+        store = SQLiteEventStore(path, poll_interval=0.01)
+        await store.append("acc-1", [deposit(1)], expected_version=0)
+        other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        writer = SQLiteEventStore(path)
+        pending = [deposit(n) for n in range(2, 6)]
+        injected = 0
+
+        def inject(statement: str) -> None:
+            nonlocal injected
+            if statement.lstrip().startswith("SELECT position") and injected < len(pending):
+                # Commit a matching event from another connection between the
+                # head query and the rows query of a filtered scan.
+                event = pending[injected]
+                injected += 1
+                row = (
+                    f"acc-x{injected}",
+                    1,
+                    event.event_id.bytes,
+                    "fabula.testing.Deposited",
+                    1,
+                    event.timestamp.isoformat(),
+                    '{"amount":"1","note":""}',
+                    "{}",
+                )
+                other.execute(sql.INSERT_EVENT, row)
+
+        store._reader.set_trace_callback(inject)
+        seen: list[RecordedEvent] = []
+
+        async def consume() -> None:
+            async for recorded in store.subscribe(event_types=[Deposited]):
+                seen.append(recorded)
+                if len(seen) == 5:
+                    return
+
+        await asyncio.wait_for(consume(), 10)
+        store._reader.set_trace_callback(None)
+        positions = [r.position for r in seen]
+        assert positions == sorted(set(positions)) == [1, 2, 3, 4, 5]
+        other.close()
+        await writer.close()
+        await store.close()
+
     async def test_subscription_sees_other_writers_by_polling(self, tmp_path: Path) -> None:
         """Events appended through another store on the same file arrive within the poll."""
         path = tmp_path / "e.db"
@@ -306,13 +512,16 @@ class TestCrashSafety:
 
             asyncio.run(verify(acknowledged))
 
-    def test_two_processes_writing_lose_and_duplicate_nothing(self, tmp_path: Path) -> None:
+    @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+    def test_two_processes_writing_lose_and_duplicate_nothing(
+        self, tmp_path: Path, synchronous: str
+    ) -> None:
         """Two processes appending to the same streams keep optimistic concurrency."""
         path = tmp_path / "e.db"
         asyncio.run(SQLiteEventStore(path).close())
         children = [
             subprocess.Popen(  # noqa: S603 - our own test helper
-                [sys.executable, str(CHILD), "contend", str(path), name, "150"],
+                [sys.executable, str(CHILD), "contend", str(path), name, "150", synchronous],
                 stdout=subprocess.PIPE,
                 text=True,
             )

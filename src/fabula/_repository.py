@@ -11,7 +11,7 @@ import attrs
 from fabula._aggregate import Aggregate
 from fabula._events import AggregateId
 from fabula._idempotency import current_unit_of_work
-from fabula._snapshots import SnapshotCodec, SnapshotStore
+from fabula._snapshots import SnapshotCodec, SnapshotStore, warn_ignored
 from fabula._store import AppendResult, EventStore, StreamAppend
 from fabula.exceptions import AggregateNotFoundError, EventTypeError, FabulaError
 
@@ -86,9 +86,14 @@ class Repository:
         stream_id = str(aggregate_id)
         aggregate = await self._from_snapshot(aggregate_type, aggregate_id)
         if aggregate is not None:
-            newer = await self.store.read_stream(stream_id, from_version=aggregate.version + 1)
-            aggregate.replay(r.event for r in newer)
-            return aggregate
+            # Read from the snapshot's own version: that event must exist, or the
+            # snapshot describes a stream that is not this one.
+            recorded = await self.store.read_stream(stream_id, from_version=aggregate.version)
+            if recorded and recorded[0].event.version == aggregate.version:
+                aggregate.replay(r.event for r in recorded[1:])
+                return aggregate
+            reason = "its stream has no event of that version"
+            warn_ignored(aggregate_type, aggregate_id, aggregate.version, reason)
         recorded = await self.store.read_stream(stream_id)
         if not recorded:
             raise AggregateNotFoundError(aggregate_type, aggregate_id)

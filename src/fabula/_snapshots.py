@@ -122,16 +122,21 @@ class SnapshotCodec:
                 state = decode_json(snapshot.state)
                 state["id"] = aggregate_id
                 aggregate: A = decoder(state, cls)
+                aggregate.restore_version(snapshot.version)
             except Exception as exc:  # noqa: BLE001 - any failure means: do not trust it
                 reason = f"its state does not decode ({exc!r})"
             else:
-                aggregate.restore_version(snapshot.version)
                 return aggregate
-        logger.warning(
-            "ignoring the snapshot of %s %s at version %d: %s; replaying its whole stream",
-            cls.__qualname__,
-            aggregate_id,
-            snapshot.version,
-            reason,
-        )
+        warn_ignored(cls, aggregate_id, snapshot.version, reason)
         return None
+
+
+def warn_ignored(cls: type, aggregate_id: AggregateId, version: int, reason: str) -> None:
+    """Log that a snapshot is not trusted and the whole stream is replayed instead."""
+    logger.warning(
+        "ignoring the snapshot of %s %s at version %d: %s; replaying its whole stream",
+        cls.__qualname__,
+        aggregate_id,
+        version,
+        reason,
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Final
 
 SCHEMA_VERSION: Final = 1
-"""The schema version this fabula writes (kept in `PRAGMA user_version`)."""
+"""The schema version this fabula writes (kept in the `fabula_meta` table)."""
 
 CREATE_SCHEMA: Final = (
     """

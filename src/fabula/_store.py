@@ -190,8 +190,8 @@ def validate_append(
     Raises:
         InvalidAppendError: For each kind of bad input, a specific subclass.
     """
-    if not isinstance(stream_id, str) or not stream_id:
-        raise InvalidAppendError(str(stream_id), "a stream id must be a non-empty str")
+    if not _is_text(stream_id):
+        raise InvalidAppendError(repr(stream_id), "a stream id must be a non-empty UTF-8 str")
     check_expected_version(stream_id, expected_version)
     if isinstance(events, DomainEvent | str | bytes) or not isinstance(events, Iterable):
         raise InvalidAppendError(
@@ -319,16 +319,30 @@ def validate_read_stream(stream_id: str, from_version: int, limit: int | None) -
         InvalidReadError: The stream id is empty, `from_version` is below 1 or
             `limit` is not positive.
     """
-    if not isinstance(stream_id, str) or not stream_id:
-        raise InvalidReadError("stream_id", stream_id, "must be a non-empty str")
+    if not _is_text(stream_id):
+        raise InvalidReadError("stream_id", stream_id, "must be a non-empty UTF-8 str")
     _check_int("from_version", from_version, minimum=1)
     if limit is not None:
         _check_int("limit", limit, minimum=1)
 
 
+_MAX_INT = 2**63 - 1  # what every store's integer columns hold
+
+
 def _check_int(argument: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidReadError(argument, value, f"must be an int >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _MAX_INT:
+        raise InvalidReadError(argument, value, f"must be an int from {minimum} to 2**63 - 1")
+
+
+def _is_text(value: object) -> bool:
+    """Return whether `value` is a non-empty str that can be stored (valid UTF-8)."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def event_type_names(
@@ -347,9 +361,9 @@ def event_type_names(
         raise InvalidReadError(
             "event_types", event_types, "must be a collection of event classes or names"
         )
-    names = set()
+    names: set[str] = set()
     for item in event_types:
-        if isinstance(item, str):
+        if isinstance(item, str) and _is_text(item):
             names.add(item)
         elif isinstance(item, type) and issubclass(item, DomainEvent):
             names.add(registry.by_class(item).name)

@@ -31,6 +31,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias, TypeVar
 from uuid import UUID
@@ -60,6 +61,7 @@ from fabula.exceptions import (
     FabulaError,
     IdempotencyKeyTakenError,
     SchemaVersionError,
+    SerializationError,
     StoreClosedError,
     StoreError,
     StoreUnavailableError,
@@ -72,6 +74,8 @@ Synchronous: TypeAlias = Literal["FULL", "NORMAL"]
 
 T = TypeVar("T")
 _Encoded: TypeAlias = tuple[str, tuple[DomainEvent, ...], Expected, tuple[SerializedEvent, ...]]
+
+_Undo: TypeAlias = Literal["savepoint", "statement", "transaction"]
 
 _MEMORY = ":memory:"
 _CHECKPOINT_EVERY = 5000
@@ -148,6 +152,9 @@ class SQLiteEventStore(StoreBase):
         self._writer_task: asyncio.Task[None] | None = None
         self._wakeup = Wakeup()
         self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+        # One thread commits (waits for the disk) at synchronous=FULL.
+        self._committer: ThreadPoolExecutor | None = None
         self._since_checkpoint = 0
         self._records_written = 0
         self._checkpointing: asyncio.Task[None] | None = None
@@ -193,7 +200,7 @@ class SQLiteEventStore(StoreBase):
                 row = conn.execute(
                     "SELECT value FROM fabula_meta WHERE key = 'schema_version'"
                 ).fetchone()
-                found = 0 if row is None else int(row[0])
+                found = _schema_version(row, self.path)
                 if found > sql.SCHEMA_VERSION:
                     raise SchemaVersionError(self.path, found, sql.SCHEMA_VERSION)  # noqa: TRY301
                 if found < sql.SCHEMA_VERSION:
@@ -216,21 +223,33 @@ class SQLiteEventStore(StoreBase):
     # -- closing -----------------------------------------------------------------
 
     async def close(self) -> None:
-        """Finish queued appends, end subscriptions and close the database."""
-        if self._closed:
-            return
-        self._closed = True
+        """Finish queued appends, end subscriptions and close the database.
+
+        Cancelling `close()` does not stop the shutdown: queued appends are
+        still committed and the file is closed; a second `close()` waits for
+        the first to finish.
+        """
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.ensure_future(self._shut_down())
+        await asyncio.shield(self._closing)
+
+    async def _shut_down(self) -> None:
         if self._queue_ready is not None:
             self._queue_ready.set()
         if self._writer_task is not None:
-            await self._writer_task
+            with contextlib.suppress(Exception):
+                await self._writer_task
         if self._checkpointing is not None:
-            await self._checkpointing
+            with contextlib.suppress(Exception):
+                await self._checkpointing
         self._wakeup.notify()
         if self._reader is not self._writer:
             self._reader.close()
         # Closing the last connection checkpoints the WAL: a disk sync.
         await asyncio.to_thread(self._writer.close)
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
 
     # -- appending ---------------------------------------------------------------
 
@@ -313,15 +332,15 @@ class SQLiteEventStore(StoreBase):
         conn = self._writer
         try:
             conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            if _is_busy(exc):
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
                 return False, None  # type: ignore[return-value]
             raise _translate(exc, self.path) from exc
         try:
             result = work(conn)
             conn.execute("COMMIT")
         except Exception as exc:
-            error = self._undo_job(conn, exc, single=True)
+            error = self._undo_job(conn, exc, "transaction")
             if error is exc:
                 raise
             raise error from exc
@@ -344,21 +363,26 @@ class SQLiteEventStore(StoreBase):
             await self._write_group(group)
 
     async def _write_group(self, group: list[_Job]) -> None:
+        """Run a group of jobs in one transaction and settle every job's future.
+
+        Whatever happens (a failed job, a lost transaction, a failed commit,
+        cancellation), each future is settled exactly once and the
+        connection is left outside any transaction.
+        """
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             await self._begin()
-        except StoreError as exc:
-            for job in group:
-                _settle(job.future, error=exc)
-            return
-        outcomes = self._run_jobs(group)
-        if outcomes is None:
-            return
-        try:
+            outcomes = self._run_jobs(group)
             await self._commit()
-        except StoreError as exc:
-            _rollback(self._writer)
-            for job, _, error in outcomes:
-                _settle(job.future, error=exc if error is None else error)
+        except BaseException as exc:
+            if self._writer.in_transaction:
+                _rollback(self._writer)
+            failure = exc if isinstance(exc, FabulaError) else _translate_any(exc, self.path)
+            own_errors = {id(job): error for job, _, error in outcomes if error is not None}
+            for job in group:
+                _settle(job.future, error=own_errors.get(id(job), failure))
+            if not isinstance(exc, Exception):
+                raise
             return
         self._since_checkpoint += sum(job.events for job, _, error in outcomes if error is None)
         self._wakeup.notify()
@@ -366,38 +390,45 @@ class SQLiteEventStore(StoreBase):
             _settle(job.future, result=result, error=error)
         self._maybe_checkpoint()
 
-    def _run_jobs(self, group: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]] | None:
-        """Run each job (in a savepoint where it needs one); None if a lone job failed."""
+    def _run_jobs(self, group: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]]:
+        """Run each job, undoing a failed one alone (in a savepoint where it needs one).
+
+        Raises:
+            StoreError: A job's failure ended the whole transaction (disk
+                full, I/O error): no job of the group can be committed.
+        """
         conn = self._writer
-        single = len(group) == 1
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         for job in group:
-            savepoint = not single and not job.one_statement
+            undo: _Undo = "statement" if job.one_statement else "savepoint"
             try:
-                if savepoint:
+                if undo == "savepoint":
                     conn.execute("SAVEPOINT fabula_job")
                 result = job.work(conn)
-                if savepoint:
+                if undo == "savepoint":
                     conn.execute("RELEASE fabula_job")
-            except Exception as exc:  # noqa: BLE001 - each job gets its own error
-                error = self._undo_job(conn, exc, single=single, savepoint=savepoint)
-                if single:
-                    _settle(job.future, error=error)
-                    return None
-                outcomes.append((job, None, error))
+            except Exception as exc:
+                if not conn.in_transaction:
+                    lost = exc if isinstance(exc, FabulaError) else _translate_any(exc, self.path)
+                    raise lost from exc
+                outcomes.append((job, None, self._undo_job(conn, exc, undo)))
             else:
                 outcomes.append((job, result, None))
         return outcomes
 
-    def _undo_job(
-        self, conn: sqlite3.Connection, exc: Exception, *, single: bool, savepoint: bool = False
-    ) -> BaseException:
+    def _undo_job(self, conn: sqlite3.Connection, exc: Exception, undo: _Undo) -> BaseException:
+        """Undo a failed job's writes and return the error its caller should see.
+
+        `undo` says what holds the job's writes: its own savepoint, nothing
+        (a one-statement job: SQLite undid the failed statement), or the
+        whole transaction (an inline write).
+        """
         try:
-            if single:
-                conn.execute("ROLLBACK")
-            elif savepoint:
+            if conn.in_transaction and undo == "savepoint":
                 conn.execute("ROLLBACK TO fabula_job")
                 conn.execute("RELEASE fabula_job")
+            elif conn.in_transaction and undo == "transaction":
+                conn.execute("ROLLBACK")
             if isinstance(exc, _DuplicateIdsError):
                 return _duplicate_error(conn, exc.stream_id, exc.records)
         except sqlite3.Error as undo_error:
@@ -412,8 +443,8 @@ class SQLiteEventStore(StoreBase):
         while True:
             try:
                 self._writer.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                if not _is_busy(exc):
+            except sqlite3.Error as exc:
+                if not (isinstance(exc, sqlite3.OperationalError) and _is_busy(exc)):
                     raise _translate(exc, self.path) from exc
                 if time.monotonic() >= deadline:
                     msg = (
@@ -430,8 +461,19 @@ class SQLiteEventStore(StoreBase):
         try:
             if self._commit_inline:
                 self._writer.execute("COMMIT")
-            else:
-                await asyncio.to_thread(self._writer.execute, "COMMIT")
+                return
+            if self._committer is None:
+                self._committer = ThreadPoolExecutor(1, thread_name_prefix="fabula-sqlite-commit")
+            done = self._committer.submit(self._writer.execute, "COMMIT")
+            try:
+                await asyncio.wrap_future(done)
+            except asyncio.CancelledError:
+                # The commit is running on our connection: let it finish, report
+                # its outcome, and deliver the cancellation at the next await.
+                done.result()
+                task = asyncio.current_task()
+                if task is not None:
+                    task.cancel()
         except sqlite3.Error as exc:
             raise _translate(exc, self.path) from exc
 
@@ -508,11 +550,18 @@ class SQLiteEventStore(StoreBase):
         parse_time = datetime.fromisoformat
         out = []
         for position, stream_id, version, event_id, kind, schema, stamp, data, meta in rows:
+            try:
+                uuid, moment = UUID(bytes=event_id), parse_time(stamp)
+            except (TypeError, ValueError) as exc:
+                msg = f"the stored event id or timestamp is corrupt: {exc}"
+                raise SerializationError(
+                    msg, type_name=kind, stream_id=stream_id, position=position
+                ) from exc
             event = decode(
                 type_name=kind,
                 schema_version=schema,
-                event_id=UUID(bytes=event_id),
-                timestamp=parse_time(stamp),
+                event_id=uuid,
+                timestamp=moment,
                 data=data,
                 metadata=meta,
                 stream_id=stream_id,
@@ -676,6 +725,16 @@ def _duplicate_error(
     return DuplicateEventIdError(stream_id, records[0].event_id, "earlier in the same append_many")
 
 
+def _schema_version(row: tuple[Any, ...] | None, path: str) -> int:
+    if row is None:
+        return 0
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        msg = f"{path!r} has an unreadable fabula schema version {row[0]!r}"
+        raise StoreError(msg) from None
+
+
 def _utc_text(moment: datetime) -> str:
     # One offset for every stored time, so the purge can compare them as text.
     return moment.astimezone(UTC).isoformat()
@@ -715,6 +774,12 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     if code is not None:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     return "locked" in str(exc) or "busy" in str(exc)
+
+
+def _translate_any(exc: BaseException, path: str) -> FabulaError:
+    if isinstance(exc, sqlite3.Error):
+        return _translate(exc, path)
+    return StoreError(f"the write to {path!r} was abandoned: {exc!r}")
 
 
 def _translate(exc: sqlite3.Error, path: str) -> FabulaError:
