@@ -49,6 +49,15 @@ from fabula._idempotency import (
 )
 from fabula._middleware import Correlation, LogDispatch, RetryOnConflict
 from fabula._pagination import CursorCodec, KeyPart, Page, check_page_size
+from fabula._plumbing import LogPage
+from fabula._projections import (
+    Projection,
+    ProjectionFailure,
+    ProjectionStatus,
+    ProjectionStore,
+    Projector,
+    handles,
+)
 from fabula._repository import Repository
 from fabula._serialization import EventSerializer, SerializedEvent, make_converter
 from fabula._snapshots import Snapshot, SnapshotCodec, SnapshotStore
@@ -63,6 +72,7 @@ from fabula._store import (
 )
 from fabula.exceptions import (
     AggregateNotFoundError,
+    CheckpointError,
     ConcurrencyError,
     DomainError,
     DuplicateEventIdError,
@@ -82,6 +92,7 @@ from fabula.exceptions import (
     MessageTypeError,
     MissingApplyHandlerError,
     NotAnEventError,
+    ProjectionError,
     SchemaVersionError,
     SerializationError,
     StoreClosedError,
@@ -103,6 +114,7 @@ __all__ = [
     "AggregateId",
     "AggregateNotFoundError",
     "AppendResult",
+    "CheckpointError",
     "Command",
     "CommandBus",
     "ConcurrencyError",
@@ -142,6 +154,7 @@ __all__ = [
     "JSONValue",
     "KeyPart",
     "LogDispatch",
+    "LogPage",
     "Message",
     "MessageTypeError",
     "Middleware",
@@ -149,6 +162,12 @@ __all__ = [
     "Next",
     "NotAnEventError",
     "Page",
+    "Projection",
+    "ProjectionError",
+    "ProjectionFailure",
+    "ProjectionStatus",
+    "ProjectionStore",
+    "Projector",
     "Query",
     "QueryBus",
     "RecordedEvent",
@@ -178,6 +197,7 @@ __all__ = [
     "default_registry",
     "event",
     "exceptions",
+    "handles",
     "make_converter",
     "memory",
     "upcaster",

@@ -227,16 +227,32 @@ def _resolve_handlers(cls: type) -> dict[type[DomainEvent], _Handler]:
 
 
 def _collect_handlers(cls: type) -> dict[type[DomainEvent], _Handler]:
-    handlers: dict[type[DomainEvent], _Handler] = {}
+    return collect_marked(cls, _MARK, "apply handler", ("self", "event"))
+
+
+def collect_marked(
+    cls: type, mark: str, kind: str, signature: tuple[str, ...]
+) -> dict[type[DomainEvent], Any]:
+    """Find the methods of `cls` (and its bases) marked with `mark`, by their event type.
+
+    The event type is the annotation of each method's second parameter; a
+    subclass's handler for a type replaces its base's.
+
+    Raises:
+        EventTypeError: A method does not take `signature`, its event
+            parameter is not annotated with an event class, or one class has
+            two handlers for one type.
+    """
+    handlers: dict[type[DomainEvent], Any] = {}
     for klass in reversed(cls.__mro__):
         own: dict[type[DomainEvent], str] = {}
         for name, member in vars(klass).items():
-            if not getattr(member, _MARK, False):
+            if not getattr(member, mark, False):
                 continue
-            event_type = _event_type_of(klass, name, member)
+            event_type = _event_type_of(f"{kind} {klass.__qualname__}.{name}", member, signature)
             if event_type in own:
                 msg = (
-                    f"{klass.__qualname__} has two apply handlers for "
+                    f"{klass.__qualname__} has two {kind}s for "
                     f"{event_type.__qualname__}: {own[event_type]} and {name}"
                 )
                 raise EventTypeError(msg)
@@ -245,17 +261,18 @@ def _collect_handlers(cls: type) -> dict[type[DomainEvent], _Handler]:
     return handlers
 
 
-def _event_type_of(klass: type, name: str, method: Callable[..., None]) -> type[DomainEvent]:
-    where = f"{klass.__qualname__}.{name}"
+def _event_type_of(
+    where: str, method: Callable[..., None], signature: tuple[str, ...]
+) -> type[DomainEvent]:
     parameters = list(inspect.signature(method).parameters.values())
-    if len(parameters) != 2:  # noqa: PLR2004 - (self, event)
-        msg = f"apply handler {where} must take exactly (self, event)"
+    if len(parameters) != len(signature):
+        msg = f"{where} must take exactly ({', '.join(signature)})"
         raise EventTypeError(msg)
     hints = typing.get_type_hints(method)
     event_type = hints.get(parameters[1].name)
     if not (isinstance(event_type, type) and issubclass(event_type, DomainEvent)):
         msg = (
-            f"apply handler {where}: annotate its event parameter with a DomainEvent "
+            f"{where}: annotate its event parameter with a DomainEvent "
             f"subclass (found {event_type!r})"
         )
         raise EventTypeError(msg)

@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from types import TracebackType
 from typing import Self
 
+import attrs
+
 from fabula._events import DomainEvent
 from fabula._serialization import EventSerializer
 from fabula._store import (
@@ -21,12 +23,25 @@ from fabula._store import (
 )
 from fabula.exceptions import EmptyAppendError, InvalidAppendError
 
-__all__ = ["Checked", "StoreBase", "Wakeup", "check_appends", "follow"]
+__all__ = ["Checked", "LogPage", "StoreBase", "Wakeup", "check_appends", "follow"]
 
 Checked = tuple[str, tuple[DomainEvent, ...], Expected]
 """A validated part of an append: stream id, events, expected version."""
 
 _SUBSCRIBE_BATCH = 500
+
+
+@attrs.frozen
+class LogPage:
+    """A page of the global log.
+
+    Attributes:
+        events: The matching events, in position order.
+        position: How far the log was read: resume after it.
+    """
+
+    events: list[RecordedEvent]
+    position: int
 
 
 class StoreBase:
@@ -53,6 +68,39 @@ class StoreBase:
     async def close(self) -> None:
         """Close the store (stores override this)."""
         raise NotImplementedError
+
+    async def head_position(self) -> int:
+        """Return the position of the last committed event (0 when empty)."""
+        raise NotImplementedError
+
+    async def read_log(
+        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
+    ) -> LogPage:
+        """Read like `read_all`, and also tell how far the log was read.
+
+        With a type filter, the events returned may end well before the
+        position read up to; a reader that resumes from `LogPage.position`
+        skips the non-matching events without reading them again, and misses
+        nothing.
+        """
+        self._check_open()
+        validate_read_all(after, limit)
+        names = event_type_names(event_types, self.serializer.registry)
+        events, position = self._scan(after, limit, names)
+        return LogPage(events=events, position=position)
+
+    async def wait_for_commit(self, after: int, max_wait: float) -> None:
+        """Return once the log may hold events after `after`, or after `max_wait` seconds.
+
+        Commits through this store wake the waiter at once; commits by other
+        processes are noticed by the timeout (the caller reads again).
+        """
+        self._check_open()
+        waiter = self._wakeup.waiter()
+        if await self.head_position() > after or self._closed:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(waiter.wait(), max_wait)
 
     async def read_all(
         self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None

@@ -125,3 +125,12 @@ SAVE_RECORD: Final = """
 PURGE_RECORDS: Final = """
     DELETE FROM fabula_idempotency WHERE expires_at IS NOT NULL AND expires_at <= ?
 """
+
+LOAD_CHECKPOINT: Final = "SELECT position FROM fabula_checkpoints WHERE name = ?"
+
+SAVE_CHECKPOINT: Final = """
+    INSERT INTO fabula_checkpoints (name, position, updated_at) VALUES (?, ?, ?)
+    ON CONFLICT (name) DO UPDATE SET
+        position = excluded.position,
+        updated_at = excluded.updated_at
+"""

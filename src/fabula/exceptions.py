@@ -32,6 +32,8 @@ FabulaError
 ├── MessageTypeError (TypeError)
 ├── IdempotencyConflictError (ValueError)
 ├── IdempotencyKeyTakenError
+├── CheckpointError
+├── ProjectionError
 ├── InvalidCursorError (ValueError)
 └── InvalidPageSizeError (ValueError)
 ```
@@ -46,6 +48,7 @@ if TYPE_CHECKING:  # only for annotations: fabula's modules import this one
 
 __all__ = [
     "AggregateNotFoundError",
+    "CheckpointError",
     "ConcurrencyError",
     "DomainError",
     "DuplicateEventIdError",
@@ -65,6 +68,7 @@ __all__ = [
     "MessageTypeError",
     "MissingApplyHandlerError",
     "NotAnEventError",
+    "ProjectionError",
     "SchemaVersionError",
     "SerializationError",
     "StoreClosedError",
@@ -400,6 +404,42 @@ class IdempotencyKeyTakenError(FabulaError):
     def __init__(self, record: IdempotencyRecord) -> None:
         self.record = record
         super().__init__(f"idempotency key {record.key!r} is already recorded")
+
+
+class CheckpointError(FabulaError):
+    """A projection's checkpoint was not where its projector expected (another ran it).
+
+    Attributes:
+        name: The projection.
+        stored: The checkpoint in the store.
+        position: The position the projector tried to move it to.
+    """
+
+    def __init__(self, name: str, stored: int, position: int) -> None:
+        self.name = name
+        self.stored = stored
+        self.position = position
+        super().__init__(
+            f"projection {name!r} is already at position {stored}; cannot move it to {position}"
+        )
+
+
+class ProjectionError(FabulaError):
+    """A projection handler failed on an event; the projection stopped at it.
+
+    Attributes:
+        name: The projection.
+        position: The event's global position.
+        event_type: The event's stored type name.
+    """
+
+    def __init__(self, name: str, position: int, event_type: str, cause: BaseException) -> None:
+        self.name = name
+        self.position = position
+        self.event_type = event_type
+        super().__init__(
+            f"projection {name!r} failed on {event_type} at position {position}: {cause!r}"
+        )
 
 
 class InvalidCursorError(FabulaError, ValueError):

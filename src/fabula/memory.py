@@ -7,7 +7,8 @@ survives the process.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import ClassVar
 from uuid import UUID
 
 import attrs
@@ -28,6 +29,7 @@ from fabula._store import (
     validate_read_stream,
 )
 from fabula.exceptions import (
+    CheckpointError,
     DuplicateEventIdError,
     IdempotencyKeyTakenError,
     StoreClosedError,
@@ -68,11 +70,14 @@ class InMemoryEventStore(StoreBase):
     """
 
     serializer: EventSerializer = attrs.field(factory=EventSerializer)
+    transactional: ClassVar[bool] = False
+    """Projection work is not undone when it fails: read models here are Python objects."""
     _log: list[_Row] = attrs.field(init=False, factory=list)
     _streams: dict[str, list[_Row]] = attrs.field(init=False, factory=dict)
     _by_id: dict[UUID, _Row] = attrs.field(init=False, factory=dict)
     _snapshots: dict[str, Snapshot] = attrs.field(init=False, factory=dict)
     _records: dict[str, IdempotencyRecord] = attrs.field(init=False, factory=dict)
+    _checkpoints: dict[str, int] = attrs.field(init=False, factory=dict)
     _wakeup: Wakeup = attrs.field(init=False, factory=Wakeup)
     _closed: bool = attrs.field(init=False, default=False)
 
@@ -122,6 +127,27 @@ class InMemoryEventStore(StoreBase):
         """Return the idempotency record of `key`, or None (see `IdempotencyStore`)."""
         self._check_open()
         return self._records.get(key)
+
+    async def head_position(self) -> int:
+        """Return the position of the last event (0 when empty)."""
+        self._check_open()
+        return len(self._log)
+
+    async def load_checkpoint(self, name: str) -> int:
+        """Return the checkpoint of projection `name` (0 if it has none)."""
+        self._check_open()
+        return self._checkpoints.get(name, 0)
+
+    async def commit_projection(
+        self, name: str, *, expected: int, position: int, work: Callable[[None], None]
+    ) -> None:
+        """Run `work`, move checkpoint `name` from `expected` to `position` (`ProjectionStore`)."""
+        self._check_open()
+        stored = self._checkpoints.get(name, 0)
+        if stored != expected:
+            raise CheckpointError(name, stored, position)
+        work(None)
+        self._checkpoints[name] = position
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep `snapshot` unless one of a later version is stored (see `SnapshotStore`)."""

@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
 import attrs
@@ -56,6 +56,7 @@ from fabula._store import (
     validate_read_stream,
 )
 from fabula.exceptions import (
+    CheckpointError,
     ConcurrencyError,
     DuplicateEventIdError,
     FabulaError,
@@ -127,6 +128,9 @@ class SQLiteEventStore(StoreBase):
         SchemaVersionError: The file was written by a newer fabula.
         StoreError: The file is not a fabula SQLite database.
     """
+
+    transactional: ClassVar[bool] = True
+    """Projection work that fails is rolled back with its checkpoint."""
 
     def __init__(
         self,
@@ -511,11 +515,6 @@ class SQLiteEventStore(StoreBase):
         )
         return self._decode_rows(rows)
 
-    async def head_position(self) -> int:
-        """Return the position of the last committed event (0 when empty)."""
-        self._check_open()
-        return int(self._query(sql.HEAD_POSITION, ())[0][0])
-
     def _scan(
         self, after: int, limit: int, names: frozenset[str] | None
     ) -> tuple[list[RecordedEvent], int]:
@@ -570,6 +569,49 @@ class SQLiteEventStore(StoreBase):
             )
             out.append(RecordedEvent(event=event, position=position, stream_id=stream_id))
         return out
+
+    # -- projection checkpoints ---------------------------------------------------
+
+    async def load_checkpoint(self, name: str) -> int:
+        """Return the checkpoint of projection `name` (0 if it has none)."""
+        self._check_open()
+        rows = self._query(sql.LOAD_CHECKPOINT, (name,))
+        return int(rows[0][0]) if rows else 0
+
+    async def commit_projection(
+        self,
+        name: str,
+        *,
+        expected: int,
+        position: int,
+        work: Callable[[sqlite3.Connection], None],
+    ) -> None:
+        """Run `work` on the connection and move checkpoint `name`, in one transaction.
+
+        The checkpoint moves from `expected` to `position` only if it is still
+        at `expected` (another projector may have moved it); `work` writes the
+        projection's read-model rows, in this database, on the connection it
+        is given. If `work` raises, nothing of it is kept.
+
+        Raises:
+            CheckpointError: The checkpoint is not at `expected`.
+        """
+        now = datetime.now(UTC).isoformat()
+
+        def job(conn: sqlite3.Connection) -> None:
+            row = conn.execute(sql.LOAD_CHECKPOINT, (name,)).fetchone()
+            stored = 0 if row is None else int(row[0])
+            if stored != expected:
+                raise CheckpointError(name, stored, position)
+            work(conn)
+            conn.execute(sql.SAVE_CHECKPOINT, (name, position, now))
+
+        await self._submit(job, 0, one_statement=False)
+
+    async def head_position(self) -> int:
+        """Return the position of the last committed event (0 when empty)."""
+        self._check_open()
+        return int(self._query(sql.HEAD_POSITION, ())[0][0])
 
     # -- idempotency records -----------------------------------------------------
 

@@ -1,0 +1,406 @@
+"""Projections: read models built from the global log, exactly once, with checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import traceback
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+
+import attrs
+
+from fabula._aggregate import collect_marked
+from fabula._events import DomainEvent
+from fabula._plumbing import LogPage
+from fabula._store import EventTypes, RecordedEvent
+from fabula.exceptions import EventTypeError, ProjectionError
+
+__all__ = [
+    "Projection",
+    "ProjectionFailure",
+    "ProjectionStatus",
+    "ProjectionStore",
+    "Projector",
+    "handles",
+]
+
+Tx = TypeVar("Tx")
+Tx_co = TypeVar("Tx_co", covariant=True)
+F = TypeVar("F", bound=Callable[..., None])
+
+logger = logging.getLogger("fabula.projections")
+
+_MARK = "__fabula_projects__"
+
+
+def handles(method: F) -> F:
+    """Mark a projection method as the handler of one event type.
+
+    The event type is read from the annotation of its event parameter; the
+    third parameter is the store's transaction (a `sqlite3.Connection` for
+    the SQLite store), on which the handler writes its read-model rows:
+
+        @fabula.handles
+        def _created(self, event: OrderCreated, tx: sqlite3.Connection) -> None:
+            tx.execute("INSERT INTO order_summary ...", (...))
+
+    Returns:
+        The method, unchanged apart from the mark.
+    """
+    setattr(method, _MARK, True)
+    return method
+
+
+class Projection(Generic[Tx]):
+    """Base class of projections: a stable `name` and `@handles` methods per event type.
+
+    Events of types it has no handler for are not even read (the projector
+    filters them in the store query). Handlers run inside the store's
+    transaction, together with the projection's checkpoint.
+    """
+
+    name: ClassVar[str]
+    """The projection's stable name: its checkpoint is kept under it."""
+
+    _fabula_handlers: ClassVar[dict[type[DomainEvent], Any] | None] = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        try:
+            cls._fabula_handlers = collect_marked(cls, _MARK, "projection handler", _SIGNATURE)
+        except NameError:  # an annotation defined later in the module: resolve on use
+            cls._fabula_handlers = None
+
+    @classmethod
+    def handlers(cls) -> dict[type[DomainEvent], Any]:
+        """Return the handler of each event type this projection handles."""
+        if cls._fabula_handlers is None:
+            try:
+                cls._fabula_handlers = collect_marked(cls, _MARK, "projection handler", _SIGNATURE)
+            except NameError as exc:
+                msg = f"cannot resolve a handler annotation of {cls.__qualname__}: {exc}"
+                raise EventTypeError(msg) from exc
+        return cls._fabula_handlers
+
+    def setup(self, tx: Tx) -> None:
+        """Create the read model's tables if they do not exist (default: nothing)."""
+
+    def handle(self, recorded: RecordedEvent, tx: Tx) -> None:
+        """Apply one event through its handler (events without one are ignored)."""
+        handler = self.handlers().get(type(recorded.event))
+        if handler is not None:
+            handler(self, recorded.event, tx)
+
+
+_SIGNATURE = ("self", "event", "tx")
+
+
+@runtime_checkable
+class ProjectionStore(Protocol[Tx_co]):
+    """A store that keeps projection checkpoints with the projections' writes.
+
+    `transactional` tells whether a failed `commit_projection` undoes what
+    its work wrote (SQLite: yes; the in-memory store: no, its read models
+    are plain Python objects).
+    """
+
+    @property
+    def transactional(self) -> bool:
+        """Whether a failed `commit_projection` undoes what its work wrote."""
+        ...
+
+    async def load_checkpoint(self, name: str) -> int:
+        """Return the checkpoint of projection `name` (0 if it has none)."""
+        ...
+
+    async def commit_projection(
+        self, name: str, *, expected: int, position: int, work: Callable[[Tx_co], None]
+    ) -> None:
+        """Run `work` and move the checkpoint from `expected` to `position`, atomically."""
+        ...
+
+    async def read_log(
+        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
+    ) -> LogPage:
+        """Read the log after `after`, and tell how far it was read."""
+        ...
+
+    async def wait_for_commit(self, after: int, max_wait: float) -> None:
+        """Return once events after `after` may exist, or after `max_wait` seconds."""
+        ...
+
+    async def head_position(self) -> int:
+        """Return the position of the last committed event."""
+        ...
+
+
+@attrs.frozen
+class ProjectionFailure:
+    """Why a projection stopped.
+
+    Attributes:
+        position: The position of the event it could not apply.
+        event_type: The event's class name.
+        error: The exception, as `repr`.
+        traceback: The formatted traceback.
+        attempts: How many times it was tried.
+    """
+
+    position: int
+    event_type: str
+    error: str
+    traceback: str
+    attempts: int
+
+
+@attrs.frozen
+class ProjectionStatus:
+    """Where a projection is.
+
+    Attributes:
+        name: The projection.
+        checkpoint: The position of the last event it has applied.
+        lag: How many positions it is behind the head of the log.
+        state: "running", "failing" (retrying a failed event) or "stopped".
+        last_error: The current failure, if it is failing.
+    """
+
+    name: str
+    checkpoint: int
+    lag: int
+    state: str
+    last_error: ProjectionFailure | None
+
+
+class _HandlerFailedError(Exception):
+    def __init__(self, index: int, recorded: RecordedEvent, cause: BaseException) -> None:
+        self.index = index
+        self.recorded = recorded
+        self.cause = cause
+        super().__init__(repr(cause))
+
+
+@attrs.define
+class _Track:
+    projection: Projection[Any]
+    event_types: tuple[type[DomainEvent], ...]
+    checkpoint: int = 0
+    state: str = "stopped"
+    failure: ProjectionFailure | None = None
+    waiters: list[tuple[int, asyncio.Future[None]]] = attrs.Factory(list)
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        msg = f"{attribute.name} must be positive, not {value!r}"
+        raise ValueError(msg)
+
+
+@attrs.define(repr=False)
+class Projector(Generic[Tx]):
+    """Feeds projections from the global log, each from its own checkpoint.
+
+    Each batch of events and the projection's checkpoint commit together, so
+    with a transactional store (SQLite) every event is applied exactly once,
+    across crashes and restarts. A handler that raises stops that projection
+    at that event (the others go on); it is retried with capped exponential
+    backoff, and `status()` shows the failure. Nothing is ever skipped.
+
+    Args:
+        store: The event store, which also keeps the checkpoints.
+        projections: The projections to run; their names must be unique.
+        batch_size: How many events to apply per transaction.
+        retry_delay: The first pause after a failure, in seconds.
+        max_retry_delay: The longest pause between retries.
+        idle_wait: How long to wait for a commit before reading again.
+    """
+
+    store: ProjectionStore[Tx]
+    projections: Sequence[Projection[Tx]]
+    batch_size: int = attrs.field(default=500, validator=_positive)
+    retry_delay: float = attrs.field(default=0.05, validator=_positive)
+    max_retry_delay: float = attrs.field(default=30.0, validator=_positive)
+    idle_wait: float = attrs.field(default=1.0, validator=_positive)
+    _tracks: dict[str, _Track] = attrs.field(init=False, factory=dict)
+
+    def __attrs_post_init__(self) -> None:
+        for projection in self.projections:
+            name = getattr(projection, "name", None)
+            if not isinstance(name, str) or not name:
+                msg = f"{type(projection).__qualname__} needs a non-empty str `name`"
+                raise EventTypeError(msg)
+            if name in self._tracks:
+                msg = f"two projections are named {name!r}"
+                raise EventTypeError(msg)
+            types = tuple(projection.handlers())
+            self._tracks[name] = _Track(projection, types)
+
+    def __repr__(self) -> str:
+        return f"<Projector: {', '.join(self._tracks)}>"
+
+    async def run(self) -> None:
+        """Run every projection until cancelled: catch up, then follow new events."""
+        await asyncio.gather(*(self._follow(track) for track in self._tracks.values()))
+
+    async def catch_up(self) -> None:
+        """Apply every event committed so far to every projection, then return.
+
+        Raises:
+            ProjectionError: A handler failed; that projection stopped at the
+                event (the others caught up).
+        """
+        failures = []
+        for track in self._tracks.values():
+            await self._start(track)
+            while True:
+                try:
+                    moved = await self._step(track)
+                except ProjectionError as exc:
+                    failures.append(exc)
+                    break
+                if not moved:
+                    break
+        if failures:
+            raise failures[0]
+
+    async def status(self) -> list[ProjectionStatus]:
+        """Report each projection's checkpoint, lag, state and current failure."""
+        head = await self.store.head_position()
+        return [
+            ProjectionStatus(
+                name=name,
+                checkpoint=track.checkpoint,
+                lag=max(0, head - track.checkpoint),
+                state=track.state,
+                last_error=track.failure,
+            )
+            for name, track in self._tracks.items()
+        ]
+
+    async def wait_for(self, position: int, timeout: float, *, name: str | None = None) -> None:  # noqa: ASYNC109 - the documented API
+        """Return once the projection(s) have applied everything up to `position`.
+
+        Use it to read your own writes: pass the position an append returned.
+
+        Raises:
+            TimeoutError: They did not get there within `timeout` seconds.
+            KeyError: There is no projection `name`.
+        """
+        tracks = [self._tracks[name]] if name is not None else list(self._tracks.values())
+        loop = asyncio.get_running_loop()
+        futures = []
+        for track in tracks:
+            if track.checkpoint < position:
+                future: asyncio.Future[None] = loop.create_future()
+                track.waiters.append((position, future))
+                futures.append(future)
+        if futures:
+            await asyncio.wait_for(asyncio.gather(*futures), timeout)
+
+    async def _start(self, track: _Track) -> None:
+        track.checkpoint = await self.store.load_checkpoint(track.projection.name)
+        if track.checkpoint == 0:
+            await self.store.commit_projection(
+                track.projection.name, expected=0, position=0, work=track.projection.setup
+            )
+
+    async def _follow(self, track: _Track) -> None:
+        await self._start(track)
+        track.state = "running"
+        attempts = 0
+        try:
+            while True:
+                try:
+                    moved = await self._step(track)
+                except ProjectionError:
+                    attempts += 1
+                    delay = min(self.max_retry_delay, self.retry_delay * 2 ** (attempts - 1))
+                    await asyncio.sleep(delay)
+                    continue
+                if track.failure is not None and moved:
+                    track.failure, track.state, attempts = None, "running", 0
+                if not moved:
+                    await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
+        finally:
+            track.state = "stopped"
+
+    async def _step(self, track: _Track) -> bool:
+        """Apply one batch; return whether the checkpoint moved."""
+        page = await self.store.read_log(
+            after=track.checkpoint, limit=self.batch_size, event_types=track.event_types
+        )
+        if page.position <= track.checkpoint:
+            return False
+        projection = track.projection
+
+        def work(tx: Tx) -> None:
+            for index, recorded in enumerate(page.events):
+                try:
+                    projection.handle(recorded, tx)
+                except Exception as exc:
+                    raise _HandlerFailedError(index, recorded, exc) from exc
+
+        try:
+            await self.store.commit_projection(
+                projection.name, expected=track.checkpoint, position=page.position, work=work
+            )
+        except _HandlerFailedError as failed:
+            await self._stop_at(track, page.events, failed)
+        self._advanced(track, page.position)
+        return True
+
+    async def _stop_at(
+        self, track: _Track, events: list[RecordedEvent], failed: _HandlerFailedError
+    ) -> None:
+        """Keep the events before the failing one, record the failure, and raise."""
+        projection = track.projection
+        before = events[: failed.index]
+        stop = failed.recorded.position - 1
+        if stop > track.checkpoint:
+            if self.store.transactional:  # the batch was rolled back: apply the prefix again
+
+                def work(tx: Tx) -> None:
+                    for recorded in before:
+                        projection.handle(recorded, tx)
+
+            else:  # the prefix is applied already: only move the checkpoint
+
+                def work(tx: Tx) -> None:
+                    del tx
+
+            await self.store.commit_projection(
+                projection.name, expected=track.checkpoint, position=stop, work=work
+            )
+            self._advanced(track, stop)
+        attempts = 1 if track.failure is None else track.failure.attempts + 1
+        track.failure = ProjectionFailure(
+            position=failed.recorded.position,
+            event_type=type(failed.recorded.event).__qualname__,
+            error=repr(failed.cause),
+            traceback="".join(traceback.format_exception(failed.cause)),
+            attempts=attempts,
+        )
+        track.state = "failing"
+        logger.error(
+            "projection %s failed on %s at position %d (attempt %d)",
+            projection.name,
+            track.failure.event_type,
+            failed.recorded.position,
+            attempts,
+            exc_info=failed.cause,
+        )
+        raise ProjectionError(
+            projection.name, failed.recorded.position, track.failure.event_type, failed.cause
+        ) from failed.cause
+
+    def _advanced(self, track: _Track, position: int) -> None:
+        track.checkpoint = position
+        waiting = []
+        for target, future in track.waiters:
+            if target <= position:
+                if not future.done():
+                    future.set_result(None)
+            else:
+                waiting.append((target, future))
+        track.waiters = waiting
