@@ -1,9 +1,14 @@
 """Projections: read models equal a pure fold, exactly once, across batches and restarts."""
 
 import asyncio
+import random
+import signal
 import sqlite3
-from collections.abc import Iterable
+import subprocess
+import sys
+import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -25,60 +30,9 @@ from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore
 
 from .domain import ADDRESS, Order, OrderCreated, OrderItemAdded, OrderSubmitted
+from .read_models import OrderSummary, Summary, fold, read_summary
 
 PRODUCTS = [UUID(int=n) for n in range(1, 4)]
-Summary = dict[str, tuple[str, int, Decimal]]  # order id -> (status, item count, total)
-
-
-class OrderSummary(Projection[sqlite3.Connection]):
-    """The orders summary shape, in two tables of the store's own database."""
-
-    name = "order_summary"
-
-    def __init__(self, *, fail_on_quantity: int | None = None) -> None:
-        self.fail_on_quantity = fail_on_quantity
-
-    def setup(self, tx: sqlite3.Connection) -> None:
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS order_summary (order_id TEXT PRIMARY KEY, "
-            "status TEXT NOT NULL, item_count INTEGER NOT NULL, total TEXT NOT NULL)"
-        )
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS order_items (order_id TEXT, product_id TEXT, "
-            "quantity INTEGER NOT NULL, PRIMARY KEY (order_id, product_id))"
-        )
-
-    @handles
-    def _created(self, event: OrderCreated, tx: sqlite3.Connection) -> None:
-        tx.execute(
-            "INSERT INTO order_summary VALUES (?, 'draft', 0, '0')", (str(event.aggregate_id),)
-        )
-
-    @handles
-    def _item_added(self, event: OrderItemAdded, tx: sqlite3.Connection) -> None:
-        if event.quantity == self.fail_on_quantity:
-            msg = f"cannot project quantity {event.quantity}"
-            raise RuntimeError(msg)
-        order_id = str(event.aggregate_id)
-        (total,) = tx.execute(
-            "SELECT total FROM order_summary WHERE order_id = ?", (order_id,)
-        ).fetchone()
-        tx.execute(
-            "UPDATE order_summary SET item_count = item_count + ?, total = ? WHERE order_id = ?",
-            (event.quantity, str(Decimal(total) + event.quantity * event.unit_price), order_id),
-        )
-        tx.execute(
-            "INSERT INTO order_items VALUES (?, ?, ?) ON CONFLICT (order_id, product_id) "
-            "DO UPDATE SET quantity = quantity + excluded.quantity",
-            (order_id, str(event.product_id), event.quantity),
-        )
-
-    @handles
-    def _submitted(self, event: OrderSubmitted, tx: sqlite3.Connection) -> None:
-        tx.execute(
-            "UPDATE order_summary SET status = 'submitted' WHERE order_id = ?",
-            (str(event.aggregate_id),),
-        )
 
 
 class MemorySummary(Projection[None]):
@@ -109,26 +63,6 @@ class MemorySummary(Projection[None]):
         del tx
         _, count, total = self.rows[str(event.aggregate_id)]
         self.rows[str(event.aggregate_id)] = ("submitted", count, total)
-
-
-def fold(events: Iterable[fabula.DomainEvent]) -> Summary:
-    """The read model, computed directly from the events."""
-    rows: Summary = {}
-    for event in events:
-        key = str(event.aggregate_id)
-        if isinstance(event, OrderCreated):
-            rows[key] = ("draft", 0, Decimal(0))
-        elif isinstance(event, OrderItemAdded):
-            status, count, total = rows[key]
-            rows[key] = (status, count + event.quantity, total + event.quantity * event.unit_price)
-        elif isinstance(event, OrderSubmitted):
-            rows[key] = ("submitted", *rows[key][1:])
-    return rows
-
-
-def read_summary(store: SQLiteEventStore) -> Summary:
-    rows = store._reader.execute("SELECT order_id, status, item_count, total FROM order_summary")
-    return {order_id: (status, count, Decimal(total)) for order_id, status, count, total in rows}
 
 
 async def all_events(store: fabula.EventStore) -> list[RecordedEvent]:
@@ -296,3 +230,60 @@ class TestLive:
         """Two projections under one name are refused."""
         with pytest.raises(fabula.EventTypeError, match="two projections"):
             Projector(InMemoryEventStore(), [MemorySummary(), MemorySummary()])
+
+
+CHILD = Path(__file__).parent / "projection_child.py"
+
+
+class TestCrashSafety:
+    def test_sigkill_mid_batch_never_double_applies(self, tmp_path: Path) -> None:
+        """A projector killed at random moments leaves rows that match its checkpoint exactly."""
+        path = tmp_path / "e.db"
+        rng = random.Random(5)
+
+        async def populate(round_number: int) -> int:
+            """Add 400 events: 80 items to each of 5 orders, one save per order."""
+            async with SQLiteEventStore(path, synchronous="NORMAL") as store:
+                repo = Repository(store)
+                if round_number == 0:
+                    await repo.save(*(Order.create(uuid4(), ADDRESS) for _ in range(5)))
+                for order_id in await order_ids(store):
+                    order = await repo.get(Order, order_id)
+                    for n in range(80):
+                        order.add_item(PRODUCTS[n % 3], 1 + n % 9, Decimal("1.25"))
+                    await repo.save(order)
+                return await store.head_position()
+
+        async def order_ids(store: SQLiteEventStore) -> list[UUID]:
+            events = await store.read_all(limit=100_000, event_types=[OrderCreated])
+            return [UUID(r.stream_id) for r in events]
+
+        async def verify(*, finish: bool) -> int:
+            async with SQLiteEventStore(path) as store:
+                if finish:
+                    await Projector(store, [OrderSummary()]).catch_up()
+                checkpoint = await store.load_checkpoint("order_summary")
+                events = [r.event for r in await all_events(store) if r.position <= checkpoint]
+                assert read_summary(store) == fold(events)
+                return checkpoint
+
+        heads, checkpoints = [], []
+        for round_number in range(8):
+            heads.append(asyncio.run(populate(round_number)))
+            child = subprocess.Popen(  # noqa: S603 - our own test helper
+                [sys.executable, str(CHILD), str(path), str(rng.randint(1, 50))],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert child.stdout is not None
+            assert child.stdout.readline() == "ready\n"
+            time.sleep(rng.uniform(0.01, 0.2))
+            child.send_signal(signal.SIGKILL)
+            child.wait()
+            child.stdout.close()
+            checkpoints.append(asyncio.run(verify(finish=False)))
+        assert checkpoints == sorted(checkpoints)
+        assert any(c < head for c, head in zip(checkpoints, heads, strict=True)), (
+            "no kill landed before the projector caught up"
+        )
+        assert asyncio.run(verify(finish=True)) == heads[-1]
