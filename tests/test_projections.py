@@ -101,6 +101,17 @@ async def play(repo: Repository, history: list[tuple[Any, ...]], orders: list[UU
         await repo.save(order)
 
 
+class FailingMemorySummary(MemorySummary):
+    """MemorySummary that cannot project a quantity of 13."""
+
+    @handles
+    def _item_added(self, event: OrderItemAdded, tx: None) -> None:
+        if event.quantity == 13:
+            msg = "cannot project quantity 13"
+            raise RuntimeError(msg)
+        super()._item_added(event, tx)
+
+
 class TestExactlyOnce:
     @settings(max_examples=30, deadline=None)
     @given(
@@ -178,6 +189,56 @@ class TestFailures:
             events = [r.event for r in await all_events(store)]
             assert read_summary(store) == fold(events)
             assert read_summary(store)[str(orders[0])] == ("submitted", 18, Decimal("22.50"))
+
+    @pytest.mark.parametrize("kind", ["sqlite", "memory"])
+    async def test_an_operator_can_skip_the_failing_event_only(self, kind: str) -> None:
+        """Skipping is explicit, only of the event stopped at, and recorded with a reason."""
+        store: SQLiteEventStore | InMemoryEventStore = (
+            SQLiteEventStore(":memory:") if kind == "sqlite" else InMemoryEventStore()
+        )
+        await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 13), ("submit", 0)], [])
+        projection: Projection[Any] = (
+            OrderSummary(fail_on_quantity=13) if kind == "sqlite" else FailingMemorySummary()
+        )
+        projector = Projector(store, [projection])
+        with pytest.raises(ProjectionError):
+            await projector.catch_up()
+        with pytest.raises(CheckpointError):
+            await projector.skip("order_summary", 3, reason="wrong position")
+        with pytest.raises(ValueError, match="reason"):
+            await projector.skip("order_summary", 2, reason=" ")
+        await projector.skip("order_summary", 2, reason="bad data, see ticket 42")
+        await projector.catch_up()
+        (status,) = await projector.status()
+        assert (status.checkpoint, status.state, status.last_error) == (3, "stopped", None)
+        (skipped,) = await store.load_skips("order_summary")
+        assert (skipped.position, skipped.event_type, skipped.reason) == (
+            2,
+            "OrderItemAdded",
+            "bad data, see ticket 42",
+        )
+        await store.close()
+
+    async def test_a_running_projector_retries_until_fixed(self) -> None:
+        """While following, a failing event is retried with backoff until its handler works."""
+        async with SQLiteEventStore(":memory:") as store:
+            await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 13)], [])
+            projection = OrderSummary(fail_on_quantity=13)
+            projector = Projector(store, [projection], retry_delay=0.005, max_retry_delay=0.02)
+            running = asyncio.create_task(projector.run())
+            for _ in range(200):
+                (status,) = await projector.status()
+                if status.last_error is not None and status.last_error.attempts >= 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert (status.state, status.checkpoint) == ("failing", 1)
+            projection.fail_on_quantity = None
+            await projector.wait_for(2, timeout=5)
+            (status,) = await projector.status()
+            assert (status.state, status.last_error, status.lag) == ("running", None, 0)
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await running
 
     async def test_other_projections_go_on(self) -> None:
         """One projection failing does not stop the others."""

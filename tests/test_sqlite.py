@@ -119,6 +119,20 @@ class TestOpening:
         with closing(sqlite3.connect(path)) as conn:
             assert conn.execute("SELECT count(*) FROM fabula_events").fetchone() == (3,)
 
+    def test_a_version_1_file_is_migrated(self, tmp_path: Path) -> None:
+        """A file of schema version 1 gains the version 2 tables when opened."""
+        path = tmp_path / "events.db"
+        asyncio.run(SQLiteEventStore(path).close())
+        with closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute("DROP TABLE fabula_skips")
+            conn.execute("UPDATE fabula_meta SET value = '1' WHERE key = 'schema_version'")
+        asyncio.run(SQLiteEventStore(path).close())
+        with closing(sqlite3.connect(path)) as conn:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+            version = conn.execute("SELECT value FROM fabula_meta").fetchone()
+        assert "fabula_skips" in tables
+        assert version == (str(SCHEMA_VERSION),)
+
     def test_an_unreadable_schema_version_is_a_store_error(self, tmp_path: Path) -> None:
         """A garbled schema version raises StoreError, not ValueError."""
         path = tmp_path / "events.db"

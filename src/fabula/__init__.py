@@ -56,6 +56,7 @@ from fabula._projections import (
     ProjectionStatus,
     ProjectionStore,
     Projector,
+    SkippedEvent,
     handles,
 )
 from fabula._repository import Repository
@@ -176,6 +177,7 @@ __all__ = [
     "SchemaVersionError",
     "SerializationError",
     "SerializedEvent",
+    "SkippedEvent",
     "Snapshot",
     "SnapshotCodec",
     "SnapshotStore",

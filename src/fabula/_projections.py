@@ -6,6 +6,7 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
 
 import attrs
@@ -14,7 +15,7 @@ from fabula._aggregate import collect_marked
 from fabula._events import DomainEvent
 from fabula._plumbing import LogPage
 from fabula._store import EventTypes, RecordedEvent
-from fabula.exceptions import EventTypeError, ProjectionError
+from fabula.exceptions import CheckpointError, EventTypeError, ProjectionError
 
 __all__ = [
     "Projection",
@@ -22,6 +23,7 @@ __all__ = [
     "ProjectionStatus",
     "ProjectionStore",
     "Projector",
+    "SkippedEvent",
     "handles",
 ]
 
@@ -134,6 +136,31 @@ class ProjectionStore(Protocol[Tx_co]):
         """Return the position of the last committed event."""
         ...
 
+    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
+        """Move checkpoint `name` from `position - 1` past `position`, recording the skip."""
+        ...
+
+    async def load_skips(self, name: str) -> list[SkippedEvent]:
+        """Return the events skipped in projection `name`, oldest first."""
+        ...
+
+
+@attrs.frozen
+class SkippedEvent:
+    """An event an operator told a projection to pass over, as recorded.
+
+    Attributes:
+        position: The event's global position.
+        event_type: The event's class name.
+        reason: Why, in the operator's words.
+        skipped_at: When.
+    """
+
+    position: int
+    event_type: str
+    reason: str
+    skipped_at: datetime
+
 
 @attrs.frozen
 class ProjectionFailure:
@@ -187,7 +214,14 @@ class _Track:
     event_types: tuple[type[DomainEvent], ...]
     checkpoint: int = 0
     state: str = "stopped"
+    following: bool = False
     failure: ProjectionFailure | None = None
+
+    def recovered(self) -> None:
+        """Forget the failure: the event it was about is behind the checkpoint now."""
+        self.failure = None
+        self.state = "running" if self.following else "stopped"
+
     waiters: list[tuple[int, asyncio.Future[None]]] = attrs.Factory(list)
 
 
@@ -298,6 +332,39 @@ class Projector(Generic[Tx]):
         if futures:
             await asyncio.wait_for(asyncio.gather(*futures), timeout)
 
+    async def skip(self, name: str, position: int, *, reason: str) -> None:
+        """Pass over the event a projection is stopped at, recording who skipped it and why.
+
+        Only the one event the projection failed on can be skipped, and only
+        while it is failing there; the skip is stored with the checkpoint.
+
+        Raises:
+            CheckpointError: Projection `name` is not stopped at `position`.
+            ValueError: `reason` is empty.
+            KeyError: There is no projection `name`.
+        """
+        track = self._tracks[name]
+        if not reason.strip():
+            msg = "say why the event is skipped: the reason is recorded"
+            raise ValueError(msg)
+        failure = track.failure
+        if failure is None or failure.position != position:
+            stopped = None if failure is None else failure.position
+            msg = f"projection {name!r} is not stopped at position {position} (it is at {stopped})"
+            raise CheckpointError(name, track.checkpoint, position) from ValueError(msg)
+        await self.store.skip_event(
+            name, position=position, event_type=failure.event_type, reason=reason
+        )
+        logger.warning(
+            "projection %s skipped %s at position %d: %s",
+            name,
+            failure.event_type,
+            position,
+            reason,
+        )
+        track.recovered()
+        self._advanced(track, position)
+
     async def _start(self, track: _Track) -> None:
         track.checkpoint = await self.store.load_checkpoint(track.projection.name)
         if track.checkpoint == 0:
@@ -307,23 +374,20 @@ class Projector(Generic[Tx]):
 
     async def _follow(self, track: _Track) -> None:
         await self._start(track)
-        track.state = "running"
-        attempts = 0
+        track.following, track.state = True, "running"
         try:
             while True:
                 try:
                     moved = await self._step(track)
                 except ProjectionError:
-                    attempts += 1
+                    attempts = track.failure.attempts if track.failure else 1
                     delay = min(self.max_retry_delay, self.retry_delay * 2 ** (attempts - 1))
                     await asyncio.sleep(delay)
                     continue
-                if track.failure is not None and moved:
-                    track.failure, track.state, attempts = None, "running", 0
                 if not moved:
                     await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
         finally:
-            track.state = "stopped"
+            track.following, track.state = False, "stopped"
 
     async def _step(self, track: _Track) -> bool:
         """Apply one batch; return whether the checkpoint moved."""
@@ -347,6 +411,8 @@ class Projector(Generic[Tx]):
             )
         except _HandlerFailedError as failed:
             await self._stop_at(track, page.events, failed)
+        if track.failure is not None:
+            track.recovered()
         self._advanced(track, page.position)
         return True
 

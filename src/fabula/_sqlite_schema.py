@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 """The schema version this fabula writes (kept in the `fabula_meta` table)."""
 
 CREATE_SCHEMA: Final = (
@@ -51,6 +51,22 @@ CREATE_SCHEMA: Final = (
     """,
 )
 """Statements that create schema version 1; each is idempotent."""
+
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        """
+        CREATE TABLE IF NOT EXISTS fabula_skips (
+            name       TEXT    NOT NULL,
+            position   INTEGER NOT NULL,
+            event_type TEXT    NOT NULL,
+            reason     TEXT    NOT NULL,
+            skipped_at TEXT    NOT NULL,
+            PRIMARY KEY (name, position)
+        ) WITHOUT ROWID
+        """,
+    ),
+}
+"""Statements that bring schema version N to N + 1; each is idempotent."""
 
 STREAM_VERSION: Final = "SELECT max(version) FROM fabula_events WHERE stream_id = ?"
 
@@ -133,4 +149,14 @@ SAVE_CHECKPOINT: Final = """
     ON CONFLICT (name) DO UPDATE SET
         position = excluded.position,
         updated_at = excluded.updated_at
+"""
+
+RECORD_SKIP: Final = """
+    INSERT INTO fabula_skips (name, position, event_type, reason, skipped_at)
+    VALUES (?, ?, ?, ?, ?)
+"""
+
+LOAD_SKIPS: Final = """
+    SELECT position, event_type, reason, skipped_at FROM fabula_skips
+    WHERE name = ? ORDER BY position
 """

@@ -8,6 +8,7 @@ survives the process.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import ClassVar
 from uuid import UUID
 
@@ -16,6 +17,7 @@ import attrs
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._plumbing import StoreBase, Wakeup, check_appends
+from fabula._projections import SkippedEvent
 from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
 from fabula._store import (
@@ -78,6 +80,7 @@ class InMemoryEventStore(StoreBase):
     _snapshots: dict[str, Snapshot] = attrs.field(init=False, factory=dict)
     _records: dict[str, IdempotencyRecord] = attrs.field(init=False, factory=dict)
     _checkpoints: dict[str, int] = attrs.field(init=False, factory=dict)
+    _skips: dict[str, list[SkippedEvent]] = attrs.field(init=False, factory=dict)
     _wakeup: Wakeup = attrs.field(init=False, factory=Wakeup)
     _closed: bool = attrs.field(init=False, default=False)
 
@@ -148,6 +151,21 @@ class InMemoryEventStore(StoreBase):
             raise CheckpointError(name, stored, position)
         work(None)
         self._checkpoints[name] = position
+
+    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
+        """Move checkpoint `name` past `position` and record the skip (see `ProjectionStore`)."""
+        self._check_open()
+        stored = self._checkpoints.get(name, 0)
+        if stored != position - 1:
+            raise CheckpointError(name, stored, position)
+        self._checkpoints[name] = position
+        skipped = SkippedEvent(position, event_type, reason, datetime.now(UTC))
+        self._skips.setdefault(name, []).append(skipped)
+
+    async def load_skips(self, name: str) -> list[SkippedEvent]:
+        """Return the events skipped in projection `name` (see `ProjectionStore`)."""
+        self._check_open()
+        return list(self._skips.get(name, ()))
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep `snapshot` unless one of a later version is stored (see `SnapshotStore`)."""

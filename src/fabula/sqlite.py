@@ -42,6 +42,7 @@ from fabula import _sqlite_schema as sql
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._plumbing import StoreBase, Wakeup, check_appends
+from fabula._projections import SkippedEvent
 from fabula._serialization import EventSerializer, SerializedEvent, encode_json
 from fabula._snapshots import Snapshot
 from fabula._store import (
@@ -208,8 +209,12 @@ class SQLiteEventStore(StoreBase):
                 if found > sql.SCHEMA_VERSION:
                     raise SchemaVersionError(self.path, found, sql.SCHEMA_VERSION)  # noqa: TRY301
                 if found < sql.SCHEMA_VERSION:
-                    for statement in sql.CREATE_SCHEMA:
-                        conn.execute(statement)
+                    if found == 0:
+                        for statement in sql.CREATE_SCHEMA:
+                            conn.execute(statement)
+                    for version in range(max(found, 1), sql.SCHEMA_VERSION):
+                        for statement in sql.MIGRATIONS[version]:
+                            conn.execute(statement)
                     conn.execute(
                         "INSERT OR REPLACE INTO fabula_meta VALUES ('schema_version', ?)",
                         (str(sql.SCHEMA_VERSION),),
@@ -607,6 +612,32 @@ class SQLiteEventStore(StoreBase):
             conn.execute(sql.SAVE_CHECKPOINT, (name, position, now))
 
         await self._submit(job, 0, one_statement=False)
+
+    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
+        """Move checkpoint `name` from `position - 1` past `position`, recording the skip.
+
+        Raises:
+            CheckpointError: The checkpoint is not at `position - 1`.
+        """
+        now = datetime.now(UTC).isoformat()
+
+        def job(conn: sqlite3.Connection) -> None:
+            row = conn.execute(sql.LOAD_CHECKPOINT, (name,)).fetchone()
+            stored = 0 if row is None else int(row[0])
+            if stored != position - 1:
+                raise CheckpointError(name, stored, position)
+            conn.execute(sql.RECORD_SKIP, (name, position, event_type, reason, now))
+            conn.execute(sql.SAVE_CHECKPOINT, (name, position, now))
+
+        await self._submit(job, 0, one_statement=False)
+
+    async def load_skips(self, name: str) -> list[SkippedEvent]:
+        """Return the events skipped in projection `name`, oldest first."""
+        self._check_open()
+        return [
+            SkippedEvent(position, event_type, reason, datetime.fromisoformat(skipped_at))
+            for position, event_type, reason, skipped_at in self._query(sql.LOAD_SKIPS, (name,))
+        ]
 
     async def head_position(self) -> int:
         """Return the position of the last committed event (0 when empty)."""
