@@ -19,6 +19,7 @@ import os
 import resource
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -227,6 +228,88 @@ async def read_all(store: SQLiteEventStore) -> tuple[int, float]:
     return count, count / (time.perf_counter() - start)
 
 
+# -- projections -----------------------------------------------------------------------
+
+
+class BasketSummary(fabula.Projection[sqlite3.Connection]):
+    """The orders-summary shape: one row per basket, one per basket and SKU."""
+
+    name = "basket_summary"
+
+    def setup(self, tx: sqlite3.Connection) -> None:
+        """Create the two read-model tables."""
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS basket_summary "
+            "(basket_id TEXT PRIMARY KEY, lines INTEGER NOT NULL, total TEXT NOT NULL)"
+        )
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS basket_lines (basket_id TEXT, sku TEXT, "
+            "quantity INTEGER NOT NULL, PRIMARY KEY (basket_id, sku))"
+        )
+
+    @fabula.handles
+    def _added(self, event: ItemAdded, tx: sqlite3.Connection) -> None:
+        basket_id = str(event.aggregate_id)
+        amount = str(event.unit_price * event.quantity)
+        tx.execute(
+            "INSERT INTO basket_summary VALUES (?, 1, ?) ON CONFLICT (basket_id) DO UPDATE SET "
+            "lines = lines + 1, total = CAST(total AS REAL) + excluded.total",
+            (basket_id, amount),
+        )
+        tx.execute(
+            "INSERT INTO basket_lines VALUES (?, ?, ?) ON CONFLICT (basket_id, sku) "
+            "DO UPDATE SET quantity = quantity + excluded.quantity",
+            (basket_id, event.sku, event.quantity),
+        )
+
+
+async def prepare_log(path: Path, events: int) -> None:
+    """Append `events` events, 1,000 per append, to 1,000 baskets."""
+    async with SQLiteEventStore(path, synchronous="NORMAL") as store:
+        baskets = [Basket(id=uuid4()) for _ in range(1000)]
+        for n in range(events // 1000):
+            basket = baskets[n % len(baskets)]
+            for k in range(1000):
+                basket.add(n * 1000 + k)
+            await fabula.Repository(store).save(basket)
+
+
+async def project(path: Path) -> float:
+    """Catch the basket summary up from position 0. Returns events/s."""
+    async with SQLiteEventStore(path, synchronous="NORMAL") as store:
+        head = await store.head_position()
+        start = time.perf_counter()
+        await fabula.Projector(store, [BasketSummary()], batch_size=1000).catch_up()
+        return head / (time.perf_counter() - start)
+
+
+def project_in_child(path: Path) -> tuple[float, float]:
+    """Run `project` in a fresh process; returns (events/s, that process's peak RSS in MiB)."""
+    output = subprocess.run(  # noqa: S603 - this very script
+        [sys.executable, __file__, "--project", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rate, peak = json.loads(output.strip().splitlines()[-1])
+    return float(rate), float(peak)
+
+
+def projection_rows(directory: Path, *, quick: bool) -> list[Row]:
+    """P1 and P2: catch-up rates and the peak RSS of processes doing only that."""
+    sizes = (20_000, 100_000) if quick else (200_000, 1_000_000)
+    rows = []
+    for label, size in zip(("P1", "P2"), sizes, strict=True):
+        path = directory / f"p-{size}.db"
+        asyncio.run(prepare_log(path, size))
+        rate, peak = project_in_child(path)
+        target = ">= 50,000 ev/s" if label == "P1" else "(rebuild: RSS < 150 MB)"
+        rows.append(Row(f"{label} catch-up {size:,} events", rate, None, "ev/s", target))
+        rows.append(Row(f"{label} peak RSS of that process", peak, None, "MiB", "flat in size"))
+        path.unlink()
+    return rows
+
+
 # -- the report ------------------------------------------------------------------------
 
 
@@ -251,9 +334,7 @@ def print_table(rows: list[Row]) -> None:
     cells = [header] + [
         (
             r.workload,
-            f"{r.fabula:,.{1 if r.unit == 'ms' else 0}f} {r.unit}"
-            if r.unit != "ms"
-            else f"{r.fabula:.3f} ms",
+            f"{r.fabula:.3f} ms" if r.unit == "ms" else f"{r.fabula:,.0f} {r.unit}",
             "-" if r.raw is None else f"{r.raw:,.0f} {r.unit}",
             r.ratio(),
             r.target,
@@ -307,11 +388,17 @@ def main() -> None:
     """Run the suite and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a tenth of the work (smoke test)")
+    parser.add_argument("--project", type=Path, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    if arguments.project is not None:  # the child process of project_in_child
+        rate = asyncio.run(project(arguments.project))
+        print(json.dumps([rate, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024]))
+        return
     gc.collect()
     with tempfile.TemporaryDirectory(prefix="fabula-bench-") as directory:
         started = time.perf_counter()
         rows = asyncio.run(run(Path(directory), quick=arguments.quick))
+        rows += projection_rows(Path(directory), quick=arguments.quick)
         elapsed = time.perf_counter() - started
     python = sys.version.split()[0]
     print(
