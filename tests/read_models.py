@@ -3,6 +3,7 @@
 import sqlite3
 from collections.abc import Iterable
 from decimal import Decimal
+from typing import ClassVar
 
 import fabula
 from fabula import Projection, handles
@@ -17,9 +18,11 @@ class OrderSummary(Projection[sqlite3.Connection]):
     """The orders summary shape, in two tables of the store's own database."""
 
     name = "order_summary"
+    tables: ClassVar[tuple[str, ...]] = ("order_summary", "order_items")
 
-    def __init__(self, *, fail_on_quantity: int | None = None) -> None:
+    def __init__(self, *, fail_on_quantity: int | None = None, price_factor: int = 1) -> None:
         self.fail_on_quantity = fail_on_quantity
+        self.price_factor = price_factor  # 2 plays a bug that a rebuild fixes
 
     def setup(self, tx: sqlite3.Connection) -> None:
         tx.execute(
@@ -48,7 +51,11 @@ class OrderSummary(Projection[sqlite3.Connection]):
         ).fetchone()
         tx.execute(
             "UPDATE order_summary SET item_count = item_count + ?, total = ? WHERE order_id = ?",
-            (event.quantity, str(Decimal(total) + event.quantity * event.unit_price), order_id),
+            (
+                event.quantity,
+                str(Decimal(total) + event.quantity * event.unit_price * self.price_factor),
+                order_id,
+            ),
         )
         tx.execute(
             "INSERT INTO order_items VALUES (?, ?, ?) ON CONFLICT (order_id, product_id) "

@@ -262,6 +262,80 @@ class TestFailures:
             assert states["order_summary"] == "failing"
 
 
+class TestRebuild:
+    async def test_readers_see_the_whole_old_model_until_the_switch(self, tmp_path: Path) -> None:
+        """During a rebuild queries see the complete old model; after it, the new one."""
+        async with SQLiteEventStore(tmp_path / "e.db") as store:
+            repo, orders = Repository(store), list[UUID]()
+            await play(
+                repo,
+                [("create",), ("create",)] + [("add", n % 2, PRODUCTS[0], 2) for n in range(60)],
+                orders,
+            )
+            buggy = Projector(store, [OrderSummary(price_factor=2)], batch_size=7)
+            await buggy.catch_up()
+            old = read_summary(store)
+            events = [r.event for r in await all_events(store)]
+            assert old != fold(events)  # the "bug": totals doubled
+
+            seen_during: list[Summary] = []
+            steps: list[tuple[int, int]] = []
+            reader = sqlite3.connect(tmp_path / "e.db")
+
+            def progress(done: int, total: int) -> None:
+                steps.append((done, total))
+                rows = reader.execute(
+                    "SELECT order_id, status, item_count, total FROM order_summary"
+                )
+                seen_during.append({o: (s, c, Decimal(t)) for o, s, c, t in rows})
+
+            fixed = Projector(store, [OrderSummary()], batch_size=7)
+            await fixed.rebuild("order_summary", progress=progress)
+            reader.close()
+            assert len(steps) > 3
+            assert all(model == old for model in seen_during)
+            assert [done for done, _ in steps] == sorted(done for done, _ in steps)
+            assert steps[-1][0] == steps[-1][1] == await store.head_position()
+            assert read_summary(store) == fold(events)
+            assert await store.load_checkpoint("order_summary") == await store.head_position()
+
+    async def test_a_rebuild_beside_a_running_projector_loses_nothing(self, tmp_path: Path) -> None:
+        """Events appended while rebuilding are projected once the live projector resumes."""
+        async with SQLiteEventStore(tmp_path / "e.db", synchronous="NORMAL") as store:
+            repo, orders = Repository(store), list[UUID]()
+            await play(repo, [("create",)] + [("add", 0, PRODUCTS[1], 1)] * 40, orders)
+            projector = Projector(store, [OrderSummary()], batch_size=5, idle_wait=0.01)
+            running = asyncio.create_task(projector.run())
+
+            async def keep_writing() -> None:
+                await play(repo, [("create",)] + [("add", 1, PRODUCTS[2], 3)] * 20, orders)
+
+            writing = asyncio.create_task(keep_writing())
+            await projector.rebuild("order_summary")
+            await writing
+            await projector.wait_for(await store.head_position(), timeout=10)
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            assert read_summary(store) == fold(r.event for r in await all_events(store))
+
+    async def test_rebuild_needs_the_tables(self) -> None:
+        """A projection that does not list its tables cannot be rebuilt side by side."""
+
+        class Untabled(OrderSummary):
+            name = "untabled"
+            tables = ()
+
+        async with SQLiteEventStore(":memory:") as store:
+            with pytest.raises(fabula.StoreError, match="tables"):
+                await Projector(store, [Untabled()]).rebuild("untabled")
+
+    async def test_the_memory_store_cannot_rebuild(self) -> None:
+        """The in-memory store says so clearly."""
+        store = InMemoryEventStore()
+        with pytest.raises(fabula.StoreError, match="cannot rebuild"):
+            await Projector(store, [MemorySummary()]).rebuild("order_summary")
+
+
 class TestLive:
     async def test_wait_for_reads_your_own_writes(self) -> None:
         """A running projector lets a caller wait until its append is projected."""

@@ -28,7 +28,6 @@ __all__ = [
 ]
 
 Tx = TypeVar("Tx")
-Tx_co = TypeVar("Tx_co", covariant=True)
 F = TypeVar("F", bound=Callable[..., None])
 
 logger = logging.getLogger("fabula.projections")
@@ -65,6 +64,9 @@ class Projection(Generic[Tx]):
     name: ClassVar[str]
     """The projection's stable name: its checkpoint is kept under it."""
 
+    tables: ClassVar[tuple[str, ...]] = ()
+    """The read-model tables it owns (created by `setup`); `rebuild` replaces them."""
+
     _fabula_handlers: ClassVar[dict[type[DomainEvent], Any] | None] = None
 
     def __init_subclass__(cls, **kwargs: object) -> None:
@@ -99,7 +101,7 @@ _SIGNATURE = ("self", "event", "tx")
 
 
 @runtime_checkable
-class ProjectionStore(Protocol[Tx_co]):
+class ProjectionStore(Protocol[Tx]):
     """A store that keeps projection checkpoints with the projections' writes.
 
     `transactional` tells whether a failed `commit_projection` undoes what
@@ -117,7 +119,7 @@ class ProjectionStore(Protocol[Tx_co]):
         ...
 
     async def commit_projection(
-        self, name: str, *, expected: int, position: int, work: Callable[[Tx_co], None]
+        self, name: str, *, expected: int, position: int, work: Callable[[Tx], None]
     ) -> None:
         """Run `work` and move the checkpoint from `expected` to `position`, atomically."""
         ...
@@ -138,6 +140,16 @@ class ProjectionStore(Protocol[Tx_co]):
 
     async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
         """Move checkpoint `name` from `position - 1` past `position`, recording the skip."""
+        ...
+
+    async def rebuild_projection(
+        self,
+        projection: Projection[Tx],
+        *,
+        batch_size: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> int:
+        """Build the projection afresh beside the live one, then switch; return its checkpoint."""
         ...
 
     async def load_skips(self, name: str) -> list[SkippedEvent]:
@@ -365,6 +377,32 @@ class Projector(Generic[Tx]):
         track.recovered()
         self._advanced(track, position)
 
+    async def rebuild(
+        self, name: str, *, progress: Callable[[int, int], None] | None = None
+    ) -> None:
+        """Rebuild projection `name` from position 0 without readers seeing a half-built model.
+
+        The new read model is built beside the live one, which keeps serving
+        (and, if this projector is running, following) until the new one has
+        caught up; then one transaction replaces the live tables with it. The
+        live projection continues from the rebuilt checkpoint.
+
+        Args:
+            name: The projection to rebuild.
+            progress: Called as `progress(done, total)` in log positions.
+
+        Raises:
+            KeyError: There is no projection `name`.
+            StoreError: The store cannot rebuild projections.
+        """
+        track = self._tracks[name]
+        checkpoint = await self.store.rebuild_projection(
+            track.projection, batch_size=self.batch_size, progress=progress
+        )
+        track.checkpoint = checkpoint
+        track.recovered()
+        logger.info("projection %s rebuilt up to position %d", name, checkpoint)
+
     async def _start(self, track: _Track) -> None:
         track.checkpoint = await self.store.load_checkpoint(track.projection.name)
         if track.checkpoint == 0:
@@ -383,6 +421,11 @@ class Projector(Generic[Tx]):
                     attempts = track.failure.attempts if track.failure else 1
                     delay = min(self.max_retry_delay, self.retry_delay * 2 ** (attempts - 1))
                     await asyncio.sleep(delay)
+                    continue
+                except CheckpointError:
+                    # Moved under us (a rebuild switched, or another projector ran
+                    # it): carry on from where the store says it is.
+                    track.checkpoint = await self.store.load_checkpoint(track.projection.name)
                     continue
                 if not moved:
                     await self.store.wait_for_commit(track.checkpoint, self.idle_wait)

@@ -17,7 +17,7 @@ import attrs
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._plumbing import StoreBase, Wakeup, check_appends
-from fabula._projections import SkippedEvent
+from fabula._projections import Projection, SkippedEvent
 from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
 from fabula._store import (
@@ -35,6 +35,7 @@ from fabula.exceptions import (
     DuplicateEventIdError,
     IdempotencyKeyTakenError,
     StoreClosedError,
+    StoreError,
 )
 
 __all__ = ["InMemoryEventStore"]
@@ -166,6 +167,27 @@ class InMemoryEventStore(StoreBase):
         """Return the events skipped in projection `name` (see `ProjectionStore`)."""
         self._check_open()
         return list(self._skips.get(name, ()))
+
+    async def rebuild_projection(
+        self,
+        projection: Projection[None],
+        *,
+        batch_size: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> int:
+        """Not supported: in-memory read models are Python objects the store cannot swap.
+
+        Build a new projection object and a new `Projector` instead.
+
+        Raises:
+            StoreError: Always.
+        """
+        del batch_size, progress
+        msg = (
+            f"the in-memory store cannot rebuild {projection.name!r} side by side; "
+            f"project into a new object with a new Projector instead"
+        )
+        raise StoreError(msg)
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep `snapshot` unless one of a later version is stored (see `SnapshotStore`)."""

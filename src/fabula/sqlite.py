@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
@@ -42,7 +43,7 @@ from fabula import _sqlite_schema as sql
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._plumbing import StoreBase, Wakeup, check_appends
-from fabula._projections import SkippedEvent
+from fabula._projections import Projection, SkippedEvent
 from fabula._serialization import EventSerializer, SerializedEvent, encode_json
 from fabula._snapshots import Snapshot
 from fabula._store import (
@@ -631,6 +632,88 @@ class SQLiteEventStore(StoreBase):
 
         await self._submit(job, 0, one_statement=False)
 
+    async def rebuild_projection(
+        self,
+        projection: Projection[sqlite3.Connection],
+        *,
+        batch_size: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> int:
+        """Build `projection` afresh in a side file, then swap its tables in, in one transaction.
+
+        Readers of the live tables see the old read model until the swap
+        commits, then the new one, never a half-built one. Returns the
+        position the new read model is built up to (its new checkpoint).
+
+        Raises:
+            StoreError: The projection does not list its `tables`.
+        """
+        self._check_open()
+        name = projection.name
+        if not projection.tables:
+            msg = f"projection {name!r} must list its read-model tables in `tables` to be rebuilt"
+            raise StoreError(msg)
+        side_path = f"{self.path}.rebuild-{name}" if not self._in_memory else ""
+        side = sqlite3.connect(side_path, isolation_level=None, check_same_thread=False)
+        try:
+            side.execute("PRAGMA synchronous = OFF")  # a crash just means: rebuild again
+            side.execute("BEGIN")
+            for table in projection.tables:
+                side.execute(f"DROP TABLE IF EXISTS {_quote(table)}")
+            projection.setup(side)
+            side.execute("COMMIT")
+            position = await self._build_side(projection, side, batch_size, progress)
+            await self._submit(
+                lambda conn: self._swap_in(conn, projection, side, position), 0, one_statement=False
+            )
+        finally:
+            side.close()
+            if side_path:
+                await asyncio.to_thread(Path(side_path).unlink, missing_ok=True)
+        return position
+
+    async def _build_side(
+        self,
+        projection: Projection[sqlite3.Connection],
+        side: sqlite3.Connection,
+        batch_size: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> int:
+        types = tuple(projection.handlers())
+        position = 0
+        while True:
+            head = await self.head_position()
+            page = await self.read_log(after=position, limit=batch_size, event_types=types)
+            if page.position <= position:
+                return position
+            side.execute("BEGIN")
+            for recorded in page.events:
+                projection.handle(recorded, side)
+            side.execute("COMMIT")
+            position = page.position
+            if progress is not None:
+                progress(position, max(head, position))
+            await asyncio.sleep(0)  # let the live side of the application run
+
+    def _swap_in(
+        self,
+        conn: sqlite3.Connection,
+        projection: Projection[sqlite3.Connection],
+        side: sqlite3.Connection,
+        position: int,
+    ) -> None:
+        for table in projection.tables:
+            conn.execute(f"DROP TABLE IF EXISTS {_quote(table)}")
+        projection.setup(conn)
+        for table in projection.tables:
+            rows = side.execute(f"SELECT * FROM {_quote(table)}")  # noqa: S608 - our own names
+            marks = ", ".join("?" * len(rows.description))
+            insert = f"INSERT INTO {_quote(table)} VALUES ({marks})"  # noqa: S608
+            while chunk := rows.fetchmany(1000):
+                conn.executemany(insert, chunk)
+        now = datetime.now(UTC).isoformat()
+        conn.execute(sql.SAVE_CHECKPOINT, (projection.name, position, now))
+
     async def load_skips(self, name: str) -> list[SkippedEvent]:
         """Return the events skipped in projection `name`, oldest first."""
         self._check_open()
@@ -796,6 +879,10 @@ def _duplicate_error(
             detail = f"{where}, and this batch is not a retry of the append that stored it"
             return DuplicateEventIdError(stream_id, record.event_id, detail)
     return DuplicateEventIdError(stream_id, records[0].event_id, "earlier in the same append_many")
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
 
 
 def _schema_version(row: tuple[Any, ...] | None, path: str) -> int:
