@@ -336,6 +336,23 @@ class TestRebuild:
             await Projector(store, [MemorySummary()]).rebuild("order_summary")
 
 
+class TestVersionGuard:
+    async def test_replayed_events_are_applied_once(self) -> None:
+        """A guarded handler ignores an event it has already seen, whatever the order of replays."""
+        store = InMemoryEventStore()
+        orders = list[UUID]()
+        await play(
+            Repository(store),
+            [("create",), ("add", 0, PRODUCTS[0], 2), ("add", 0, PRODUCTS[1], 3)],
+            orders,
+        )
+        events = [r.event for r in await all_events(store)]
+        guard = fabula.VersionGuard()
+        applied = [e.version for e in [*events, *events[:2], *events] if guard.fresh(e)]
+        assert applied == [1, 2, 3]
+        assert guard.versions == {str(orders[0]): 3}
+
+
 class TestLive:
     async def test_wait_for_reads_your_own_writes(self) -> None:
         """A running projector lets a caller wait until its append is projected."""

@@ -57,6 +57,7 @@ from fabula._projections import (
     ProjectionStore,
     Projector,
     SkippedEvent,
+    VersionGuard,
     handles,
 )
 from fabula._repository import Repository
@@ -191,6 +192,7 @@ __all__ = [
     "UnregisteredEventError",
     "UpcastError",
     "Upcaster",
+    "VersionGuard",
     "__version__",
     "apply",
     "check_page_size",

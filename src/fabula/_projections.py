@@ -24,6 +24,7 @@ __all__ = [
     "ProjectionStore",
     "Projector",
     "SkippedEvent",
+    "VersionGuard",
     "handles",
 ]
 
@@ -155,6 +156,33 @@ class ProjectionStore(Protocol[Tx]):
     async def load_skips(self, name: str) -> list[SkippedEvent]:
         """Return the events skipped in projection `name`, oldest first."""
         ...
+
+
+@attrs.define
+class VersionGuard:
+    """Makes replays harmless for read models outside the store's transaction.
+
+    Remember, per aggregate, the highest event version applied; `fresh`
+    answers whether an event is newer, so a handler applies it only once
+    even if the projector delivers it again after a crash. Keep the guard's
+    state with the read model (`versions` is a plain dict to store), or
+    use the same rule in SQL: `UPDATE ... WHERE id = :id AND version < :event_version`.
+
+    Example:
+        >>> guard = VersionGuard()
+        >>> if guard.fresh(event):
+        ...     totals[event.aggregate_id] += event.amount
+    """
+
+    versions: dict[str, int] = attrs.Factory(dict)
+
+    def fresh(self, event: DomainEvent) -> bool:
+        """Return True, and remember it, if `event` is newer than any applied for its aggregate."""
+        key = str(event.aggregate_id)
+        if event.version <= self.versions.get(key, 0):
+            return False
+        self.versions[key] = event.version
+        return True
 
 
 @attrs.frozen
