@@ -15,7 +15,12 @@ from fabula._aggregate import collect_marked
 from fabula._events import DomainEvent
 from fabula._plumbing import LogPage
 from fabula._store import EventTypes, RecordedEvent
-from fabula.exceptions import CheckpointError, EventTypeError, ProjectionError
+from fabula.exceptions import (
+    CheckpointError,
+    EventTypeError,
+    ProjectionError,
+    StoreUnavailableError,
+)
 
 __all__ = [
     "Projection",
@@ -314,8 +319,17 @@ class Projector(Generic[Tx]):
         return f"<Projector: {', '.join(self._tracks)}>"
 
     async def run(self) -> None:
-        """Run every projection until cancelled: catch up, then follow new events."""
-        await asyncio.gather(*(self._follow(track) for track in self._tracks.values()))
+        """Run every projection until cancelled: catch up, then follow new events.
+
+        If one projection's loop fails for good (anything but a handler
+        failure, which is retried), the others are cancelled and the error
+        propagates.
+        """
+        async with asyncio.TaskGroup() as group:
+            for track in self._tracks.values():
+                group.create_task(
+                    self._follow(track), name=f"fabula-projection-{track.projection.name}"
+                )
 
     async def catch_up(self) -> None:
         """Apply every event committed so far to every projection, then return.
@@ -445,7 +459,9 @@ class Projector(Generic[Tx]):
             while True:
                 try:
                     moved = await self._step(track)
-                except ProjectionError:
+                except (ProjectionError, StoreUnavailableError) as exc:
+                    if isinstance(exc, StoreUnavailableError):
+                        logger.warning("projection %s: %s; retrying", track.projection.name, exc)
                     attempts = track.failure.attempts if track.failure else 1
                     delay = min(self.max_retry_delay, self.retry_delay * 2 ** (attempts - 1))
                     await asyncio.sleep(delay)
