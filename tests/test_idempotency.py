@@ -221,6 +221,21 @@ class TestIdempotency:
         assert await bus.dispatch(Add(order_id=UUID(str(order.id)), idempotency_key="a")) == 3
         assert runs == 2
 
+    @pytest.mark.parametrize("retention", [3600, timedelta(0), timedelta(hours=-1)])
+    def test_retention_must_be_a_positive_timedelta(self, retention: object) -> None:
+        """A retention that is not a positive timedelta is refused up front."""
+        with pytest.raises(ValueError, match="retention"):
+            Idempotency(InMemoryEventStore(), retention=retention)  # type: ignore[arg-type]
+
+    async def test_a_naive_clock_is_refused_before_the_handler_runs(self) -> None:
+        """A clock without a timezone fails the dispatch before the handler runs."""
+        store = InMemoryEventStore()
+        handler = Counter(Repository(store))
+        bus = bus_for(store, handler, clock=lambda: datetime(2026, 1, 1))  # noqa: DTZ001
+        with pytest.raises(ValueError, match="aware datetime"):
+            await bus.dispatch(PlaceOrder(customer_id=uuid4(), idempotency_key="k"))
+        assert handler.runs == 0
+
     def test_the_store_must_keep_records(self) -> None:
         """A store without idempotency support is refused up front."""
 

@@ -240,6 +240,30 @@ class TestFailures:
             with pytest.raises(asyncio.CancelledError):
                 await running
 
+    async def test_a_failure_while_keeping_the_prefix_is_retried_too(self) -> None:
+        """An earlier event failing while a failed batch's prefix is re-applied is retried too."""
+        failures = {5: 1, 2: 1}  # fail once at position 5, then once at position 2
+
+        class Flaky(OrderSummary):
+            def handle(self, recorded: RecordedEvent, tx: sqlite3.Connection) -> None:
+                if failures.get(recorded.position, 0) > 0 and (
+                    recorded.position == 5 or failures[5] == 0
+                ):
+                    failures[recorded.position] -= 1
+                    msg = f"transient failure at {recorded.position}"
+                    raise RuntimeError(msg)
+                super().handle(recorded, tx)
+
+        async with SQLiteEventStore(":memory:") as store:
+            await play(Repository(store), [("create",)] + [("add", 0, PRODUCTS[0], 1)] * 6, [])
+            projector = Projector(store, [Flaky()], batch_size=10, retry_delay=0.001)
+            running = asyncio.create_task(projector.run())
+            await projector.wait_for(await store.head_position(), timeout=5)
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            assert failures == {5: 0, 2: 0}
+            assert read_summary(store) == fold(r.event for r in await all_events(store))
+
     async def test_other_projections_go_on(self) -> None:
         """One projection failing does not stop the others."""
 
@@ -370,6 +394,18 @@ class TestLive:
                 await running
             (status,) = await projector.status()
             assert status.state == "stopped"
+
+    async def test_cancelling_run_as_a_commit_wakes_it_stops_it(self) -> None:
+        """Cancelling run() in the very step a commit wakes it still stops it."""
+        for _ in range(20):
+            store = InMemoryEventStore()
+            projector = Projector(store, [MemorySummary()], idle_wait=5)
+            running = asyncio.create_task(projector.run())
+            await asyncio.sleep(0.005)  # idle, waiting for a commit
+            await play(Repository(store), [("create",)], [])
+            running.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await asyncio.wait_for(running, 5)
 
     async def test_wait_for_times_out(self) -> None:
         """Waiting for a position nobody projects raises TimeoutError."""

@@ -125,6 +125,14 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _check_retention(_: object, __: object, value: object) -> None:
+    if value is None:
+        return
+    if not isinstance(value, timedelta) or value <= timedelta(0):
+        msg = f"retention must be a positive timedelta or None, not {value!r}"
+        raise ValueError(msg)
+
+
 _NOT_PAYLOAD = frozenset({"message_id", "correlation_id", "idempotency_key"})
 
 
@@ -136,6 +144,10 @@ class Idempotency:
     call's result and records no events; the same key with another payload
     raises `IdempotencyConflictError`. Commands without a key pass through.
 
+    Add `RetryOnConflict` before (outside) this middleware: the handler's
+    saves are appended when it returns, so a conflict surfaces here, after
+    any retry middleware inside has finished.
+
     Args:
         store: Where records are kept, with the events (the event store).
         retention: How long a key is remembered; None for ever.
@@ -144,7 +156,7 @@ class Idempotency:
     """
 
     store: IdempotencyStore
-    retention: timedelta | None = timedelta(days=1)
+    retention: timedelta | None = attrs.field(default=timedelta(days=1), validator=_check_retention)
     converter: cattrs.Converter = attrs.field(factory=make_converter)
     clock: Callable[[], datetime] = attrs.field(default=_utcnow)
 
@@ -163,6 +175,9 @@ class Idempotency:
             raise ValueError(msg)
         fingerprint = self.fingerprint(message)
         now = self.clock()
+        if not isinstance(now, datetime) or now.utcoffset() is None:
+            msg = f"the idempotency clock must return an aware datetime, not {now!r}"
+            raise ValueError(msg)
         existing = await self.store.load_record(key)
         if existing is not None and not existing.expired(now):
             return self._replay(existing, fingerprint, message)

@@ -99,8 +99,7 @@ class StoreBase:
         waiter = self._wakeup.waiter()
         if await self.head_position() > after or self._closed:
             return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(waiter.wait(), max_wait)
+        await _wait(waiter, max_wait)
 
     async def read_all(
         self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
@@ -211,5 +210,16 @@ async def follow(
         if poll_interval is None:
             await waiter.wait()
         else:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), poll_interval)
+            await _wait(waiter, poll_interval)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Wait for `event` at most `seconds`.
+
+    `asyncio.timeout` rather than `asyncio.wait_for`: on Python 3.11 the
+    latter can swallow a cancellation that arrives as the event is set,
+    leaving a cancelled task running for ever.
+    """
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()

@@ -253,6 +253,15 @@ class _HandlerFailedError(Exception):
         super().__init__(repr(cause))
 
 
+def _apply_all(projection: Projection[Any], events: Sequence[RecordedEvent], tx: object) -> None:
+    """Apply events in order; a failing handler is reported with its event's index."""
+    for index, recorded in enumerate(events):
+        try:
+            projection.handle(recorded, tx)
+        except Exception as exc:
+            raise _HandlerFailedError(index, recorded, exc) from exc
+
+
 @attrs.define
 class _Track:
     projection: Projection[Any]
@@ -384,7 +393,8 @@ class Projector(Generic[Tx]):
                 track.waiters.append((position, future))
                 futures.append(future)
         if futures:
-            await asyncio.wait_for(asyncio.gather(*futures), timeout)
+            async with asyncio.timeout(timeout):
+                await asyncio.gather(*futures)
 
     async def skip(self, name: str, position: int, *, reason: str) -> None:
         """Pass over the event a projection is stopped at, recording who skipped it and why.
@@ -486,11 +496,7 @@ class Projector(Generic[Tx]):
         projection = track.projection
 
         def work(tx: Tx) -> None:
-            for index, recorded in enumerate(page.events):
-                try:
-                    projection.handle(recorded, tx)
-                except Exception as exc:
-                    raise _HandlerFailedError(index, recorded, exc) from exc
+            _apply_all(projection, page.events, tx)
 
         try:
             await self.store.commit_projection(
@@ -514,18 +520,21 @@ class Projector(Generic[Tx]):
             if self.store.transactional:  # the batch was rolled back: apply the prefix again
 
                 def work(tx: Tx) -> None:
-                    for recorded in before:
-                        projection.handle(recorded, tx)
+                    _apply_all(projection, before, tx)
 
             else:  # the prefix is applied already: only move the checkpoint
 
                 def work(tx: Tx) -> None:
                     del tx
 
-            await self.store.commit_projection(
-                projection.name, expected=track.checkpoint, position=stop, work=work
-            )
-            self._advanced(track, stop)
+            try:
+                await self.store.commit_projection(
+                    projection.name, expected=track.checkpoint, position=stop, work=work
+                )
+            except _HandlerFailedError as again:  # an earlier event failed this time
+                failed = again
+            else:
+                self._advanced(track, stop)
         attempts = 1 if track.failure is None else track.failure.attempts + 1
         track.failure = ProjectionFailure(
             position=failed.recorded.position,

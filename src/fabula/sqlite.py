@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import attrs
 
@@ -63,6 +63,7 @@ from fabula.exceptions import (
     DuplicateEventIdError,
     FabulaError,
     IdempotencyKeyTakenError,
+    ProjectionError,
     SchemaVersionError,
     SerializationError,
     StoreClosedError,
@@ -653,7 +654,8 @@ class SQLiteEventStore(StoreBase):
         if not projection.tables:
             msg = f"projection {name!r} must list its read-model tables in `tables` to be rebuilt"
             raise StoreError(msg)
-        side_path = f"{self.path}.rebuild-{name}" if not self._in_memory else ""
+        # A side file of its own: two rebuilds of one projection never share one.
+        side_path = "" if self._in_memory else f"{self.path}.rebuild-{name}-{uuid4().hex}"
         side = sqlite3.connect(side_path, isolation_level=None, check_same_thread=False)
         try:
             side.execute("PRAGMA synchronous = OFF")  # a crash just means: rebuild again
@@ -688,7 +690,11 @@ class SQLiteEventStore(StoreBase):
                 return position
             side.execute("BEGIN")
             for recorded in page.events:
-                projection.handle(recorded, side)
+                try:
+                    projection.handle(recorded, side)
+                except Exception as exc:
+                    kind = type(recorded.event).__qualname__
+                    raise ProjectionError(projection.name, recorded.position, kind, exc) from exc
             side.execute("COMMIT")
             position = page.position
             if progress is not None:
