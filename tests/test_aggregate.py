@@ -13,6 +13,7 @@ from fabula.testing import given
 from .domain import ADDRESS, Order, OrderCreated, OrderError, OrderItemAdded, OrderSubmitted
 
 PRODUCT = UUID("00000000-0000-4000-8000-000000000001")
+ORDER_ID = UUID("00000000-0000-4000-8000-0000000000aa")
 
 
 def created() -> OrderCreated:
@@ -164,6 +165,19 @@ class TestApplyHandlers:
 
 
 class TestMarkSaved:
+    def test_pending_append_expects_the_loaded_version(self) -> None:
+        """pending_append carries the pending events and the version they follow."""
+        order = Order.from_events(
+            ORDER_ID, [attrs.evolve(created(), aggregate_id=ORDER_ID, version=1)]
+        )
+        assert order.pending_append() is None
+        order.add_item(PRODUCT, 1, Decimal(1))
+        order.add_item(PRODUCT, 2, Decimal(1))
+        append = order.pending_append()
+        assert append is not None
+        assert (append.stream_id, append.expected_version) == (str(ORDER_ID), 1)
+        assert append.events == order.pending_events
+
     def test_mark_saved_drops_the_oldest_pending(self) -> None:
         """mark_saved removes exactly the saved events from the front."""
         order = Order.create(uuid4(), ADDRESS)

@@ -11,6 +11,7 @@ from uuid import UUID
 import attrs
 
 from fabula._events import _EMPTY_METADATA, AggregateId, DomainEvent, _current_metadata
+from fabula._store import StreamAppend
 from fabula.exceptions import (
     EventTypeError,
     EventVersionError,
@@ -175,6 +176,16 @@ class Aggregate:
         self._apply(stamped)
         self._pending.append(stamped)
         return stamped
+
+    def pending_append(self) -> StreamAppend | None:
+        """Return the append that would store the pending events (None if there are none).
+
+        Its expected version is the version the aggregate was loaded at.
+        """
+        events = self.pending_events
+        if not events:
+            return None
+        return StreamAppend(str(self.id), events, expected_version=self._version - len(events))
 
     def mark_saved(self, events: Sequence[DomainEvent]) -> None:
         """Drop `events` from the pending events once they are stored.

@@ -91,14 +91,10 @@ class UnitOfWork:
 
     def add(self, aggregate: Aggregate) -> None:
         """Take `aggregate`'s pending events into this unit of work."""
-        events = aggregate.pending_events
-        if events:
-            self.appends.append(
-                StreamAppend(
-                    str(aggregate.id), events, expected_version=aggregate.version - len(events)
-                )
-            )
-            aggregate.mark_saved(events)
+        append = aggregate.pending_append()
+        if append is not None:
+            self.appends.append(append)
+            aggregate.mark_saved(append.events)
 
 
 _unit_of_work: contextvars.ContextVar[UnitOfWork | None] = contextvars.ContextVar(

@@ -12,7 +12,7 @@ from fabula._aggregate import Aggregate
 from fabula._events import AggregateId
 from fabula._idempotency import current_unit_of_work
 from fabula._snapshots import SnapshotCodec, SnapshotStore, warn_ignored
-from fabula._store import AppendResult, EventStore, StreamAppend
+from fabula._store import AppendResult, EventStore
 from fabula.exceptions import AggregateNotFoundError, EventTypeError, FabulaError
 
 __all__ = ["Repository"]
@@ -132,13 +132,10 @@ class Repository:
             for aggregate in unique:
                 unit.add(aggregate)
             return []
-        changed = [(a, a.pending_events) for a in unique if a.pending_events]
+        changed = [(a, append) for a in unique if (append := a.pending_append()) is not None]
         if not changed:
             return []
-        appends = [
-            StreamAppend(str(a.id), events, expected_version=a.version - len(events))
-            for a, events in changed
-        ]
+        appends = [append for _, append in changed]
         if len(appends) == 1:
             only = appends[0]
             results = [
@@ -148,14 +145,12 @@ class Repository:
             ]
         else:
             results = await self.store.append_many(appends)
-        for aggregate, events in changed:
-            aggregate.mark_saved(events)
-        for aggregate, events in changed:
+        for aggregate, append in changed:
+            aggregate.mark_saved(append.events)
+        for aggregate, append in changed:
             interval = self._interval(type(aggregate))
-            if (
-                interval
-                and aggregate.version // interval > (aggregate.version - len(events)) // interval
-            ):
+            before = aggregate.version - len(append.events)
+            if interval and aggregate.version // interval > before // interval:
                 await self._snapshot(aggregate)
         return results
 

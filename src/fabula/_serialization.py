@@ -120,16 +120,10 @@ def _structure_decimal(value: object, _: object) -> Decimal:
 
 
 def _unstructure_datetime(value: object) -> str:
-    if not isinstance(value, datetime):
-        msg = f"expected a datetime, got {type(value).__name__} {value!r}"
-        raise _FieldValueError(msg)
-    if value.utcoffset() is None:
-        msg = f"naive datetime {value.isoformat()} has no timezone; use an aware datetime (UTC)"
-        raise _FieldValueError(msg)
-    return value.isoformat()
+    return _check_aware(value).isoformat()
 
 
-def _check_aware(value: object) -> None:
+def _check_aware(value: object) -> datetime:
     """Check a timestamp without formatting it (isoformat costs microseconds)."""
     if not isinstance(value, datetime):
         msg = f"expected a datetime, got {type(value).__name__} {value!r}"
@@ -137,6 +131,7 @@ def _check_aware(value: object) -> None:
     if value.utcoffset() is None:
         msg = f"naive datetime {value.isoformat()} has no timezone; use an aware datetime (UTC)"
         raise _FieldValueError(msg)
+    return value
 
 
 def _structure_datetime(value: object, _: object) -> datetime:
