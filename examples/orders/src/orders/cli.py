@@ -1,0 +1,148 @@
+"""The `orders` command: `serve`, `demo` and `rebuild-read-model`."""
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import fabula
+
+from .service import OrdersService
+
+__all__ = ["main"]
+
+
+class UsageError(Exception):
+    """A bad command-line argument, reported in one line with exit code 2."""
+
+
+def database_path(value: str) -> str:
+    """Turn `--database` (a path or a `sqlite:///` URL) into a file path.
+
+    Raises:
+        UsageError: It names a database this version cannot open.
+    """
+    if value.startswith("sqlite:///"):
+        value = value.removeprefix("sqlite:///")
+    elif "://" in value:
+        scheme = value.split("://", 1)[0]
+        if scheme.startswith("postgres"):
+            raise UsageError(
+                "PostgreSQL is not supported yet (it arrives with fabula.postgres); "
+                "give a SQLite file path"
+            )
+        raise UsageError(f"--database must be a SQLite file path or sqlite:/// URL, not {value!r}")
+    if not value:
+        raise UsageError("--database must not be empty")
+    parent = Path(value).resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot create {value!r}: the directory {str(parent)!r} does not exist")
+    return value
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn  # noqa: PLC0415 - only `serve` needs the server
+
+    from .api import create_app  # noqa: PLC0415
+
+    app = create_app(database=database_path(args.database))
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _progress_bar(stream: TextIO) -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    started = time.monotonic()
+    width = max(10, min(40, shutil.get_terminal_size((80, 20)).columns - 40))
+
+    def report(done: int, total: int) -> None:
+        fraction = 1.0 if total <= 0 else min(1.0, done / total)
+        filled = int(width * fraction)
+        elapsed = max(time.monotonic() - started, 1e-9)
+        stream.write(
+            f"\r[{'#' * filled}{'.' * (width - filled)}] {fraction:6.1%} "
+            f"{done}/{total} positions, {done / elapsed:,.0f}/s"
+        )
+        stream.flush()
+
+    def finish() -> None:
+        stream.write("\n")
+        stream.flush()
+
+    return report, finish
+
+
+async def _rebuild(path: str) -> int:
+    report, finish = _progress_bar(sys.stderr)
+    async with OrdersService.open(path) as service:
+        position = await service.rebuild_read_model(progress=report)
+    finish()
+    print(f"rebuilt the order read model up to position {position}")
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="orders", description="The fabula reference order service."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the HTTP API")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
+    serve.add_argument(
+        "--database", default="orders.db", help="a SQLite file (default: ./orders.db)"
+    )
+    serve.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+
+    demo = commands.add_parser("demo", help="run a scripted session against a fresh database")
+    demo.add_argument(
+        "--database", default=None, help="a SQLite file to keep (default: a temporary one)"
+    )
+
+    rebuild = commands.add_parser(
+        "rebuild-read-model", help="rebuild the order read model from the events"
+    )
+    rebuild.add_argument("--database", default="orders.db", help="the SQLite file")
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "demo":
+        from .demo import run_demo  # noqa: PLC0415 - only the demo needs an HTTP client
+
+        if args.database is None:
+            with tempfile.TemporaryDirectory(prefix="orders-demo-") as folder:
+                return asyncio.run(run_demo(str(Path(folder) / "orders.db")))
+        return asyncio.run(run_demo(database_path(args.database)))
+    path = database_path(args.database)
+    if not Path(path).exists():
+        raise UsageError(f"there is no database {path!r}")
+    return asyncio.run(_rebuild(path))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the `orders` command; return its exit code."""
+    args = _build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UsageError as exc:
+        print(f"orders: error: {exc}", file=sys.stderr)
+        return 2
+    except fabula.StoreError as exc:
+        print(f"orders: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""`orders demo`: a scripted session through the HTTP API, printed as it goes."""
+
+from typing import Any
+
+import httpx
+
+from .api import create_app
+from .service import OrdersService
+
+__all__ = ["run_demo"]
+
+JSON = dict[str, Any]
+
+ADDRESS = {
+    "street": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
+
+
+class _Client:
+    """Sends requests and prints each with its answer."""
+
+    def __init__(self, api: httpx.AsyncClient) -> None:
+        self.api = api
+
+    async def post(self, path: str, body: object = None, key: str | None = None) -> JSON:
+        headers = {"Idempotency-Key": key} if key else {}
+        response = await self.api.post(path, json=body, headers=headers)
+        print(f"  POST {path} -> {response.status_code} {response.text}")
+        answer: JSON = response.json()
+        return answer
+
+    async def get(self, path: str, params: dict[str, str | int] | None = None) -> JSON:
+        answer: JSON = (await self.api.get(path, params=params)).json()
+        return answer
+
+
+def _print_order(order: JSON) -> None:
+    lines = order["item_count"]
+    print(
+        f"  order {order['id']}  {order['status']:<9}  {order['customer_name']}  "
+        f"total {order['total_amount']:>8}  ({lines} line{'' if lines == 1 else 's'})"
+    )
+    for item in order["items"]:
+        print(f"      {item['qty']:>3} x {item['product']:<12} @ {item['unit_price']:>7}")
+
+
+async def _catalogs(client: _Client) -> tuple[list[str], dict[str, str]]:
+    print("1. The catalogs")
+    customers = [
+        (await client.post("/customers", {"name": name, "email": email}))["customer_id"]
+        for name, email in [
+            ("Ada Lovelace", "ada@example.org"),
+            ("Grace Hopper", "grace@example.org"),
+        ]
+    ]
+    products = {}
+    for name, price in [("notebook", "12.50"), ("pen", "1.99"), ("lamp", "39.00")]:
+        products[name] = (await client.post("/products", {"name": name, "price": price}))[
+            "product_id"
+        ]
+    return customers, products
+
+
+async def _orders(client: _Client, customers: list[str], products: dict[str, str]) -> list[str]:
+    ada, grace = customers
+    print("\n2. An order, created twice with one Idempotency-Key: one order")
+    body = {"customer_id": ada, "shipping_address": ADDRESS}
+    first = (await client.post("/orders", body, key="ada-order-1"))["order_id"]
+    again = (await client.post("/orders", body, key="ada-order-1"))["order_id"]
+    print(f"  the same order both times: {first == again}")
+
+    print("\n3. Items; the second notebook joins the first line, then the order is submitted")
+    for name, quantity in [("notebook", 2), ("pen", 3), ("notebook", 1)]:
+        item = {"product_id": products[name], "quantity": quantity}
+        await client.post(f"/orders/{first}/items", item)
+    await client.post(f"/orders/{first}/submit")
+
+    print("\n4. A rule the domain keeps: a submitted order takes no more items")
+    await client.post(f"/orders/{first}/items", {"product_id": products["pen"], "quantity": 1})
+
+    print("\n5. More orders: one cancelled, one left as a draft, one for Grace")
+    second = (await client.post("/orders", body))["order_id"]
+    await client.post(f"/orders/{second}/items", {"product_id": products["lamp"], "quantity": 1})
+    await client.post(f"/orders/{second}/cancel", {"reason": "changed my mind"})
+    third = (await client.post("/orders", body))["order_id"]
+    await client.post(f"/orders/{third}/items", {"product_id": products["pen"], "quantity": 10})
+    graces = (await client.post("/orders", {"customer_id": grace, "shipping_address": ADDRESS}))[
+        "order_id"
+    ]
+    await client.post(f"/orders/{graces}/items", {"product_id": products["lamp"], "quantity": 2})
+    return [first, second, third]
+
+
+async def _read_back(client: _Client, customer: str, orders: list[str]) -> None:
+    print("\n6. Ada's orders, read back from the read model")
+    for order_id in orders:
+        _print_order(await client.get(f"/orders/{order_id}"))
+
+    print("\n7. Ada's orders two to a page, newest first")
+    cursor: str | None = None
+    number = 0
+    while number == 0 or cursor is not None:
+        params: dict[str, str | int] = {"page_size": 2}
+        if cursor is not None:
+            params["cursor"] = cursor
+        page = await client.get(f"/customers/{customer}/orders", params=params)
+        number += 1
+        print(f"  page {number}:")
+        for order in page["items"]:
+            print(f"    {order['created_at']}  {order['status']:<9}  {order['total_amount']:>8}")
+        cursor = page["next_cursor"]
+
+
+async def run_demo(database: str) -> int:
+    """Run the demo against the SQLite file `database`; return the exit code."""
+    print(f"orders demo on {database}\n")
+    async with OrdersService.open(database) as service:
+        transport = httpx.ASGITransport(app=create_app(service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://demo/api/v1") as api:
+            client = _Client(api)
+            customers, products = await _catalogs(client)
+            orders = await _orders(client, customers, products)
+            await _read_back(client, customers[0], orders)
+        statuses = await service.projector.status()
+    summary = ", ".join(f"{s.name} at position {s.checkpoint}, {s.state}" for s in statuses)
+    print(f"\nThe read model: {summary}")
+    return 0

@@ -1,0 +1,268 @@
+"""The application: commands, queries, their handlers, and the wiring that runs them.
+
+`OrdersService.open(path)` opens the event store, the catalogs and the read
+model in one SQLite file, builds the command and query buses and starts the
+projector. `execute` dispatches a command and returns once the read model
+reflects it, so a query issued after a command returned sees its effect
+(read-your-writes; see `OrdersService.execute` for why it waits rather than
+projecting inline).
+"""
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+import attrs
+
+import fabula
+from fabula.sqlite import SQLiteEventStore
+
+from .catalog import Catalog, Product
+from .domain import Order, OrderStatus, ShippingAddress
+from .read_model import OrderSummaryProjection, OrderSummaryView, OrderView, ReadModel
+
+__all__ = [
+    "AddOrderItem",
+    "CancelOrder",
+    "CreateCustomer",
+    "CreateOrder",
+    "CreateProduct",
+    "GetCustomerOrders",
+    "GetOrderById",
+    "ListProducts",
+    "OrdersService",
+    "SubmitOrder",
+]
+
+logger = logging.getLogger("orders")
+
+R = TypeVar("R")
+
+
+@attrs.frozen(kw_only=True)
+class CreateCustomer(fabula.Command[UUID]):
+    """Add a customer to the catalog; returns the new customer's id."""
+
+    name: str
+    email: str
+
+
+@attrs.frozen(kw_only=True)
+class CreateProduct(fabula.Command[UUID]):
+    """Add a product to the catalog; returns the new product's id."""
+
+    name: str
+    price: Decimal
+
+
+@attrs.frozen(kw_only=True)
+class CreateOrder(fabula.Command[UUID]):
+    """Open a draft order for a customer; returns the new order's id."""
+
+    customer_id: UUID
+    shipping_address: ShippingAddress
+
+
+@attrs.frozen(kw_only=True)
+class AddOrderItem(fabula.Command[None]):
+    """Add units of a catalog product to a draft order, at the product's current price."""
+
+    order_id: UUID
+    product_id: UUID
+    quantity: int
+
+
+@attrs.frozen(kw_only=True)
+class SubmitOrder(fabula.Command[Decimal]):
+    """Submit a draft order; returns its total."""
+
+    order_id: UUID
+
+
+@attrs.frozen(kw_only=True)
+class CancelOrder(fabula.Command[None]):
+    """Cancel a draft or submitted order."""
+
+    order_id: UUID
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class GetOrderById(fabula.Query[OrderView | None]):
+    """The order with this id, or None."""
+
+    order_id: UUID
+
+
+@attrs.frozen(kw_only=True)
+class GetCustomerOrders(fabula.Query[fabula.Page[OrderSummaryView]]):
+    """A page of a customer's orders, newest first, optionally of one status."""
+
+    customer_id: UUID
+    status: OrderStatus | None = None
+    page_size: int = 20
+    cursor: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ListProducts(fabula.Query[list[Product]]):
+    """Every product in the catalog."""
+
+
+class OrdersService:
+    """The orders application over one SQLite database.
+
+    Build it with `OrdersService.open(path)`; the attributes are for
+    operators and tests.
+
+    Attributes:
+        store: The event store.
+        catalog: The customers and products.
+        read_model: The order read model's queries.
+        projector: Keeps the read model up to date.
+        commands: The command bus (correlation, retry on conflict, idempotency).
+        queries: The query bus.
+        read_timeout: How long `execute` waits for the read model to catch up.
+    """
+
+    def __init__(
+        self,
+        store: SQLiteEventStore,
+        catalog: Catalog,
+        read_model: ReadModel,
+        *,
+        read_timeout: float = 10.0,
+    ) -> None:
+        self.store = store
+        self.catalog = catalog
+        self.read_model = read_model
+        self.read_timeout = read_timeout
+        self.repository = fabula.Repository(store)
+        self.projector = fabula.Projector(store, [OrderSummaryProjection()])
+        self.commands = fabula.CommandBus()
+        self.commands.use(fabula.Correlation())
+        # Outside idempotency: an idempotent command's events are appended
+        # when its handler returns, so its conflicts surface there. Many
+        # attempts, because a popular order can have many writers at once.
+        self.commands.use(fabula.RetryOnConflict(attempts=30, max_delay=0.05))
+        self.commands.use(fabula.Idempotency(store))
+        self.queries = fabula.QueryBus()
+        self._register()
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(cls, path: str, *, read_timeout: float = 10.0) -> AsyncIterator["OrdersService"]:
+        """Open the service on the SQLite file `path`, run it, and close it on exit.
+
+        The read model is brought up to date before this yields; the
+        projector then follows new events in the background.
+        """
+        async with SQLiteEventStore(path) as store:
+            catalog = Catalog(path)
+            read_model: ReadModel | None = None
+            running: asyncio.Task[None] | None = None
+            try:
+                codec = fabula.CursorCodec(secret=await catalog.secret("cursor-secret"))
+                read_model = ReadModel(path, codec)
+                service = cls(store, catalog, read_model, read_timeout=read_timeout)
+                await service.projector.catch_up()  # creates the tables, applies the backlog
+                running = asyncio.create_task(service.projector.run(), name="orders-projector")
+                yield service
+            finally:
+                if running is not None:
+                    running.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await running
+                if read_model is not None:
+                    read_model.close()
+                catalog.close()
+
+    async def execute(self, command: fabula.Command[R]) -> R:
+        """Dispatch `command`, then wait until the read model reflects it.
+
+        Waiting for the projector (rather than updating the read model
+        inside the command's transaction) keeps the write path the same for
+        every read model, including ones in other databases, and costs one
+        projector batch of latency. The wait is for the log's head after the
+        command, which covers the command's own events. If the read model
+        does not catch up in `read_timeout` seconds (a failing projection),
+        the command's result is still returned: it was committed.
+        """
+        result = await self.commands.dispatch(command)
+        head = await self.store.head_position()
+        try:
+            await self.projector.wait_for(head, timeout=self.read_timeout)
+        except TimeoutError:
+            logger.warning("the read model did not reach position %d in time", head)
+        return result
+
+    async def ask(self, query: fabula.Query[R]) -> R:
+        """Dispatch `query`."""
+        return await self.queries.dispatch(query)
+
+    async def rebuild_read_model(self, progress: Callable[[int, int], None] | None = None) -> int:
+        """Rebuild the read model from the whole log without downtime; return its position."""
+        await self.projector.rebuild(OrderSummaryProjection.name, progress=progress)
+        return await self.store.load_checkpoint(OrderSummaryProjection.name)
+
+    def _register(self) -> None:
+        register: Callable[[type[Any], Any], Any] = self.commands.register
+        register(CreateCustomer, self._create_customer)
+        register(CreateProduct, self._create_product)
+        register(CreateOrder, self._create_order)
+        register(AddOrderItem, self._add_item)
+        register(SubmitOrder, self._submit)
+        register(CancelOrder, self._cancel)
+        self.queries.register(GetOrderById, self._order)
+        self.queries.register(GetCustomerOrders, self._customer_orders)
+        self.queries.register(ListProducts, self._products)
+
+    async def _create_customer(self, command: CreateCustomer) -> UUID:
+        return await self.catalog.add_customer(command.name, command.email)
+
+    async def _create_product(self, command: CreateProduct) -> UUID:
+        return await self.catalog.add_product(command.name, command.price)
+
+    async def _create_order(self, command: CreateOrder) -> UUID:
+        customer = await self.catalog.customer(command.customer_id)
+        order = Order.create(
+            uuid4(),
+            customer_id=customer.id,
+            customer_name=customer.name,
+            shipping_address=command.shipping_address,
+        )
+        await self.repository.save(order)
+        return UUID(str(order.id))
+
+    async def _add_item(self, command: AddOrderItem) -> None:
+        order = await self.repository.get(Order, command.order_id)
+        product = await self.catalog.product(command.product_id)
+        order.add_item(product.id, product.name, command.quantity, product.price)
+        await self.repository.save(order)
+
+    async def _submit(self, command: SubmitOrder) -> Decimal:
+        order = await self.repository.get(Order, command.order_id)
+        total = order.submit()
+        await self.repository.save(order)
+        return total
+
+    async def _cancel(self, command: CancelOrder) -> None:
+        order = await self.repository.get(Order, command.order_id)
+        order.cancel(command.reason)
+        await self.repository.save(order)
+
+    async def _order(self, query: GetOrderById) -> OrderView | None:
+        return self.read_model.order(query.order_id)
+
+    async def _customer_orders(self, query: GetCustomerOrders) -> fabula.Page[OrderSummaryView]:
+        await self.catalog.customer(query.customer_id)  # UnknownCustomerError if not there
+        return self.read_model.customer_orders(
+            query.customer_id, status=query.status, page_size=query.page_size, cursor=query.cursor
+        )
+
+    async def _products(self, _: ListProducts) -> list[Product]:
+        return await self.catalog.products()
