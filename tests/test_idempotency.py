@@ -50,6 +50,11 @@ class PlaceWithReceipt(Command[Receipt]):
     customer_id: UUID
 
 
+@attrs.frozen
+class PlaceQuietly(Command[None]):
+    customer_id: UUID
+
+
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(
     request: pytest.FixtureRequest, tmp_path: Path
@@ -189,6 +194,24 @@ class TestIdempotency:
         command = PlaceWithReceipt(customer_id=uuid4(), idempotency_key="r-1")
         first = await bus.dispatch(command)
         assert await bus.dispatch(command) == first
+
+    async def test_none_results_replay(self, store: InMemoryEventStore | SQLiteEventStore) -> None:
+        """A Command[None] repeats as None, without running the handler again."""
+        repo = Repository(store)
+        bus = CommandBus()
+        bus.use(Idempotency(store))
+        runs = []
+
+        @bus.register(PlaceQuietly)
+        async def place(command: PlaceQuietly) -> None:
+            runs.append(command)
+            await repo.save(Order.create(command.customer_id, ADDRESS))
+
+        command = PlaceQuietly(customer_id=uuid4(), idempotency_key="n-1")
+        assert await bus.dispatch(command) is None
+        assert await bus.dispatch(command) is None
+        assert len(runs) == 1
+        assert len(await store.read_all()) == 1
 
     async def test_conflicts_inside_retry_run_again(
         self, store: InMemoryEventStore | SQLiteEventStore

@@ -211,6 +211,8 @@ class Idempotency:
         kind = _result_type(command)
         if kind is Any:
             return raw
+        if kind is None or kind is type(None):  # Command[None]
+            return None
         try:
             return self.converter.structure(raw, kind)  # type: ignore[arg-type] # a type form
         except Exception as exc:
