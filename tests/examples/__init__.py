@@ -1,0 +1,1 @@
+"""Tests of the orders reference application (examples/orders)."""

@@ -1,0 +1,122 @@
+"""Fixtures for the orders application: a service in-process, or `orders serve` as a process."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from orders.api import create_app
+from orders.service import OrdersService
+
+ADDRESS = {"street": "Main 1", "city": "Utrecht", "postal_code": "3511 AA", "country": "NL"}
+
+
+@pytest.fixture
+async def service(tmp_path: Path) -> AsyncIterator[OrdersService]:
+    async with OrdersService.open(str(tmp_path / "orders.db"), read_timeout=5) as opened:
+        yield opened
+
+
+@pytest.fixture
+async def client(service: OrdersService) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=create_app(service))
+    async with httpx.AsyncClient(transport=transport, base_url="http://orders/api/v1") as api:
+        yield api
+
+
+class Shop:
+    """Builds customers, products and orders through the API, checking each answer."""
+
+    def __init__(self, api: httpx.AsyncClient) -> None:
+        self.api = api
+
+    async def post(self, path: str, body: object = None, *, expect: int = 200, **kw: Any) -> Any:
+        response = await self.api.post(path, json=body, **kw)
+        assert response.status_code == expect, response.text
+        return response.json()
+
+    async def customer(self, name: str = "Ada") -> str:
+        body = {"name": name, "email": f"{name.lower()}@example.org"}
+        return str((await self.post("/customers", body, expect=201))["customer_id"])
+
+    async def product(self, name: str = "pen", price: str = "1.99") -> str:
+        body = {"name": name, "price": price}
+        return str((await self.post("/products", body, expect=201))["product_id"])
+
+    async def order(self, customer_id: str) -> str:
+        body = {"customer_id": customer_id, "shipping_address": ADDRESS}
+        return str((await self.post("/orders", body, expect=201))["order_id"])
+
+    async def add(self, order_id: str, product_id: str, quantity: int = 1) -> None:
+        body = {"product_id": product_id, "quantity": quantity}
+        await self.post(f"/orders/{order_id}/items", body)
+
+    async def get(self, path: str, *, expect: int = 200, **kw: Any) -> Any:
+        response = await self.api.get(path, **kw)
+        assert response.status_code == expect, response.text
+        return response.json()
+
+
+@pytest.fixture
+def shop(client: httpx.AsyncClient) -> Shop:
+    return Shop(client)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """`orders serve` running as a real process."""
+
+    def __init__(self, database: Path) -> None:
+        self.database = database
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        command = [
+            sys.executable, "-m", "orders.cli", "serve",
+            "--port", str(self.port), "--database", str(self.database), "--log-level", "warning",
+        ]  # fmt: skip
+        self.process = subprocess.Popen(  # noqa: S603 - our own command
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                output = self.process.stdout.read() if self.process.stdout else ""
+                pytest.fail(f"orders serve exited with {self.process.returncode}:\n{output}")
+            try:
+                if httpx.get(f"{self.url}/openapi.json", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        pytest.fail("orders serve did not answer within 30 s")
+
+    def stop(self) -> str:
+        assert self.process is not None
+        self.process.terminate()
+        output, _ = self.process.communicate(timeout=30)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught.
+        assert self.process.returncode in (0, -signal.SIGTERM), output
+        assert "Traceback" not in output, output
+        return output
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    running = Server(tmp_path_factory.mktemp("served") / "orders.db")
+    running.start()
+    yield running
+    running.stop()

@@ -1,0 +1,336 @@
+"""The orders HTTP API, in-process over httpx's ASGI transport."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Any
+from uuid import uuid4
+
+import httpx
+import pytest
+from orders.api import MAX_BODY_BYTES
+
+from .conftest import ADDRESS, Shop
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}
+    assert set(body["error"]) == {"code", "message"}
+    assert body["error"]["code"] == code
+    assert body["error"]["message"]
+    error: dict[str, Any] = body["error"]
+    return error
+
+
+class TestCatalogs:
+    async def test_customers_and_products(self, shop: Shop) -> None:
+        await shop.customer("Ada")
+        pen = await shop.product("pen", "1.99")
+        lamp = await shop.product("lamp", "39")
+        products = await shop.get("/products")
+        assert products == [
+            {"product_id": pen, "name": "pen", "price": "1.99"},
+            {"product_id": lamp, "name": "lamp", "price": "39.00"},
+        ]
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            {"name": "pen", "price": "-1.00"},
+            {"name": "pen", "price": "1.999"},
+            {"name": "pen", "price": "NaN"},
+            {"name": "pen", "price": "ten"},
+            {"name": "", "price": "1.00"},
+            {"name": "   ", "price": "1.00"},
+            {"price": "1.00"},
+            {"name": "pen", "price": "1.00", "colour": "red"},
+        ],
+    )
+    async def test_invalid_products_are_422(self, client: httpx.AsyncClient, body: object) -> None:
+        assert_error(await client.post("/products", json=body), 422, "validation_error")
+
+    @pytest.mark.parametrize("email", ["", "ada", "ada@", "a b@example.org"])
+    async def test_invalid_emails_are_422(self, client: httpx.AsyncClient, email: str) -> None:
+        response = await client.post("/customers", json={"name": "Ada", "email": email})
+        assert_error(response, 422, "validation_error")
+
+
+class TestOrders:
+    async def test_an_order_through_its_life(self, shop: Shop) -> None:
+        ada = await shop.customer("Ada")
+        pen, lamp = await shop.product("pen", "1.99"), await shop.product("lamp", "39.00")
+        order_id = await shop.order(ada)
+
+        view = await shop.get(f"/orders/{order_id}")  # read-your-writes: no wait here
+        assert view["status"] == "draft"
+        assert view["customer_name"] == "Ada"
+        assert view["total_amount"] == "0.00"
+        assert view["items"] == []
+
+        await shop.add(order_id, pen, 2)
+        await shop.add(order_id, lamp, 1)
+        await shop.add(order_id, pen, 3)  # joins the pen line
+        view = await shop.get(f"/orders/{order_id}")
+        assert view["items"] == [
+            {"product_id": pen, "product": "pen", "qty": 5, "unit_price": "1.99"},
+            {"product_id": lamp, "product": "lamp", "qty": 1, "unit_price": "39.00"},
+        ]
+        assert view["item_count"] == 2
+        assert view["total_amount"] == "48.95"  # 5 x 1.99 + 39.00, exactly
+
+        answer = await shop.post(f"/orders/{order_id}/submit")
+        assert answer == {"status": "submitted"}
+        submitted = await shop.get(f"/orders/{order_id}")
+        assert submitted["status"] == "submitted"
+        assert submitted["updated_at"] > view["updated_at"]
+        assert submitted["created_at"] == view["created_at"]
+
+        answer = await shop.post(f"/orders/{order_id}/cancel", {"reason": "too late"})
+        assert answer == {"status": "cancelled"}
+        assert (await shop.get(f"/orders/{order_id}"))["status"] == "cancelled"
+
+    async def test_a_line_keeps_the_price_it_was_opened_at(self, shop: Shop) -> None:
+        """The aggregate and the read model agree on a line whose product changed price."""
+        order_id = await shop.order(await shop.customer())
+        pen = await shop.product("pen", "2.00")
+        await shop.add(order_id, pen, 1)
+        await shop.add(order_id, pen, 1)
+        view = await shop.get(f"/orders/{order_id}")
+        assert view["items"][0]["qty"] == 2
+        assert view["total_amount"] == "4.00"
+
+    async def test_state_transition_errors_are_409(
+        self, shop: Shop, client: httpx.AsyncClient
+    ) -> None:
+        order_id = await shop.order(await shop.customer())
+        pen = await shop.product()
+        assert_error(await client.post(f"/orders/{order_id}/submit"), 409, "invalid_state")
+        await shop.add(order_id, pen)
+        await shop.post(f"/orders/{order_id}/submit")
+        assert_error(await client.post(f"/orders/{order_id}/submit"), 409, "invalid_state")
+        body = {"product_id": pen, "quantity": 1}
+        assert_error(
+            await client.post(f"/orders/{order_id}/items", json=body), 409, "invalid_state"
+        )
+        await shop.post(f"/orders/{order_id}/cancel", {"reason": "no"})
+        cancel = await client.post(f"/orders/{order_id}/cancel", json={"reason": "again"})
+        assert_error(cancel, 409, "invalid_state")
+        view = await shop.get(f"/orders/{order_id}")
+        assert (view["status"], view["total_amount"]) == ("cancelled", "1.99")
+
+    async def test_unknown_references(self, shop: Shop, client: httpx.AsyncClient) -> None:
+        nobody = str(uuid4())
+        create = {"customer_id": nobody, "shipping_address": ADDRESS}
+        assert_error(await client.post("/orders", json=create), 422, "unknown_customer")
+        order_id = await shop.order(await shop.customer())
+        item = {"product_id": str(uuid4()), "quantity": 1}
+        assert_error(
+            await client.post(f"/orders/{order_id}/items", json=item), 422, "unknown_product"
+        )
+        missing = uuid4()
+        assert_error(await client.get(f"/orders/{missing}"), 404, "not_found")
+        assert_error(await client.post(f"/orders/{missing}/items", json=item), 404, "not_found")
+        assert_error(await client.post(f"/orders/{missing}/submit"), 404, "not_found")
+        cancel = await client.post(f"/orders/{missing}/cancel", json={"reason": "x"})
+        assert_error(cancel, 404, "not_found")
+        assert_error(await client.get(f"/customers/{nobody}/orders"), 404, "not_found")
+
+    async def test_a_line_holds_at_most_10000_units(
+        self, shop: Shop, client: httpx.AsyncClient
+    ) -> None:
+        order_id = await shop.order(await shop.customer())
+        pen = await shop.product()
+        await shop.add(order_id, pen, 10_000)
+        body = {"product_id": pen, "quantity": 1}
+        response = await client.post(f"/orders/{order_id}/items", json=body)
+        assert_error(response, 422, "invalid_order")
+        assert "10000" in response.json()["error"]["message"]
+
+
+class TestIdempotency:
+    async def test_a_repeated_create_returns_the_same_order(self, shop: Shop) -> None:
+        ada = await shop.customer()
+        body = {"customer_id": ada, "shipping_address": ADDRESS}
+        headers = {"Idempotency-Key": "create-1"}
+        first = await shop.post("/orders", body, expect=201, headers=headers)
+        second = await shop.post("/orders", body, expect=201, headers=headers)
+        assert first == second
+        page = await shop.get(f"/customers/{ada}/orders")
+        assert [order["id"] for order in page["items"]] == [first["order_id"]]
+
+    async def test_the_same_key_with_another_body_is_422(
+        self, shop: Shop, client: httpx.AsyncClient
+    ) -> None:
+        ada = await shop.customer()
+        body = {"customer_id": ada, "shipping_address": ADDRESS}
+        headers = {"Idempotency-Key": "create-2"}
+        await shop.post("/orders", body, expect=201, headers=headers)
+        other = {**body, "shipping_address": {**ADDRESS, "city": "Delft"}}
+        response = await client.post("/orders", json=other, headers=headers)
+        error = assert_error(response, 422, "idempotency_key_reused")
+        assert "create-2" in error["message"]
+        assert len((await shop.get(f"/customers/{ada}/orders"))["items"]) == 1
+
+    async def test_a_repeated_add_item_adds_once(self, shop: Shop) -> None:
+        order_id = await shop.order(await shop.customer())
+        pen = await shop.product()
+        body = {"product_id": pen, "quantity": 4}
+        for _ in range(3):
+            answer = await shop.post(
+                f"/orders/{order_id}/items", body, headers={"Idempotency-Key": "add-pens"}
+            )
+            assert answer == {"status": "item_added"}
+        view = await shop.get(f"/orders/{order_id}")
+        assert view["items"][0]["qty"] == 4
+
+    async def test_concurrent_duplicates_create_one_order(self, shop: Shop) -> None:
+        ada = await shop.customer()
+        body = {"customer_id": ada, "shipping_address": ADDRESS}
+        headers = {"Idempotency-Key": "burst"}
+        answers = await asyncio.gather(
+            *(shop.post("/orders", body, expect=201, headers=headers) for _ in range(10))
+        )
+        assert len({answer["order_id"] for answer in answers}) == 1
+        assert len((await shop.get(f"/customers/{ada}/orders"))["items"]) == 1
+
+
+class TestPagination:
+    async def test_pages_newest_first_without_gaps_or_repeats(self, shop: Shop) -> None:
+        ada, grace = await shop.customer("Ada"), await shop.customer("Grace")
+        created = [await shop.order(ada) for _ in range(7)]
+        await shop.order(grace)
+        seen: list[str] = []
+        cursor = None
+        pages = 0
+        while True:
+            params: dict[str, Any] = {"page_size": 3}
+            if cursor:
+                params["cursor"] = cursor
+            page = await shop.get(f"/customers/{ada}/orders", params=params)
+            pages += 1
+            seen += [order["id"] for order in page["items"]]
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+            await shop.order(ada)  # new orders do not disturb the pages already read
+        assert seen[:7] == list(reversed(created))
+        assert len(seen) == len(set(seen))
+        assert pages == 3
+
+    async def test_the_status_filter(self, shop: Shop) -> None:
+        ada = await shop.customer()
+        pen = await shop.product()
+        draft, submitted = await shop.order(ada), await shop.order(ada)
+        await shop.add(submitted, pen)
+        await shop.post(f"/orders/{submitted}/submit")
+        page = await shop.get(f"/customers/{ada}/orders", params={"status": "submitted"})
+        assert [order["id"] for order in page["items"]] == [submitted]
+        page = await shop.get(f"/customers/{ada}/orders", params={"status": "draft"})
+        assert [order["id"] for order in page["items"]] == [draft]
+        assert page["next_cursor"] is None
+        assert page["items"][0]["total_amount"] == "0.00"
+
+    async def test_default_page_size_is_20(self, shop: Shop) -> None:
+        ada = await shop.customer()
+        for _ in range(21):
+            await shop.order(ada)
+        page = await shop.get(f"/customers/{ada}/orders")
+        assert len(page["items"]) == 20
+        assert page["next_cursor"] is not None
+
+    async def test_bad_cursors_are_400(self, shop: Shop, client: httpx.AsyncClient) -> None:
+        ada = await shop.customer()
+        for _ in range(3):
+            await shop.order(ada)
+        page = await shop.get(f"/customers/{ada}/orders", params={"page_size": 1})
+        cursor = page["next_cursor"]
+        for bad in ["nonsense", cursor[:-3] + "AAA", cursor + "x", "%%%"]:
+            response = await client.get(f"/customers/{ada}/orders", params={"cursor": bad})
+            assert_error(response, 400, "invalid_cursor")
+
+
+class TestValidation:
+    @pytest.mark.parametrize(
+        ("method", "path", "body"),
+        [
+            ("GET", "/orders/not-a-uuid", None),
+            ("POST", "/orders/not-a-uuid/submit", None),
+            ("POST", "/orders", {"customer_id": "nope", "shipping_address": ADDRESS}),
+            ("POST", "/orders", {"customer_id": str(uuid4())}),
+            ("POST", "/orders", {"customer_id": str(uuid4()), "shipping_address": {}}),
+            ("POST", f"/orders/{uuid4()}/items", {"product_id": str(uuid4()), "quantity": 0}),
+            ("POST", f"/orders/{uuid4()}/items", {"product_id": str(uuid4()), "quantity": -1}),
+            ("POST", f"/orders/{uuid4()}/items", {"product_id": str(uuid4()), "quantity": 1.5}),
+            ("POST", f"/orders/{uuid4()}/items", {"product_id": str(uuid4()), "quantity": 10**9}),
+            ("POST", f"/orders/{uuid4()}/cancel", {"reason": ""}),
+            ("POST", f"/orders/{uuid4()}/cancel", None),
+            ("GET", f"/customers/{uuid4()}/orders?status=shipped", None),
+            ("GET", f"/customers/{uuid4()}/orders?page_size=0", None),
+            ("GET", f"/customers/{uuid4()}/orders?page_size=101", None),
+            ("GET", f"/customers/{uuid4()}/orders?page_size=ten", None),
+        ],
+    )
+    async def test_invalid_input_is_422(
+        self, client: httpx.AsyncClient, method: str, path: str, body: object
+    ) -> None:
+        response = await client.request(method, path, json=body)
+        assert_error(response, 422, "validation_error")
+
+    async def test_malformed_json_is_400(self, client: httpx.AsyncClient) -> None:
+        headers = {"content-type": "application/json"}
+        for content in [b"{", b'{"name": "pen",}', b"\xff\xfe"]:
+            response = await client.post("/products", content=content, headers=headers)
+            assert_error(response, 400, "malformed_json")
+
+    async def test_an_oversized_body_is_413(self, client: httpx.AsyncClient) -> None:
+        body = {"name": "x" * (MAX_BODY_BYTES + 1), "price": "1.00"}
+        assert_error(await client.post("/products", json=body), 413, "body_too_large")
+
+    async def test_an_oversized_streamed_body_is_413(self, client: httpx.AsyncClient) -> None:
+        """Without a Content-Length the body is counted as it arrives."""
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'{"name": "'
+            for _ in range(MAX_BODY_BYTES // 1024 + 1):
+                yield b"x" * 1024
+            yield b'", "price": "1.00"}'
+
+        headers = {"content-type": "application/json"}
+        response = await client.post("/products", content=chunks(), headers=headers)
+        assert_error(response, 413, "body_too_large")
+
+    async def test_a_lone_surrogate_is_refused_not_a_500(self, client: httpx.AsyncClient) -> None:
+        content = b'{"name": "pen \\ud800", "price": "1.00"}'
+        headers = {"content-type": "application/json"}
+        response = await client.post("/products", content=content, headers=headers)
+        assert response.status_code in (400, 422), response.text
+
+    async def test_unknown_routes_answer_in_the_error_shape(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        assert_error(await client.get("/nowhere"), 404, "not_found")
+        assert_error(await client.delete("/products"), 405, "method_not_allowed")
+
+    async def test_an_empty_idempotency_key_is_422(
+        self, shop: Shop, client: httpx.AsyncClient
+    ) -> None:
+        body = {"customer_id": await shop.customer(), "shipping_address": ADDRESS}
+        response = await client.post("/orders", json=body, headers={"Idempotency-Key": ""})
+        assert_error(response, 422, "validation_error")
+
+
+async def test_twenty_parallel_adds_to_one_order(shop: Shop) -> None:
+    """Concurrent writers to one order all succeed (retried on conflict), none lost."""
+    order_id = await shop.order(await shop.customer())
+    pen, lamp = await shop.product("pen", "1.99"), await shop.product("lamp", "39.00")
+    quantities = [(pen if n % 2 else lamp, n % 5 + 1) for n in range(20)]
+    await asyncio.gather(*(shop.add(order_id, product, qty) for product, qty in quantities))
+    view = await shop.get(f"/orders/{order_id}")
+    expected = {pen: 0, lamp: 0}
+    for product, qty in quantities:
+        expected[product] += qty
+    assert {item["product_id"]: item["qty"] for item in view["items"]} == expected
+    total = expected[pen] * Decimal("1.99") + expected[lamp] * Decimal("39.00")
+    assert view["total_amount"] == str(total)

@@ -1,0 +1,208 @@
+"""The Order aggregate's rules, and the read model agreeing with it."""
+
+import asyncio
+import contextlib
+import sqlite3
+from decimal import Decimal
+from pathlib import Path
+from uuid import UUID, uuid4
+
+import pytest
+from hypothesis import given as hypothesis_given
+from hypothesis import strategies as st
+from orders.domain import (
+    MAX_LINE_QUANTITY,
+    InvalidOrderError,
+    Order,
+    OrderCancelled,
+    OrderCreated,
+    OrderItemAdded,
+    OrderStateError,
+    OrderSubmitted,
+    ShippingAddress,
+)
+from orders.read_model import OrderSummaryProjection, ReadModel
+
+import fabula
+from fabula.sqlite import SQLiteEventStore
+from fabula.testing import given
+
+CUSTOMER = uuid4()
+PEN, LAMP = uuid4(), uuid4()
+ADDRESS = ShippingAddress("Main 1", "Utrecht", "3511 AA", "NL")
+CREATED = OrderCreated(customer_id=CUSTOMER, customer_name="Ada", shipping_address=ADDRESS)
+
+
+def pens(quantity: int, price: str = "1.99") -> OrderItemAdded:
+    return OrderItemAdded(
+        product_id=PEN, product_name="pen", quantity=quantity, unit_price=Decimal(price)
+    )
+
+
+class TestTransitions:
+    def test_create(self) -> None:
+        order = Order.create(
+            uuid4(), customer_id=CUSTOMER, customer_name="Ada", shipping_address=ADDRESS
+        )
+        assert [type(e) for e in order.pending_events] == [OrderCreated]
+        assert order.status.value == "draft"
+
+    def test_add_items(self) -> None:
+        order = given(Order, CREATED).when(lambda o: o.add_item(PEN, "pen", 2, Decimal("1.99")))
+        order.then(pens(2))
+
+    def test_the_same_product_joins_its_line_at_the_line_price(self) -> None:
+        order = (
+            given(Order, CREATED, pens(2))
+            .when(lambda o: o.add_item(PEN, "pen (new name)", 3, Decimal("2.50")))
+            .then(pens(3))
+        )
+        assert order.lines[PEN].quantity == 5
+        assert order.total == Decimal("9.95")
+
+    def test_submit_records_the_total(self) -> None:
+        given(Order, CREATED, pens(3)).when(lambda o: o.submit()).then(
+            OrderSubmitted(total_amount=Decimal("5.97"))
+        )
+
+    def test_submitting_an_empty_order_fails(self) -> None:
+        given(Order, CREATED).when(lambda o: o.submit()).then_raises(OrderStateError, match="empty")
+
+    @pytest.mark.parametrize(
+        "history",
+        [
+            (CREATED, pens(1), OrderSubmitted(total_amount=Decimal("1.99"))),
+            (CREATED, OrderCancelled(reason="x")),
+        ],
+    )
+    def test_only_drafts_change(self, history: tuple[fabula.DomainEvent, ...]) -> None:
+        given(Order, *history).when(lambda o: o.add_item(PEN, "pen", 1, Decimal(1))).then_raises(
+            OrderStateError, match="not draft"
+        )
+        given(Order, *history).when(lambda o: o.submit()).then_raises(OrderStateError)
+
+    def test_a_submitted_order_can_be_cancelled(self) -> None:
+        history = (CREATED, pens(1), OrderSubmitted(total_amount=Decimal("1.99")))
+        given(Order, *history).when(lambda o: o.cancel("late")).then(OrderCancelled(reason="late"))
+
+    def test_cancelling_twice_fails(self) -> None:
+        given(Order, CREATED, OrderCancelled(reason="x")).when(
+            lambda o: o.cancel("again")
+        ).then_raises(OrderStateError, match="already cancelled")
+
+    @pytest.mark.parametrize("quantity", [0, -1, True, 1.5])
+    def test_quantities_are_whole_and_positive(self, quantity: object) -> None:
+        given(Order, CREATED).when(
+            lambda o: o.add_item(PEN, "pen", quantity, Decimal(1))  # type: ignore[arg-type]
+        ).then_raises(InvalidOrderError, match="quantity")
+
+    def test_a_line_has_an_upper_bound(self) -> None:
+        given(Order, CREATED, pens(MAX_LINE_QUANTITY - 1)).when(
+            lambda o: o.add_item(PEN, "pen", 2, Decimal("1.99"))
+        ).then_raises(InvalidOrderError, match="at most")
+
+    @pytest.mark.parametrize("price", ["-0.01", "0.001", "NaN", "Infinity"])
+    def test_prices_are_cents_and_not_negative(self, price: str) -> None:
+        given(Order, CREATED).when(lambda o: o.add_item(PEN, "pen", 1, Decimal(price))).then_raises(
+            InvalidOrderError
+        )
+
+    def test_a_blank_reason_is_refused(self) -> None:
+        given(Order, CREATED).when(lambda o: o.cancel("  ")).then_raises(InvalidOrderError)
+
+
+Action = tuple[str, UUID, int, Decimal]
+actions = st.lists(
+    st.one_of(
+        st.tuples(
+            st.just("add"),
+            st.sampled_from([PEN, LAMP]),
+            st.integers(-1, 4000),
+            st.decimals("0.00", "500.00", places=2),
+        ),
+        st.tuples(
+            st.sampled_from(["submit", "cancel"]), st.just(PEN), st.just(0), st.just(Decimal(0))
+        ),
+    ),
+    max_size=12,
+)
+
+
+def run(order: Order, action: Action) -> None:
+    kind, product, quantity, price = action
+    if kind == "add":
+        order.add_item(product, "pen" if product == PEN else "lamp", quantity, price)
+    elif kind == "submit":
+        order.submit()
+    else:
+        order.cancel("changed my mind")
+
+
+async def project(order: Order) -> tuple[str, Decimal, dict[UUID, tuple[int, Decimal]], int]:
+    """Store the order's events, run the real projection, and read the row back."""
+    async with SQLiteEventStore(":memory:") as store:
+        await fabula.Repository(store).save(order)
+        await fabula.Projector(store, [OrderSummaryProjection()]).catch_up()
+        conn: sqlite3.Connection = store._reader
+        status, total, count = conn.execute(
+            "SELECT status, total_amount, item_count FROM order_summary"
+        ).fetchone()
+        lines = {
+            UUID(product): (quantity, Decimal(price))
+            for product, quantity, price in conn.execute(
+                "SELECT product_id, quantity, unit_price FROM order_items"
+            )
+        }
+        return status, Decimal(total), lines, count
+
+
+@hypothesis_given(actions)
+def test_the_read_model_agrees_with_the_aggregate(steps: list[Action]) -> None:
+    """Whatever sequence of commands, accepted or refused, both sides tell the same order."""
+    order = Order.create(
+        uuid4(), customer_id=CUSTOMER, customer_name="Ada", shipping_address=ADDRESS
+    )
+    for step in steps:
+        try:
+            run(order, step)
+        except InvalidOrderError:
+            pass
+        except OrderStateError:
+            pass
+    status, total, lines, count = asyncio.run(project(order))
+    assert status == order.status.value
+    assert total == order.total
+    assert count == len(order.lines)
+    assert lines == {
+        product: (line.quantity, line.unit_price) for product, line in order.lines.items()
+    }
+    assert all(0 < line.quantity <= MAX_LINE_QUANTITY for line in order.lines.values())
+
+
+async def test_replaying_an_event_into_the_read_model_changes_nothing(tmp_path: Path) -> None:
+    """The version guard: handlers applied twice (a replay) leave the rows as once."""
+    order = Order.create(
+        uuid4(), customer_id=CUSTOMER, customer_name="Ada", shipping_address=ADDRESS
+    )
+    order.add_item(PEN, "pen", 2, Decimal("1.99"))
+    order.add_item(PEN, "pen", 1, Decimal("1.99"))
+    order.submit()
+    async with SQLiteEventStore(":memory:") as store:
+        await fabula.Repository(store).save(order)
+        recorded = await store.read_all()
+    path = str(tmp_path / "read-model.db")
+    projection = OrderSummaryProjection()
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        projection.setup(conn)
+        for event in [*recorded, *recorded, recorded[1], recorded[0]]:
+            projection.handle(event, conn)
+    read_model = ReadModel(path, fabula.CursorCodec(secret=b"s"))
+    found = read_model.order(UUID(str(order.id)))
+    read_model.close()
+    assert found is not None
+    assert (found.status.value, found.total_amount, found.item_count) == (
+        "submitted",
+        Decimal("5.97"),
+        1,
+    )
+    assert [(item.qty, item.unit_price) for item in found.items] == [(3, Decimal("1.99"))]

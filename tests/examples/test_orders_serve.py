@@ -1,0 +1,163 @@
+"""`orders serve` as a real process, driven over HTTP; and the rest of the `orders` command."""
+
+import asyncio
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .conftest import ADDRESS, Server
+
+
+def call(server: Server, method: str, path: str, body: object = None, expect: int = 200) -> Any:
+    response = httpx.request(method, f"{server.url}/api/v1{path}", json=body, timeout=30)
+    assert response.status_code == expect, response.text
+    return response.json()
+
+
+def populate(server: Server) -> tuple[str, str, str]:
+    customer = call(server, "POST", "/customers", {"name": "Ada", "email": "a@x.org"}, 201)
+    pen = call(server, "POST", "/products", {"name": "pen", "price": "1.99"}, 201)["product_id"]
+    body = {"customer_id": customer["customer_id"], "shipping_address": ADDRESS}
+    order = call(server, "POST", "/orders", body, 201)["order_id"]
+    return customer["customer_id"], pen, order
+
+
+def test_every_route_answers(server: Server) -> None:
+    customer, pen, order = populate(server)
+    assert {"product_id": pen, "name": "pen", "price": "1.99"} in call(server, "GET", "/products")
+    item = {"product_id": pen, "quantity": 3}
+    assert call(server, "POST", f"/orders/{order}/items", item) == {"status": "item_added"}
+    assert call(server, "POST", f"/orders/{order}/submit") == {"status": "submitted"}
+    view = call(server, "GET", f"/orders/{order}")
+    assert (view["status"], view["total_amount"], view["item_count"]) == ("submitted", "5.97", 1)
+    cancelled = call(server, "POST", f"/orders/{order}/cancel", {"reason": "r"})
+    assert cancelled == {"status": "cancelled"}
+    page = call(server, "GET", f"/customers/{customer}/orders?status=cancelled&page_size=5")
+    assert [o["id"] for o in page["items"]] == [order]
+    assert page["next_cursor"] is None
+    error = call(server, "POST", f"/orders/{order}/submit", expect=409)
+    assert error["error"]["code"] == "invalid_state"
+    malformed = httpx.post(
+        f"{server.url}/api/v1/products",
+        content=b"{nope",
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    assert malformed.status_code == 400
+    assert malformed.json()["error"]["code"] == "malformed_json"
+
+
+def test_twenty_parallel_adds_over_http(server: Server) -> None:
+    _, pen, order = populate(server)
+
+    async def burst() -> list[int]:
+        async with httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=60) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(f"/orders/{order}/items", json={"product_id": pen, "quantity": n})
+                    for n in range(1, 21)
+                )
+            )
+        return [response.status_code for response in responses]
+
+    assert asyncio.run(burst()) == [200] * 20
+    view = call(server, "GET", f"/orders/{order}")
+    assert view["items"][0]["qty"] == sum(range(1, 21))
+    assert view["total_amount"] == str(sum(range(1, 21)) * Decimal("1.99"))
+
+
+def test_a_restart_keeps_events_catalogs_and_read_model(tmp_path: Path) -> None:
+    server = Server(tmp_path / "orders.db")
+    server.start()
+    try:
+        customer, pen, order = populate(server)
+        call(server, "POST", f"/orders/{order}/items", {"product_id": pen, "quantity": 2})
+        before = call(server, "GET", f"/orders/{order}")
+        page = call(server, "GET", f"/customers/{customer}/orders?page_size=1")
+    finally:
+        server.stop()
+    server.start()
+    try:
+        assert call(server, "GET", f"/orders/{order}") == before
+        # Cursors are signed with a key kept in the database: they outlive a restart.
+        call(
+            server,
+            "GET",
+            f"/customers/{customer}/orders?cursor={page['items'][0]['id']}",
+            expect=400,
+        )
+        call(server, "POST", f"/orders/{order}/items", {"product_id": pen, "quantity": 1})
+        assert call(server, "GET", f"/orders/{order}")["items"][0]["qty"] == 3
+    finally:
+        server.stop()
+
+
+def orders_command(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(  # noqa: S603 - our own command
+        [sys.executable, "-m", "orders.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=cwd,
+        check=False,
+    )
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    result = orders_command("demo", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "the same order both times: True" in result.stdout
+    assert "total    43.47  (2 lines)" in result.stdout  # 3 notebooks at 12.50, 3 pens at 1.99
+    assert "-> 409" in result.stdout  # the refused item on a submitted order
+    assert "page 2:" in result.stdout
+    assert "order_summary at position 12, running" in result.stdout
+    assert list(tmp_path.iterdir()) == []  # a temporary database, removed afterwards
+
+
+def test_rebuild_read_model_rebuilds_the_same_model(tmp_path: Path) -> None:
+    database = tmp_path / "kept.db"
+    assert orders_command("demo", "--database", str(database)).returncode == 0
+
+    def rows() -> list[tuple[object, ...]]:
+        import sqlite3  # noqa: PLC0415
+
+        with sqlite3.connect(database) as conn:
+            summary = conn.execute(
+                "SELECT id, status, total_amount, item_count, created_at, updated_at "
+                "FROM order_summary ORDER BY id"
+            ).fetchall()
+            items = conn.execute("SELECT * FROM order_items ORDER BY order_id, product_id")
+            return summary + items.fetchall()
+
+    before = rows()
+    result = orders_command("rebuild-read-model", "--database", str(database))
+    assert result.returncode == 0, result.stderr
+    assert "rebuilt the order read model up to position 12" in result.stdout
+    assert "100.0%" in result.stderr
+    assert rows() == before
+    assert len(before) == 4 + 5
+
+
+def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    cases = [
+        (
+            ("rebuild-read-model", "--database", str(tmp_path / "missing.db")),
+            "there is no database",
+        ),
+        (("serve", "--database", "postgresql://localhost/test"), "PostgreSQL is not supported"),
+        (("demo", "--database", str(tmp_path / "no" / "such" / "dir.db")), "does not exist"),
+        (("serve", "--database", "mysql://x"), "SQLite file path"),
+    ]
+    for args, message in cases:
+        result = orders_command(*args)
+        assert result.returncode == 2, result
+        assert message in result.stderr
+        assert result.stderr.count("\n") == 1
+        assert "Traceback" not in result.stderr
+    result = orders_command("nonsense")
+    assert result.returncode == 2
+    assert "invalid choice" in result.stderr
