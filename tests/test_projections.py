@@ -1,6 +1,7 @@
 """Projections: read models equal a pure fold, exactly once, across batches and restarts."""
 
 import asyncio
+import contextlib
 import random
 import signal
 import sqlite3
@@ -423,6 +424,18 @@ class TestLive:
 CHILD = Path(__file__).parent / "projection_child.py"
 
 
+def wait_for_checkpoint(path: Path, target: int, *, deadline: float) -> None:
+    """Return once projection order_summary's checkpoint in `path` reaches `target`."""
+    with contextlib.closing(sqlite3.connect(path, timeout=5)) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT position FROM fabula_checkpoints WHERE name = 'order_summary'"
+            ).fetchone()
+            if row is not None and row[0] >= target:
+                return
+            time.sleep(0.0005)
+
+
 class TestCrashSafety:
     def test_sigkill_mid_batch_never_double_applies(self, tmp_path: Path) -> None:
         """A projector killed at random moments leaves rows that match its checkpoint exactly."""
@@ -465,7 +478,12 @@ class TestCrashSafety:
             )
             assert child.stdout is not None
             assert child.stdout.readline() == "ready\n"
-            time.sleep(rng.uniform(0.01, 0.2))
+            # Kill while the child is working: once its checkpoint has passed a
+            # random point of this round's backlog (a sleep of fixed length
+            # lands after the catch-up on a fast machine).
+            start = checkpoints[-1] if checkpoints else 0
+            target = start + int(rng.uniform(0.05, 0.6) * (heads[-1] - start))
+            wait_for_checkpoint(path, target, deadline=time.monotonic() + 10)
             child.send_signal(signal.SIGKILL)
             child.wait()
             child.stdout.close()
