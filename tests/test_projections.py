@@ -468,7 +468,8 @@ class TestCrashSafety:
                 assert read_summary(store) == fold(events)
                 return checkpoint
 
-        heads, checkpoints = [], []
+        heads: list[int] = []
+        checkpoints: list[int] = []
         for round_number in range(8):
             heads.append(asyncio.run(populate(round_number)))
             child = subprocess.Popen(  # noqa: S603 - our own test helper
