@@ -39,6 +39,18 @@ class TestReadme:
         assert blocks == len(python_blocks())
         assert sum(runnable for runnable, _ in python_blocks()) >= 2
 
+    def test_first_command_installs_and_runs_the_orders_demo(self) -> None:
+        """The README's first command is the demo (tests/examples runs `orders demo` itself)."""
+        command = (
+            "python3 -m venv .venv && .venv/bin/pip install -e . -e examples/orders "
+            "&& .venv/bin/orders demo"
+        )
+        first = README.split("```console\n", 1)[1].split("\n", 1)[0]
+        assert first == command
+        assert (ROOT / "examples" / "orders" / "pyproject.toml").read_text().count(
+            'orders = "orders.cli:main"'
+        ) == 1
+
     def test_set_up_commands_are_the_ones_ci_runs(self) -> None:
         """The README's check command is the one .ci/run executes."""
         command = "python3 -m venv .venv && .venv/bin/pip install nox && .venv/bin/nox"
