@@ -24,14 +24,14 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """Mypy --strict over src, tests and examples (the orders app included)."""
-    session.install("-e", ".", "-e", "examples/orders", *group("typing"))
+    session.install("-e", ".[postgres]", "-e", "examples/orders", *group("typing"))
     session.run("mypy")
 
 
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite, the orders app's included (pass pytest arguments after --)."""
-    session.install("-e", ".", "-e", "examples/orders", *group("tests"))
+    session.install("-e", ".[postgres]", "-e", "examples/orders", *group("tests"))
     session.run("pytest", *session.posargs)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Self
 
@@ -62,6 +62,12 @@ class StoreBase:
         """Return up to `limit` matching events after `after`, and the position read up to."""
         raise NotImplementedError
 
+    async def _scan_async(
+        self, after: int, limit: int, names: frozenset[str] | None
+    ) -> tuple[list[RecordedEvent], int]:
+        """`_scan` for stores whose reads wait for a server (they override this)."""
+        return self._scan(after, limit, names)
+
     def _check_open(self) -> None:
         raise NotImplementedError
 
@@ -86,7 +92,7 @@ class StoreBase:
         self._check_open()
         validate_read_all(after, limit)
         names = event_type_names(event_types, self.serializer.registry)
-        events, position = self._scan(after, limit, names)
+        events, position = await self._scan_async(after, limit, names)
         return LogPage(events=events, position=position)
 
     async def wait_for_commit(self, after: int, max_wait: float) -> None:
@@ -108,7 +114,7 @@ class StoreBase:
         self._check_open()
         validate_read_all(after, limit)
         names = event_type_names(event_types, self.serializer.registry)
-        return self._scan(after, limit, names)[0]
+        return (await self._scan_async(after, limit, names))[0]
 
     def subscribe(
         self, *, after: int = 0, event_types: EventTypes | None = None
@@ -123,7 +129,7 @@ class StoreBase:
         validate_read_all(after, 1)
         names = event_type_names(event_types, self.serializer.registry)
         return follow(
-            lambda position, limit: self._scan(position, limit, names),
+            lambda position, limit: self._scan_async(position, limit, names),
             after,
             self._wakeup,
             lambda: self._closed,
@@ -180,7 +186,7 @@ class Wakeup:
 
 
 async def follow(
-    scan: Callable[[int, int], tuple[list[RecordedEvent], int]],
+    scan: Callable[[int, int], Awaitable[tuple[list[RecordedEvent], int]]],
     after: int,
     wakeup: Wakeup,
     closed: Callable[[], bool],
@@ -202,7 +208,7 @@ async def follow(
         # Take the waiter before reading, so a commit between the read and the
         # wait still wakes us.
         waiter = wakeup.waiter()
-        batch, position = scan(position, _SUBSCRIBE_BATCH)
+        batch, position = await scan(position, _SUBSCRIBE_BATCH)
         for recorded in batch:
             yield recorded
         if batch or closed():
