@@ -167,6 +167,22 @@ class TestExactlyOnce:
             await Projector(store, [OrderSummary()]).catch_up()
             assert read_summary(store) == fold(r.event for r in await all_events(store))
 
+    async def test_wait_for_sees_a_checkpoint_another_projector_moved(self, tmp_path: Path) -> None:
+        """A projector that lost the race reloads the checkpoint; its waiters see it too."""
+        async with SQLiteEventStore(tmp_path / "e.db") as store:
+            repo = Repository(store)
+            projectors = [Projector(store, [OrderSummary()], batch_size=3) for _ in range(3)]
+            runs = [asyncio.create_task(p.run()) for p in projectors]
+            await play(repo, [("create",), ("add", 0, PRODUCTS[0], 2)] * 15, [])
+            head = await store.head_position()
+            try:
+                await asyncio.gather(*(p.wait_for(head, timeout=10) for p in projectors))
+            finally:
+                for run in runs:
+                    run.cancel()
+                await asyncio.gather(*runs, return_exceptions=True)
+            assert read_summary(store) == fold(r.event for r in await all_events(store))
+
 
 class TestFailures:
     async def test_a_failing_handler_stops_at_that_event(self) -> None:

@@ -479,7 +479,8 @@ class Projector(Generic[Tx]):
                 except CheckpointError:
                     # Moved under us (a rebuild switched, or another projector ran
                     # it): carry on from where the store says it is.
-                    track.checkpoint = await self.store.load_checkpoint(track.projection.name)
+                    # Through _advanced, so that wait_for callers see it too.
+                    self._advanced(track, await self.store.load_checkpoint(track.projection.name))
                     continue
                 if not moved:
                     await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
