@@ -169,6 +169,23 @@ class Statements:
             f"SELECT coalesce(max(position), 0) FROM {s}.fabula_events WHERE position < {_HORIZON}"
         )
 
+        self.ensure_checkpoint = (
+            f"INSERT INTO {s}.fabula_checkpoints VALUES (%s, 0, now()) "
+            "ON CONFLICT (name) DO NOTHING"
+        )
+        self.lock_checkpoint = (
+            f"SELECT position FROM {s}.fabula_checkpoints WHERE name = %s FOR UPDATE"
+        )
+        self.load_checkpoint = f"SELECT position FROM {s}.fabula_checkpoints WHERE name = %s"
+        self.save_checkpoint = (
+            f"UPDATE {s}.fabula_checkpoints SET position = %s, updated_at = now() WHERE name = %s"
+        )
+        self.record_skip = f"INSERT INTO {s}.fabula_skips VALUES (%s, %s, %s, %s, now())"
+        self.load_skips = (
+            f"SELECT position, event_type, reason, skipped_at FROM {s}.fabula_skips "
+            "WHERE name = %s ORDER BY position"
+        )
+
         self.save_snapshot = f"""
             INSERT INTO {s}.fabula_snapshots AS old
                 (stream_id, aggregate_type, version, schema_version, state, created_at)

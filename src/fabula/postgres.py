@@ -30,10 +30,10 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self
-from uuid import UUID
+from typing import Any, ClassVar, Self, TypeVar
+from uuid import UUID, uuid4
 
 try:
     import psycopg
@@ -47,6 +47,7 @@ from fabula import _postgres_schema as sql
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._plumbing import Checked, StoreBase, Wakeup, check_appends
+from fabula._projections import Projection, SkippedEvent
 from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
 from fabula._store import (
@@ -61,10 +62,12 @@ from fabula._store import (
     validate_read_stream,
 )
 from fabula.exceptions import (
+    CheckpointError,
     ConcurrencyError,
     DuplicateEventIdError,
     IdempotencyKeyTakenError,
     InvalidAppendError,
+    ProjectionError,
     SchemaVersionError,
     SerializationError,
     StoreClosedError,
@@ -79,6 +82,10 @@ logger = logging.getLogger("fabula.postgres")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 _HELD_BACK_RECHECK = 0.005  # seconds: look again soon when an open transaction holds readers
 _PURGE_EVERY = 1000
+
+T = TypeVar("T")
+Tx = psycopg.Connection[Any]
+"""What projection handlers get: a synchronous connection, inside the batch's transaction."""
 
 _Encoded = tuple[str, tuple[DomainEvent, ...], Expected, tuple[SerializedEvent, ...]]
 
@@ -155,6 +162,8 @@ class PostgresEventStore(StoreBase):
         self._opening: asyncio.Lock | None = None
         self._listener: asyncio.Task[None] | None = None
         self._records_written = 0
+        self._projection_pool: psycopg_pool.ConnectionPool[Any] | None = None
+        self._max_size = max_size
 
     def __repr__(self) -> str:
         return f"<PostgresEventStore schema={self.schema!r}>"
@@ -204,6 +213,8 @@ class PostgresEventStore(StoreBase):
                 await self._listener
         if self._own_pool:
             await self._pool.close()
+        if self._projection_pool is not None:
+            await asyncio.to_thread(self._projection_pool.close)
 
     async def _create_schema(self) -> None:
         async with self._transaction() as conn:
@@ -503,8 +514,10 @@ class PostgresEventStore(StoreBase):
         """Return up to `limit` readable events after `after`, and the position read up to.
 
         Readable: below the horizon, where every transaction has ended. When
-        the page is not full, the reader has seen everything below the
-        horizon and may resume from just under it.
+        the page is not full, the reader has seen every event below the
+        horizon, and resumes from the last of them (skipping events of other
+        types). Not from the horizon itself: that moves with every
+        transaction, so a reader would never stop "advancing".
         """
         await self._ready()
         params: dict[str, Any] = {"after": after, "limit": limit}
@@ -518,7 +531,7 @@ class PostgresEventStore(StoreBase):
         events = self._decode_rows([row[2:] for row in rows if row[2] is not None])
         if len(events) == limit:
             return events, events[-1].position
-        reached = max(after, horizon - 1)
+        reached = max(after, min(horizon - 1, head))
         if head > reached and not events:
             # A transaction that began before the newest commits is still
             # open: those commits become readable when it ends. Look again
@@ -624,6 +637,190 @@ class PostgresEventStore(StoreBase):
             return None
         stream, aggregate_type, version, schema_version, state = row
         return Snapshot(stream, aggregate_type, version, schema_version, state)
+
+    # -- projections -------------------------------------------------------------
+    #
+    # Projection handlers are synchronous: they run in a worker thread, on a
+    # synchronous connection, inside the transaction that moves the checkpoint.
+    # Its search_path starts with the store's schema, where read models go.
+
+    async def _in_projection_transaction(self, job: Callable[[Tx], T]) -> T:
+        await self._ready()
+        if self._projection_pool is None:
+            if self._conninfo is None:
+                msg = "projections need a store built from a connection string"
+                raise StoreError(msg)
+            pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
+                self._conninfo,
+                min_size=1,
+                max_size=max(2, self._max_size // 2),
+                timeout=self._connect_timeout,
+                open=False,
+                name="fabula-projections",
+                # Read models live beside the events: unqualified names in
+                # handlers resolve to the store's schema first.
+                kwargs={"options": f"-c search_path={self.schema},public"},
+            )
+            await asyncio.to_thread(pool.open, True, self._connect_timeout)  # noqa: FBT003
+            self._projection_pool = pool
+        projection_pool = self._projection_pool
+
+        def run() -> T:
+            with projection_pool.connection() as conn, conn.transaction():
+                return job(conn)
+
+        try:
+            return await asyncio.to_thread(run)
+        except psycopg_pool.PoolTimeout as exc:
+            msg = f"no PostgreSQL connection within {self._connect_timeout} s: {exc}"
+            raise StoreUnavailableError(msg) from exc
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    def _lock_checkpoint(self, conn: Tx, name: str) -> int:
+        conn.execute(self._sql.ensure_checkpoint, (name,))
+        row = conn.execute(self._sql.lock_checkpoint, (name,)).fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def load_checkpoint(self, name: str) -> int:
+        """Return the checkpoint of projection `name` (0 if it has none)."""
+        await self._ready()
+        async with self._transaction() as conn:
+            row = await (await conn.execute(self._sql.load_checkpoint, (name,))).fetchone()
+        return 0 if row is None else int(row[0])
+
+    async def commit_projection(
+        self, name: str, *, expected: int, position: int, work: Callable[[Tx], None]
+    ) -> None:
+        """Run `work` and move checkpoint `name` from `expected` to `position`, in one transaction.
+
+        `work` gets a synchronous psycopg connection in the transaction; the
+        checkpoint row is locked first, so a second projector running the
+        same projection waits, then finds the checkpoint moved.
+
+        Raises:
+            CheckpointError: The checkpoint is not at `expected`.
+        """
+
+        def job(conn: Tx) -> None:
+            stored = self._lock_checkpoint(conn, name)
+            if stored != expected:
+                raise CheckpointError(name, stored, position)
+            work(conn)
+            conn.execute(self._sql.save_checkpoint, (position, name))
+
+        await self._in_projection_transaction(job)
+
+    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
+        """Move checkpoint `name` from `position - 1` past `position`, recording the skip.
+
+        Raises:
+            CheckpointError: The checkpoint is not at `position - 1`.
+        """
+
+        def job(conn: Tx) -> None:
+            stored = self._lock_checkpoint(conn, name)
+            if stored != position - 1:
+                raise CheckpointError(name, stored, position)
+            conn.execute(self._sql.record_skip, (name, position, event_type, reason))
+            conn.execute(self._sql.save_checkpoint, (position, name))
+
+        await self._in_projection_transaction(job)
+
+    async def load_skips(self, name: str) -> list[SkippedEvent]:
+        """Return the events skipped in projection `name`, oldest first."""
+        await self._ready()
+        async with self._transaction() as conn:
+            rows = await (await conn.execute(self._sql.load_skips, (name,))).fetchall()
+        return [SkippedEvent(position, kind, reason, at) for position, kind, reason, at in rows]
+
+    async def rebuild_projection(
+        self,
+        projection: Projection[Tx],
+        *,
+        batch_size: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> int:
+        """Build `projection` afresh in a side schema, then move its tables in, in one transaction.
+
+        The handlers run with the side schema first on the `search_path`, so
+        their unqualified table names write the new copy while the live
+        tables keep serving. The switch drops the live tables, moves the new
+        ones (with their indexes) into the live schema and sets the
+        checkpoint, in one transaction: readers see the old read model, then
+        the new one. Returns the new checkpoint.
+
+        Raises:
+            StoreError: The projection does not list its `tables`.
+            ProjectionError: A handler failed; the live read model is untouched.
+        """
+        if not projection.tables:
+            msg = f"projection {projection.name!r} must list its read-model tables to be rebuilt"
+            raise StoreError(msg)
+        side = sql.quote_identifier(f"fabula_rebuild_{uuid4().hex[:16]}")
+
+        def use_side(conn: Tx) -> None:
+            path = conn.execute("SHOW search_path").fetchone()
+            conn.execute(f"SET LOCAL search_path TO {side}, {path[0] if path else 'public'}")
+
+        def prepare(conn: Tx) -> None:
+            conn.execute(f"CREATE SCHEMA {side}")
+            use_side(conn)
+            projection.setup(conn)
+
+        await self._in_projection_transaction(prepare)
+        try:
+            position = await self._build_side(projection, use_side, batch_size, progress)
+
+            def swap(conn: Tx) -> None:
+                row = conn.execute("SELECT current_schema()").fetchone()
+                live = sql.quote_identifier(row[0] if row and row[0] else "public")
+                self._lock_checkpoint(conn, projection.name)
+                for table in projection.tables:
+                    name = sql.quote_identifier(table)
+                    conn.execute(f"DROP TABLE IF EXISTS {live}.{name} CASCADE")
+                    conn.execute(f"ALTER TABLE {side}.{name} SET SCHEMA {live}")
+                conn.execute(self._sql.save_checkpoint, (position, projection.name))
+
+            await self._in_projection_transaction(swap)
+        finally:
+            await self._in_projection_transaction(
+                lambda conn: conn.execute(f"DROP SCHEMA IF EXISTS {side} CASCADE")
+            )
+        return position
+
+    async def _build_side(
+        self,
+        projection: Projection[Tx],
+        use_side: Callable[[Tx], None],
+        batch_size: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> int:
+        types = tuple(projection.handlers())
+        position = 0
+        while True:
+            head = await self.head_position()
+            page = await self.read_log(after=position, limit=batch_size, event_types=types)
+            if page.position <= position:
+                return position
+
+            def apply(conn: Tx, events: list[RecordedEvent] = page.events) -> None:
+                use_side(conn)
+                for recorded in events:
+                    try:
+                        projection.handle(recorded, conn)
+                    except Exception as exc:
+                        kind = type(recorded.event).__qualname__
+                        raise ProjectionError(
+                            projection.name, recorded.position, kind, exc
+                        ) from exc
+
+            await self._in_projection_transaction(apply)
+            position = page.position
+            if progress is not None:
+                progress(position, max(head, position))
 
 
 def _check_unique_ids(encoded: list[_Encoded]) -> None:
