@@ -214,8 +214,8 @@ class Balances(fabula.Projection[Tx]):
 def balances(store: PostgresEventStore) -> dict[str, Decimal]:
     assert store._conninfo is not None
     with psycopg.connect(store._conninfo) as conn:
-        rows = conn.execute(f'SELECT account, total FROM "{store.schema}".balances').fetchall()
-    return {account: total for account, total in rows}
+        query = f'SELECT account, total FROM "{store.schema}".balances'  # noqa: S608
+        return dict(conn.execute(query).fetchall())
 
 
 async def fill(store: PostgresEventStore, accounts: int, deposits: int) -> dict[str, Decimal]:
@@ -269,7 +269,7 @@ class TestProjections:
         await projector.catch_up()
         assert store._conninfo is not None
         with psycopg.connect(store._conninfo) as conn:  # a bug wrote nonsense
-            conn.execute(f'UPDATE "{store.schema}".balances SET total = -1')
+            conn.execute(f'UPDATE "{store.schema}".balances SET total = -1')  # noqa: S608
         progress: list[tuple[int, int]] = []
         await projector.rebuild("balances", progress=lambda d, t: progress.append((d, t)))
         assert balances(store) == expected
