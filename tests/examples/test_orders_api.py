@@ -1,14 +1,19 @@
 """The orders HTTP API, in-process over httpx's ASGI transport."""
 
 import asyncio
+import contextlib
+import sqlite3
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import httpx
 import pytest
-from orders.api import MAX_BODY_BYTES
+from orders.api import MAX_BODY_BYTES, create_app
+from orders.domain import ShippingAddress
+from orders.service import CreateCustomer, CreateOrder, OrdersService, SubmitOrder
 
 from .conftest import ADDRESS, Shop
 
@@ -51,6 +56,10 @@ class TestCatalogs:
     async def test_invalid_products_are_422(self, client: httpx.AsyncClient, body: object) -> None:
         assert_error(await client.post("/products", json=body), 422, "validation_error")
 
+    async def test_negative_zero_is_zero(self, shop: Shop) -> None:
+        await shop.product("gift", "-0.00")
+        assert (await shop.get("/products"))[0]["price"] == "0.00"
+
     @pytest.mark.parametrize("email", ["", "ada", "ada@", "a b@example.org"])
     async def test_invalid_emails_are_422(self, client: httpx.AsyncClient, email: str) -> None:
         response = await client.post("/customers", json={"name": "Ada", "email": email})
@@ -91,15 +100,25 @@ class TestOrders:
         assert answer == {"status": "cancelled"}
         assert (await shop.get(f"/orders/{order_id}"))["status"] == "cancelled"
 
-    async def test_a_line_keeps_the_price_it_was_opened_at(self, shop: Shop) -> None:
+    async def test_a_line_keeps_the_price_it_was_opened_at(
+        self, shop: Shop, service: OrdersService
+    ) -> None:
         """The aggregate and the read model agree on a line whose product changed price."""
         order_id = await shop.order(await shop.customer())
         pen = await shop.product("pen", "2.00")
         await shop.add(order_id, pen, 1)
+        with contextlib.closing(sqlite3.connect(service.catalog.path)) as conn, conn:
+            conn.execute("UPDATE products SET price = '3.00' WHERE id = ?", (pen,))
+        assert (await shop.get("/products"))[0]["price"] == "3.00"
         await shop.add(order_id, pen, 1)
         view = await shop.get(f"/orders/{order_id}")
         assert view["items"][0]["qty"] == 2
+        assert view["items"][0]["unit_price"] == "2.00"
         assert view["total_amount"] == "4.00"
+        assert await service.execute(SubmitOrder(order_id=UUID(order_id))) == Decimal("4.00")
+        other = await shop.order(await shop.customer("Bo"))
+        await shop.add(other, pen, 1)  # a new line takes the current price
+        assert (await shop.get(f"/orders/{other}"))["total_amount"] == "3.00"
 
     async def test_state_transition_errors_are_409(
         self, shop: Shop, client: httpx.AsyncClient
@@ -240,13 +259,30 @@ class TestPagination:
         assert len(page["items"]) == 20
         assert page["next_cursor"] is not None
 
+    async def test_a_cursor_only_fits_its_own_listing(
+        self, shop: Shop, client: httpx.AsyncClient
+    ) -> None:
+        ada, bo = await shop.customer("Ada"), await shop.customer("Bo")
+        for customer in (ada, bo, ada, bo, ada, bo):
+            await shop.order(customer)
+        page = await shop.get(f"/customers/{ada}/orders", params={"page_size": 1})
+        cursor = page["next_cursor"]
+        elsewhere = await client.get(f"/customers/{bo}/orders", params={"cursor": cursor})
+        assert_error(elsewhere, 400, "invalid_cursor")
+        filtered = await client.get(
+            f"/customers/{ada}/orders", params={"cursor": cursor, "status": "draft"}
+        )
+        assert_error(filtered, 400, "invalid_cursor")
+        same = await shop.get(f"/customers/{ada}/orders", params={"cursor": cursor})
+        assert len(same["items"]) == 2
+
     async def test_bad_cursors_are_400(self, shop: Shop, client: httpx.AsyncClient) -> None:
         ada = await shop.customer()
         for _ in range(3):
             await shop.order(ada)
         page = await shop.get(f"/customers/{ada}/orders", params={"page_size": 1})
         cursor = page["next_cursor"]
-        for bad in ["nonsense", cursor[:-3] + "AAA", cursor + "x", "%%%"]:
+        for bad in ["nonsense", cursor[:-3] + "AAA", cursor + "x", "%%%", "A" * 5000]:
             response = await client.get(f"/customers/{ada}/orders", params={"cursor": bad})
             assert_error(response, 400, "invalid_cursor")
 
@@ -263,6 +299,8 @@ class TestValidation:
             ("POST", f"/orders/{uuid4()}/items", {"product_id": str(uuid4()), "quantity": 0}),
             ("POST", f"/orders/{uuid4()}/items", {"product_id": str(uuid4()), "quantity": -1}),
             ("POST", f"/orders/{uuid4()}/items", {"product_id": str(uuid4()), "quantity": 1.5}),
+            ("POST", f"/orders/{uuid4()}/items", {"product_id": str(uuid4()), "quantity": True}),
+            ("POST", f"/orders/{uuid4()}/items", {"product_id": str(uuid4()), "quantity": "2"}),
             ("POST", f"/orders/{uuid4()}/items", {"product_id": str(uuid4()), "quantity": 10**9}),
             ("POST", f"/orders/{uuid4()}/cancel", {"reason": ""}),
             ("POST", f"/orders/{uuid4()}/cancel", None),
@@ -280,7 +318,7 @@ class TestValidation:
 
     async def test_malformed_json_is_400(self, client: httpx.AsyncClient) -> None:
         headers = {"content-type": "application/json"}
-        for content in [b"{", b'{"name": "pen",}', b"\xff\xfe"]:
+        for content in [b"{", b'{"name": "pen",}', b"\xff\xfe", b'{"name": "\xc3\x28"}']:
             response = await client.post("/products", content=content, headers=headers)
             assert_error(response, 400, "malformed_json")
 
@@ -334,3 +372,38 @@ async def test_twenty_parallel_adds_to_one_order(shop: Shop) -> None:
     assert {item["product_id"]: item["qty"] for item in view["items"]} == expected
     total = expected[pen] * Decimal("1.99") + expected[lamp] * Decimal("39.00")
     assert view["total_amount"] == str(total)
+
+
+async def test_a_locked_database_is_503_not_500(tmp_path: Path) -> None:
+    """Another process holding the write lock past the busy timeout: 503, then recovery."""
+    path = str(tmp_path / "orders.db")
+    async with OrdersService.open(path, busy_timeout=0.2, read_timeout=5) as service:
+        transport = httpx.ASGITransport(app=create_app(service))
+        async with httpx.AsyncClient(transport=transport, base_url="http://o/api/v1") as api:
+            body = {"name": "Ada", "email": "ada@example.org"}
+            with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
+                other.execute("BEGIN IMMEDIATE")
+                assert_error(await api.post("/customers", json=body), 503, "unavailable")
+                assert (await api.get("/products")).status_code == 200  # reads go on
+                other.execute("COMMIT")
+            assert (await api.post("/customers", json=body)).status_code == 201
+
+
+async def test_a_dead_projector_is_logged_and_commands_do_not_wait(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with OrdersService.open(str(tmp_path / "o.db"), read_timeout=1) as service:
+        customer = await service.execute(CreateCustomer(name="Ada", email="a@x.org"))
+
+        async def broken(**_: object) -> None:
+            msg = "the log cannot be read"
+            raise RuntimeError(msg)
+
+        monkeypatch.setattr(service.store, "read_log", broken)
+        command = CreateOrder(customer_id=customer, shipping_address=ShippingAddress(**ADDRESS))
+        await service.execute(command)  # the projector dies while this waits
+        assert "the projector stopped" in caplog.text
+        await service.execute(command)  # committed, without waiting for a dead projector
+        assert "the projector is not running" in caplog.text
+        assert len(await service.store.read_all()) == 2
+    # Leaving the block closed everything without raising the projector's error.

@@ -107,7 +107,7 @@ class NewItem(_Model):
     """Units of a product to add to an order."""
 
     product_id: UUID
-    quantity: Annotated[int, pydantic.Field(ge=1, le=10_000)]
+    quantity: Annotated[int, pydantic.Field(strict=True, ge=1, le=10_000)]
 
 
 class Cancellation(_Model):
@@ -233,7 +233,13 @@ def _error(status: int, code: str, message: str) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=status)
 
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
+# FastAPI answers a body it cannot parse (bad UTF-8, nesting too deep) with a 400.
+_HTTP_CODES = {
+    400: "malformed_json",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+}
 
 # Exceptions of the application, each with its status and code.
 _DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
@@ -422,7 +428,7 @@ async def customer_orders(
     service: svc,
     status: OrderStatus | None = None,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
-    cursor: Annotated[str | None, Query(max_length=512)] = None,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> OrderPage:
     """Page through a customer's orders, newest first."""
     query = GetCustomerOrders(

@@ -69,20 +69,36 @@ class Catalog:
     """
 
     def __init__(self, path: str, *, busy_timeout: float = 5.0) -> None:
-        self._conn = sqlite3.connect(
+        self.path = path
+        self._writer = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
         )
-        self._lock = asyncio.Lock()
-        for statement in _SCHEMA:
-            self._conn.execute(statement)
+        self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # One statement at a time per connection; reads never queue behind a
+        # write that waits for the database's lock.
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+        try:
+            for statement in _SCHEMA:
+                self._writer.execute(statement)
+        except sqlite3.Error as exc:
+            self.close()
+            raise _translate(exc, path) from exc
 
     def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()
+        """Close the connections."""
+        self._writer.close()
+        self._reader.close()
 
-    async def _run(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
-        async with self._lock:
-            return await asyncio.to_thread(lambda: self._conn.execute(sql, params).fetchall())
+    async def _run(
+        self, sql: str, params: tuple[object, ...], *, write: bool = False
+    ) -> list[tuple[object, ...]]:
+        conn, lock = (self._writer, self._write_lock) if write else (self._reader, self._read_lock)
+        async with lock:
+            try:
+                return await asyncio.to_thread(lambda: conn.execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                raise _translate(exc, self.path) from exc
 
     async def add_customer(self, name: str, email: str) -> UUID:
         """Add a customer and return their new id."""
@@ -90,6 +106,7 @@ class Catalog:
         await self._run(
             "INSERT INTO customers VALUES (?, ?, ?, ?)",
             (str(customer_id), name, email, datetime.now(UTC).isoformat()),
+            write=True,
         )
         return customer_id
 
@@ -120,6 +137,7 @@ class Catalog:
         await self._run(
             "INSERT INTO products VALUES (?, ?, ?, ?)",
             (str(product_id), name, str(price), datetime.now(UTC).isoformat()),
+            write=True,
         )
         return product_id
 
@@ -143,6 +161,16 @@ class Catalog:
     async def secret(self, name: str) -> bytes:
         """Return the secret called `name`, made and kept in the database on first use."""
         fresh = secrets.token_hex(32)
-        await self._run("INSERT OR IGNORE INTO orders_settings VALUES (?, ?)", (name, fresh))
+        await self._run(
+            "INSERT OR IGNORE INTO orders_settings VALUES (?, ?)", (name, fresh), write=True
+        )
         ((value,),) = await self._run("SELECT value FROM orders_settings WHERE key = ?", (name,))
         return bytes.fromhex(str(value))
+
+
+def _translate(exc: sqlite3.Error, path: str) -> fabula.FabulaError:
+    if isinstance(exc, sqlite3.OperationalError) and (
+        "locked" in str(exc) or "busy" in str(exc) or "unable to open" in str(exc)
+    ):
+        return fabula.StoreUnavailableError(f"the catalog in {path!r} is unavailable: {exc}")
+    return fabula.StoreError(f"the catalog in {path!r} failed: {exc}")

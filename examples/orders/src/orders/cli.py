@@ -33,8 +33,8 @@ def database_path(value: str) -> str:
         scheme = value.split("://", 1)[0]
         if scheme.startswith("postgres"):
             raise UsageError(
-                "PostgreSQL is not supported yet (it arrives with fabula.postgres); "
-                "give a SQLite file path"
+                "the orders service runs on SQLite only for now (its read model is not "
+                "ported to PostgreSQL yet); give a SQLite file path"
             )
         raise UsageError(f"--database must be a SQLite file path or sqlite:/// URL, not {value!r}")
     if not value:

@@ -51,7 +51,7 @@ def money(amount: Decimal) -> Decimal:
     rounded = amount.quantize(CENT)
     if rounded != amount:
         raise InvalidOrderError(f"an amount has at most two decimal places, not {amount}")
-    return rounded
+    return rounded + 0  # -0.00 becomes 0.00
 
 
 class OrderError(fabula.DomainError):

@@ -8,9 +8,10 @@ the line writes happen only when the guarded summary write did.
 """
 
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 from uuid import UUID
 
 import attrs
@@ -32,6 +33,9 @@ __all__ = [
     "OrderView",
     "ReadModel",
 ]
+
+
+T = TypeVar("T")
 
 
 def _text(moment: datetime) -> str:
@@ -211,8 +215,18 @@ class ReadModel:
     MAX_PAGE_SIZE = 100
 
     def __init__(self, path: str, codec: fabula.CursorCodec) -> None:
-        self._conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, check_same_thread=False)
+        self._conn = sqlite3.connect(
+            f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
+        )
         self._codec = codec
+
+    def _snapshot(self, read: Callable[[], T]) -> T:
+        """Run `read` in one read transaction: every query sees the same commit."""
+        self._conn.execute("BEGIN")
+        try:
+            return read()
+        finally:
+            self._conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close the connection."""
@@ -220,6 +234,9 @@ class ReadModel:
 
     def order(self, order_id: UUID) -> OrderView | None:
         """Return the order with `order_id`, or None if the read model has none."""
+        return self._snapshot(lambda: self._order(order_id))
+
+    def _order(self, order_id: UUID) -> OrderView | None:
         row = self._conn.execute(
             f"SELECT {_SUMMARY_COLUMNS} FROM order_summary WHERE id = ?",  # noqa: S608
             (str(order_id),),
@@ -246,18 +263,28 @@ class ReadModel:
     ) -> fabula.Page[OrderSummaryView]:
         """Return a page of a customer's orders, newest first.
 
+        A cursor carries the customer and the status filter it was made
+        for, besides the sort key of the last row.
+
         Raises:
             InvalidPageSizeError: `page_size` is not between 1 and 100.
-            InvalidCursorError: `cursor` is malformed or was altered.
+            InvalidCursorError: `cursor` is malformed, was altered, or was
+                made for another customer or status filter.
         """
         size = fabula.check_page_size(page_size, maximum=self.MAX_PAGE_SIZE)
         where = ["customer_id = ?"]
         params: list[object] = [str(customer_id)]
+        listing = status.value if status is not None else ""
         if status is not None:
             where.append("status = ?")
             params.append(status.value)
         if cursor is not None:
-            created, after_id = self._codec.decode(cursor, (datetime, UUID))
+            created, after_id, for_customer, for_listing = self._codec.decode(
+                cursor, (datetime, UUID, UUID, str)
+            )
+            if (for_customer, for_listing) != (customer_id, listing):
+                msg = "the cursor belongs to another customer's or another status's listing"
+                raise fabula.InvalidCursorError(msg)
             assert isinstance(created, datetime)
             where.append("(created_at, id) < (?, ?)")
             params += [_text(created), str(after_id)]
@@ -269,6 +296,6 @@ class ReadModel:
         return fabula.Page.from_rows(
             [_summary(row) for row in rows],
             size,
-            key=lambda view: (view.created_at, view.id),
+            key=lambda view: (view.created_at, view.id, customer_id, listing),
             codec=self._codec,
         )

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -127,6 +128,7 @@ class OrdersService:
         commands: The command bus (correlation, retry on conflict, idempotency).
         queries: The query bus.
         read_timeout: How long `execute` waits for the read model to catch up.
+        key_retention: How long an idempotency key is remembered.
     """
 
     def __init__(
@@ -136,6 +138,7 @@ class OrdersService:
         read_model: ReadModel,
         *,
         read_timeout: float = 10.0,
+        key_retention: timedelta = timedelta(days=1),
     ) -> None:
         self.store = store
         self.catalog = catalog
@@ -149,37 +152,60 @@ class OrdersService:
         # when its handler returns, so its conflicts surface there. Many
         # attempts, because a popular order can have many writers at once.
         self.commands.use(fabula.RetryOnConflict(attempts=30, max_delay=0.05))
-        self.commands.use(fabula.Idempotency(store))
+        # Keys are remembered for a day (as payment APIs do); a repeat after
+        # that runs again.
+        self.commands.use(fabula.Idempotency(store, retention=key_retention))
         self.queries = fabula.QueryBus()
+        self._projecting: asyncio.Task[None] | None = None
         self._register()
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def open(cls, path: str, *, read_timeout: float = 10.0) -> AsyncIterator["OrdersService"]:
+    async def open(
+        cls, path: str, *, read_timeout: float = 10.0, busy_timeout: float = 5.0
+    ) -> AsyncIterator["OrdersService"]:
         """Open the service on the SQLite file `path`, run it, and close it on exit.
+
+        `busy_timeout` is how long a write waits for another process's lock
+        on the database before failing with `StoreUnavailableError` (503).
 
         The read model is brought up to date before this yields; the
         projector then follows new events in the background.
         """
-        async with SQLiteEventStore(path) as store:
-            catalog = Catalog(path)
+        async with SQLiteEventStore(path, busy_timeout=busy_timeout) as store:
+            catalog = Catalog(path, busy_timeout=busy_timeout)
             read_model: ReadModel | None = None
-            running: asyncio.Task[None] | None = None
+            service: OrdersService | None = None
             try:
                 codec = fabula.CursorCodec(secret=await catalog.secret("cursor-secret"))
                 read_model = ReadModel(path, codec)
                 service = cls(store, catalog, read_model, read_timeout=read_timeout)
                 await service.projector.catch_up()  # creates the tables, applies the backlog
-                running = asyncio.create_task(service.projector.run(), name="orders-projector")
+                service._start_projector()
                 yield service
             finally:
-                if running is not None:
-                    running.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await running
+                if service is not None:
+                    await service._stop_projector()
                 if read_model is not None:
                     read_model.close()
                 catalog.close()
+
+    def _start_projector(self) -> None:
+        def report(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                logger.error(
+                    "the projector stopped; the read model no longer follows the events",
+                    exc_info=task.exception(),
+                )
+
+        self._projecting = asyncio.create_task(self.projector.run(), name="orders-projector")
+        self._projecting.add_done_callback(report)
+
+    async def _stop_projector(self) -> None:
+        if self._projecting is not None:
+            self._projecting.cancel()
+            # Its failure, if any, was logged when it happened.
+            await asyncio.gather(self._projecting, return_exceptions=True)
 
     async def execute(self, command: fabula.Command[R]) -> R:
         """Dispatch `command`, then wait until the read model reflects it.
@@ -193,6 +219,9 @@ class OrdersService:
         the command's result is still returned: it was committed.
         """
         result = await self.commands.dispatch(command)
+        if self._projecting is None or self._projecting.done():
+            logger.warning("the projector is not running; the read model may be stale")
+            return result
         head = await self.store.head_position()
         try:
             await self.projector.wait_for(head, timeout=self.read_timeout)
