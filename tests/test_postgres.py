@@ -1,9 +1,12 @@
 """PostgresEventStore against a real server: the contract, and readers that never skip."""
 
 import asyncio
+import json
 import random
+import sys
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -280,3 +283,63 @@ class TestProjections:
                 "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'fabula_rebuild_%%'"
             ).fetchone()
         assert left == (0,)
+
+
+WRITER = Path(__file__).parent / "postgres_child.py"
+
+
+class TestManyWriters:
+    def test_eight_processes_while_two_subscribers_tail(self, schemas: list[str]) -> None:
+        """8 writer processes x 2,000 events, some streams contended, 2 subscribers tailing.
+
+        Nothing lost or duplicated, delivered in position order, stream
+        versions contiguous, and every conflict a real one (none on streams
+        only one writer uses).
+        """
+        url = require_postgres()
+        schemas.append(new_schema())
+        writers, per_writer = 8, 2000
+        total = writers * per_writer
+
+        async def scenario() -> tuple[list[list[RecordedEvent]], list[dict[str, Any]], int]:
+            async with PostgresEventStore(url, schema=schemas[-1], poll_interval=0.2) as store:
+                seen: list[list[RecordedEvent]] = [[], []]
+                tails = [asyncio.create_task(collect(store, total, s)) for s in seen]
+                children = [
+                    await asyncio.create_subprocess_exec(
+                        sys.executable,
+                        str(WRITER),
+                        url,
+                        schemas[-1],
+                        str(n),
+                        str(per_writer),
+                        str(n + 1),
+                        stdout=asyncio.subprocess.PIPE,
+                    )
+                    for n in range(writers)
+                ]
+                outputs = [await child.communicate() for child in children]
+                assert [child.returncode for child in children] == [0] * writers
+                await asyncio.wait_for(asyncio.gather(*tails), timeout=120)
+                reports = [json.loads(out) for out, _ in outputs]
+                streams = {stream for r in reports for _, _, stream in r["stored"]}
+                gaps = 0
+                for stream in streams:
+                    versions = [e.event.version for e in await store.read_stream(stream)]
+                    gaps += versions != list(range(1, len(versions) + 1))
+                return seen, reports, gaps
+
+        seen, reports, gaps = asyncio.run(scenario())
+        stored = {event_id: position for r in reports for event_id, position, _ in r["stored"]}
+        assert len(stored) == total
+        for delivered in seen:
+            positions = [r.position for r in delivered]
+            assert positions == sorted(positions), "out of order"
+            assert len(set(positions)) == total, "duplicated"
+            assert {str(r.event.event_id): r.position for r in delivered} == stored, "lost"
+        assert gaps == 0, "a stream's versions are not contiguous"
+        conflicts = [c for r in reports for c in r["conflicts"]]
+        assert conflicts, "the shared streams were never contended"
+        for stream, expected, actual in conflicts:
+            assert stream.startswith("shared-"), f"a false conflict on {stream}"
+            assert actual > expected, (stream, expected, actual)
