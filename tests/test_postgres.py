@@ -94,7 +94,7 @@ class HeldWriter:
             )
         ]
         # The store's own write path, on a connection whose transaction we hold.
-        self.results = await self.store._write(self.conn, encoded)  # type: ignore[arg-type]
+        self.results, _ = await self.store._write(self.conn, encoded)  # type: ignore[arg-type]
 
     async def commit(self) -> None:
         assert self.conn is not None
@@ -343,3 +343,87 @@ class TestManyWriters:
         for stream, expected, actual in conflicts:
             assert stream.startswith("shared-"), f"a false conflict on {stream}"
             assert actual > expected, (stream, expected, actual)
+
+
+class TestConnectionLoss:
+    async def test_a_killed_connection_fails_or_succeeds_as_it_says(
+        self, store: PostgresEventStore
+    ) -> None:
+        """Backends terminated at random during appends: each caller is told the truth.
+
+        Success means the events are stored (with the positions returned);
+        StoreUnavailableError means they are not.
+        """
+        url = store._conninfo
+        assert url is not None
+        rng = random.Random(3)
+        outcomes: list[tuple[list[Deposited], fabula.AppendResult | None]] = []
+        done = asyncio.Event()
+
+        async def append(n: int) -> None:
+            events = [deposit(k) for k in range(rng.randint(1, 5))]
+            try:
+                result = await store.append(f"c-{n}", events, expected_version=0)
+            except fabula.StoreUnavailableError:
+                outcomes.append((events, None))
+            else:
+                outcomes.append((events, result))
+
+        async def kill() -> int:
+            killed = 0
+            async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                while not done.is_set():
+                    await asyncio.sleep(rng.uniform(0, 0.01))
+                    cursor = await conn.execute(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE application_name = %s AND state <> 'idle'",
+                        (f"fabula:{store.schema}",),
+                    )
+                    killed += sum(1 for (ok,) in await cursor.fetchall() if ok)
+            return killed
+
+        killer = asyncio.create_task(kill())
+        for start in range(0, 300, 10):
+            await asyncio.gather(*(append(n) for n in range(start, start + 10)))
+        done.set()
+        killed = await killer
+
+        failed = [events for events, result in outcomes if result is None]
+        stored = {r.event.event_id: r.position for r in await store.read_all(limit=10_000)}
+        assert killed > 0
+        for events, result in outcomes:
+            ids = [e.event_id for e in events]
+            if result is None:
+                assert not any(i in stored for i in ids), "told it failed, but it was stored"
+            else:
+                assert all(i in stored for i in ids), "told it succeeded, but it was lost"
+                assert stored[ids[-1]] == result.position
+        assert failed, "no append was interrupted; the test proved nothing"
+
+    async def test_an_unanswered_commit_is_resolved_by_looking(
+        self, store: PostgresEventStore, holds: list[HeldWriter]
+    ) -> None:
+        """The resolver waits for the old server process to end, then looks for the events."""
+        url = store._conninfo
+        assert url is not None
+        error = fabula.StoreUnavailableError("connection lost during COMMIT")
+        stored = [deposit(1), deposit(2)]
+        await store.append("done", stored, expected_version=0)
+        async with await psycopg.AsyncConnection.connect(url) as gone:
+            dead = gone.info.backend_pid
+        ids = [e.event_id for e in stored]
+        assert await store._committed(error, dead, ids, None) is True
+        assert await store._committed(error, dead, [deposit(3).event_id], None) is False
+
+        # A server process still holding the uncommitted transaction is ended
+        # (after a grace period), so it can no longer commit; then: not stored.
+        store._connect_timeout = 1.0
+        held = HeldWriter(store, "held", holds)
+        pending = deposit(4)
+        await held.begin([pending])
+        assert held.conn is not None
+        pid = held.conn.info.backend_pid
+        assert await store._committed(error, pid, [pending.event_id], None) is False
+        with pytest.raises(psycopg.OperationalError):
+            await held.commit()
+        assert await store.read_stream("held") == []

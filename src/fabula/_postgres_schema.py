@@ -145,6 +145,12 @@ class Statements:
             f"data, metadata FROM {s}.fabula_events WHERE event_id = ANY(%s)"
         )
 
+        self.count_events = f"SELECT count(*) FROM {s}.fabula_events WHERE event_id = ANY(%s)"
+        self.find_record = (
+            f"SELECT 1 FROM {s}.fabula_idempotency WHERE key = %s AND created_at = %s"
+        )
+        self.backend_alive = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
+
         self.read_stream = (
             f"SELECT {_COLUMNS} FROM {s}.fabula_events "
             "WHERE stream_id = %s AND version >= %s ORDER BY version LIMIT %s"

@@ -151,7 +151,7 @@ class PostgresEventStore(StoreBase):
                 conninfo,
                 min_size=min_size,
                 max_size=max_size,
-                kwargs={"autocommit": True},
+                kwargs={"autocommit": True, "application_name": f"fabula:{schema}"[:63]},
                 timeout=connect_timeout,
                 open=False,
                 name="fabula",
@@ -320,17 +320,78 @@ class PostgresEventStore(StoreBase):
             reason = f"{total} events; one append holds at most {sql.MAX_EVENTS_PER_TRANSACTION}"
             raise InvalidAppendError(stream, reason)
         _check_unique_ids(encoded)
+        pid, new_ids, committing = 0, list[UUID](), False
+        results: list[AppendResult] = []
         try:
             async with self._transaction() as conn:
+                pid = conn.info.backend_pid
                 if record is not None:
                     await self._claim_record(conn, record)
-                results = await self._write(conn, encoded) if encoded else []
+                if encoded:
+                    results, new_ids = await self._write(conn, encoded)
+                committing = True  # leaving the block sends COMMIT
+        except StoreUnavailableError as exc:
+            if not committing:
+                raise  # the transaction never committed: nothing is stored
+            if not await self._committed(exc, pid, new_ids, record):
+                msg = f"the append was not stored: {exc}"
+                raise StoreUnavailableError(msg) from exc
         except StoreError as exc:
             if isinstance(exc.__cause__, pg_errors.UniqueViolation):
                 raise await self._duplicate_error(encoded) from exc
             raise
         self._wakeup.notify()
         return results
+
+    async def _committed(
+        self,
+        error: StoreUnavailableError,
+        pid: int,
+        new_ids: list[UUID],
+        record: IdempotencyRecord | None,
+    ) -> bool:
+        """Tell whether a transaction whose COMMIT got no answer committed.
+
+        Waits until its server process has ended (ending it after a grace
+        period: a transaction can then no longer commit), then looks for
+        what it wrote. Raises `StoreUnavailableError` if that cannot be told.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_timeout
+        outcome: bool | None = None
+        try:
+            while loop.time() <= deadline:
+                terminate = loop.time() > deadline - self._connect_timeout / 2
+                outcome = await self._probe(pid, new_ids, record, terminate=terminate)
+                if outcome is not None:
+                    return outcome
+                await asyncio.sleep(0.02)
+        except StoreError as exc:
+            raise _unknown_outcome(str(exc)) from error
+        raise _unknown_outcome(f"server process {pid} did not end") from error
+
+    async def _probe(
+        self,
+        pid: int,
+        new_ids: list[UUID],
+        record: IdempotencyRecord | None,
+        *,
+        terminate: bool,
+    ) -> bool | None:
+        """Once server process `pid` has ended, whether its writes are stored; else None."""
+        async with self._transaction() as conn:
+            alive = await (await conn.execute(self._sql.backend_alive, (pid,))).fetchone()
+            if alive is not None:
+                if terminate:
+                    await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+                return None
+            if new_ids:
+                row = await (await conn.execute(self._sql.count_events, (new_ids,))).fetchone()
+                return row is not None and row[0] == len(new_ids)
+            if record is not None:
+                found = await conn.execute(self._sql.find_record, (record.key, record.created_at))
+                return await found.fetchone() is not None
+            return True  # it wrote nothing: its results stand
 
     async def _claim_record(
         self, conn: psycopg.AsyncConnection[Any], record: IdempotencyRecord
@@ -355,8 +416,11 @@ class PostgresEventStore(StoreBase):
 
     async def _write(
         self, conn: psycopg.AsyncConnection[Any], encoded: list[_Encoded]
-    ) -> list[AppendResult]:
-        """Claim every stream, then insert every new event in one statement."""
+    ) -> tuple[list[AppendResult], list[UUID]]:
+        """Claim every stream, then insert every new event in one statement.
+
+        Returns the results, and the ids of the events inserted (not retried).
+        """
         claims = await self._claim_all(conn, encoded)
         results: list[AppendResult] = []
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
@@ -386,7 +450,7 @@ class PostgresEventStore(StoreBase):
         if ordinal:
             await conn.execute(self._sql.insert_events, columns)
             await conn.execute(self._sql.notify)
-        return results
+        return results, columns[2]
 
     async def _claim_all(
         self, conn: psycopg.AsyncConnection[Any], encoded: list[_Encoded]
@@ -659,7 +723,10 @@ class PostgresEventStore(StoreBase):
                 name="fabula-projections",
                 # Read models live beside the events: unqualified names in
                 # handlers resolve to the store's schema first.
-                kwargs={"options": f"-c search_path={self.schema},public"},
+                kwargs={
+                    "options": f"-c search_path={self.schema},public",
+                    "application_name": f"fabula-projections:{self.schema}"[:63],
+                },
             )
             await asyncio.to_thread(pool.open, True, self._connect_timeout)  # noqa: FBT003
             self._projection_pool = pool
@@ -821,6 +888,14 @@ class PostgresEventStore(StoreBase):
             position = page.position
             if progress is not None:
                 progress(position, max(head, position))
+
+
+def _unknown_outcome(why: str) -> StoreUnavailableError:
+    return StoreUnavailableError(
+        f"the append's outcome is unknown: its COMMIT got no answer and the server cannot "
+        f"tell ({why}); retrying it with the same events is safe, a retry is recognised "
+        f"by their ids"
+    )
 
 
 def _check_unique_ids(encoded: list[_Encoded]) -> None:
