@@ -8,9 +8,14 @@ Where none is reachable the tests skip, saying why; with
 import functools
 import os
 import uuid
+from decimal import Decimal
 
 import psycopg
 import pytest
+
+import fabula
+from fabula.postgres import Tx
+from fabula.testing import Deposited
 
 URL = os.environ.get("FABULA_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRED = os.environ.get("FABULA_REQUIRE_POSTGRES") == "1"
@@ -49,3 +54,29 @@ def drop_schemas(names: list[str]) -> None:
     with psycopg.connect(URL, autocommit=True) as conn:
         for name in names:
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+class Balances(fabula.Projection[Tx]):
+    """Per-account balances, in a table beside the events."""
+
+    name = "balances"
+    tables = ("balances",)
+
+    def __init__(self, *, fail_on: Decimal | None = None) -> None:
+        self.fail_on = fail_on
+
+    def setup(self, tx: Tx) -> None:
+        tx.execute(
+            "CREATE TABLE IF NOT EXISTS balances (account text PRIMARY KEY, total numeric NOT NULL)"
+        )
+
+    @fabula.handles
+    def _deposited(self, event: Deposited, tx: Tx) -> None:
+        if event.amount == self.fail_on:
+            msg = f"cannot project {event.amount}"
+            raise RuntimeError(msg)
+        tx.execute(
+            "INSERT INTO balances VALUES (%s, %s) "
+            "ON CONFLICT (account) DO UPDATE SET total = balances.total + excluded.total",
+            (str(event.aggregate_id), event.amount),
+        )

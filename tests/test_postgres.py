@@ -14,10 +14,10 @@ import pytest
 
 import fabula
 from fabula import ExpectedVersion, RecordedEvent
-from fabula.postgres import PostgresEventStore, Tx
+from fabula.postgres import PostgresEventStore
 from fabula.testing import Deposited, EventStoreContract, StoreFactory
 
-from .postgres_support import drop_schemas, new_schema, require_postgres
+from .postgres_support import Balances, drop_schemas, new_schema, require_postgres
 
 
 @pytest.fixture
@@ -186,32 +186,6 @@ class TestNoSkippedEvents:
         assert positions == sorted(positions), "delivered out of order"
         assert len(positions) == len(set(positions)), "delivered twice"
         assert set(positions) == committed, "skipped events"
-
-
-class Balances(fabula.Projection[Tx]):
-    """Per-account balances, in a table beside the events."""
-
-    name = "balances"
-    tables = ("balances",)
-
-    def __init__(self, *, fail_on: Decimal | None = None) -> None:
-        self.fail_on = fail_on
-
-    def setup(self, tx: Tx) -> None:
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS balances (account text PRIMARY KEY, total numeric NOT NULL)"
-        )
-
-    @fabula.handles
-    def _deposited(self, event: Deposited, tx: Tx) -> None:
-        if event.amount == self.fail_on:
-            msg = f"cannot project {event.amount}"
-            raise RuntimeError(msg)
-        tx.execute(
-            "INSERT INTO balances VALUES (%s, %s) "
-            "ON CONFLICT (account) DO UPDATE SET total = balances.total + excluded.total",
-            (str(event.aggregate_id), event.amount),
-        )
 
 
 def balances(store: PostgresEventStore) -> dict[str, Decimal]:
@@ -427,3 +401,64 @@ class TestConnectionLoss:
         with pytest.raises(psycopg.OperationalError):
             await held.commit()
         assert await store.read_stream("held") == []
+
+
+PROJECTOR = Path(__file__).parent / "postgres_projector_child.py"
+
+
+class TestStandbyProjectors:
+    def test_the_standby_takes_over_from_a_killed_projector(self, schemas: list[str]) -> None:
+        """Two projector processes: one active, one standing by. SIGKILL the active one
+        mid-stream; the other takes over from the checkpoint and the read model ends
+        equal to the events."""
+        url = require_postgres()
+        schemas.append(new_schema())
+
+        async def scenario() -> tuple[dict[str, Decimal], dict[str, Decimal], int]:
+            async with PostgresEventStore(url, schema=schemas[-1]) as store:
+                expected = await fill(store, 5, 200)
+                children = [
+                    await asyncio.create_subprocess_exec(
+                        sys.executable, str(PROJECTOR), url, schemas[-1],
+                        stdout=asyncio.subprocess.PIPE,
+                    )
+                    for _ in range(2)
+                ]  # fmt: skip
+                lines = [child.stdout for child in children]
+                assert all(line is not None for line in lines)
+
+                async def active() -> int:
+                    waits = {
+                        asyncio.create_task(line.readline()): n  # type: ignore[union-attr]
+                        for n, line in enumerate(lines)
+                    }
+                    while True:
+                        done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                        for task in done:
+                            n = waits.pop(task)
+                            if task.result() == b"running\n":
+                                for other in waits:
+                                    other.cancel()
+                                return n
+                            waits[asyncio.create_task(lines[n].readline())] = n  # type: ignore[union-attr]
+
+                first = await asyncio.wait_for(active(), timeout=30)
+                more = await fill(store, 5, 200)  # while the first one works
+                children[first].kill()
+                await children[first].wait()
+                survivor = children[1 - first]
+                while (await survivor.stdout.readline()) != b"running\n":  # type: ignore[union-attr]
+                    pass
+                head = await store.head_position()
+                for _ in range(300):
+                    if await store.load_checkpoint("balances") >= head:
+                        break
+                    await asyncio.sleep(0.1)
+                survivor.kill()
+                await survivor.wait()
+                total = {k: expected[k] + more[k] for k in expected}
+                return balances(store), total, await store.load_checkpoint("balances") - head
+
+        found, total, behind = asyncio.run(asyncio.wait_for(scenario(), timeout=120))
+        assert behind >= 0, "the standby did not catch up"
+        assert found == total

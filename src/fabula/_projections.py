@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import traceback
 from collections.abc import Callable, Sequence
@@ -234,7 +235,9 @@ class ProjectionStatus:
         name: The projection.
         checkpoint: The position of the last event it has applied.
         lag: How many positions it is behind the head of the log.
-        state: "running", "failing" (retrying a failed event) or "stopped".
+        state: "running", "failing" (retrying a failed event), "standby"
+            (another process runs it; this one takes over if that one
+            stops) or "stopped".
         last_error: The current failure, if it is failing.
     """
 
@@ -277,6 +280,12 @@ class _Track:
         self.state = "running" if self.following else "stopped"
 
     waiters: list[tuple[int, asyncio.Future[None]]] = attrs.Factory(list)
+
+
+async def _cancelled(task: asyncio.Task[Any]) -> None:
+    """Cancel `task` and wait until it has ended."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -463,6 +472,51 @@ class Projector(Generic[Tx]):
             )
 
     async def _follow(self, track: _Track) -> None:
+        """Follow the log; with a store that leases projections, only while holding the lease."""
+        lease = getattr(self.store, "projection_lease", None)
+        if lease is None:
+            await self._follow_log(track)
+            return
+        while True:
+            track.state = "standby"
+            # While waiting for the lease, follow the active process's checkpoint.
+            shadowing = asyncio.create_task(self._shadow(track))
+            try:
+                async with lease(track.projection.name) as lost:
+                    await _cancelled(shadowing)
+                    logger.info("projection %s: this process is now active", track.projection.name)
+                    if await self._follow_until(track, lost):
+                        return
+            finally:
+                await _cancelled(shadowing)
+            logger.warning("projection %s: lost the lease; standing by", track.projection.name)
+
+    async def _follow_until(self, track: _Track, lost: asyncio.Event) -> bool:
+        """Follow the log until `lost` is set (False) or following ends (True, or raises)."""
+        following = asyncio.create_task(self._follow_log(track))
+        losing = asyncio.create_task(lost.wait())
+        try:
+            await asyncio.wait({following, losing}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await _cancelled(losing)
+            if not following.done():
+                await _cancelled(following)
+        if following.cancelled():
+            return False
+        following.result()  # raises what ended it
+        return True
+
+    async def _shadow(self, track: _Track) -> None:
+        """While standing by, follow the active process's checkpoint, for `wait_for` callers."""
+        while True:
+            if track.waiters:
+                await asyncio.sleep(0.02)
+            else:
+                await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
+            with contextlib.suppress(StoreUnavailableError):
+                self._advanced(track, await self.store.load_checkpoint(track.projection.name))
+
+    async def _follow_log(self, track: _Track) -> None:
         await self._start(track)
         track.following, track.state = True, "running"
         try:

@@ -751,6 +751,73 @@ class PostgresEventStore(StoreBase):
         row = conn.execute(self._sql.lock_checkpoint, (name,)).fetchone()
         return 0 if row is None else int(row[0])
 
+    @contextlib.asynccontextmanager
+    async def projection_lease(self, name: str) -> AsyncIterator[asyncio.Event]:
+        """Hold the right to run projection `name` among every process using this schema.
+
+        Waits (polling every `poll_interval` seconds) until a session-level
+        advisory lock is free, holds it on a connection of its own, and
+        yields an event that is set if that connection is lost (the lock is
+        then lost with it). A process that dies releases the lock with its
+        connection, and a waiting one takes over. `Projector.run` uses this;
+        the checkpoint's row lock keeps even an overlap exactly-once.
+        """
+        await self._ready()
+        if self._conninfo is None:
+            msg = "projection leases need a store built from a connection string"
+            raise StoreError(msg)
+        key = f"fabula-projection:{self.schema}:{name}"
+        lost = asyncio.Event()
+        conn = await self._lease_connection(key, name)
+        watching = asyncio.create_task(self._watch_lease(conn, lost))
+        try:
+            yield lost
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()  # closing the session releases the lock
+
+    async def _lease_connection(self, key: str, name: str) -> psycopg.AsyncConnection[Any]:
+        """Return a connection holding the advisory lock `key`, once it is free."""
+        assert self._conninfo is not None  # noqa: S101 - checked by the caller
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(
+                    self._conninfo,
+                    autocommit=True,
+                    application_name=f"fabula-lease:{self.schema}:{name}"[:63],
+                )
+            except psycopg.Error as exc:
+                logger.warning("projection %s: cannot connect for its lease: %s", name, exc)
+                await asyncio.sleep(self._poll_interval or 0.5)
+                continue
+            try:
+                while True:
+                    cursor = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
+                    row = await cursor.fetchone()
+                    if row is not None and row[0]:
+                        return conn
+                    await asyncio.sleep(self._poll_interval or 0.5)
+            except psycopg.Error as exc:
+                logger.warning("projection %s: lease connection failed: %s", name, exc)
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
+                raise
+
+    async def _watch_lease(self, conn: psycopg.AsyncConnection[Any], lost: asyncio.Event) -> None:
+        interval = max(0.2, min(self._poll_interval or 1.0, 1.0))
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                await conn.execute("SELECT 1")
+        except psycopg.Error:
+            lost.set()
+
     async def load_checkpoint(self, name: str) -> int:
         """Return the checkpoint of projection `name` (0 if it has none)."""
         await self._ready()
