@@ -37,6 +37,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark suite: fabula beside raw sqlite3 (not run by default)."""
-    session.install("-e", ".")
+    """The benchmark suites: fabula beside raw sqlite3 and raw psycopg (not run by default)."""
+    session.install("-e", ".[postgres]")
     session.run("python", "benchmarks/bench.py", *session.posargs)
+    session.run("python", "benchmarks/bench_postgres.py", *session.posargs)

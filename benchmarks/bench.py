@@ -159,7 +159,9 @@ def raw_read_all(path: Path) -> float:
 # -- fabula workloads --------------------------------------------------------------
 
 
-async def command_path(store: SQLiteEventStore, streams: int, per_stream: int, tasks: int) -> float:
+async def command_path(
+    store: fabula.EventStore, streams: int, per_stream: int, tasks: int
+) -> float:
     """Get, add one line, save: `streams` x `per_stream` commands over `tasks` tasks."""
     repo = fabula.Repository(store)
     ids = [uuid4() for _ in range(streams)]
@@ -179,7 +181,7 @@ async def command_path(store: SQLiteEventStore, streams: int, per_stream: int, t
     return streams * per_stream / (time.perf_counter() - start)
 
 
-async def bulk(store: SQLiteEventStore, events: int) -> float:
+async def bulk(store: fabula.EventStore, events: int) -> float:
     """Append `events` in batches of 100 to fresh streams. Returns events/s."""
     batches = []
     for b in range(events // 100):
@@ -218,7 +220,7 @@ async def load(store: SQLiteEventStore, events: int, repeat: int) -> tuple[float
     return replay, snap
 
 
-async def read_all(store: SQLiteEventStore) -> tuple[int, float]:
+async def read_all(store: fabula.EventStore) -> tuple[int, float]:
     """Read and decode the whole log in pages of 1000. Returns (events, events/s)."""
     start = time.perf_counter()
     count = after = 0
@@ -334,9 +336,9 @@ class Row:
         return "-" if self.raw is None else f"{self.fabula / self.raw:.2f}"
 
 
-def print_table(rows: list[Row]) -> None:
+def print_table(rows: list[Row], baseline: str = "raw sqlite3") -> None:
     """Print the rows as an aligned table."""
-    header = ("workload", "fabula", "raw sqlite3", "ratio", "target")
+    header = ("workload", "fabula", baseline, "ratio", "target")
     cells = [header] + [
         (
             r.workload,

@@ -128,18 +128,23 @@ class Statements:
             f"WHERE stream_id = %(stream)s {claimed}"
         )
         self.stream_version = f"SELECT version FROM {s}.fabula_streams WHERE stream_id = %s"
+        # The insert and the notification in one statement (a data-modifying
+        # CTE always runs); the notification is delivered when it commits.
+        self.channel_literal = "'" + self.channel.replace("'", "''") + "'"
         self.insert_events = f"""
-            INSERT INTO {s}.fabula_events ({_COLUMNS})
-            SELECT ({_XID} << {TX_SHIFT}) + u.ordinal, u.stream_id, u.version, u.event_id,
-                   u.type, u.schema_version, u.timestamp, u.data, u.metadata
-            FROM unnest(
-                %s::text[], %s::bigint[], %s::uuid[], %s::text[], %s::integer[],
-                %s::timestamptz[], %s::text[], %s::text[]
-            ) WITH ORDINALITY
-                AS u(stream_id, version, event_id, type, schema_version, timestamp, data,
-                     metadata, ordinal)
+            WITH inserted AS (
+                INSERT INTO {s}.fabula_events ({_COLUMNS})
+                SELECT ({_XID} << {TX_SHIFT}) + u.ordinal, u.stream_id, u.version, u.event_id,
+                       u.type, u.schema_version, u.timestamp, u.data, u.metadata
+                FROM unnest(
+                    %s::text[], %s::bigint[], %s::uuid[], %s::text[], %s::integer[],
+                    %s::timestamptz[], %s::text[], %s::text[]
+                ) WITH ORDINALITY
+                    AS u(stream_id, version, event_id, type, schema_version, timestamp, data,
+                         metadata, ordinal)
+            )
+            SELECT pg_notify({self.channel_literal}, '')
         """
-        self.notify = f"SELECT pg_notify('{self.channel}', '')"
         self.find_events = (
             f"SELECT event_id, position, stream_id, version, type, schema_version, timestamp, "
             f"data, metadata FROM {s}.fabula_events WHERE event_id = ANY(%s)"

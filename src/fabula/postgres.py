@@ -238,11 +238,38 @@ class PostgresEventStore(StoreBase):
                 await conn.execute(self._sql.set_schema_version, (str(sql.SCHEMA_VERSION),))
 
     @contextlib.asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection in a transaction; database errors become fabula's."""
+    async def _transaction(
+        self, *, pipeline: bool = False
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection in a transaction; database errors become fabula's.
+
+        With `pipeline`, statements whose results are not read are sent
+        without waiting for them (BEGIN, the insert, COMMIT): an append
+        takes two round trips.
+        """
+        async with self._connection(transaction=True, pipeline=pipeline) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _reader(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection for one read statement, without a transaction around it."""
+        async with self._connection(transaction=False, pipeline=False) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, *, transaction: bool, pipeline: bool
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                yield conn
+            async with self._pool.connection() as conn:
+                if pipeline:
+                    async with conn.pipeline(), conn.transaction():
+                        yield conn
+                elif transaction:
+                    async with conn.transaction():
+                        yield conn
+                else:
+                    yield conn
         except psycopg_pool.PoolTimeout as exc:
             msg = f"no PostgreSQL connection within {self._connect_timeout} s: {exc}"
             raise StoreUnavailableError(msg) from exc
@@ -323,7 +350,7 @@ class PostgresEventStore(StoreBase):
         pid, new_ids, committing = 0, list[UUID](), False
         results: list[AppendResult] = []
         try:
-            async with self._transaction() as conn:
+            async with self._transaction(pipeline=True) as conn:
                 pid = conn.info.backend_pid
                 if record is not None:
                     await self._claim_record(conn, record)
@@ -379,7 +406,7 @@ class PostgresEventStore(StoreBase):
         terminate: bool,
     ) -> bool | None:
         """Once server process `pid` has ended, whether its writes are stored; else None."""
-        async with self._transaction() as conn:
+        async with self._reader() as conn:
             alive = await (await conn.execute(self._sql.backend_alive, (pid,))).fetchone()
             if alive is not None:
                 if terminate:
@@ -449,7 +476,6 @@ class PostgresEventStore(StoreBase):
             results.append(AppendResult(stream_id=stream_id, version=version, position=position))
         if ordinal:
             await conn.execute(self._sql.insert_events, columns)
-            await conn.execute(self._sql.notify)
         return results, columns[2]
 
     async def _claim_all(
@@ -546,7 +572,7 @@ class PostgresEventStore(StoreBase):
 
     async def _duplicate_error(self, encoded: list[_Encoded]) -> DuplicateEventIdError:
         ids = [record.event_id for part in encoded for record in part[3]]
-        async with self._transaction() as conn:
+        async with self._reader() as conn:
             rows = await (await conn.execute(self._sql.find_events, (ids,))).fetchall()
         stored = {row[0]: row[2] for row in rows}
         for stream_id, _, _, records in encoded:
@@ -567,7 +593,7 @@ class PostgresEventStore(StoreBase):
         """Read one stream from `from_version` (see `EventStore.read_stream`)."""
         await self._ready()
         validate_read_stream(stream_id, from_version, limit)
-        async with self._transaction() as conn:
+        async with self._reader() as conn:
             cursor = await conn.execute(self._sql.read_stream, (stream_id, from_version, limit))
             rows = await cursor.fetchall()
         return self._decode_rows(rows)
@@ -589,7 +615,7 @@ class PostgresEventStore(StoreBase):
         if names is not None:
             params["types"] = sorted(names)
             statement = self._sql.scan_types
-        async with self._transaction() as conn:
+        async with self._reader() as conn:
             rows = await (await conn.execute(statement, params)).fetchall()
         horizon, head = rows[0][0], rows[0][1]
         events = self._decode_rows([row[2:] for row in rows if row[2] is not None])
@@ -616,7 +642,7 @@ class PostgresEventStore(StoreBase):
         is still open; `Projector.wait_for(head)` waits for them.
         """
         await self._ready()
-        async with self._transaction() as conn:
+        async with self._reader() as conn:
             row = await (await conn.execute(self._sql.head)).fetchone()
         return int(row[0]) if row else 0
 
@@ -624,7 +650,7 @@ class PostgresEventStore(StoreBase):
         """Return once events after `after` may be readable, or after `max_wait` seconds."""
         await self._ready()
         waiter = self._wakeup.waiter()
-        async with self._transaction() as conn:
+        async with self._reader() as conn:
             row = await (await conn.execute(self._sql.readable_head)).fetchone()
         if (row is not None and row[0] > after) or self._closed:
             return
@@ -661,7 +687,7 @@ class PostgresEventStore(StoreBase):
     async def load_record(self, key: str) -> IdempotencyRecord | None:
         """Return the idempotency record of `key`, or None (see `IdempotencyStore`)."""
         await self._ready()
-        async with self._transaction() as conn:
+        async with self._reader() as conn:
             return await self._load_record(conn, key)
 
     async def _load_record(
@@ -689,13 +715,13 @@ class PostgresEventStore(StoreBase):
             snapshot.schema_version,
             snapshot.state,
         )
-        async with self._transaction() as conn:
+        async with self._reader() as conn:
             await conn.execute(self._sql.save_snapshot, row)
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
         """Return the latest snapshot of `stream_id`, or None (see `SnapshotStore`)."""
         await self._ready()
-        async with self._transaction() as conn:
+        async with self._reader() as conn:
             row = await (await conn.execute(self._sql.load_snapshot, (stream_id,))).fetchone()
         if row is None:
             return None
@@ -821,7 +847,7 @@ class PostgresEventStore(StoreBase):
     async def load_checkpoint(self, name: str) -> int:
         """Return the checkpoint of projection `name` (0 if it has none)."""
         await self._ready()
-        async with self._transaction() as conn:
+        async with self._reader() as conn:
             row = await (await conn.execute(self._sql.load_checkpoint, (name,))).fetchone()
         return 0 if row is None else int(row[0])
 
@@ -866,7 +892,7 @@ class PostgresEventStore(StoreBase):
     async def load_skips(self, name: str) -> list[SkippedEvent]:
         """Return the events skipped in projection `name`, oldest first."""
         await self._ready()
-        async with self._transaction() as conn:
+        async with self._reader() as conn:
             rows = await (await conn.execute(self._sql.load_skips, (name,))).fetchall()
         return [SkippedEvent(position, kind, reason, at) for position, kind, reason, at in rows]
 
