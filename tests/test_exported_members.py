@@ -8,6 +8,8 @@ import pytest
 import fabula
 import fabula.exceptions
 import fabula.memory
+import fabula.postgres
+import fabula.sqlite
 import fabula.testing
 import fabula.testing.strategies
 
@@ -15,6 +17,8 @@ PUBLIC_MODULES = [
     fabula,
     fabula.exceptions,
     fabula.memory,
+    fabula.postgres,
+    fabula.sqlite,
     fabula.testing,
     fabula.testing.strategies,
 ]

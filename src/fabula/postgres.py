@@ -75,7 +75,7 @@ from fabula.exceptions import (
     StoreUnavailableError,
 )
 
-__all__ = ["PostgresEventStore"]
+__all__ = ["PostgresEventStore", "Tx"]
 
 logger = logging.getLogger("fabula.postgres")
 
