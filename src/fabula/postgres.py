@@ -152,9 +152,6 @@ class PostgresEventStore(StoreBase):
                 min_size=min_size,
                 max_size=max_size,
                 kwargs={"autocommit": True, "application_name": f"fabula:{schema}"[:63]},
-                # A connection whose server process ended (a restart, a kill)
-                # is replaced when taken, instead of failing its first use.
-                check=psycopg_pool.AsyncConnectionPool.check_connection,
                 timeout=connect_timeout,
                 open=False,
                 name="fabula",
@@ -245,6 +242,29 @@ class PostgresEventStore(StoreBase):
         """A pooled connection in a transaction; database errors become fabula's."""
         async with self._connection(transaction=True) as conn:
             yield conn
+
+    async def _query(
+        self, statement: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement and return its rows (none for a write).
+
+        A connection whose server process has ended fails its first
+        statement; the statement is then run once more on a fresh one. Safe:
+        these statements are reads, or writes that are harmless to repeat.
+        """
+        try:
+            return await self._query_once(statement, params)
+        except StoreUnavailableError as exc:
+            if not _dead_connection(exc):
+                raise
+            return await self._query_once(statement, params)
+
+    async def _query_once(
+        self, statement: str, params: Sequence[Any] | dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        async with self._reader() as conn:
+            cursor = await conn.execute(statement, params)
+            return await cursor.fetchall() if cursor.description is not None else []
 
     @contextlib.asynccontextmanager
     async def _reader(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
@@ -340,6 +360,19 @@ class PostgresEventStore(StoreBase):
             reason = f"{total} events; one append holds at most {sql.MAX_EVENTS_PER_TRANSACTION}"
             raise InvalidAppendError(stream, reason)
         _check_unique_ids(encoded)
+        try:
+            return await self._append_once(encoded, record)
+        except StoreUnavailableError as exc:
+            if not _dead_connection(exc):
+                raise
+            # It failed before COMMIT was sent, on a connection whose server
+            # process had ended (a restart, a kill): nothing is stored, and a
+            # fresh connection may work. Once.
+            return await self._append_once(encoded, record)
+
+    async def _append_once(
+        self, encoded: list[_Encoded], record: IdempotencyRecord | None
+    ) -> list[AppendResult]:
         pid, new_ids, committing = 0, list[UUID](), False
         results: list[AppendResult] = []
         try:
@@ -355,6 +388,7 @@ class PostgresEventStore(StoreBase):
         except StoreUnavailableError as exc:
             if not committing:
                 raise  # the transaction never committed: nothing is stored
+            exc.__cause__ = None  # not a dead connection to retry on: COMMIT was sent
             if not await self._committed(exc, pid, new_ids, record):
                 msg = f"the append was not stored: {exc}"
                 raise StoreUnavailableError(msg) from exc
@@ -567,8 +601,7 @@ class PostgresEventStore(StoreBase):
 
     async def _duplicate_error(self, encoded: list[_Encoded]) -> DuplicateEventIdError:
         ids = [record.event_id for part in encoded for record in part[3]]
-        async with self._reader() as conn:
-            rows = await (await conn.execute(self._sql.find_events, (ids,))).fetchall()
+        rows = await self._query(self._sql.find_events, (ids,))
         stored = {row[0]: row[2] for row in rows}
         for stream_id, _, _, records in encoded:
             for record in records:
@@ -588,9 +621,7 @@ class PostgresEventStore(StoreBase):
         """Read one stream from `from_version` (see `EventStore.read_stream`)."""
         await self._ready()
         validate_read_stream(stream_id, from_version, limit)
-        async with self._reader() as conn:
-            cursor = await conn.execute(self._sql.read_stream, (stream_id, from_version, limit))
-            rows = await cursor.fetchall()
+        rows = await self._query(self._sql.read_stream, (stream_id, from_version, limit))
         return self._decode_rows(rows)
 
     async def _scan_async(
@@ -610,8 +641,7 @@ class PostgresEventStore(StoreBase):
         if names is not None:
             params["types"] = sorted(names)
             statement = self._sql.scan_types
-        async with self._reader() as conn:
-            rows = await (await conn.execute(statement, params)).fetchall()
+        rows = await self._query(statement, params)
         horizon, head = rows[0][0], rows[0][1]
         events = self._decode_rows([row[2:] for row in rows if row[2] is not None])
         if len(events) == limit:
@@ -637,17 +667,15 @@ class PostgresEventStore(StoreBase):
         is still open; `Projector.wait_for(head)` waits for them.
         """
         await self._ready()
-        async with self._reader() as conn:
-            row = await (await conn.execute(self._sql.head)).fetchone()
-        return int(row[0]) if row else 0
+        rows = await self._query(self._sql.head)
+        return int(rows[0][0]) if rows else 0
 
     async def wait_for_commit(self, after: int, max_wait: float) -> None:
         """Return once events after `after` may be readable, or after `max_wait` seconds."""
         await self._ready()
         waiter = self._wakeup.waiter()
-        async with self._reader() as conn:
-            row = await (await conn.execute(self._sql.readable_head)).fetchone()
-        if (row is not None and row[0] > after) or self._closed:
+        rows = await self._query(self._sql.readable_head)
+        if (rows and rows[0][0] > after) or self._closed:
             return
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(max_wait):
@@ -710,17 +738,15 @@ class PostgresEventStore(StoreBase):
             snapshot.schema_version,
             snapshot.state,
         )
-        async with self._reader() as conn:
-            await conn.execute(self._sql.save_snapshot, row)
+        await self._query(self._sql.save_snapshot, row)
 
     async def load_snapshot(self, stream_id: str) -> Snapshot | None:
         """Return the latest snapshot of `stream_id`, or None (see `SnapshotStore`)."""
         await self._ready()
-        async with self._reader() as conn:
-            row = await (await conn.execute(self._sql.load_snapshot, (stream_id,))).fetchone()
-        if row is None:
+        rows = await self._query(self._sql.load_snapshot, (stream_id,))
+        if not rows:
             return None
-        stream, aggregate_type, version, schema_version, state = row
+        stream, aggregate_type, version, schema_version, state = rows[0]
         return Snapshot(stream, aggregate_type, version, schema_version, state)
 
     # -- projections -------------------------------------------------------------
@@ -842,9 +868,8 @@ class PostgresEventStore(StoreBase):
     async def load_checkpoint(self, name: str) -> int:
         """Return the checkpoint of projection `name` (0 if it has none)."""
         await self._ready()
-        async with self._reader() as conn:
-            row = await (await conn.execute(self._sql.load_checkpoint, (name,))).fetchone()
-        return 0 if row is None else int(row[0])
+        rows = await self._query(self._sql.load_checkpoint, (name,))
+        return int(rows[0][0]) if rows else 0
 
     async def commit_projection(
         self, name: str, *, expected: int, position: int, work: Callable[[Tx], None]
@@ -887,8 +912,7 @@ class PostgresEventStore(StoreBase):
     async def load_skips(self, name: str) -> list[SkippedEvent]:
         """Return the events skipped in projection `name`, oldest first."""
         await self._ready()
-        async with self._reader() as conn:
-            rows = await (await conn.execute(self._sql.load_skips, (name,))).fetchall()
+        rows = await self._query(self._sql.load_skips, (name,))
         return [SkippedEvent(position, kind, reason, at) for position, kind, reason, at in rows]
 
     async def rebuild_projection(
@@ -976,6 +1000,11 @@ class PostgresEventStore(StoreBase):
             position = page.position
             if progress is not None:
                 progress(position, max(head, position))
+
+
+def _dead_connection(error: StoreUnavailableError) -> bool:
+    """Whether `error` came from a connection that failed (not from waiting for one)."""
+    return isinstance(error.__cause__, psycopg.OperationalError)
 
 
 def _unknown_outcome(why: str) -> StoreUnavailableError:
