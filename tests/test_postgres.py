@@ -224,6 +224,19 @@ class TestProjections:
         await asyncio.gather(*runs, return_exceptions=True)
         assert balances(store) == {k: expected[k] + more.get(k, Decimal(0)) for k in expected}
 
+    async def test_concurrent_catch_ups_apply_each_event_once(
+        self, store: PostgresEventStore
+    ) -> None:
+        """Processes starting at once each catch up; the one that loses a batch carries on."""
+        expected = await fill(store, 4, 200)
+        projectors = [fabula.Projector(store, [Balances()], batch_size=5) for _ in range(3)]
+        await asyncio.gather(*(p.catch_up() for p in projectors))
+        assert balances(store) == expected
+        head = await store.head_position()
+        for projector in projectors:
+            (status,) = await projector.status()
+            assert status.checkpoint >= head
+
     async def test_a_failing_handler_keeps_the_events_before_it(
         self, store: PostgresEventStore
     ) -> None:

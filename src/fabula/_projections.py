@@ -365,6 +365,11 @@ class Projector(Generic[Tx]):
                 except ProjectionError as exc:
                     failures.append(exc)
                     break
+                except CheckpointError:
+                    # Another projector (another process starting up) applied
+                    # that batch: carry on from where the store says it is.
+                    await self._reload(track)
+                    continue
                 if not moved:
                     break
         if failures:
@@ -467,9 +472,16 @@ class Projector(Generic[Tx]):
     async def _start(self, track: _Track) -> None:
         track.checkpoint = await self.store.load_checkpoint(track.projection.name)
         if track.checkpoint == 0:
-            await self.store.commit_projection(
-                track.projection.name, expected=0, position=0, work=track.projection.setup
-            )
+            try:
+                await self.store.commit_projection(
+                    track.projection.name, expected=0, position=0, work=track.projection.setup
+                )
+            except CheckpointError:  # another projector set it up and moved on
+                await self._reload(track)
+
+    async def _reload(self, track: _Track) -> None:
+        """Take the checkpoint the store has (through `_advanced`, for `wait_for` callers)."""
+        self._advanced(track, await self.store.load_checkpoint(track.projection.name))
 
     async def _follow(self, track: _Track) -> None:
         """Follow the log; with a store that leases projections, only while holding the lease."""
@@ -533,8 +545,7 @@ class Projector(Generic[Tx]):
                 except CheckpointError:
                     # Moved under us (a rebuild switched, or another projector ran
                     # it): carry on from where the store says it is.
-                    # Through _advanced, so that wait_for callers see it too.
-                    self._advanced(track, await self.store.load_checkpoint(track.projection.name))
+                    await self._reload(track)
                     continue
                 if not moved:
                     await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
