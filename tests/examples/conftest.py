@@ -1,4 +1,8 @@
-"""Fixtures for the orders application: a service in-process, or `orders serve` as a process."""
+"""Fixtures for the orders application: a service in-process, or `orders serve` as a process.
+
+Both run on each database the service supports: a SQLite file, and a fresh
+schema on the PostgreSQL server of `tests/postgres_support.py`.
+"""
 
 import os
 import signal
@@ -15,12 +19,46 @@ import pytest
 from orders.api import create_app
 from orders.service import OrdersService
 
+from tests.postgres_support import drop_schemas, new_schema, require_postgres
+
 ADDRESS = {"street": "Main 1", "city": "Utrecht", "postal_code": "3511 AA", "country": "NL"}
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+class Place:
+    """Where a service keeps its data: a SQLite file, or a PostgreSQL URL and schema."""
+
+    def __init__(self, backend: str, folder: Path) -> None:
+        self.backend = backend
+        if backend == "sqlite":
+            self.database, self.schema = str(folder / "orders.db"), "public"
+        else:
+            self.database, self.schema = require_postgres(), new_schema()
+
+    def __repr__(self) -> str:
+        return f"<Place {self.backend} {self.database} {self.schema}>"
+
+    def args(self) -> list[str]:
+        """The `--database` and `--schema` arguments of the `orders` command."""
+        return ["--database", self.database, "--schema", self.schema]
+
+    def drop(self) -> None:
+        """Drop the PostgreSQL schema (a SQLite file goes with its folder)."""
+        if self.backend != "sqlite":
+            drop_schemas([self.schema])
+
+
+@pytest.fixture(params=BACKENDS)
+def place(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Place]:
+    made = Place(request.param, tmp_path)
+    yield made
+    made.drop()
 
 
 @pytest.fixture
-async def service(tmp_path: Path) -> AsyncIterator[OrdersService]:
-    async with OrdersService.open(str(tmp_path / "orders.db"), read_timeout=5) as opened:
+async def service(place: Place) -> AsyncIterator[OrdersService]:
+    async with OrdersService.open(place.database, schema=place.schema, read_timeout=5) as opened:
         yield opened
 
 
@@ -78,8 +116,8 @@ def free_port() -> int:
 class Server:
     """`orders serve` running as a real process."""
 
-    def __init__(self, database: Path) -> None:
-        self.database = database
+    def __init__(self, place: Place) -> None:
+        self.place = place
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[str] | None = None
@@ -87,7 +125,7 @@ class Server:
     def start(self) -> None:
         command = [
             sys.executable, "-m", "orders.cli", "serve",
-            "--port", str(self.port), "--database", str(self.database), "--log-level", "warning",
+            "--port", str(self.port), *self.place.args(), "--log-level", "warning",
         ]  # fmt: skip
         self.process = subprocess.Popen(  # noqa: S603 - our own command
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ
@@ -114,9 +152,15 @@ class Server:
         return output
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    running = Server(tmp_path_factory.mktemp("served") / "orders.db")
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
+    place = Place(request.param, tmp_path_factory.mktemp("served"))
+    running = Server(place)
     running.start()
-    yield running
-    running.stop()
+    try:
+        yield running
+    finally:
+        running.stop()
+        place.drop()

@@ -15,7 +15,7 @@ from orders.api import MAX_BODY_BYTES, create_app
 from orders.domain import ShippingAddress
 from orders.service import CreateCustomer, CreateOrder, OrdersService, SubmitOrder
 
-from .conftest import ADDRESS, Shop
+from .conftest import ADDRESS, Place, Shop
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -107,8 +107,7 @@ class TestOrders:
         order_id = await shop.order(await shop.customer())
         pen = await shop.product("pen", "2.00")
         await shop.add(order_id, pen, 1)
-        with contextlib.closing(sqlite3.connect(service.catalog.path)) as conn, conn:
-            conn.execute("UPDATE products SET price = '3.00' WHERE id = ?", (pen,))
+        await service.catalog.reprice(UUID(pen), Decimal("3.00"))
         assert (await shop.get("/products"))[0]["price"] == "3.00"
         await shop.add(order_id, pen, 1)
         view = await shop.get(f"/orders/{order_id}")
@@ -390,9 +389,9 @@ async def test_a_locked_database_is_503_not_500(tmp_path: Path) -> None:
 
 
 async def test_a_dead_projector_is_logged_and_commands_do_not_wait(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    place: Place, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async with OrdersService.open(str(tmp_path / "o.db"), read_timeout=1) as service:
+    async with OrdersService.open(place.database, schema=place.schema, read_timeout=1) as service:
         customer = await service.execute(CreateCustomer(name="Ada", email="a@x.org"))
 
         async def broken(**_: object) -> None:

@@ -8,9 +8,12 @@ from decimal import Decimal
 from pathlib import Path
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 from hypothesis import given as hypothesis_given
 from hypothesis import strategies as st
+from orders.database import SQLITE, Database, SQLiteDatabase
 from orders.domain import (
     MAX_LINE_QUANTITY,
     InvalidOrderError,
@@ -22,11 +25,15 @@ from orders.domain import (
     OrderSubmitted,
     ShippingAddress,
 )
+from orders.postgres import POSTGRES, PostgresDatabase
 from orders.read_model import OrderSummaryProjection, OrderView, ReadModel
 
 import fabula
+from fabula.postgres import PostgresEventStore
 from fabula.sqlite import SQLiteEventStore
 from fabula.testing import given
+
+from .conftest import Place
 
 CUSTOMER = uuid4()
 PEN, LAMP = uuid4(), uuid4()
@@ -139,22 +146,43 @@ def run(order: Order, action: Action) -> None:
         order.cancel("changed my mind")
 
 
-async def project(order: Order, path: Path) -> OrderView:
-    """Store the order's events, run the real projection, and read it back through its query."""
-    async with SQLiteEventStore(path) as store:
-        await fabula.Repository(store).save(order)
-        await fabula.Projector(store, [OrderSummaryProjection()]).catch_up()
-    read_model = ReadModel(str(path), fabula.CursorCodec(secret=b"s"))
+async def read_back(database: Database, order_id: object) -> OrderView:
+    """The order as the read model's query returns it."""
     try:
-        view = read_model.order(UUID(str(order.id)))
+        view = await ReadModel(database, fabula.CursorCodec(secret=b"s")).order(UUID(str(order_id)))
     finally:
-        read_model.close()
+        await database.close()
     assert view is not None
     return view
 
 
-@hypothesis_given(actions)
-def test_the_read_model_agrees_with_the_aggregate(steps: list[Action]) -> None:
+async def project(order: Order, place: Place) -> OrderView:
+    """Store the order's events, run the real projection, and read it back through its query.
+
+    On SQLite each example gets a new file; on PostgreSQL the examples share
+    the test's schema (each order is new, and the projector catches up).
+    """
+    if place.backend == "sqlite":
+        with tempfile.TemporaryDirectory() as folder:
+            path = str(Path(folder) / "o.db")
+            async with SQLiteEventStore(path) as store:
+                await fabula.Repository(store).save(order)
+                await fabula.Projector(store, [OrderSummaryProjection(SQLITE)]).catch_up()
+            database = SQLiteDatabase(path)
+            await database.create([])
+            return await read_back(database, order.id)
+    async with PostgresEventStore(place.database, schema=place.schema) as pg_store:
+        await fabula.Repository(pg_store).save(order)
+        await fabula.Projector(pg_store, [OrderSummaryProjection(POSTGRES)]).catch_up()
+    pg_database = PostgresDatabase(place.database, schema=place.schema)
+    await pg_database.open()
+    return await read_back(pg_database, order.id)
+
+
+# The schema is shared by the examples on purpose (see `project`).
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@hypothesis_given(steps=actions)
+def test_the_read_model_agrees_with_the_aggregate(place: Place, steps: list[Action]) -> None:
     """Whatever sequence of commands, accepted or refused, both sides tell the same order."""
     order = Order.create(
         uuid4(), customer_id=CUSTOMER, customer_name="Ada", shipping_address=ADDRESS
@@ -162,8 +190,7 @@ def test_the_read_model_agrees_with_the_aggregate(steps: list[Action]) -> None:
     for step in steps:
         with contextlib.suppress(InvalidOrderError, OrderStateError):
             run(order, step)
-    with tempfile.TemporaryDirectory() as folder:
-        view = asyncio.run(project(order, Path(folder) / "o.db"))
+    view = asyncio.run(project(order, place))
     assert view.status is order.status
     assert view.total_amount == order.total
     assert view.item_count == len(order.lines)
@@ -173,7 +200,27 @@ def test_the_read_model_agrees_with_the_aggregate(steps: list[Action]) -> None:
     assert all(0 < line.quantity <= MAX_LINE_QUANTITY for line in order.lines.values())
 
 
-async def test_replaying_an_event_into_the_read_model_changes_nothing(tmp_path: Path) -> None:
+def replay_twice(place: Place, recorded: list[fabula.RecordedEvent]) -> Database:
+    """Apply every event twice, then some again out of order, straight through the handlers."""
+    replays = [*recorded, *recorded, recorded[1], recorded[0]]
+    if place.backend == "sqlite":
+        sqlite_projection = OrderSummaryProjection(SQLITE)
+        with contextlib.closing(sqlite3.connect(place.database, isolation_level=None)) as conn:
+            sqlite_projection.setup(conn)
+            for event in replays:
+                sqlite_projection.handle(event, conn)
+        return SQLiteDatabase(place.database)
+    projection = OrderSummaryProjection(POSTGRES)
+    with psycopg.connect(place.database, autocommit=True) as pg:
+        pg.execute(f'CREATE SCHEMA "{place.schema}"')
+        pg.execute(f'SET search_path TO "{place.schema}"')
+        projection.setup(pg)
+        for event in replays:
+            projection.handle(event, pg)
+    return PostgresDatabase(place.database, schema=place.schema)
+
+
+async def test_replaying_an_event_into_the_read_model_changes_nothing(place: Place) -> None:
     """The version guard: handlers applied twice (a replay) leave the rows as once."""
     order = Order.create(
         uuid4(), customer_id=CUSTOMER, customer_name="Ada", shipping_address=ADDRESS
@@ -184,16 +231,11 @@ async def test_replaying_an_event_into_the_read_model_changes_nothing(tmp_path: 
     async with SQLiteEventStore(":memory:") as store:
         await fabula.Repository(store).save(order)
         recorded = await store.read_all()
-    path = str(tmp_path / "read-model.db")
-    projection = OrderSummaryProjection()
-    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
-        projection.setup(conn)
-        for event in [*recorded, *recorded, recorded[1], recorded[0]]:
-            projection.handle(event, conn)
-    read_model = ReadModel(path, fabula.CursorCodec(secret=b"s"))
-    found = read_model.order(UUID(str(order.id)))
-    read_model.close()
-    assert found is not None
+    database = replay_twice(place, recorded)
+    if isinstance(database, PostgresDatabase):
+        await database.open()
+    await database.create([])
+    found = await read_back(database, order.id)
     assert (found.status.value, found.total_amount, found.item_count) == (
         "submitted",
         Decimal("5.97"),

@@ -1,6 +1,8 @@
 """`orders serve` as a real process, driven over HTTP; and the rest of the `orders` command."""
 
 import asyncio
+import contextlib
+import sqlite3
 import subprocess
 import sys
 from decimal import Decimal
@@ -8,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 
-from .conftest import ADDRESS, Server
+from .conftest import ADDRESS, Place, Server
 
 
 def call(server: Server, method: str, path: str, body: object = None, expect: int = 200) -> Any:
@@ -70,8 +73,8 @@ def test_twenty_parallel_adds_over_http(server: Server) -> None:
     assert view["total_amount"] == str(sum(range(1, 21)) * Decimal("1.99"))
 
 
-def test_a_restart_keeps_events_catalogs_read_model_and_cursors(tmp_path: Path) -> None:
-    server = Server(tmp_path / "orders.db")
+def test_a_restart_keeps_events_catalogs_read_model_and_cursors(place: Place) -> None:
+    server = Server(place)
     server.start()
     try:
         customer, pen, order = populate(server)
@@ -93,6 +96,54 @@ def test_a_restart_keeps_events_catalogs_read_model_and_cursors(tmp_path: Path) 
         assert call(server, "GET", f"/orders/{order}")["items"][0]["qty"] == 3
     finally:
         server.stop()
+
+
+def test_two_servers_share_one_postgresql_schema(tmp_path: Path) -> None:
+    """Two processes on one schema: writes through either, read back through either.
+
+    One of them runs the projection, the other stands by; when the active
+    one stops, the other takes over, and commands through it still read
+    their own writes.
+    """
+    place = Place("postgresql", tmp_path)
+    first, second = Server(place), Server(place)
+    try:
+        first.start()
+        second.start()
+        _, pen, order = populate(first)
+
+        async def burst() -> list[int]:
+            clients = [
+                httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=60)
+                for server in (first, second)
+            ]
+            try:
+                responses = await asyncio.gather(
+                    *(
+                        clients[n % 2].post(
+                            f"/orders/{order}/items", json={"product_id": pen, "quantity": n}
+                        )
+                        for n in range(1, 21)
+                    )
+                )
+            finally:
+                for client in clients:
+                    await client.aclose()
+            return [response.status_code for response in responses]
+
+        assert asyncio.run(burst()) == [200] * 20
+        views = [call(server, "GET", f"/orders/{order}") for server in (first, second)]
+        assert views[0] == views[1]
+        assert views[0]["items"][0]["qty"] == sum(range(1, 21))
+
+        first.stop()
+        call(second, "POST", f"/orders/{order}/items", {"product_id": pen, "quantity": 1})
+        assert call(second, "GET", f"/orders/{order}")["items"][0]["qty"] == sum(range(1, 21)) + 1
+    finally:
+        for server in (first, second):
+            if server.process is not None and server.process.returncode is None:
+                server.stop()
+        place.drop()
 
 
 def test_reads_during_writes_are_never_torn(server: Server) -> None:
@@ -155,27 +206,34 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # a temporary database, removed afterwards
 
 
-def test_rebuild_read_model_rebuilds_the_same_model(tmp_path: Path) -> None:
-    database = tmp_path / "kept.db"
-    assert orders_command("demo", "--database", str(database)).returncode == 0
+def read_model_rows(place: Place) -> list[tuple[object, ...]]:
+    """Every row of the read model, as text, in a stable order."""
+    summary = (
+        "SELECT id, status, total_amount, item_count, created_at, updated_at "
+        "FROM order_summary ORDER BY id"
+    )
+    items = "SELECT * FROM order_items ORDER BY order_id, product_id"
+    if place.backend == "sqlite":
+        with contextlib.closing(sqlite3.connect(place.database)) as conn:
+            rows = conn.execute(summary).fetchall() + conn.execute(items).fetchall()
+    else:
+        options = f"-c search_path={place.schema}"
+        with psycopg.connect(place.database, options=options) as pg:
+            rows = pg.execute(summary).fetchall() + pg.execute(items).fetchall()
+    return [tuple(str(value) for value in row) for row in rows]
 
-    def rows() -> list[tuple[object, ...]]:
-        import sqlite3  # noqa: PLC0415
 
-        with sqlite3.connect(database) as conn:
-            summary = conn.execute(
-                "SELECT id, status, total_amount, item_count, created_at, updated_at "
-                "FROM order_summary ORDER BY id"
-            ).fetchall()
-            items = conn.execute("SELECT * FROM order_items ORDER BY order_id, product_id")
-            return summary + items.fetchall()
-
-    before = rows()
-    result = orders_command("rebuild-read-model", "--database", str(database))
+def test_rebuild_read_model_rebuilds_the_same_model(place: Place) -> None:
+    if place.backend == "sqlite":
+        place.database = str(Path(place.database).with_name("kept.db"))
+    result = orders_command("demo", *place.args())
     assert result.returncode == 0, result.stderr
-    assert "rebuilt the order read model up to position 12" in result.stdout
+    before = read_model_rows(place)
+    result = orders_command("rebuild-read-model", *place.args())
+    assert result.returncode == 0, result.stderr
+    assert "rebuilt the order read model up to position" in result.stdout
     assert "100.0%" in result.stderr
-    assert rows() == before
+    assert read_model_rows(place) == before
     assert len(before) == 4 + 5
 
 
@@ -185,9 +243,9 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None:
             ("rebuild-read-model", "--database", str(tmp_path / "missing.db")),
             "there is no database",
         ),
-        (("serve", "--database", "postgresql://localhost/test"), "runs on SQLite only"),
+        (("serve", "--database", "orders.db", "--schema", "no-dashes"), "plain identifier"),
         (("demo", "--database", str(tmp_path / "no" / "such" / "dir.db")), "does not exist"),
-        (("serve", "--database", "mysql://x"), "SQLite file path"),
+        (("serve", "--database", "mysql://x"), "postgresql:// URL"),
     ]
     for args, message in cases:
         result = orders_command(*args)
@@ -198,3 +256,13 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None:
     result = orders_command("nonsense")
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_the_demo_never_prints_a_password() -> None:
+    from orders.demo import _without_password  # noqa: PLC0415 - a private helper
+
+    assert (
+        _without_password("postgresql://app:s3cret@db:5432/x") == "postgresql://app:***@db:5432/x"
+    )
+    assert _without_password("postgresql://app@db/x") == "postgresql://app@db/x"
+    assert _without_password("orders.db") == "orders.db"

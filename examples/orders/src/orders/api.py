@@ -443,14 +443,18 @@ async def customer_orders(
     )
 
 
-def create_app(service: OrdersService | None = None, *, database: str = "orders.db") -> FastAPI:
+def create_app(
+    service: OrdersService | None = None, *, database: str = "orders.db", schema: str = "public"
+) -> FastAPI:
     """Build the API.
 
     Args:
         service: A running service to serve; the caller opens and closes it.
             Without one, the app opens an `OrdersService` on `database` for
             its lifespan (what `orders serve` does).
-        database: The SQLite file, when the app opens the service itself.
+        database: The SQLite file or PostgreSQL URL, when the app opens the
+            service itself.
+        schema: The PostgreSQL schema, when the app opens the service itself.
     """
 
     @contextlib.asynccontextmanager
@@ -458,7 +462,7 @@ def create_app(service: OrdersService | None = None, *, database: str = "orders.
         if service is not None:
             yield
             return
-        async with OrdersService.open(database) as opened:
+        async with OrdersService.open(database, schema=schema) as opened:
             app.state.service = opened
             yield
 

@@ -2,6 +2,7 @@
 
 import argparse
 import asyncio
+import re
 import shutil
 import sys
 import tempfile
@@ -12,7 +13,7 @@ from typing import TextIO
 
 import fabula
 
-from .service import OrdersService
+from .service import OrdersService, is_postgres_url
 
 __all__ = ["main"]
 
@@ -22,21 +23,23 @@ class UsageError(Exception):
 
 
 def database_path(value: str) -> str:
-    """Turn `--database` (a path or a `sqlite:///` URL) into a file path.
+    """Check `--database`: a SQLite path, a `sqlite:///` URL or a `postgresql://` URL.
+
+    Returns:
+        The SQLite file path, or the PostgreSQL URL as given.
 
     Raises:
-        UsageError: It names a database this version cannot open.
+        UsageError: It names a database this service cannot open.
     """
+    if is_postgres_url(value):
+        return value
     if value.startswith("sqlite:///"):
         value = value.removeprefix("sqlite:///")
     elif "://" in value:
-        scheme = value.split("://", 1)[0]
-        if scheme.startswith("postgres"):
-            raise UsageError(
-                "the orders service runs on SQLite only for now (its read model is not "
-                "ported to PostgreSQL yet); give a SQLite file path"
-            )
-        raise UsageError(f"--database must be a SQLite file path or sqlite:/// URL, not {value!r}")
+        raise UsageError(
+            f"--database must be a SQLite file path, a sqlite:/// URL or a postgresql:// URL, "
+            f"not {value!r}"
+        )
     if not value:
         raise UsageError("--database must not be empty")
     parent = Path(value).resolve().parent
@@ -45,12 +48,21 @@ def database_path(value: str) -> str:
     return value
 
 
+def _check_schema(value: str) -> None:
+    if not _SCHEMA.fullmatch(value):
+        msg = f"--schema must be a plain identifier (letters, digits, _), not {value!r}"
+        raise UsageError(msg)
+
+
+_SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
+
+
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn  # noqa: PLC0415 - only `serve` needs the server
 
     from .api import create_app  # noqa: PLC0415
 
-    app = create_app(database=database_path(args.database))
+    app = create_app(database=database_path(args.database), schema=args.schema)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
     return 0
 
@@ -76,13 +88,27 @@ def _progress_bar(stream: TextIO) -> tuple[Callable[[int, int], None], Callable[
     return report, finish
 
 
-async def _rebuild(path: str) -> int:
+async def _rebuild(database: str, schema: str) -> int:
     report, finish = _progress_bar(sys.stderr)
-    async with OrdersService.open(path) as service:
+    async with OrdersService.open(database, schema=schema) as service:
         position = await service.rebuild_read_model(progress=report)
     finish()
     print(f"rebuilt the order read model up to position {position}")
     return 0
+
+
+_DATABASE_HELP = "a SQLite file, or a postgresql:// URL"
+
+
+def _add_database(parser: argparse.ArgumentParser, default: str | None, help_default: str) -> None:
+    parser.add_argument(
+        "--database", default=default, help=f"{_DATABASE_HELP} (default: {help_default})"
+    )
+    parser.add_argument(
+        "--schema",
+        default="public",
+        help="on PostgreSQL, the schema that holds the service's tables (default: public)",
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -94,26 +120,23 @@ def _build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the HTTP API")
     serve.add_argument("--host", default="127.0.0.1", help="the address to listen on")
     serve.add_argument("--port", type=int, default=8000, help="the port to listen on")
-    serve.add_argument(
-        "--database", default="orders.db", help="a SQLite file (default: ./orders.db)"
-    )
+    _add_database(serve, "orders.db", "./orders.db")
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
 
     demo = commands.add_parser("demo", help="run a scripted session against a fresh database")
-    demo.add_argument(
-        "--database", default=None, help="a SQLite file to keep (default: a temporary one)"
-    )
+    _add_database(demo, None, "a temporary SQLite file")
 
     rebuild = commands.add_parser(
         "rebuild-read-model", help="rebuild the order read model from the events"
     )
-    rebuild.add_argument("--database", default="orders.db", help="the SQLite file")
+    _add_database(rebuild, "orders.db", "./orders.db")
     return parser
 
 
 def _run(args: argparse.Namespace) -> int:
+    _check_schema(args.schema)
     if args.command == "serve":
         return _serve(args)
     if args.command == "demo":
@@ -122,11 +145,11 @@ def _run(args: argparse.Namespace) -> int:
         if args.database is None:
             with tempfile.TemporaryDirectory(prefix="orders-demo-") as folder:
                 return asyncio.run(run_demo(str(Path(folder) / "orders.db")))
-        return asyncio.run(run_demo(database_path(args.database)))
-    path = database_path(args.database)
-    if not Path(path).exists():
-        raise UsageError(f"there is no database {path!r}")
-    return asyncio.run(_rebuild(path))
+        return asyncio.run(run_demo(database_path(args.database), schema=args.schema))
+    database = database_path(args.database)
+    if not is_postgres_url(database) and not Path(database).exists():
+        raise UsageError(f"there is no database {database!r}")
+    return asyncio.run(_rebuild(database, args.schema))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """`orders demo`: a scripted session through the HTTP API, printed as it goes."""
 
+import re
 from typing import Any
 
 import httpx
@@ -114,10 +115,14 @@ async def _read_back(client: _Client, customer: str, orders: list[str]) -> None:
         cursor = page["next_cursor"]
 
 
-async def run_demo(database: str) -> int:
-    """Run the demo against the SQLite file `database`; return the exit code."""
-    print(f"orders demo on {database}\n")
-    async with OrdersService.open(database) as service:
+def _without_password(database: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", database)
+
+
+async def run_demo(database: str, *, schema: str = "public") -> int:
+    """Run the demo against `database` (a SQLite file or a PostgreSQL URL); return the exit code."""
+    print(f"orders demo on {_without_password(database)}\n")
+    async with OrdersService.open(database, schema=schema) as service:
         transport = httpx.ASGITransport(app=create_app(service))
         async with httpx.AsyncClient(transport=transport, base_url="http://demo/api/v1") as api:
             client = _Client(api)

@@ -5,19 +5,21 @@ with its checkpoint, so each event is applied exactly once. Every write is
 also guarded by the order's `event_version`, so that applying an event a
 second time (a replay into a read model kept elsewhere) changes nothing;
 the line writes happen only when the guarded summary write did.
+
+The SQL is written once for SQLite and PostgreSQL (see `orders.database`):
+the projection is given the store's `Dialect`, the queries a `Database`.
 """
 
-import sqlite3
-from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 from uuid import UUID
 
 import attrs
 
 import fabula
 
+from .database import Database, Dialect, as_moment, as_money, as_uuid
 from .domain import (
     OrderCancelled,
     OrderCreated,
@@ -34,124 +36,118 @@ __all__ = [
     "ReadModel",
 ]
 
+TxT = TypeVar("TxT")
 
-T = TypeVar("T")
+_TABLES = (
+    (
+        "CREATE TABLE IF NOT EXISTS order_summary ("
+        "id {uuid} PRIMARY KEY, customer_id {uuid} NOT NULL, customer_name TEXT NOT NULL, "
+        "status TEXT NOT NULL, total_amount {money} NOT NULL, item_count INTEGER NOT NULL, "
+        "created_at {moment} NOT NULL, updated_at {moment} NOT NULL, "
+        "event_version INTEGER NOT NULL)"
+    ),
+    (
+        "CREATE TABLE IF NOT EXISTS order_items ("
+        "order_id {uuid} NOT NULL REFERENCES order_summary (id), product_id {uuid} NOT NULL, "
+        "product_name TEXT NOT NULL, quantity INTEGER NOT NULL, unit_price {money} NOT NULL, "
+        "line_no INTEGER NOT NULL, PRIMARY KEY (order_id, product_id))"
+    ),
+    (
+        "CREATE INDEX IF NOT EXISTS order_summary_by_customer "
+        "ON order_summary (customer_id, created_at DESC, id DESC)"
+    ),
+    (
+        "CREATE INDEX IF NOT EXISTS order_summary_by_customer_status "
+        "ON order_summary (customer_id, status, created_at DESC, id DESC)"
+    ),
+)
+
+_OPEN = (
+    "INSERT INTO order_summary VALUES (?, ?, ?, 'draft', '0.00', 0, ?, ?, ?) "
+    "ON CONFLICT (id) DO NOTHING"
+)
+_FRESH_TOTALS = (
+    "SELECT total_amount, item_count FROM order_summary WHERE id = ? AND event_version < ?"
+)
+_GROW_LINE = "UPDATE order_items SET quantity = quantity + ? WHERE order_id = ? AND product_id = ?"
+_OPEN_LINE = "INSERT INTO order_items VALUES (?, ?, ?, ?, ?, ?)"
+_SET_TOTALS = (
+    "UPDATE order_summary SET total_amount = ?, item_count = item_count + ?, "
+    "updated_at = ?, event_version = ? WHERE id = ?"
+)
+_SET_STATUS = (
+    "UPDATE order_summary SET status = ?, total_amount = coalesce(?, total_amount), "
+    "updated_at = ?, event_version = ? WHERE id = ? AND event_version < ?"
+)
 
 
-def _text(moment: datetime) -> str:
-    # Fixed width, always UTC: the text sorts as the moments do.
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+class OrderSummaryProjection(fabula.Projection[TxT], Generic[TxT]):
+    """Keeps one row per order and one per order line.
 
-
-class OrderSummaryProjection(fabula.Projection[sqlite3.Connection]):
-    """Keeps one row per order and one per order line."""
+    Args:
+        dialect: How the event store's database spells the SQL
+            (`orders.database.SQLITE` or `orders.postgres.POSTGRES`).
+    """
 
     name = "order_summary"
     tables: ClassVar[tuple[str, ...]] = ("order_summary", "order_items")
 
-    def setup(self, tx: sqlite3.Connection) -> None:
+    def __init__(self, dialect: Dialect[TxT]) -> None:
+        self._sql = dialect
+
+    def setup(self, tx: TxT) -> None:
         """Create the tables and the indexes the queries use."""
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS order_summary ("
-            "id TEXT PRIMARY KEY, customer_id TEXT NOT NULL, customer_name TEXT NOT NULL, "
-            "status TEXT NOT NULL, total_amount TEXT NOT NULL, item_count INTEGER NOT NULL, "
-            "created_at TEXT NOT NULL, updated_at TEXT NOT NULL, event_version INTEGER NOT NULL)"
-        )
-        tx.execute(
-            "CREATE TABLE IF NOT EXISTS order_items ("
-            "order_id TEXT NOT NULL REFERENCES order_summary (id), product_id TEXT NOT NULL, "
-            "product_name TEXT NOT NULL, quantity INTEGER NOT NULL, unit_price TEXT NOT NULL, "
-            "line_no INTEGER NOT NULL, PRIMARY KEY (order_id, product_id))"
-        )
-        tx.execute(
-            "CREATE INDEX IF NOT EXISTS order_summary_by_customer "
-            "ON order_summary (customer_id, created_at DESC, id DESC)"
-        )
-        tx.execute(
-            "CREATE INDEX IF NOT EXISTS order_summary_by_customer_status "
-            "ON order_summary (customer_id, status, created_at DESC, id DESC)"
-        )
+        for statement in _TABLES:
+            self._sql.execute(tx, self._sql.ddl(statement))
 
     @fabula.handles
-    def _created(self, event: OrderCreated, tx: sqlite3.Connection) -> None:
-        at = _text(event.timestamp)
-        tx.execute(
-            "INSERT INTO order_summary VALUES (?, ?, ?, 'draft', '0.00', 0, ?, ?, ?) "
-            "ON CONFLICT (id) DO NOTHING",
-            (
-                str(event.aggregate_id),
-                str(event.customer_id),
-                event.customer_name,
-                at,
-                at,
-                event.version,
-            ),
-        )
+    def _created(self, event: OrderCreated, tx: TxT) -> None:
+        at = event.timestamp
+        params = (event.aggregate_id, event.customer_id, event.customer_name, at, at, event.version)
+        self._sql.execute(tx, _OPEN, params)
 
     @fabula.handles
-    def _item_added(self, event: OrderItemAdded, tx: sqlite3.Connection) -> None:
-        order_id = str(event.aggregate_id)
-        row = tx.execute(
-            "SELECT total_amount, item_count FROM order_summary WHERE id = ? AND event_version < ?",
-            (order_id, event.version),
-        ).fetchone()
+    def _item_added(self, event: OrderItemAdded, tx: TxT) -> None:
+        order_id, run = event.aggregate_id, self._sql.execute
+        row = run(tx, _FRESH_TOTALS, (order_id, event.version)).fetchone()
         if row is None:
             return  # applied before
-        total = Decimal(row[0]) + event.quantity * event.unit_price
-        product_id = str(event.product_id)
-        opened = (
-            tx.execute(
-                "UPDATE order_items SET quantity = quantity + ? "
-                "WHERE order_id = ? AND product_id = ?",
-                (event.quantity, order_id, product_id),
-            ).rowcount
-            == 0
-        )
+        total = as_money(row[0]) + event.quantity * event.unit_price
+        grown = run(tx, _GROW_LINE, (event.quantity, order_id, event.product_id)).rowcount
+        opened = grown == 0
         if opened:
-            tx.execute(
-                "INSERT INTO order_items VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    order_id,
-                    product_id,
-                    event.product_name,
-                    event.quantity,
-                    str(event.unit_price),
-                    event.version,
-                ),
+            line = (
+                order_id,
+                event.product_id,
+                event.product_name,
+                event.quantity,
+                event.unit_price,
+                event.version,
             )
-        tx.execute(
-            "UPDATE order_summary SET total_amount = ?, item_count = item_count + ?, "
-            "updated_at = ?, event_version = ? WHERE id = ?",
-            (str(total), 1 if opened else 0, _text(event.timestamp), event.version, order_id),
-        )
+            run(tx, _OPEN_LINE, line)
+        totals = (total, 1 if opened else 0, event.timestamp, event.version, order_id)
+        run(tx, _SET_TOTALS, totals)
 
     @fabula.handles
-    def _submitted(self, event: OrderSubmitted, tx: sqlite3.Connection) -> None:
+    def _submitted(self, event: OrderSubmitted, tx: TxT) -> None:
         self._set_status(tx, event, OrderStatus.SUBMITTED, event.total_amount)
 
     @fabula.handles
-    def _cancelled(self, event: OrderCancelled, tx: sqlite3.Connection) -> None:
+    def _cancelled(self, event: OrderCancelled, tx: TxT) -> None:
         self._set_status(tx, event, OrderStatus.CANCELLED, None)
 
-    @staticmethod
     def _set_status(
-        tx: sqlite3.Connection,
-        event: fabula.DomainEvent,
-        status: OrderStatus,
-        total: Decimal | None,
+        self, tx: TxT, event: fabula.DomainEvent, status: OrderStatus, total: Decimal | None
     ) -> None:
-        tx.execute(
-            "UPDATE order_summary SET status = ?, total_amount = coalesce(?, total_amount), "
-            "updated_at = ?, event_version = ? WHERE id = ? AND event_version < ?",
-            (
-                status.value,
-                None if total is None else str(total),
-                _text(event.timestamp),
-                event.version,
-                str(event.aggregate_id),
-                event.version,
-            ),
+        params = (
+            status.value,
+            total,
+            event.timestamp,
+            event.version,
+            event.aggregate_id,
+            event.version,
         )
+        self._sql.execute(tx, _SET_STATUS, params)
 
 
 @attrs.frozen
@@ -186,74 +182,65 @@ class OrderView(OrderSummaryView):
 
 
 _SUMMARY_COLUMNS = (
-    "id, customer_id, customer_name, status, total_amount, item_count, created_at, updated_at"
+    "s.id, s.customer_id, s.customer_name, s.status, s.total_amount, s.item_count, "
+    "s.created_at, s.updated_at"
+)
+# One statement for the order and its lines: they come from one committed state.
+_ORDER = (
+    f"SELECT {_SUMMARY_COLUMNS}, i.product_id, i.product_name, i.quantity, i.unit_price "  # noqa: S608
+    "FROM order_summary s LEFT JOIN order_items i ON i.order_id = s.id "
+    "WHERE s.id = ? ORDER BY i.line_no"
+)
+_PAGE = (
+    f"SELECT {_SUMMARY_COLUMNS} FROM order_summary s WHERE {{where}} "  # noqa: S608
+    "ORDER BY s.created_at DESC, s.id DESC LIMIT ?"
 )
 
 
-def _summary(row: tuple[str, str, str, str, str, int, str, str]) -> OrderSummaryView:
-    order_id, customer_id, name, status, total, count, created, updated = row
+def _summary(row: tuple[Any, ...]) -> OrderSummaryView:
+    order_id, customer_id, name, status, total, count, created, updated = row[:8]
     return OrderSummaryView(
-        id=UUID(order_id),
-        customer_id=UUID(customer_id),
-        customer_name=name,
+        id=as_uuid(order_id),
+        customer_id=as_uuid(customer_id),
+        customer_name=str(name),
         status=OrderStatus(status),
-        total_amount=Decimal(total),
-        item_count=count,
-        created_at=datetime.fromisoformat(created),
-        updated_at=datetime.fromisoformat(updated),
+        total_amount=as_money(total),
+        item_count=int(count),
+        created_at=as_moment(created),
+        updated_at=as_moment(updated),
     )
 
 
 class ReadModel:
-    """Answers queries from the read-model tables, over a read-only connection.
+    """Answers queries from the read-model tables.
 
     Args:
-        path: The database file.
+        database: The database the projection writes (the event store's).
         codec: Signs and checks page cursors.
     """
 
     MAX_PAGE_SIZE = 100
 
-    def __init__(self, path: str, codec: fabula.CursorCodec) -> None:
-        self._conn = sqlite3.connect(
-            f"file:{path}?mode=ro", uri=True, check_same_thread=False, isolation_level=None
-        )
+    def __init__(self, database: Database, codec: fabula.CursorCodec) -> None:
+        self._db = database
         self._codec = codec
 
-    def _snapshot(self, read: Callable[[], T]) -> T:
-        """Run `read` in one read transaction: every query sees the same commit."""
-        self._conn.execute("BEGIN")
-        try:
-            return read()
-        finally:
-            self._conn.execute("COMMIT")
+    def __repr__(self) -> str:
+        return f"<ReadModel in {self._db!r}>"
 
-    def close(self) -> None:
-        """Close the connection."""
-        self._conn.close()
-
-    def order(self, order_id: UUID) -> OrderView | None:
+    async def order(self, order_id: UUID) -> OrderView | None:
         """Return the order with `order_id`, or None if the read model has none."""
-        return self._snapshot(lambda: self._order(order_id))
-
-    def _order(self, order_id: UUID) -> OrderView | None:
-        row = self._conn.execute(
-            f"SELECT {_SUMMARY_COLUMNS} FROM order_summary WHERE id = ?",  # noqa: S608
-            (str(order_id),),
-        ).fetchone()
-        if row is None:
+        rows = await self._db.fetch(_ORDER, (order_id,))
+        if not rows:
             return None
         items = tuple(
-            OrderItemView(UUID(product_id), name, quantity, Decimal(price))
-            for product_id, name, quantity, price in self._conn.execute(
-                "SELECT product_id, product_name, quantity, unit_price FROM order_items "
-                "WHERE order_id = ? ORDER BY line_no",
-                (str(order_id),),
-            )
+            OrderItemView(as_uuid(product_id), str(name), int(quantity), as_money(price))
+            for product_id, name, quantity, price in (row[8:] for row in rows)
+            if product_id is not None
         )
-        return OrderView(**attrs.asdict(_summary(row), recurse=False), items=items)
+        return OrderView(**attrs.asdict(_summary(rows[0]), recurse=False), items=items)
 
-    def customer_orders(
+    async def customer_orders(
         self,
         customer_id: UUID,
         *,
@@ -272,11 +259,11 @@ class ReadModel:
                 made for another customer or status filter.
         """
         size = fabula.check_page_size(page_size, maximum=self.MAX_PAGE_SIZE)
-        where = ["customer_id = ?"]
-        params: list[object] = [str(customer_id)]
+        where = ["s.customer_id = ?"]
+        params: list[object] = [customer_id]
         listing = status.value if status is not None else ""
         if status is not None:
-            where.append("status = ?")
+            where.append("s.status = ?")
             params.append(status.value)
         if cursor is not None:
             created, after_id, for_customer, for_listing = self._codec.decode(
@@ -285,14 +272,10 @@ class ReadModel:
             if (for_customer, for_listing) != (customer_id, listing):
                 msg = "the cursor belongs to another customer's or another status's listing"
                 raise fabula.InvalidCursorError(msg)
-            assert isinstance(created, datetime)
-            where.append("(created_at, id) < (?, ?)")
-            params += [_text(created), str(after_id)]
-        rows = self._conn.execute(
-            f"SELECT {_SUMMARY_COLUMNS} FROM order_summary WHERE {' AND '.join(where)} "  # noqa: S608
-            "ORDER BY created_at DESC, id DESC LIMIT ?",
-            (*params, size + 1),
-        ).fetchall()
+            where.append("(s.created_at, s.id) < (?, ?)")
+            params += [created, after_id]
+        statement = _PAGE.format(where=" AND ".join(where))
+        rows = await self._db.fetch(statement, (*params, size + 1))
         return fabula.Page.from_rows(
             [_summary(row) for row in rows],
             size,

@@ -1,20 +1,24 @@
 """The application: commands, queries, their handlers, and the wiring that runs them.
 
-`OrdersService.open(path)` opens the event store, the catalogs and the read
-model in one SQLite file, builds the command and query buses and starts the
+`OrdersService.open(database)` opens the event store, the catalogs and the
+read model in one database (a SQLite file, or a PostgreSQL schema when given
+a `postgresql://` URL), builds the command and query buses and starts the
 projector. `execute` dispatches a command and returns once the read model
 reflects it, so a query issued after a command returned sees its effect
 (read-your-writes; see `OrdersService.execute` for why it waits rather than
 projecting inline).
 """
 
+from __future__ import annotations
+
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 from uuid import UUID, uuid4
 
 import attrs
@@ -23,8 +27,12 @@ import fabula
 from fabula.sqlite import SQLiteEventStore
 
 from .catalog import Catalog, Product
+from .database import SQLITE, Database, SQLiteDatabase
 from .domain import Order, OrderStatus, ShippingAddress
 from .read_model import OrderSummaryProjection, OrderSummaryView, OrderView, ReadModel
+
+if TYPE_CHECKING:  # only a service on PostgreSQL imports the driver
+    from fabula.postgres import PostgresEventStore, Tx
 
 __all__ = [
     "AddOrderItem",
@@ -37,11 +45,20 @@ __all__ = [
     "ListProducts",
     "OrdersService",
     "SubmitOrder",
+    "is_postgres_url",
 ]
 
 logger = logging.getLogger("orders")
 
 R = TypeVar("R")
+
+Store: TypeAlias = "SQLiteEventStore | PostgresEventStore"
+OrdersProjector: TypeAlias = "fabula.Projector[sqlite3.Connection] | fabula.Projector[Tx]"
+
+
+def is_postgres_url(database: str) -> bool:
+    """Whether `database` names a PostgreSQL server rather than a SQLite file."""
+    return database.startswith(("postgresql://", "postgres://"))
 
 
 @attrs.frozen(kw_only=True)
@@ -115,13 +132,14 @@ class ListProducts(fabula.Query[list[Product]]):
 
 
 class OrdersService:
-    """The orders application over one SQLite database.
+    """The orders application over one database: a SQLite file or a PostgreSQL schema.
 
-    Build it with `OrdersService.open(path)`; the attributes are for
+    Build it with `OrdersService.open(database)`; the attributes are for
     operators and tests.
 
     Attributes:
         store: The event store.
+        database: The tables beside it (the catalogs and the read model).
         catalog: The customers and products.
         read_model: The order read model's queries.
         projector: Keeps the read model up to date.
@@ -133,19 +151,21 @@ class OrdersService:
 
     def __init__(
         self,
-        store: SQLiteEventStore,
-        catalog: Catalog,
-        read_model: ReadModel,
+        store: Store,
+        projector: OrdersProjector,
+        database: Database,
+        codec: fabula.CursorCodec,
         *,
         read_timeout: float = 10.0,
         key_retention: timedelta = timedelta(days=1),
     ) -> None:
         self.store = store
-        self.catalog = catalog
-        self.read_model = read_model
+        self.projector = projector
+        self.database = database
+        self.catalog = Catalog(database)
+        self.read_model = ReadModel(database, codec)
         self.read_timeout = read_timeout
         self.repository = fabula.Repository(store)
-        self.projector = fabula.Projector(store, [OrderSummaryProjection()])
         self.commands = fabula.CommandBus()
         self.commands.use(fabula.Correlation())
         # Outside idempotency: an idempotent command's events are appended
@@ -162,33 +182,41 @@ class OrdersService:
     @classmethod
     @contextlib.asynccontextmanager
     async def open(
-        cls, path: str, *, read_timeout: float = 10.0, busy_timeout: float = 5.0
-    ) -> AsyncIterator["OrdersService"]:
-        """Open the service on the SQLite file `path`, run it, and close it on exit.
+        cls,
+        database: str,
+        *,
+        schema: str = "public",
+        read_timeout: float = 10.0,
+        busy_timeout: float = 5.0,
+    ) -> AsyncIterator[OrdersService]:
+        """Open the service on `database`, run it, and close it on exit.
 
-        `busy_timeout` is how long a write waits for another process's lock
-        on the database before failing with `StoreUnavailableError` (503).
+        Args:
+            database: A SQLite file path, or a `postgresql://` URL.
+            schema: On PostgreSQL, the schema that holds the events and the
+                tables beside them (created if missing).
+            read_timeout: How long `execute` waits for the read model.
+            busy_timeout: On SQLite, how long a write waits for another
+                process's lock on the file before `StoreUnavailableError`
+                (503); on PostgreSQL, how long to wait for a connection.
 
         The read model is brought up to date before this yields; the
-        projector then follows new events in the background.
+        projector then follows new events in the background. Several
+        processes may serve one PostgreSQL schema: one of them runs the
+        projection, the others stand by and take over if it stops.
         """
-        async with SQLiteEventStore(path, busy_timeout=busy_timeout) as store:
-            catalog = Catalog(path, busy_timeout=busy_timeout)
-            read_model: ReadModel | None = None
-            service: OrdersService | None = None
+        opening = _postgres if is_postgres_url(database) else _sqlite
+        async with opening(database, schema, busy_timeout) as (store, projector, db):
+            catalog = Catalog(db)
+            await catalog.open()
+            codec = fabula.CursorCodec(secret=await catalog.secret("cursor-secret"))
+            service = cls(store, projector, db, codec, read_timeout=read_timeout)
+            await service.projector.catch_up()  # creates the tables, applies the backlog
+            service._start_projector()
             try:
-                codec = fabula.CursorCodec(secret=await catalog.secret("cursor-secret"))
-                read_model = ReadModel(path, codec)
-                service = cls(store, catalog, read_model, read_timeout=read_timeout)
-                await service.projector.catch_up()  # creates the tables, applies the backlog
-                service._start_projector()
                 yield service
             finally:
-                if service is not None:
-                    await service._stop_projector()
-                if read_model is not None:
-                    read_model.close()
-                catalog.close()
+                await service._stop_projector()
 
     def _start_projector(self) -> None:
         def report(task: asyncio.Task[None]) -> None:
@@ -285,13 +313,43 @@ class OrdersService:
         await self.repository.save(order)
 
     async def _order(self, query: GetOrderById) -> OrderView | None:
-        return self.read_model.order(query.order_id)
+        return await self.read_model.order(query.order_id)
 
     async def _customer_orders(self, query: GetCustomerOrders) -> fabula.Page[OrderSummaryView]:
         await self.catalog.customer(query.customer_id)  # UnknownCustomerError if not there
-        return self.read_model.customer_orders(
+        return await self.read_model.customer_orders(
             query.customer_id, status=query.status, page_size=query.page_size, cursor=query.cursor
         )
 
     async def _products(self, _: ListProducts) -> list[Product]:
         return await self.catalog.products()
+
+
+_Opened: TypeAlias = "tuple[Store, OrdersProjector, Database]"
+
+
+@contextlib.asynccontextmanager
+async def _sqlite(path: str, _: str, busy_timeout: float) -> AsyncIterator[_Opened]:
+    async with SQLiteEventStore(path, busy_timeout=busy_timeout) as store:
+        database = SQLiteDatabase(path, busy_timeout=busy_timeout)
+        try:
+            projector = fabula.Projector(store, [OrderSummaryProjection(SQLITE)])
+            yield store, projector, database
+        finally:
+            await database.close()
+
+
+@contextlib.asynccontextmanager
+async def _postgres(url: str, schema: str, busy_timeout: float) -> AsyncIterator[_Opened]:
+    from fabula.postgres import PostgresEventStore  # noqa: PLC0415 - an optional driver
+
+    from .postgres import POSTGRES, PostgresDatabase  # noqa: PLC0415
+
+    async with PostgresEventStore(url, schema=schema, connect_timeout=busy_timeout) as store:
+        database = PostgresDatabase(url, schema=schema, connect_timeout=busy_timeout)
+        await database.open()
+        try:
+            projector = fabula.Projector(store, [OrderSummaryProjection(POSTGRES)])
+            yield store, projector, database
+        finally:
+            await database.close()
