@@ -138,12 +138,30 @@ async def writer(url: str, name: str, tag: str, commands: int) -> float:
         return commands / (time.perf_counter() - start)
 
 
-def writers_in_processes(url: str, name: str, processes: int, commands: int) -> float:
-    """Run W5 writers in `processes` processes at once. Returns their total cmd/s."""
+async def raw_writer(url: str, name: str, tag: str, commands: int) -> float:
+    """The W5 baseline's writer: single-row inserts with async psycopg, each its own commit."""
+    insert = raw_insert(name)
+    async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+        start = time.perf_counter()
+        for n in range(commands):
+            row = (1, f"{tag}-{n % 20}", n // 20 + 1, uuid.uuid4(), "bench.ItemAdded",
+                   datetime.now(UTC), payload(n))  # fmt: skip
+            await conn.execute(insert, row)
+        return commands / (time.perf_counter() - start)
+
+
+def writers_in_processes(
+    url: str, name: str, processes: int, commands: int, *, raw: bool = False
+) -> float:
+    """Run W5 writers (fabula's, or raw psycopg's) in `processes` processes at once.
+
+    Returns their total commands per second.
+    """
+    mode = "--raw-writer" if raw else "--writer"
     started = time.perf_counter()
     children = [
         subprocess.Popen(  # noqa: S603 - this script
-            [sys.executable, __file__, "--writer", url, name, f"p{n}", str(commands)],
+            [sys.executable, __file__, mode, url, name, f"p{n}", str(commands)],
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -194,6 +212,13 @@ async def run(url: str, *, quick: bool) -> list[Row]:
         made.append(await raw_schema(url))
         four = writers_in_processes(url, made[-1], 4, commands)
         rows.append(Row("W5 4 writer processes (vs 1)", four, single, "cmd/s", ">= 2.00"))
+        # The same with raw psycopg: how far this machine lets four async
+        # Python writers and their server processes run in parallel.
+        made.append(await raw_schema(url))
+        raw_single = writers_in_processes(url, made[-1], 1, commands, raw=True)
+        made.append(await raw_schema(url))
+        raw_four = writers_in_processes(url, made[-1], 4, commands, raw=True)
+        rows.append(Row("W5 raw psycopg: 4 vs 1 (ceiling)", raw_four, raw_single, "row/s", "-"))
     finally:
         for name in made:
             drop(url, name)
@@ -206,11 +231,14 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a tenth of the work (smoke test)")
     parser.add_argument("--url", default=DEFAULT_URL, help="the PostgreSQL server")
     parser.add_argument("--writer", nargs=4, help=argparse.SUPPRESS)
+    parser.add_argument("--raw-writer", nargs=4, help=argparse.SUPPRESS)
     arguments = parser.parse_args()
-    if arguments.writer:  # a W5 child process
-        url, name, tag, commands = arguments.writer
+    child = arguments.writer or arguments.raw_writer
+    if child:  # a W5 child process
+        url, name, tag, commands = child
+        write = writer if arguments.writer else raw_writer
         start = time.perf_counter()
-        asyncio.run(writer(url, name, tag, int(commands)))
+        asyncio.run(write(url, name, tag, int(commands)))
         print(json.dumps({"seconds": time.perf_counter() - start}))
         return
     try:

@@ -48,7 +48,7 @@ from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._plumbing import Checked, StoreBase, Wakeup, check_appends
 from fabula._projections import Projection, SkippedEvent
-from fabula._serialization import EventSerializer, SerializedEvent
+from fabula._serialization import EventSerializer, SerializedEvent, encode_json
 from fabula._snapshots import Snapshot
 from fabula._store import (
     AppendResult,
@@ -82,6 +82,7 @@ logger = logging.getLogger("fabula.postgres")
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 _HELD_BACK_RECHECK = 0.005  # seconds: look again soon when an open transaction holds readers
 _PURGE_EVERY = 1000
+_ANNOUNCE_EVERY = 0.01  # seconds: the most often a process tells the others of its commits
 
 T = TypeVar("T")
 Tx = psycopg.Connection[Any]
@@ -161,6 +162,8 @@ class PostgresEventStore(StoreBase):
         self._opened = False
         self._opening: asyncio.Lock | None = None
         self._listener: asyncio.Task[None] | None = None
+        self._announcer: asyncio.Task[None] | None = None
+        self._announce_again = False
         self._records_written = 0
         self._projection_pool: psycopg_pool.ConnectionPool[Any] | None = None
         self._max_size = max_size
@@ -207,6 +210,10 @@ class PostgresEventStore(StoreBase):
             return
         self._closed = True
         self._wakeup.notify()
+        if self._announcer is not None:
+            self._announcer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._announcer
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -365,12 +372,103 @@ class PostgresEventStore(StoreBase):
         except StoreUnavailableError as exc:
             if not _dead_connection(exc):
                 raise
-            # It failed before COMMIT was sent, on a connection whose server
-            # process had ended (a restart, a kill): nothing is stored, and a
-            # fresh connection may work. Once.
+            # Nothing is stored (it failed before COMMIT was sent, or the
+            # server said so), on a connection whose server process had ended
+            # (a restart, a kill): a fresh connection may work. Once.
             return await self._append_once(encoded, record)
 
     async def _append_once(
+        self, encoded: list[_Encoded], record: IdempotencyRecord | None
+    ) -> list[AppendResult]:
+        if record is None and len(encoded) == 1:
+            statement = self._single_statement(encoded[0])
+            if statement is not None:
+                results = [await self._append_statement(encoded[0], statement)]
+                self._committed_new()
+                return results
+        return await self._append_transaction(encoded, record)
+
+    def _single_statement(self, part: _Encoded) -> str | None:
+        """The one-statement append for `part`, or None if it needs a transaction.
+
+        One statement commits as soon as the claim succeeds, so it is used
+        only where every check can be made before it is sent: events
+        already numbered (by an aggregate) must follow on from the expected
+        version, which only an exact expected version (or NO_STREAM) tells.
+        """
+        _, batch, expected, _ = part
+        first = batch[0].version
+        if expected is ExpectedVersion.NO_STREAM or expected == 0:
+            return self._sql.append_new if first in (0, 1) else None
+        if expected is ExpectedVersion.ANY:
+            return self._sql.append_any if first == 0 else None
+        if expected is ExpectedVersion.STREAM_EXISTS:
+            return self._sql.append_existing if first == 0 else None
+        return self._sql.append_exact if first in (0, expected + 1) else None
+
+    async def _append_statement(self, part: _Encoded, statement: str) -> AppendResult:
+        """Append one stream's events in one statement, its own transaction."""
+        stream_id, _, expected, records = part
+        params: dict[str, object] = {
+            "stream": stream_id,
+            "n": len(records),
+            "rows": _rows_json(records, ordinals=range(1, len(records) + 1)),
+        }
+        if isinstance(expected, int):
+            params["expected"] = expected
+        row = await self._run_append_statement(part, statement, params)
+        if isinstance(row, AppendResult):
+            return row
+        if row is not None:
+            version, xid = int(row[0]), int(row[1])
+            position = (xid << sql.TX_SHIFT) + len(records)
+            return AppendResult(stream_id=stream_id, version=version, position=position)
+        # The stream is not where the writer expected: a retry, or a conflict.
+        stored = await self._replayed_now(stream_id, records, expected)
+        if stored is not None:
+            return stored
+        rows = await self._query(self._sql.stream_version, (stream_id,))
+        raise ConcurrencyError(stream_id, expected, rows[0][0] if rows else 0)
+
+    async def _run_append_statement(
+        self, part: _Encoded, statement: str, params: dict[str, object]
+    ) -> tuple[Any, ...] | AppendResult | None:
+        """Run an append statement: its row, or the original result when it was a retry."""
+        stream_id, _, expected, records = part
+        pid = 0
+        try:
+            async with self._reader() as conn:
+                pid = conn.info.backend_pid
+                return await (await conn.execute(statement, params)).fetchone()
+        except StoreUnavailableError as exc:
+            if pid == 0:
+                raise  # no connection was had: nothing was sent
+            # The statement is its own transaction: it may have committed.
+            ids = [record.event_id for record in records]
+            if not await self._committed(exc, pid, ids, None):
+                raise  # not stored, and its server process has ended: retried once
+            stored = await self._replayed_now(stream_id, records, expected)
+            if stored is None:  # pragma: no cover - the server just said it is stored
+                raise
+            return stored
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, pg_errors.UniqueViolation):
+                raise
+            # An event id is stored already (with ANY or STREAM_EXISTS the
+            # claim succeeds for a retry too): a retry, or a duplicate.
+            stored = await self._replayed_now(stream_id, records, expected)
+            if stored is None:
+                raise await self._duplicate_error([part]) from exc
+            return stored
+
+    async def _replayed_now(
+        self, stream_id: str, records: tuple[SerializedEvent, ...], expected: Expected
+    ) -> AppendResult | None:
+        """`_replayed` outside a transaction: stored events never change, so it can wait."""
+        async with self._reader() as conn:
+            return await self._replayed(conn, stream_id, records, expected)
+
+    async def _append_transaction(
         self, encoded: list[_Encoded], record: IdempotencyRecord | None
     ) -> list[AppendResult]:
         pid, new_ids, committing = 0, list[UUID](), False
@@ -396,8 +494,35 @@ class PostgresEventStore(StoreBase):
             if isinstance(exc.__cause__, pg_errors.UniqueViolation):
                 raise await self._duplicate_error(encoded) from exc
             raise
-        self._wakeup.notify()
+        self._committed_new()
         return results
+
+    def _committed_new(self) -> None:
+        """Wake this process's subscribers, and have the other processes' woken."""
+        self._wakeup.notify()
+        if self._announcer is None or self._announcer.done():
+            self._announcer = asyncio.get_running_loop().create_task(
+                self._announce(), name="fabula-postgres-announce"
+            )
+        else:
+            self._announce_again = True
+
+    async def _announce(self) -> None:
+        """NOTIFY the other processes: at once, then at most every `_ANNOUNCE_EVERY` seconds.
+
+        While one announcement is on its way, later commits only ask for
+        another after it. A lost one costs latency, not events: subscribers
+        also poll.
+        """
+        while not self._closed:
+            self._announce_again = False
+            try:
+                await self._query(self._sql.announce)
+            except StoreError as exc:
+                logger.debug("could not notify other processes of commits: %s", exc)
+            await asyncio.sleep(_ANNOUNCE_EVERY)
+            if not self._announce_again:
+                return
 
     async def _committed(
         self,
@@ -479,33 +604,24 @@ class PostgresEventStore(StoreBase):
         """
         claims = await self._claim_all(conn, encoded)
         results: list[AppendResult] = []
-        columns: tuple[list[Any], ...] = ([], [], [], [], [], [], [], [])
-        ordinal = 0
+        rows: list[dict[str, object]] = []
+        new_ids: list[UUID] = []
         for (stream_id, _, _, records), claim in zip(encoded, claims, strict=True):
             if isinstance(claim, AppendResult):  # a retry of an earlier append
                 results.append(claim)
                 continue
             first, xid = claim
             for offset, record in enumerate(records):
-                ordinal += 1
-                row = (
-                    stream_id,
-                    first + offset,
-                    record.event_id,
-                    record.type,
-                    record.schema_version,
-                    record.timestamp,
-                    record.data,
-                    record.metadata,
+                rows.append(
+                    _row(record, len(rows) + 1, stream_id=stream_id, version=first + offset)
                 )
-                for column, value in zip(columns, row, strict=True):
-                    column.append(value)
-            position = (xid << sql.TX_SHIFT) + ordinal
+                new_ids.append(record.event_id)
+            position = (xid << sql.TX_SHIFT) + len(rows)
             version = first + len(records) - 1
             results.append(AppendResult(stream_id=stream_id, version=version, position=position))
-        if ordinal:
-            await conn.execute(self._sql.insert_events, columns)
-        return results, columns[2]
+        if rows:
+            await conn.execute(self._sql.insert_events, (encode_json(rows),))
+        return results, new_ids
 
     async def _claim_all(
         self, conn: psycopg.AsyncConnection[Any], encoded: list[_Encoded]
@@ -1013,6 +1129,24 @@ def _unknown_outcome(why: str) -> StoreUnavailableError:
         f"tell ({why}); retrying it with the same events is safe, a retry is recognised "
         f"by their ids"
     )
+
+
+def _row(record: SerializedEvent, ordinal: int, **more: object) -> dict[str, object]:
+    """One event as a JSON object for `json_to_recordset` (orjson writes UUIDs and datetimes)."""
+    return {
+        "ordinal": ordinal,
+        "event_id": record.event_id,
+        "type": record.type,
+        "schema_version": record.schema_version,
+        "timestamp": record.timestamp,
+        "data": record.data,
+        "metadata": record.metadata,
+        **more,
+    }
+
+
+def _rows_json(records: Sequence[SerializedEvent], ordinals: range) -> str:
+    return encode_json([_row(r, n) for r, n in zip(records, ordinals, strict=True)])
 
 
 def _check_unique_ids(encoded: list[_Encoded]) -> None:

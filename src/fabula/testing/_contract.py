@@ -214,6 +214,17 @@ class EventStoreContract:
         assert len(await store.read_stream("acc-1")) == 3
 
     @_store_test
+    async def test_a_retry_without_an_exact_version_is_idempotent(self, store: EventStore) -> None:
+        """A retry under ANY or STREAM_EXISTS also returns the original result, adding nothing."""
+        await store.append("acc-1", [deposit(1)], expected_version=0)
+        for expected in (ExpectedVersion.ANY, ExpectedVersion.STREAM_EXISTS):
+            batch = [deposit(2), deposit(3)]
+            first = await store.append("acc-1", batch, expected_version=expected)
+            await store.append("acc-1", [deposit(4)], expected_version=ExpectedVersion.ANY)
+            assert await store.append("acc-1", batch, expected_version=expected) == first
+        assert [r.event.version for r in await store.read_stream("acc-1")] == [1, 2, 3, 4, 5, 6, 7]
+
+    @_store_test
     async def test_reused_event_ids_otherwise_are_refused(self, store: EventStore) -> None:
         """Stored ids in another order, another stream or beside new events are refused."""
         a, b = deposit(1), deposit(2)
