@@ -30,10 +30,10 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Self, TypeVar
-from uuid import UUID, uuid4
+from typing import Any, ClassVar, Self
+from uuid import UUID
 
 try:
     import psycopg
@@ -47,7 +47,7 @@ from fabula import _postgres_schema as sql
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._plumbing import Checked, StoreBase, Wakeup, check_appends
-from fabula._projections import Projection, SkippedEvent
+from fabula._postgres_projections import PostgresProjections, Tx
 from fabula._serialization import EventSerializer, SerializedEvent, encode_json
 from fabula._snapshots import Snapshot
 from fabula._store import (
@@ -62,12 +62,10 @@ from fabula._store import (
     validate_read_stream,
 )
 from fabula.exceptions import (
-    CheckpointError,
     ConcurrencyError,
     DuplicateEventIdError,
     IdempotencyKeyTakenError,
     InvalidAppendError,
-    ProjectionError,
     SchemaVersionError,
     SerializationError,
     StoreClosedError,
@@ -84,14 +82,10 @@ _HELD_BACK_RECHECK = 0.005  # seconds: look again soon when an open transaction 
 _PURGE_EVERY = 1000
 _ANNOUNCE_EVERY = 0.01  # seconds: the most often a process tells the others of its commits
 
-T = TypeVar("T")
-Tx = psycopg.Connection[Any]
-"""What projection handlers get: a synchronous connection, inside the batch's transaction."""
-
 _Encoded = tuple[str, tuple[DomainEvent, ...], Expected, tuple[SerializedEvent, ...]]
 
 
-class PostgresEventStore(StoreBase):
+class PostgresEventStore(StoreBase, PostgresProjections):
     """An `EventStore` in PostgreSQL (13 or newer), with snapshots and idempotency records.
 
     Open it with `async with` (or `await store.open()`): that connects,
@@ -864,258 +858,6 @@ class PostgresEventStore(StoreBase):
             return None
         stream, aggregate_type, version, schema_version, state = rows[0]
         return Snapshot(stream, aggregate_type, version, schema_version, state)
-
-    # -- projections -------------------------------------------------------------
-    #
-    # Projection handlers are synchronous: they run in a worker thread, on a
-    # synchronous connection, inside the transaction that moves the checkpoint.
-    # Its search_path starts with the store's schema, where read models go.
-
-    async def _in_projection_transaction(self, job: Callable[[Tx], T]) -> T:
-        await self._ready()
-        if self._projection_pool is None:
-            if self._conninfo is None:
-                msg = "projections need a store built from a connection string"
-                raise StoreError(msg)
-            pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
-                self._conninfo,
-                min_size=1,
-                max_size=max(2, self._max_size // 2),
-                timeout=self._connect_timeout,
-                open=False,
-                name="fabula-projections",
-                # Read models live beside the events: unqualified names in
-                # handlers resolve to the store's schema first.
-                kwargs={
-                    "options": f"-c search_path={self.schema},public",
-                    "application_name": f"fabula-projections:{self.schema}"[:63],
-                },
-            )
-            await asyncio.to_thread(pool.open, True, self._connect_timeout)  # noqa: FBT003
-            self._projection_pool = pool
-        projection_pool = self._projection_pool
-
-        def run() -> T:
-            with projection_pool.connection() as conn, conn.transaction():
-                return job(conn)
-
-        try:
-            return await asyncio.to_thread(run)
-        except psycopg_pool.PoolTimeout as exc:
-            msg = f"no PostgreSQL connection within {self._connect_timeout} s: {exc}"
-            raise StoreUnavailableError(msg) from exc
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
-
-    def _lock_checkpoint(self, conn: Tx, name: str) -> int:
-        conn.execute(self._sql.ensure_checkpoint, (name,))
-        row = conn.execute(self._sql.lock_checkpoint, (name,)).fetchone()
-        return 0 if row is None else int(row[0])
-
-    @contextlib.asynccontextmanager
-    async def projection_lease(self, name: str) -> AsyncIterator[asyncio.Event]:
-        """Hold the right to run projection `name` among every process using this schema.
-
-        Waits (polling every `poll_interval` seconds) until a session-level
-        advisory lock is free, holds it on a connection of its own, and
-        yields an event that is set if that connection is lost (the lock is
-        then lost with it). A process that dies releases the lock with its
-        connection, and a waiting one takes over. `Projector.run` uses this;
-        the checkpoint's row lock keeps even an overlap exactly-once.
-        """
-        await self._ready()
-        if self._conninfo is None:
-            msg = "projection leases need a store built from a connection string"
-            raise StoreError(msg)
-        key = f"fabula-projection:{self.schema}:{name}"
-        lost = asyncio.Event()
-        conn = await self._lease_connection(key, name)
-        watching = asyncio.create_task(self._watch_lease(conn, lost))
-        try:
-            yield lost
-        finally:
-            watching.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watching
-            with contextlib.suppress(psycopg.Error):
-                await conn.close()  # closing the session releases the lock
-
-    async def _lease_connection(self, key: str, name: str) -> psycopg.AsyncConnection[Any]:
-        """Return a connection holding the advisory lock `key`, once it is free."""
-        assert self._conninfo is not None  # noqa: S101 - checked by the caller
-        while True:
-            try:
-                conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo,
-                    autocommit=True,
-                    application_name=f"fabula-lease:{self.schema}:{name}"[:63],
-                )
-            except psycopg.Error as exc:
-                logger.warning("projection %s: cannot connect for its lease: %s", name, exc)
-                await asyncio.sleep(self._poll_interval or 0.5)
-                continue
-            try:
-                while True:
-                    cursor = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (key,))
-                    row = await cursor.fetchone()
-                    if row is not None and row[0]:
-                        return conn
-                    await asyncio.sleep(self._poll_interval or 0.5)
-            except psycopg.Error as exc:
-                logger.warning("projection %s: lease connection failed: %s", name, exc)
-                with contextlib.suppress(psycopg.Error):
-                    await conn.close()
-            except BaseException:
-                with contextlib.suppress(psycopg.Error):
-                    await conn.close()
-                raise
-
-    async def _watch_lease(self, conn: psycopg.AsyncConnection[Any], lost: asyncio.Event) -> None:
-        interval = max(0.2, min(self._poll_interval or 1.0, 1.0))
-        try:
-            while True:
-                await asyncio.sleep(interval)
-                await conn.execute("SELECT 1")
-        except psycopg.Error:
-            lost.set()
-
-    async def load_checkpoint(self, name: str) -> int:
-        """Return the checkpoint of projection `name` (0 if it has none)."""
-        await self._ready()
-        rows = await self._query(self._sql.load_checkpoint, (name,))
-        return int(rows[0][0]) if rows else 0
-
-    async def commit_projection(
-        self, name: str, *, expected: int, position: int, work: Callable[[Tx], None]
-    ) -> None:
-        """Run `work` and move checkpoint `name` from `expected` to `position`, in one transaction.
-
-        `work` gets a synchronous psycopg connection in the transaction; the
-        checkpoint row is locked first, so a second projector running the
-        same projection waits, then finds the checkpoint moved.
-
-        Raises:
-            CheckpointError: The checkpoint is not at `expected`.
-        """
-
-        def job(conn: Tx) -> None:
-            stored = self._lock_checkpoint(conn, name)
-            if stored != expected:
-                raise CheckpointError(name, stored, position)
-            work(conn)
-            conn.execute(self._sql.save_checkpoint, (position, name))
-
-        await self._in_projection_transaction(job)
-
-    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
-        """Move checkpoint `name` from `position - 1` past `position`, recording the skip.
-
-        Raises:
-            CheckpointError: The checkpoint is not at `position - 1`.
-        """
-
-        def job(conn: Tx) -> None:
-            stored = self._lock_checkpoint(conn, name)
-            if stored != position - 1:
-                raise CheckpointError(name, stored, position)
-            conn.execute(self._sql.record_skip, (name, position, event_type, reason))
-            conn.execute(self._sql.save_checkpoint, (position, name))
-
-        await self._in_projection_transaction(job)
-
-    async def load_skips(self, name: str) -> list[SkippedEvent]:
-        """Return the events skipped in projection `name`, oldest first."""
-        await self._ready()
-        rows = await self._query(self._sql.load_skips, (name,))
-        return [SkippedEvent(position, kind, reason, at) for position, kind, reason, at in rows]
-
-    async def rebuild_projection(
-        self,
-        projection: Projection[Tx],
-        *,
-        batch_size: int,
-        progress: Callable[[int, int], None] | None,
-    ) -> int:
-        """Build `projection` afresh in a side schema, then move its tables in, in one transaction.
-
-        The handlers run with the side schema first on the `search_path`, so
-        their unqualified table names write the new copy while the live
-        tables keep serving. The switch drops the live tables, moves the new
-        ones (with their indexes) into the live schema and sets the
-        checkpoint, in one transaction: readers see the old read model, then
-        the new one. Returns the new checkpoint.
-
-        Raises:
-            StoreError: The projection does not list its `tables`.
-            ProjectionError: A handler failed; the live read model is untouched.
-        """
-        if not projection.tables:
-            msg = f"projection {projection.name!r} must list its read-model tables to be rebuilt"
-            raise StoreError(msg)
-        side = sql.quote_identifier(f"fabula_rebuild_{uuid4().hex[:16]}")
-
-        def use_side(conn: Tx) -> None:
-            path = conn.execute("SHOW search_path").fetchone()
-            conn.execute(f"SET LOCAL search_path TO {side}, {path[0] if path else 'public'}")
-
-        def prepare(conn: Tx) -> None:
-            conn.execute(f"CREATE SCHEMA {side}")
-            use_side(conn)
-            projection.setup(conn)
-
-        await self._in_projection_transaction(prepare)
-        try:
-            position = await self._build_side(projection, use_side, batch_size, progress)
-
-            def swap(conn: Tx) -> None:
-                row = conn.execute("SELECT current_schema()").fetchone()
-                live = sql.quote_identifier(row[0] if row and row[0] else "public")
-                self._lock_checkpoint(conn, projection.name)
-                for table in projection.tables:
-                    name = sql.quote_identifier(table)
-                    conn.execute(f"DROP TABLE IF EXISTS {live}.{name} CASCADE")
-                    conn.execute(f"ALTER TABLE {side}.{name} SET SCHEMA {live}")
-                conn.execute(self._sql.save_checkpoint, (position, projection.name))
-
-            await self._in_projection_transaction(swap)
-        finally:
-            await self._in_projection_transaction(
-                lambda conn: conn.execute(f"DROP SCHEMA IF EXISTS {side} CASCADE")
-            )
-        return position
-
-    async def _build_side(
-        self,
-        projection: Projection[Tx],
-        use_side: Callable[[Tx], None],
-        batch_size: int,
-        progress: Callable[[int, int], None] | None,
-    ) -> int:
-        types = tuple(projection.handlers())
-        position = 0
-        while True:
-            head = await self.head_position()
-            page = await self.read_log(after=position, limit=batch_size, event_types=types)
-            if page.position <= position:
-                return position
-
-            def apply(conn: Tx, events: list[RecordedEvent] = page.events) -> None:
-                use_side(conn)
-                for recorded in events:
-                    try:
-                        projection.handle(recorded, conn)
-                    except Exception as exc:
-                        kind = type(recorded.event).__qualname__
-                        raise ProjectionError(
-                            projection.name, recorded.position, kind, exc
-                        ) from exc
-
-            await self._in_projection_transaction(apply)
-            position = page.position
-            if progress is not None:
-                progress(position, max(head, position))
 
 
 def _dead_connection(error: StoreUnavailableError) -> bool:
