@@ -332,6 +332,29 @@ class TestManyWriters:
             assert actual > expected, (stream, expected, actual)
 
 
+class TestCancellation:
+    async def test_a_cancel_while_waiting_for_a_connection_is_not_lost(
+        self, schemas: list[str]
+    ) -> None:
+        """A query cancelled just as the pool hands it a connection still ends cancelled.
+
+        On Python 3.11 the pool's wait (asyncio.wait_for) can return the
+        connection and drop the cancellation (python/cpython#86296); a
+        projector's standby loop then never stopped.
+        """
+        schemas.append(new_schema())
+        async with PostgresEventStore(require_postgres(), schema=schemas[-1], max_size=1) as store:
+            for _ in range(5):
+                held = await store._pool.getconn()
+                waiting = asyncio.create_task(store.load_checkpoint("p"))
+                await asyncio.sleep(0.05)  # it waits for the pool's only connection
+                await store._pool.putconn(held)
+                waiting.cancel()  # in the same tick as the hand-over
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+                assert await store.load_checkpoint("p") == 0  # the connection went back
+
+
 class TestConnectionLoss:
     async def test_a_killed_connection_fails_or_succeeds_as_it_says(
         self, store: PostgresEventStore

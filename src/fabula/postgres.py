@@ -277,8 +277,15 @@ class PostgresEventStore(StoreBase, PostgresProjections):
     async def _connection(
         self, *, transaction: bool
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        task = asyncio.current_task()
+        cancels = 0 if task is None else task.cancelling()
         try:
             async with self._pool.connection() as conn:
+                if task is not None and task.cancelling() > cancels:
+                    # The pool waits with asyncio.wait_for, which on Python 3.11
+                    # can hand over a connection and drop a cancellation that
+                    # came in the same tick (python/cpython#86296): deliver it.
+                    raise asyncio.CancelledError
                 if transaction:
                     async with conn.transaction():
                         yield conn
