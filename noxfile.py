@@ -1,9 +1,9 @@
-"""Every check the project runs: `nox` runs lint, typing and tests, as CI does."""
+"""Every check the project runs: `nox` runs lint, typing, tests and docs, as CI does."""
 
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "typing", "tests"]
+nox.options.sessions = ["lint", "typing", "tests", "docs"]
 nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -33,6 +33,15 @@ def tests(session: nox.Session) -> None:
     """The test suite, the orders app's included (pass pytest arguments after --)."""
     session.install("-e", ".[postgres]", "-e", "examples/orders", *group("tests"))
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site with --strict: a broken link or reference fails it."""
+    session.install("-e", ".[postgres]", *group("docs"))
+    build = ["mkdocs", "build", "--strict", "--site-dir", "build/site"]
+    # The variable silences the theme's end-of-life banner, not a build problem.
+    session.run(*build, *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session

@@ -59,6 +59,30 @@ class TestReadme:
 
 
 DOCS = sorted((ROOT / "docs").glob("*.md"))
+PUBLIC_MODULES = [
+    "fabula",
+    "fabula.exceptions",
+    "fabula.memory",
+    "fabula.postgres",
+    "fabula.sqlite",
+    "fabula.testing",
+    "fabula.testing.strategies",
+]
+
+
+def test_every_public_module_has_a_reference_page_in_the_site() -> None:
+    """The API reference renders each public module, and the site's nav lists every page."""
+    pages = sorted((ROOT / "docs" / "reference").glob("*.md"))
+    rendered = {
+        line.removeprefix("::: ").strip()
+        for page in pages
+        for line in page.read_text(encoding="utf-8").splitlines()
+        if line.startswith("::: ")
+    }
+    assert rendered == set(PUBLIC_MODULES)
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    for page in [*DOCS, *pages]:
+        assert str(page.relative_to(ROOT / "docs")) in nav, f"{page.name} is not in the nav"
 
 
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
