@@ -85,14 +85,38 @@ def test_every_public_module_has_a_reference_page_in_the_site() -> None:
         assert str(page.relative_to(ROOT / "docs")) in nav, f"{page.name} is not in the nav"
 
 
+SNIPPET = re.compile(r'^--8<-- "([^":]+)(?::([\w-]+))?"$')
+
+
+def included(code: str) -> list[tuple[str, str | None]] | None:
+    """The (file, section) includes if `code` is made only of snippet lines, else None."""
+    lines = [line for line in code.splitlines() if line.strip()]
+    matches = [SNIPPET.match(line) for line in lines]
+    if not lines or not all(matches):
+        return None
+    return [(m.group(1), m.group(2)) for m in matches if m]
+
+
 @pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
 def test_docs_code_blocks_run(page: Path, tmp_path: Path) -> None:
-    """Every python block of the docs pages runs (in a scratch folder), or says why not."""
+    """Every python block of the docs pages runs (in a scratch folder), or says why not.
+
+    A block that only includes code from the tree (`--8<-- "file:section"`)
+    is tested where that code lives; here its file and section must exist.
+    """
     text = page.read_text(encoding="utf-8")
     blocks = BLOCK.findall(text)
     assert len(blocks) == text.count("```python")
     for marker, code in blocks:
         if marker:
+            continue
+        includes = included(code)
+        if includes is not None:
+            for path, section in includes:
+                source = (ROOT / path).read_text(encoding="utf-8")
+                if section is not None:
+                    assert f"# --8<-- [start:{section}]" in source, f"{path}:{section}"
+                    assert f"# --8<-- [end:{section}]" in source, f"{path}:{section}"
             continue
         result = subprocess.run(  # noqa: S603 - our own interpreter on our own docs
             [sys.executable, "-c", code],
@@ -102,3 +126,12 @@ def test_docs_code_blocks_run(page: Path, tmp_path: Path) -> None:
             cwd=tmp_path,
         )
         assert result.returncode == 0, f"{page.name}:\n{code}\n{result.stderr}"
+
+
+def test_included_code_comes_from_tested_files() -> None:
+    """The tutorial shows the orders application and its tests, not copies of them."""
+    tutorial = (ROOT / "docs" / "tutorial.md").read_text(encoding="utf-8")
+    includes = [inc for _, code in BLOCK.findall(tutorial) for inc in included(code) or []]
+    assert len(includes) >= 10
+    for path, _ in includes:
+        assert path.startswith(("examples/orders/src/orders/", "tests/examples/")), path

@@ -59,6 +59,7 @@ class TestTransitions:
         order = given(Order, CREATED).when(lambda o: o.add_item(PEN, "pen", 2, Decimal("1.99")))
         order.then(pens(2))
 
+    # --8<-- [start:given]
     def test_the_same_product_joins_its_line_at_the_line_price(self) -> None:
         order = (
             given(Order, CREATED, pens(2))
@@ -73,6 +74,7 @@ class TestTransitions:
             OrderSubmitted(total_amount=Decimal("5.97"))
         )
 
+    # --8<-- [end:given]
     def test_submitting_an_empty_order_fails(self) -> None:
         given(Order, CREATED).when(lambda o: o.submit()).then_raises(OrderStateError, match="empty")
 
@@ -179,6 +181,7 @@ async def project(order: Order, place: Place) -> OrderView:
     return await read_back(pg_database, order.id)
 
 
+# --8<-- [start:property]
 # The schema is shared by the examples on purpose (see `project`).
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @hypothesis_given(steps=actions)
@@ -200,6 +203,7 @@ def test_the_read_model_agrees_with_the_aggregate(place: Place, steps: list[Acti
     assert all(0 < line.quantity <= MAX_LINE_QUANTITY for line in order.lines.values())
 
 
+# --8<-- [end:property]
 def replay_twice(place: Place, recorded: list[fabula.RecordedEvent]) -> Database:
     """Apply every event twice, then some again out of order, straight through the handlers."""
     replays = [*recorded, *recorded, recorded[1], recorded[0]]

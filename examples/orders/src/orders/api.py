@@ -365,6 +365,7 @@ async def list_products(service: svc) -> list[ProductOut]:
     return [ProductOut(product_id=p.id, name=p.name, price=f"{p.price:.2f}") for p in products]
 
 
+# --8<-- [start:route]
 @router.post("/orders", status_code=201, responses=_errors(409))
 async def create_order(
     body: NewOrder, service: svc, idempotency_key: IdempotencyKey = None
@@ -379,6 +380,7 @@ async def create_order(
     return OrderCreatedOut(order_id=await service.execute(command))
 
 
+# --8<-- [end:route]
 @router.post("/orders/{order_id}/items", responses=_errors(404, 409))
 async def add_item(
     order_id: UUID, body: NewItem, service: svc, idempotency_key: IdempotencyKey = None

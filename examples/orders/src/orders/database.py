@@ -71,6 +71,7 @@ def as_moment(value: object) -> datetime:
     return moment.astimezone(UTC)
 
 
+# --8<-- [start:dialect]
 class Dialect(abc.ABC, Generic[TxT]):
     """How one database spells the shared SQL: column types, placeholders and values.
 
@@ -115,6 +116,7 @@ class Dialect(abc.ABC, Generic[TxT]):
         """Run `statement` on a projection's transaction `tx`."""
 
 
+# --8<-- [end:dialect]
 class _SQLiteDialect(Dialect[sqlite3.Connection]):
     def value(self, value: object) -> object:
         if isinstance(value, datetime):

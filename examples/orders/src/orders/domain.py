@@ -84,6 +84,7 @@ class ShippingAddress:
     country: str
 
 
+# --8<-- [start:events]
 @fabula.event("orders.OrderCreated")
 @attrs.frozen(kw_only=True)
 class OrderCreated(fabula.DomainEvent):
@@ -121,6 +122,7 @@ class OrderCancelled(fabula.DomainEvent):
     reason: str
 
 
+# --8<-- [end:events]
 @attrs.frozen
 class OrderLine:
     """One product in an order."""
@@ -136,6 +138,7 @@ class OrderLine:
         return self.quantity * self.unit_price
 
 
+# --8<-- [start:aggregate]
 @attrs.define
 class Order(fabula.Aggregate):
     """An order, rebuilt from its events.
@@ -258,3 +261,6 @@ class Order(fabula.Aggregate):
     @fabula.apply
     def _cancelled(self, _: OrderCancelled) -> None:
         self.status = OrderStatus.CANCELLED
+
+
+# --8<-- [end:aggregate]

@@ -106,6 +106,7 @@ class OrderSummaryProjection(fabula.Projection[TxT], Generic[TxT]):
         params = (event.aggregate_id, event.customer_id, event.customer_name, at, at, event.version)
         self._sql.execute(tx, _OPEN, params)
 
+    # --8<-- [start:item-added]
     @fabula.handles
     def _item_added(self, event: OrderItemAdded, tx: TxT) -> None:
         order_id, run = event.aggregate_id, self._sql.execute
@@ -128,6 +129,7 @@ class OrderSummaryProjection(fabula.Projection[TxT], Generic[TxT]):
         totals = (total, 1 if opened else 0, event.timestamp, event.version, order_id)
         run(tx, _SET_TOTALS, totals)
 
+    # --8<-- [end:item-added]
     @fabula.handles
     def _submitted(self, event: OrderSubmitted, tx: TxT) -> None:
         self._set_status(tx, event, OrderStatus.SUBMITTED, event.total_amount)
@@ -240,6 +242,7 @@ class ReadModel:
         )
         return OrderView(**attrs.asdict(_summary(rows[0]), recurse=False), items=items)
 
+    # --8<-- [start:page]
     async def customer_orders(
         self,
         customer_id: UUID,
@@ -282,3 +285,5 @@ class ReadModel:
             key=lambda view: (view.created_at, view.id, customer_id, listing),
             codec=self._codec,
         )
+
+    # --8<-- [end:page]

@@ -77,6 +77,7 @@ class CreateProduct(fabula.Command[UUID]):
     price: Decimal
 
 
+# --8<-- [start:commands]
 @attrs.frozen(kw_only=True)
 class CreateOrder(fabula.Command[UUID]):
     """Open a draft order for a customer; returns the new order's id."""
@@ -109,6 +110,7 @@ class CancelOrder(fabula.Command[None]):
     reason: str
 
 
+# --8<-- [end:commands]
 @attrs.frozen(kw_only=True)
 class GetOrderById(fabula.Query[OrderView | None]):
     """The order with this id, or None."""
@@ -165,6 +167,7 @@ class OrdersService:
         self.catalog = Catalog(database)
         self.read_model = ReadModel(database, codec)
         self.read_timeout = read_timeout
+        # --8<-- [start:bus]
         self.repository = fabula.Repository(store)
         self.commands = fabula.CommandBus()
         self.commands.use(fabula.Correlation())
@@ -175,6 +178,7 @@ class OrdersService:
         # Keys are remembered for a day (as payment APIs do); a repeat after
         # that runs again.
         self.commands.use(fabula.Idempotency(store, retention=key_retention))
+        # --8<-- [end:bus]
         self.queries = fabula.QueryBus()
         self._projecting: asyncio.Task[None] | None = None
         self._register()
@@ -235,6 +239,7 @@ class OrdersService:
             # Its failure, if any, was logged when it happened.
             await asyncio.gather(self._projecting, return_exceptions=True)
 
+    # --8<-- [start:execute]
     async def execute(self, command: fabula.Command[R]) -> R:
         """Dispatch `command`, then wait until the read model reflects it.
 
@@ -257,6 +262,7 @@ class OrdersService:
             logger.warning("the read model did not reach position %d in time", head)
         return result
 
+    # --8<-- [end:execute]
     async def ask(self, query: fabula.Query[R]) -> R:
         """Dispatch `query`."""
         return await self.queries.dispatch(query)
@@ -295,12 +301,14 @@ class OrdersService:
         await self.repository.save(order)
         return UUID(str(order.id))
 
+    # --8<-- [start:handler]
     async def _add_item(self, command: AddOrderItem) -> None:
         order = await self.repository.get(Order, command.order_id)
         product = await self.catalog.product(command.product_id)
         order.add_item(product.id, product.name, command.quantity, product.price)
         await self.repository.save(order)
 
+    # --8<-- [end:handler]
     async def _submit(self, command: SubmitOrder) -> Decimal:
         order = await self.repository.get(Order, command.order_id)
         total = order.submit()
