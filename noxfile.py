@@ -50,3 +50,10 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[postgres]")
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/bench_postgres.py", *session.posargs)
+
+
+@nox.session
+def compare(session: nox.Session) -> None:
+    """fabula beside the eventsourcing library on the same workloads (not run by default)."""
+    session.install("-e", ".", "eventsourcing==9.5.6")
+    session.run("python", "benchmarks/bench_compare.py", *session.posargs)

@@ -339,15 +339,14 @@ class Row:
 def print_table(rows: list[Row], baseline: str = "raw sqlite3") -> None:
     """Print the rows as an aligned table."""
     header = ("workload", "fabula", baseline, "ratio", "target")
+
+    def cell(value: float | None, unit: str) -> str:
+        if value is None:
+            return "-"
+        return f"{value:.3f} ms" if unit == "ms" else f"{value:,.0f} {unit}"
+
     cells = [header] + [
-        (
-            r.workload,
-            f"{r.fabula:.3f} ms" if r.unit == "ms" else f"{r.fabula:,.0f} {r.unit}",
-            "-" if r.raw is None else f"{r.raw:,.0f} {r.unit}",
-            r.ratio(),
-            r.target,
-        )
-        for r in rows
+        (r.workload, cell(r.fabula, r.unit), cell(r.raw, r.unit), r.ratio(), r.target) for r in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     for number, row in enumerate(cells):
