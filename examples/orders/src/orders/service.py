@@ -46,6 +46,7 @@ __all__ = [
     "OrdersService",
     "SubmitOrder",
     "is_postgres_url",
+    "projector",
 ]
 
 logger = logging.getLogger("orders")
@@ -54,6 +55,15 @@ R = TypeVar("R")
 
 Store: TypeAlias = "SQLiteEventStore | PostgresEventStore"
 OrdersProjector: TypeAlias = "fabula.Projector[sqlite3.Connection] | fabula.Projector[Tx]"
+
+
+def projector(store: Store) -> OrdersProjector:
+    """The orders read model's projector over `store` (`fabula projections --app` uses it)."""
+    if isinstance(store, SQLiteEventStore):
+        return fabula.Projector(store, [OrderSummaryProjection(SQLITE)])
+    from .postgres import POSTGRES  # noqa: PLC0415 - an optional driver
+
+    return fabula.Projector(store, [OrderSummaryProjection(POSTGRES)])
 
 
 def is_postgres_url(database: str) -> bool:
@@ -341,8 +351,7 @@ async def _sqlite(path: str, _: str, busy_timeout: float) -> AsyncIterator[_Open
     async with SQLiteEventStore(path, busy_timeout=busy_timeout) as store:
         database = SQLiteDatabase(path, busy_timeout=busy_timeout)
         try:
-            projector = fabula.Projector(store, [OrderSummaryProjection(SQLITE)])
-            yield store, projector, database
+            yield store, projector(store), database
         finally:
             await database.close()
 
@@ -351,13 +360,12 @@ async def _sqlite(path: str, _: str, busy_timeout: float) -> AsyncIterator[_Open
 async def _postgres(url: str, schema: str, busy_timeout: float) -> AsyncIterator[_Opened]:
     from fabula.postgres import PostgresEventStore  # noqa: PLC0415 - an optional driver
 
-    from .postgres import POSTGRES, PostgresDatabase  # noqa: PLC0415
+    from .postgres import PostgresDatabase  # noqa: PLC0415
 
     async with PostgresEventStore(url, schema=schema, connect_timeout=busy_timeout) as store:
         database = PostgresDatabase(url, schema=schema, connect_timeout=busy_timeout)
         await database.open()
         try:
-            projector = fabula.Projector(store, [OrderSummaryProjection(POSTGRES)])
-            yield store, projector, database
+            yield store, projector(store), database
         finally:
             await database.close()

@@ -1,0 +1,171 @@
+"""The `fabula` command's read-only view of a PostgreSQL store (needs `fabula[postgres]`)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+try:
+    import psycopg
+except ImportError as exc:  # pragma: no cover - depends on the installation
+    msg = "reading a PostgreSQL store needs psycopg: pip install 'fabula[postgres]'"
+    raise ImportError(msg) from exc
+
+from fabula import _postgres_schema as sql
+from fabula._inspect import Inspector, StoredEvent, StoreInfo, StreamSummary, _moment, _stored
+from fabula.exceptions import StoreError, StoreUnavailableError
+
+__all__ = ["PostgresInspector"]
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
+
+
+class PostgresInspector(Inspector):
+    """Reads a PostgreSQL store's schema over one read-only, autocommit connection.
+
+    Args:
+        url: The server's connection string.
+        schema: The schema that holds the store's tables.
+
+    Raises:
+        ValueError: `schema` is not a plain identifier.
+        StoreUnavailableError: The server cannot be reached.
+        StoreError: The schema holds no fabula store.
+    """
+
+    kind = "postgresql"
+
+    def __init__(self, url: str, *, schema: str = "public") -> None:
+        if not _SCHEMA_NAME.fullmatch(schema):
+            msg = f"schema must be a plain identifier (letters, digits, _), not {schema!r}"
+            raise ValueError(msg)
+        self.schema = schema
+        self._sql = sql.Statements(schema)
+        self._table = f"{self._sql.schema}.fabula_events"
+        self.location = f"{_without_password(url)} (schema {schema})"
+        try:
+            self._conn = psycopg.connect(
+                url, autocommit=True, connect_timeout=5, application_name="fabula-cli"
+            )
+        except psycopg.OperationalError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreUnavailableError(f"cannot connect to PostgreSQL: {first}") from exc
+        except psycopg.ProgrammingError as exc:
+            raise ValueError(f"not a PostgreSQL connection string: {exc}") from exc
+        self._conn.read_only = True
+        found = self._rows(
+            "SELECT to_regclass(%s) IS NOT NULL", (f"{self._sql.schema}.fabula_meta",)
+        )
+        if not found[0][0]:
+            self._conn.close()
+            raise StoreError(f"there is no fabula store in schema {schema!r}")
+
+    def _rows(
+        self, statement: str, params: Sequence[object] | dict[str, object] = ()
+    ) -> list[tuple[Any, ...]]:
+        try:
+            return self._conn.execute(statement, params).fetchall()
+        except psycopg.OperationalError as exc:
+            raise StoreUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    def info(self) -> StoreInfo:
+        """The store's kind, schema version, counts, head position and size."""
+        version = self._rows(self._sql.schema_version)
+        events, streams, head = self._rows(
+            f"SELECT count(*), count(DISTINCT stream_id), coalesce(max(position), 0) "  # noqa: S608 - a checked identifier
+            f"FROM {self._table}"
+        )[0]
+        size = self._rows(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r'",
+            (self.schema,),
+        )[0][0]
+        return StoreInfo(
+            kind=self.kind,
+            location=self.location,
+            schema_version=int(version[0][0]) if version else 0,
+            events=int(events),
+            streams=int(streams),
+            head=int(head),
+            size_bytes=int(size),
+        )
+
+    def _summaries(self, rows: list[tuple[Any, ...]]) -> list[StreamSummary]:
+        return [StreamSummary(stream, int(n), _moment(last)) for stream, n, last in rows]
+
+    def streams(self, prefix: str, limit: int) -> list[StreamSummary]:
+        """Streams whose id starts with `prefix`, by id."""
+        rows = self._rows(
+            f"SELECT stream_id, max(version), max(timestamp) FROM {self._table} "  # noqa: S608
+            "WHERE left(stream_id, length(%s)) = %s "
+            "GROUP BY stream_id ORDER BY stream_id LIMIT %s",
+            (prefix, prefix, limit),
+        )
+        return self._summaries(rows)
+
+    def largest_streams(self, limit: int) -> list[StreamSummary]:
+        """The streams with the most events."""
+        rows = self._rows(
+            f"SELECT stream_id, max(version) AS n, max(timestamp) FROM {self._table} "  # noqa: S608
+            "GROUP BY stream_id ORDER BY n DESC, stream_id LIMIT %s",
+            (limit,),
+        )
+        return self._summaries(rows)
+
+    def events(self, stream_id: str, from_version: int, limit: int | None) -> list[StoredEvent]:
+        """A stream's events from `from_version` (none if the stream does not exist)."""
+        rows = self._rows(self._sql.read_stream, (stream_id, from_version, limit))
+        return [_stored(row) for row in rows]
+
+    def log(
+        self, after: int, limit: int, types: Sequence[str] | None
+    ) -> tuple[list[StoredEvent], int]:
+        """Up to `limit` events after `after`, below the horizon the store's readers use."""
+        params: dict[str, object] = {"after": after, "limit": limit}
+        statement = self._sql.scan
+        if types:
+            params["types"] = sorted(types)
+            statement = self._sql.scan_types
+        rows = self._rows(statement, params)
+        horizon, head = rows[0][0], rows[0][1]
+        events = [_stored(row[2:]) for row in rows if row[2] is not None]
+        if len(events) == limit:
+            return events, events[-1].position
+        return events, max(after, min(horizon - 1, head))
+
+    def count_after(self, position: int, types: Sequence[str] | None) -> int:
+        """How many events (of `types`) come after `position`."""
+        statement = f"SELECT count(*) FROM {self._table} WHERE position > %s"  # noqa: S608
+        if types:
+            rows = self._rows(f"{statement} AND type = ANY(%s)", (position, list(types)))
+        else:
+            rows = self._rows(statement, (position,))
+        return int(rows[0][0])
+
+    def by_type(self) -> list[tuple[str, int]]:
+        """Events per stored type name, most first."""
+        rows = self._rows(
+            f"SELECT type, count(*) AS n FROM {self._table} GROUP BY type ORDER BY n DESC, type"  # noqa: S608
+        )
+        return [(str(kind), int(n)) for kind, n in rows]
+
+    def by_day(self) -> list[tuple[date, int]]:
+        """Events per day (UTC), oldest first."""
+        rows = self._rows(
+            f"SELECT (timestamp AT TIME ZONE 'UTC')::date AS day, count(*) FROM {self._table} "  # noqa: S608
+            "GROUP BY day ORDER BY day"
+        )
+        return [(day, int(n)) for day, n in rows]
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+
+def _without_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)

@@ -1,0 +1,359 @@
+"""The `fabula` command, against real SQLite and PostgreSQL stores the orders demo filled."""
+
+import asyncio
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fabula.cli import _Out, main
+from fabula.postgres import PostgresEventStore
+from fabula.sqlite import SQLiteEventStore
+from fabula.testing import Deposited
+
+from .postgres_support import drop_schemas, new_schema, require_postgres
+
+DEMO_EVENTS = 12  # what `orders demo` stores: 4 orders, 12 events
+DEMO_TYPES = {
+    "orders.OrderCreated": 4,
+    "orders.OrderItemAdded": 6,
+    "orders.OrderSubmitted": 1,
+    "orders.OrderCancelled": 1,
+}
+
+
+class Store:
+    """A store the orders demo filled, as `--store` (and `--schema`) arguments."""
+
+    def __init__(self, kind: str, store: str, schema: str = "public") -> None:
+        self.kind, self.store, self.schema = kind, store, schema
+        self.args = ["--store", store, "--schema", schema]
+
+    def __repr__(self) -> str:
+        return f"<Store {self.kind}>"
+
+
+def demo(*database: str) -> None:
+    result = subprocess.run(  # noqa: S603 - our own command
+        [sys.executable, "-m", "orders.cli", "demo", "--database", *database],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def fill(kind: str, folder: Path) -> Iterator[Store]:
+    """Run the orders demo into a new store of `kind`; drop it afterwards."""
+    if kind == "sqlite":
+        path = str(folder / "orders.db")
+        demo(path)
+        yield Store("sqlite", path)
+        return
+    url, schema = require_postgres(), new_schema()
+    demo(url, "--schema", schema)
+    try:
+        yield Store("postgresql", url, schema)
+    finally:
+        drop_schemas([schema])
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def filled(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Store]:
+    """A store the demo filled, shared by the tests that only read it."""
+    yield from fill(request.param, tmp_path_factory.mktemp("cli"))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def fresh(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store the demo filled, for one test that writes to it."""
+    yield from fill(request.param, tmp_path)
+
+
+def run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+class TestReading:
+    def test_info(self, filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+        """info names the kind and counts the demo's events and streams."""
+        code, out, _ = run(capsys, *filled.args, "info")
+        assert code == 0
+        assert f"kind            {filled.kind}" in out
+        assert "events          12" in out
+        code, out, _ = run(capsys, *filled.args, "info", "--json")
+        (info,) = json_lines(out)
+        assert (info["events"], info["streams"], info["kind"]) == (DEMO_EVENTS, 4, filled.kind)
+        assert info["size_bytes"] > 0
+        assert info["schema_version"] >= 1
+        _, log, _ = run(capsys, *filled.args, "log", "--json")
+        assert info["head_position"] == json_lines(log)[-1]["position"]
+
+    def test_streams_prefix_and_limit(
+        self, filled: Store, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """streams lists every stream; --prefix and --limit narrow it."""
+        _, out, _ = run(capsys, *filled.args, "streams", "--json")
+        streams = json_lines(out)
+        assert sorted(s["events"] for s in streams) == [2, 2, 3, 5]
+        first = streams[0]["stream_id"]
+        _, out, _ = run(capsys, *filled.args, "streams", "--json", "--prefix", first[:12])
+        assert [s["stream_id"] for s in json_lines(out)] == [first]
+        _, out, _ = run(capsys, *filled.args, "streams", "--limit", "2")
+        assert len(out.splitlines()) == 1 + 2  # the header and two streams
+
+    def test_events_of_a_stream(self, filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+        """events shows a stream in version order, as stored JSON; --from-version skips."""
+        _, out, _ = run(capsys, *filled.args, "streams", "--json")
+        longest = max(json_lines(out), key=lambda s: s["events"])["stream_id"]
+        code, out, _ = run(capsys, *filled.args, "events", longest, "--json")
+        events = json_lines(out)
+        assert code == 0
+        assert [e["version"] for e in events] == [1, 2, 3, 4, 5]
+        assert events[0]["type"] == "orders.OrderCreated"
+        assert events[0]["data"]["customer_name"] == "Ada Lovelace"
+        assert events[1]["data"]["unit_price"] == "12.50"  # Decimal, stored as text, exactly
+        _, out, _ = run(capsys, *filled.args, "events", longest, "--from-version", "4")
+        assert [line.split()[1].rsplit("@")[1] for line in out.splitlines()] == ["4", "5"]
+
+    def test_the_global_log(self, filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+        """log reads in position order; --after, --limit and --type select."""
+        _, out, _ = run(capsys, *filled.args, "log", "--json")
+        log = json_lines(out)
+        positions = [e["position"] for e in log]
+        assert len(log) == DEMO_EVENTS
+        assert positions == sorted(positions)
+        _, out, _ = run(capsys, *filled.args, "log", "--json", "--after", str(positions[4]))
+        assert [e["position"] for e in json_lines(out)] == positions[5:]
+        _, out, _ = run(capsys, *filled.args, "log", "--json", "--limit", "3")
+        assert [e["position"] for e in json_lines(out)] == positions[:3]
+        types = ["--type", "orders.OrderSubmitted", "--type", "orders.OrderCancelled"]
+        _, out, _ = run(capsys, *filled.args, "log", "--json", *types)
+        assert sorted(e["type"] for e in json_lines(out)) == [
+            "orders.OrderCancelled",
+            "orders.OrderSubmitted",
+        ]
+
+    def test_stats(self, filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+        """stats counts per type and per day, charts them, and names the largest streams."""
+        code, out, _ = run(capsys, *filled.args, "stats")
+        assert code == 0
+        for kind, count in DEMO_TYPES.items():
+            assert any(kind in line and f" {count}  " in line for line in out.splitlines()), kind
+        assert "events per day (UTC)" in out
+        assert "█" in out
+        assert out.index("largest streams") < out.index("5  ")
+
+
+class TestProjections:
+    APP = "orders.service:projector"
+
+    def test_status_and_rebuild(self, filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
+        """status shows the read model caught up; rebuild replays it all, with a progress bar."""
+        code, out, _ = run(
+            capsys, *filled.args, "projections", "status", "--app", self.APP, "--json"
+        )
+        (status,) = json_lines(out)
+        assert code == 0
+        assert (status["name"], status["events_behind"], status["skipped"]) == (
+            "order_summary",
+            0,
+            0,
+        )
+        code, out, err = run(
+            capsys, *filled.args, "projections", "rebuild", "order_summary", "--app", self.APP
+        )
+        assert code == 0, err
+        assert "rebuilt order_summary: 12 events" in out
+        assert "100.0% 12/12 events" in err
+        _, out, _ = run(capsys, *filled.args, "projections", "status", "--app", self.APP, "--json")
+        assert json_lines(out)[0]["events_behind"] == 0
+
+    def test_a_projector_that_is_behind(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Events appended since the projector last ran show as events behind."""
+        path = str(tmp_path / "o.db")
+        demo(path)
+
+        async def more() -> None:
+            from orders.domain import OrderCancelled  # noqa: PLC0415
+
+            async with SQLiteEventStore(path) as store:
+                (first, *_) = await store.read_all(limit=1)
+                stream = str(first.event.aggregate_id)
+                version = len(await store.read_stream(stream))
+                await store.append(stream, [OrderCancelled(reason="r")], expected_version=version)
+
+        asyncio.run(more())
+        _, out, _ = run(capsys, "--store", path, "projections", "status", "--app", self.APP)
+        assert out.splitlines()[1].split() == ["order_summary", "12", "1", "0"]
+
+
+class TestTail:
+    def test_tail_follows_a_concurrent_writer(self, fresh: Store) -> None:
+        """tail prints exactly the events committed after it started, in order, until Ctrl-C."""
+        command = [sys.executable, "-m", "fabula", *fresh.args, "tail", "--json"]
+        tail = subprocess.Popen(  # noqa: S603 - our own command
+            [*command, "--interval", "0.05"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            lines: list[str] = []
+            reader = threading.Thread(target=lambda: lines.extend(tail.stdout or []), daemon=True)
+            reader.start()
+            time.sleep(1.5)  # it has read the head and is polling
+            sent = asyncio.run(write_concurrently(fresh, writers=4, each=15))
+            deadline = time.monotonic() + 30
+            while len(lines) < len(sent) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            tail.send_signal(signal.SIGINT)
+            _, err = tail.communicate(timeout=30)
+            reader.join(timeout=10)
+        finally:
+            if tail.poll() is None:
+                tail.kill()
+                tail.communicate()
+        assert tail.returncode == 0, err
+        seen = [json.loads(line) for line in lines]
+        assert sorted(e["event_id"] for e in seen) == sorted(sent)  # all, and only, the new ones
+        assert [e["position"] for e in seen] == sorted(e["position"] for e in seen)
+        assert {e["type"] for e in seen} == {"fabula.testing.Deposited"}
+
+
+async def write_concurrently(filled: Store, *, writers: int, each: int) -> list[str]:
+    """Several writers append to streams of their own at once; returns the event ids."""
+    store: SQLiteEventStore | PostgresEventStore
+    if filled.kind == "sqlite":
+        store = SQLiteEventStore(filled.store)
+    else:
+        store = PostgresEventStore(filled.store, schema=filled.schema)
+    sent: list[str] = []
+    async with store:
+
+        async def writer(n: int) -> None:
+            stream = f"tail-{n}-{os.getpid()}-{time.monotonic_ns()}"
+            for version in range(each):
+                event = Deposited(amount=Decimal(version))
+                await store.append(stream, [event], expected_version=version)
+                sent.append(str(event.event_id))
+
+        await asyncio.gather(*(writer(n) for n in range(writers)))
+    return sent
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("args", "code", "message"),
+        [
+            (["info"], 2, "no store: give --store"),
+            (["--store", "missing.db", "info"], 1, "there is no SQLite store at 'missing.db'"),
+            (["--store", "x.db", "nonsense"], 2, "invalid choice: 'nonsense'"),
+            (["--store", "x.db", "log", "--limit", "0"], 2, "must be at least 1"),
+            (["--store", "x.db", "log", "--after", "-1"], 2, "must not be negative"),
+            (["--store", "x.db", "events"], 2, "the following arguments are required: stream"),
+            (
+                ["--store", "postgresql://u@127.0.0.1:1/x", "info"],
+                1,
+                "cannot connect to PostgreSQL",
+            ),
+            (["--store", "postgresql://u@h/x", "--schema", "a-b", "info"], 2, "plain identifier"),
+        ],
+    )
+    def test_bad_arguments_are_one_line(
+        self, args: list[str], code: int, message: str, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Each mistake is one line on stderr, with exit code 2 (arguments) or 1 (the store)."""
+        found, out, err = run(capsys, *args)
+        assert (found, out) == (code, "")
+        assert err.count("\n") == 1, err
+        assert err.startswith("fabula: error: ")
+        assert message in err
+
+    def test_store_errors_name_what_is_wrong(
+        self, filled: Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """An unknown stream, a file that is no store, an app that does not import: exit 1 or 2."""
+        code, _, err = run(capsys, *filled.args, "events", "no-such-stream")
+        assert (code, err) == (1, "fabula: error: there is no stream 'no-such-stream'\n")
+        other = tmp_path / "other.db"
+        other.write_bytes(b"not a database at all, just some bytes" * 100)
+        code, _, err = run(capsys, "--store", str(other), "info")
+        assert code == 1
+        assert "is not a SQLite database" in err
+        code, _, err = run(
+            capsys, *filled.args, "projections", "status", "--app", "no.such.module:x"
+        )
+        assert (code, err.count("\n")) == (2, 1)
+        assert "cannot import 'no.such.module'" in err
+        code, _, err = run(
+            capsys,
+            *filled.args,
+            "projections",
+            "rebuild",
+            "nope",
+            "--app",
+            "orders.service:projector",
+        )
+        assert (code, err) == (
+            2,
+            "fabula: error: the projector has no projection 'nope' (it has: order_summary)\n",
+        )
+
+    def test_fabula_store_comes_from_the_environment(
+        self, filled: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """FABULA_STORE stands in for --store."""
+        monkeypatch.setenv("FABULA_STORE", filled.store)
+        code, out, _ = run(capsys, "--schema", filled.schema, "info", "--json")
+        assert (code, json_lines(out)[0]["events"]) == (0, DEMO_EVENTS)
+
+
+class TestTerminal:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def test_colour_only_on_a_terminal_and_never_with_no_color(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """ANSI colour on a TTY; none in a pipe, with --no-color or with NO_COLOR set."""
+        monkeypatch.delenv("NO_COLOR", raising=False)
+        assert "\x1b[" in _Out(self.Terminal(), color=True).paint("x", "1")
+        assert _Out(io.StringIO(), color=True).paint("x", "1") == "x"
+        assert _Out(self.Terminal(), color=False).paint("x", "1") == "x"
+        monkeypatch.setenv("NO_COLOR", "1")
+        assert _Out(self.Terminal(), color=True).paint("x", "1") == "x"
+
+    def test_lines_fit_the_terminal_and_pipes_get_them_whole(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """On a terminal long lines are cut to its width; in a pipe they are kept whole."""
+        monkeypatch.setenv("COLUMNS", "40")
+        terminal = self.Terminal()
+        _Out(terminal, color=False).line("x" * 100)
+        assert terminal.getvalue() == "x" * 39 + "…\n"
+        pipe = io.StringIO()
+        _Out(pipe, color=False).line("x" * 100)
+        assert pipe.getvalue() == "x" * 100 + "\n"
