@@ -321,6 +321,28 @@ class TestErrors:
             "fabula: error: the projector has no projection 'nope' (it has: order_summary)\n",
         )
 
+    def test_an_app_that_fails_to_import_is_one_line(
+        self,
+        filled: Store,
+        tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """An --app module with a syntax error or raising at import: one line, exit 2."""
+        (tmp_path / "broken_syntax.py").write_text("def f(:\n")
+        (tmp_path / "raises_at_import.py").write_text("raise RuntimeError('no config')\n")
+        monkeypatch.chdir(tmp_path)
+        for module, reason in [
+            ("broken_syntax", "invalid syntax"),
+            ("raises_at_import", "no config"),
+        ]:
+            code, _, err = run(
+                capsys, *filled.args, "projections", "status", "--app", f"{module}:p"
+            )
+            assert (code, err.count("\n")) == (2, 1), err
+            assert f"cannot import {module!r}" in err
+            assert reason in err
+
     def test_fabula_store_comes_from_the_environment(
         self, filled: Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     ) -> None:

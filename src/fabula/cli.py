@@ -242,8 +242,9 @@ def _load_app(spec: str) -> object:
         sys.path.insert(0, here)
     try:
         target: object = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise UsageError(f"cannot import {module_name!r} for --app: {exc}") from exc
+    except Exception as exc:  # the application's import may fail in any way
+        first = next(_lines(exc))
+        raise UsageError(f"cannot import {module_name!r} for --app: {first}") from exc
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
