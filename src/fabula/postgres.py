@@ -887,7 +887,9 @@ def _row(record: SerializedEvent, ordinal: int, **more: object) -> dict[str, obj
         "event_id": record.event_id,
         "type": record.type,
         "schema_version": record.schema_version,
-        "timestamp": record.timestamp,
+        # In UTC: orjson writes offsets to the minute, and zones such as
+        # 1900's Amsterdam (+00:19:32) have seconds; the instant is what is stored.
+        "timestamp": record.timestamp.astimezone(UTC),
         "data": record.data,
         "metadata": record.metadata,
         **more,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, TypeAlias
 from uuid import uuid4
@@ -111,6 +112,25 @@ class EventStoreContract:
         await store.append("acc-1", [sent], expected_version=0)
         (read,) = await store.read_stream("acc-1")
         assert read.event == attrs.evolve(sent, aggregate_id="acc-1", version=1)
+
+    @_store_test
+    async def test_any_utc_offset_round_trips_exactly(self, store: EventStore) -> None:
+        """Timestamps with sub-minute offsets (historical zones) read back as the same instant.
+
+        A retry of such an append is still recognised as a retry.
+        """
+        odd = timezone(timedelta(hours=5, minutes=30, seconds=15))
+        for n, stamp in enumerate(
+            [
+                datetime(2024, 1, 1, 12, 0, 0, 123456, tzinfo=odd),
+                datetime(1900, 6, 1, 12, tzinfo=timezone(timedelta(minutes=19, seconds=32))),
+            ]
+        ):
+            sent = attrs.evolve(deposit(n), timestamp=stamp)
+            first = await store.append(f"t-{n}", [sent], expected_version=0)
+            (read,) = await store.read_stream(f"t-{n}")
+            assert read.event.timestamp == stamp
+            assert await store.append(f"t-{n}", [sent], expected_version=0) == first
 
     @_store_test
     async def test_versions_continue_across_appends(self, store: EventStore) -> None:
