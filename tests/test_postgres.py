@@ -355,6 +355,34 @@ class TestCancellation:
                 assert await store.load_checkpoint("p") == 0  # the connection went back
 
 
+class TestServerErrors:
+    async def test_a_lock_timeout_is_an_answer_not_an_unknown_outcome(
+        self, schemas: list[str]
+    ) -> None:
+        """A statement the server refused on a live connection was rolled back: say so at once.
+
+        It must not be taken for a lost connection: no probing for its
+        outcome, no ending its server process, no retry.
+        """
+        schemas.append(new_schema())
+        url = require_postgres()
+        timed = f"{url}?options=-c%20lock_timeout%3D200"
+        async with PostgresEventStore(timed, schema=schemas[-1], connect_timeout=4) as store:
+            await store.append("locked", [deposit(1)], expected_version=0)
+            table = f'"{store.schema}".fabula_streams'
+            lock = f"SELECT 1 FROM {table} WHERE stream_id = %s FOR UPDATE"  # noqa: S608
+            with psycopg.connect(url) as holder:
+                holder.execute(lock, ("locked",))
+                for expected in (1, fabula.ExpectedVersion.ANY):
+                    with pytest.raises(fabula.StoreUnavailableError) as caught:
+                        await store.append("locked", [deposit(2)], expected_version=expected)
+                    assert "lock timeout" in str(caught.value)
+                    assert "unknown" not in str(caught.value)
+                holder.rollback()
+            assert [r.event.version for r in await store.read_stream("locked")] == [1]
+            await store.append("locked", [deposit(3)], expected_version=1)
+
+
 class TestConnectionLoss:
     async def test_a_killed_connection_fails_or_succeeds_as_it_says(
         self, store: PostgresEventStore

@@ -279,8 +279,10 @@ class PostgresEventStore(StoreBase, PostgresProjections):
     ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
         task = asyncio.current_task()
         cancels = 0 if task is None else task.cancelling()
+        used: psycopg.AsyncConnection[Any] | None = None
         try:
             async with self._pool.connection() as conn:
+                used = conn
                 if task is not None and task.cancelling() > cancels:
                     # The pool waits with asyncio.wait_for, which on Python 3.11
                     # can hand over a connection and drop a cancellation that
@@ -296,6 +298,10 @@ class PostgresEventStore(StoreBase, PostgresProjections):
             raise StoreUnavailableError(msg) from exc
         except psycopg.OperationalError as exc:
             msg = f"PostgreSQL is unavailable: {exc}"
+            if used is not None and used.broken:
+                raise _ConnectionLostError(msg) from exc
+            # The server answered (a lock or statement timeout, say) and the
+            # session goes on: whatever the statement did was rolled back.
             raise StoreUnavailableError(msg) from exc
         except psycopg.Error as exc:
             raise StoreError(f"PostgreSQL error: {exc}") from exc
@@ -442,9 +448,10 @@ class PostgresEventStore(StoreBase, PostgresProjections):
                 pid = conn.info.backend_pid
                 return await (await conn.execute(statement, params)).fetchone()
         except StoreUnavailableError as exc:
-            if pid == 0:
-                raise  # no connection was had: nothing was sent
-            # The statement is its own transaction: it may have committed.
+            if pid == 0 or not _dead_connection(exc):
+                raise  # nothing was sent, or the server refused it: nothing is stored
+            # The connection died with the statement, its own transaction:
+            # it may have committed.
             ids = [record.event_id for record in records]
             if not await self._committed(exc, pid, ids, None):
                 raise  # not stored, and its server process has ended: retried once
@@ -485,9 +492,8 @@ class PostgresEventStore(StoreBase, PostgresProjections):
                     results, new_ids = await self._write(conn, encoded)
                 committing = True  # leaving the block sends COMMIT
         except StoreUnavailableError as exc:
-            if not committing:
-                raise  # the transaction never committed: nothing is stored
-            exc.__cause__ = None  # not a dead connection to retry on: COMMIT was sent
+            if not committing or not _dead_connection(exc):
+                raise  # no COMMIT was sent, or the server refused it: nothing is stored
             if not await self._committed(exc, pid, new_ids, record):
                 msg = f"the append was not stored: {exc}"
                 raise StoreUnavailableError(msg) from exc
@@ -563,7 +569,8 @@ class PostgresEventStore(StoreBase, PostgresProjections):
         """Once server process `pid` has ended, whether its writes are stored; else None."""
         async with self._reader() as conn:
             alive = await (await conn.execute(self._sql.backend_alive, (pid,))).fetchone()
-            if alive is not None:
+            # Our own server process is not busy with the append: it is asking.
+            if alive is not None and pid != conn.info.backend_pid:
                 if terminate:
                     await conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
                 return None
@@ -867,9 +874,13 @@ class PostgresEventStore(StoreBase, PostgresProjections):
         return Snapshot(stream, aggregate_type, version, schema_version, state)
 
 
+class _ConnectionLostError(StoreUnavailableError):
+    """The connection broke during a call: the server's side of it is gone or going."""
+
+
 def _dead_connection(error: StoreUnavailableError) -> bool:
-    """Whether `error` came from a connection that failed (not from waiting for one)."""
-    return isinstance(error.__cause__, psycopg.OperationalError)
+    """Whether `error` came from a connection that broke (not a refusal, not a wait for one)."""
+    return isinstance(error, _ConnectionLostError)
 
 
 def _unknown_outcome(why: str) -> StoreUnavailableError:
