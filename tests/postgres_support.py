@@ -9,12 +9,14 @@ import functools
 import os
 import uuid
 from decimal import Decimal
+from typing import Any
 
 import psycopg
 import pytest
 
 import fabula
-from fabula.postgres import Tx
+from fabula import ExpectedVersion
+from fabula.postgres import PostgresEventStore, Tx
 from fabula.testing import Deposited
 
 URL = os.environ.get("FABULA_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -80,3 +82,36 @@ class Balances(fabula.Projection[Tx]):
             "ON CONFLICT (account) DO UPDATE SET total = balances.total + excluded.total",
             (str(event.aggregate_id), event.amount),
         )
+
+
+class HeldWriter:
+    """An append whose transaction stays open after it drew its positions."""
+
+    def __init__(
+        self, store: PostgresEventStore, stream_id: str, registry: list["HeldWriter"]
+    ) -> None:
+        registry.append(self)
+        self.store = store
+        self.stream_id = stream_id
+        self.conn: psycopg.AsyncConnection[Any] | None = None
+        self.results: list[fabula.AppendResult] = []
+
+    async def begin(self, events: list[Deposited]) -> None:
+        assert self.store._conninfo is not None
+        self.conn = await psycopg.AsyncConnection.connect(self.store._conninfo)
+        batch = tuple(events)
+        encoded = [
+            (
+                self.stream_id,
+                batch,
+                ExpectedVersion.ANY,
+                tuple(self.store.serializer.encode(e) for e in batch),
+            )
+        ]
+        # The store's own write path, on a connection whose transaction we hold.
+        self.results, _ = await self.store._write(self.conn, encoded)  # type: ignore[arg-type]
+
+    async def commit(self) -> None:
+        assert self.conn is not None
+        await self.conn.commit()
+        await self.conn.close()

@@ -21,7 +21,7 @@ from fabula.postgres import PostgresEventStore
 from fabula.sqlite import SQLiteEventStore
 from fabula.testing import Deposited
 
-from .postgres_support import drop_schemas, new_schema, require_postgres
+from .postgres_support import HeldWriter, drop_schemas, new_schema, require_postgres
 
 DEMO_EVENTS = 12  # what `orders demo` stores: 4 orders, 12 events
 DEMO_TYPES = {
@@ -240,6 +240,57 @@ class TestTail:
         assert sorted(e["event_id"] for e in seen) == sorted(sent)  # all, and only, the new ones
         assert [e["position"] for e in seen] == sorted(e["position"] for e in seen)
         assert {e["type"] for e in seen} == {"fabula.testing.Deposited"}
+
+
+    def test_tail_never_skips_a_late_commit(self) -> None:
+        """A transaction that drew its positions before tail started, and commits after, is shown.
+
+        PostgreSQL only: there a later append can be committed (the head)
+        while an earlier one is still open; tail must start below it.
+        """
+        url, schema = require_postgres(), new_schema()
+        demo(url, "--schema", schema)
+        filled = Store("postgresql", url, schema)
+        held: list[HeldWriter] = []
+
+        async def hold() -> PostgresEventStore:
+            store = PostgresEventStore(filled.store, schema=filled.schema)
+            await store.open()
+            await HeldWriter(store, "late", held).begin([Deposited(amount=Decimal(1))])
+            await store.append("later", [Deposited(amount=Decimal(2))], expected_version=0)
+            return store
+
+        loop = asyncio.new_event_loop()
+        store = loop.run_until_complete(hold())
+        tail = subprocess.Popen(  # noqa: S603 - our own command
+            [sys.executable, "-m", "fabula", *filled.args, "tail", "--json", "--interval", "0.05"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            lines: list[str] = []
+            reader = threading.Thread(target=lambda: lines.extend(tail.stdout or []), daemon=True)
+            reader.start()
+            time.sleep(1.5)  # tail has started, below the open transaction
+            loop.run_until_complete(held[0].commit())
+            deadline = time.monotonic() + 30
+            while len(lines) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            tail.send_signal(signal.SIGINT)
+            tail.communicate(timeout=30)
+            reader.join(timeout=10)
+        finally:
+            if tail.poll() is None:
+                tail.kill()
+                tail.communicate()
+            for writer in held:
+                if writer.conn is not None and not writer.conn.closed:
+                    loop.run_until_complete(writer.conn.close())
+            loop.run_until_complete(store.close())
+            loop.close()
+            drop_schemas([schema])
+        assert [json.loads(line)["stream_id"] for line in lines] == ["late", "later"]
 
 
 async def write_concurrently(filled: Store, *, writers: int, each: int) -> list[str]:

@@ -17,7 +17,7 @@ from fabula import ExpectedVersion, RecordedEvent
 from fabula.postgres import PostgresEventStore
 from fabula.testing import Deposited, EventStoreContract, StoreFactory
 
-from .postgres_support import Balances, drop_schemas, new_schema, require_postgres
+from .postgres_support import Balances, HeldWriter, drop_schemas, new_schema, require_postgres
 
 
 @pytest.fixture
@@ -67,39 +67,6 @@ class TestPostgresContract(EventStoreContract):
 
 def deposit(amount: int) -> Deposited:
     return Deposited(amount=Decimal(amount), note="")
-
-
-class HeldWriter:
-    """An append whose transaction stays open after it drew its positions."""
-
-    def __init__(
-        self, store: PostgresEventStore, stream_id: str, registry: list["HeldWriter"]
-    ) -> None:
-        registry.append(self)
-        self.store = store
-        self.stream_id = stream_id
-        self.conn: psycopg.AsyncConnection[Any] | None = None
-        self.results: list[fabula.AppendResult] = []
-
-    async def begin(self, events: list[Deposited]) -> None:
-        assert self.store._conninfo is not None
-        self.conn = await psycopg.AsyncConnection.connect(self.store._conninfo)
-        batch = tuple(events)
-        encoded = [
-            (
-                self.stream_id,
-                batch,
-                ExpectedVersion.ANY,
-                tuple(self.store.serializer.encode(e) for e in batch),
-            )
-        ]
-        # The store's own write path, on a connection whose transaction we hold.
-        self.results, _ = await self.store._write(self.conn, encoded)  # type: ignore[arg-type]
-
-    async def commit(self) -> None:
-        assert self.conn is not None
-        await self.conn.commit()
-        await self.conn.close()
 
 
 async def collect(

@@ -92,6 +92,14 @@ class Inspector(abc.ABC):
         """Up to `limit` events of the global log after `after`, and the position read up to."""
 
     @abc.abstractmethod
+    def readable_head(self) -> int:
+        """The last position a reader of the global log can see now (where `tail` starts).
+
+        On PostgreSQL it can be below the head, while a transaction that
+        began earlier than the newest commits is still open.
+        """
+
+    @abc.abstractmethod
     def count_after(self, position: int, types: Sequence[str] | None) -> int:
         """How many events (of `types`) come after `position`."""
 
@@ -218,6 +226,10 @@ class SQLiteInspector(Inspector):
             rows = self._rows(_sqlite_schema.READ_ALL, (after, limit))
         events = [_stored(row) for row in rows]
         return events, events[-1].position if events else after
+
+    def readable_head(self) -> int:
+        """The head: on SQLite every committed event is readable."""
+        return int(self._rows(_sqlite_schema.HEAD_POSITION)[0][0])
 
     def count_after(self, position: int, types: Sequence[str] | None) -> int:
         """How many events (of `types`) come after `position`."""

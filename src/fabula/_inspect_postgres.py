@@ -138,6 +138,10 @@ class PostgresInspector(Inspector):
             return events, events[-1].position
         return events, max(after, min(horizon - 1, head))
 
+    def readable_head(self) -> int:
+        """The last position below the horizon: nothing can commit at or below it later."""
+        return int(self._rows(self._sql.readable_head)[0][0])
+
     def count_after(self, position: int, types: Sequence[str] | None) -> int:
         """How many events (of `types`) come after `position`."""
         statement = f"SELECT count(*) FROM {self._table} WHERE position > %s"  # noqa: S608

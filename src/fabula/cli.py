@@ -177,7 +177,8 @@ def _log(inspector: Inspector, args: argparse.Namespace, out: _Out) -> int:
 
 
 def _tail(inspector: Inspector, args: argparse.Namespace, out: _Out) -> int:
-    position = inspector.info().head if args.after is None else args.after
+    # Not from the head: on PostgreSQL an earlier transaction may still commit below it.
+    position = inspector.readable_head() if args.after is None else args.after
     try:
         while True:
             events, reached = inspector.log(position, 500, args.type or None)
