@@ -204,6 +204,19 @@ class TestProjections:
             (status,) = await projector.status()
             assert status.checkpoint >= head
 
+    async def test_a_schema_name_with_capitals_keeps_its_read_models(
+        self, schemas: list[str]
+    ) -> None:
+        """A schema such as Orders_X is not folded to orders_x: read models go beside the events."""
+        schemas.append(f"Mixed_{new_schema()}")
+        async with PostgresEventStore(require_postgres(), schema=schemas[-1]) as store:
+            expected = await fill(store, 2, 6)
+            await fabula.Projector(store, [Balances()]).catch_up()
+            assert balances(store) == expected
+            with psycopg.connect(require_postgres()) as conn:
+                found = conn.execute("SELECT to_regclass(%s)", (f'"{store.schema}".balances',))
+                assert found.fetchone() != (None,)
+
     async def test_a_failing_handler_keeps_the_events_before_it(
         self, store: PostgresEventStore
     ) -> None:

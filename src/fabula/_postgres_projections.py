@@ -82,7 +82,8 @@ class PostgresProjections:
                 # Read models live beside the events: unqualified names in
                 # handlers resolve to the store's schema first.
                 kwargs={
-                    "options": f"-c search_path={self.schema},public",
+                    # Quoted, or PostgreSQL folds a name such as Orders to orders.
+                    "options": f'-c search_path="{self.schema}",public',
                     "application_name": f"fabula-projections:{self.schema}"[:63],
                 },
             )

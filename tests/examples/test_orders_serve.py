@@ -12,6 +12,8 @@ from typing import Any
 import httpx
 import psycopg
 
+from tests.postgres_support import drop_schemas, new_schema, require_postgres
+
 from .conftest import ADDRESS, Place, Server
 
 
@@ -235,6 +237,17 @@ def test_rebuild_read_model_rebuilds_the_same_model(place: Place) -> None:
     assert "100.0%" in result.stderr
     assert read_model_rows(place) == before
     assert len(before) == 4 + 5
+
+
+def test_the_demo_runs_in_a_schema_named_with_capitals() -> None:
+    """--schema Orders_X is used as written: PostgreSQL does not fold it to orders_x."""
+    schema = f"Mixed_{new_schema()}"
+    try:
+        result = orders_command("demo", "--database", require_postgres(), "--schema", schema)
+        assert result.returncode == 0, result.stderr
+        assert "the same order both times: True" in result.stdout
+    finally:
+        drop_schemas([schema])
 
 
 def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ class PostgresDatabase(Database):
             max_size=max_size,
             kwargs={
                 "autocommit": True,
-                "options": f"-c search_path={schema}",
+                "options": f'-c search_path="{schema}"',  # quoted: Orders is not orders
                 "application_name": f"orders:{schema}"[:63],
             },
             timeout=connect_timeout,
