@@ -241,7 +241,6 @@ class TestTail:
         assert [e["position"] for e in seen] == sorted(e["position"] for e in seen)
         assert {e["type"] for e in seen} == {"fabula.testing.Deposited"}
 
-
     def test_tail_never_skips_a_late_commit(self) -> None:
         """A transaction that drew its positions before tail started, and commits after, is shown.
 
@@ -330,6 +329,10 @@ class TestErrors:
                 "cannot connect to PostgreSQL",
             ),
             (["--store", "postgresql://u@h/x", "--schema", "a-b", "info"], 2, "plain identifier"),
+            (["--store", "x.db", "log", "--after", str(2**64)], 2, "must be at most"),
+            (["--store", "x.db", "events", "s", "--from-version", str(2**63)], 2, "at most"),
+            (["--store", "x.db", "tail", "--interval", "-1"], 2, "positive number of seconds"),
+            (["--store", "x.db", "tail", "--interval", "nan"], 2, "positive number of seconds"),
         ],
     )
     def test_bad_arguments_are_one_line(
@@ -401,6 +404,15 @@ class TestErrors:
         monkeypatch.setenv("FABULA_STORE", filled.store)
         code, out, _ = run(capsys, "--schema", filled.schema, "info", "--json")
         assert (code, json_lines(out)[0]["events"]) == (0, DEMO_EVENTS)
+
+
+def test_locations_never_show_a_password() -> None:
+    """A password in the URL's user part or in its query is masked where the command shows it."""
+    from fabula._inspect_postgres import _without_password  # noqa: PLC0415 - a private helper
+
+    assert _without_password("postgresql://app:s3cret@db/x") == "postgresql://app:***@db/x"
+    hidden = _without_password("postgresql://app@db/x?sslmode=require&password=hunter2")
+    assert hidden == "postgresql://app@db/x?sslmode=require&password=***"
 
 
 class TestTerminal:

@@ -100,8 +100,10 @@ class Inspector(abc.ABC):
         """
 
     @abc.abstractmethod
-    def count_after(self, position: int, types: Sequence[str] | None) -> int:
-        """How many events (of `types`) come after `position`."""
+    def count_after(
+        self, position: int, types: Sequence[str] | None, *, upto: int | None = None
+    ) -> int:
+        """How many events (of `types`) come after `position` (and at or before `upto`)."""
 
     @abc.abstractmethod
     def by_type(self) -> list[tuple[str, int]]:
@@ -130,6 +132,8 @@ def open_inspector(store: str, *, schema: str = "public") -> Inspector:
         return PostgresInspector(store, schema=schema)
     return SQLiteInspector(store)
 
+
+_MAX_POSITION = 2**63 - 1
 
 _EVENT_COLUMNS = "position, stream_id, version, event_id, type, schema_version, timestamp, data, "
 _EVENT_COLUMNS += "metadata"
@@ -231,17 +235,16 @@ class SQLiteInspector(Inspector):
         """The head: on SQLite every committed event is readable."""
         return int(self._rows(_sqlite_schema.HEAD_POSITION)[0][0])
 
-    def count_after(self, position: int, types: Sequence[str] | None) -> int:
-        """How many events (of `types`) come after `position`."""
+    def count_after(
+        self, position: int, types: Sequence[str] | None, *, upto: int | None = None
+    ) -> int:
+        """How many events (of `types`) come after `position` (and at or before `upto`)."""
+        statement = "SELECT count(*) FROM fabula_events WHERE position > ? AND position <= ?"
+        params: list[object] = [position, _MAX_POSITION if upto is None else upto]
         if types:
-            statement = (
-                "SELECT count(*) FROM fabula_events WHERE position > ? "
-                "AND type IN (SELECT value FROM json_each(?))"
-            )
-            return int(self._rows(statement, (position, json.dumps(list(types))))[0][0])
-        return int(
-            self._rows("SELECT count(*) FROM fabula_events WHERE position > ?", (position,))[0][0]
-        )
+            statement += " AND type IN (SELECT value FROM json_each(?))"
+            params.append(json.dumps(list(types)))
+        return int(self._rows(statement, params)[0][0])
 
     def by_type(self) -> list[tuple[str, int]]:
         """Events per stored type name, most first."""

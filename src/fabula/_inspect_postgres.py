@@ -142,14 +142,19 @@ class PostgresInspector(Inspector):
         """The last position below the horizon: nothing can commit at or below it later."""
         return int(self._rows(self._sql.readable_head)[0][0])
 
-    def count_after(self, position: int, types: Sequence[str] | None) -> int:
-        """How many events (of `types`) come after `position`."""
+    def count_after(
+        self, position: int, types: Sequence[str] | None, *, upto: int | None = None
+    ) -> int:
+        """How many events (of `types`) come after `position` (and at or before `upto`)."""
         statement = f"SELECT count(*) FROM {self._table} WHERE position > %s"  # noqa: S608
+        params: list[object] = [position]
+        if upto is not None:
+            statement += " AND position <= %s"
+            params.append(upto)
         if types:
-            rows = self._rows(f"{statement} AND type = ANY(%s)", (position, list(types)))
-        else:
-            rows = self._rows(statement, (position,))
-        return int(rows[0][0])
+            statement += " AND type = ANY(%s)"
+            params.append(list(types))
+        return int(self._rows(statement, params)[0][0])
 
     def by_type(self) -> list[tuple[str, int]]:
         """Events per stored type name, most first."""
@@ -172,4 +177,5 @@ class PostgresInspector(Inspector):
 
 
 def _without_password(url: str) -> str:
-    return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)
+    masked = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", masked)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import math
 import os
 import shutil
 import sys
@@ -30,6 +31,7 @@ from typing import Any, NoReturn, TextIO
 
 import orjson
 
+from fabula._events import default_registry
 from fabula._inspect import Inspector, StoredEvent, open_inspector
 from fabula._projections import Projector
 from fabula.exceptions import FabulaError, StoreError
@@ -38,6 +40,7 @@ __all__ = ["main"]
 
 _SPARKS = "▁▂▃▄▅▆▇█"
 _KIB = 1024
+_MAX_INT = 2**63 - 1
 _REDRAW_EVERY = 0.1  # seconds between redraws of a progress bar
 
 
@@ -281,11 +284,12 @@ def _open_store(location: str, schema: str) -> Any:  # noqa: ANN401 - either sto
 
 
 def _projection_types(projector: Projector[Any], name: str) -> list[str]:
-    from fabula._events import default_registry  # noqa: PLC0415
-
+    """The stored names of the event types projection `name` handles, from the store's registry."""
+    serializer = getattr(projector.store, "serializer", None)
+    registry = getattr(serializer, "registry", None) or default_registry
     for projection in projector.projections:
         if projection.name == name:
-            return [default_registry.by_class(kind).name for kind in projection.handlers()]
+            return [registry.by_class(kind).name for kind in projection.handlers()]
     known = ", ".join(p.name for p in projector.projections) or "none"
     raise UsageError(f"the projector has no projection {name!r} (it has: {known})")
 
@@ -345,9 +349,14 @@ def _projections_rebuild(inspector: Inspector, args: argparse.Namespace, out: _O
         types = _projection_types(projector, args.name)
         total = inspector.count_after(0, types)
         report, finish = _progress(sys.stderr, total)
+        done, reached = 0, 0
 
         def progress(position: int, _: int) -> None:
-            report(total - inspector.count_after(position, types))
+            # Only the batch just applied is counted: the whole rebuild reads the log once.
+            nonlocal done, reached
+            done += inspector.count_after(reached, types, upto=position)
+            reached = position
+            report(done)
 
         started = time.monotonic()
         await projector.rebuild(args.name, progress=progress)
@@ -399,7 +408,7 @@ def _parser() -> argparse.ArgumentParser:
     tail = command("tail", "follow new events until Ctrl-C", _tail)
     tail.add_argument("--after", type=_natural, default=None, help="default: the head")
     tail.add_argument("--type", action="append", help="only this stored type (repeatable)")
-    tail.add_argument("--interval", type=float, default=0.25, help="seconds between polls")
+    tail.add_argument("--interval", type=_seconds, default=0.25, help="seconds between polls")
     json_flag(tail)
     stats = command("stats", "events per type and per day, largest streams", _stats)
     stats.add_argument("--limit", type=_positive, default=10, help="how many streams")
@@ -432,6 +441,18 @@ def _natural(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
+    if value > _MAX_INT:  # what both databases' 64-bit integers hold
+        raise argparse.ArgumentTypeError(f"must be at most {_MAX_INT}, not {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds, not {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
     return value
 
 

@@ -116,7 +116,8 @@ async def _read_back(client: _Client, customer: str, orders: list[str]) -> None:
 
 
 def _without_password(database: str) -> str:
-    return re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", database)
+    masked = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", database)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", masked)
 
 
 async def run_demo(database: str, *, schema: str = "public") -> int:
