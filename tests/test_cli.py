@@ -10,10 +10,12 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 from fabula.cli import _Out, main
@@ -162,6 +164,36 @@ class TestReading:
         assert "events per day (UTC)" in out
         assert "█" in out
         assert out.index("largest streams") < out.index("5  ")
+
+
+def test_days_are_utc_days_whatever_the_stored_offset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An event at 22:30 on the 1st in UTC-02:00 is on the 2nd in UTC, and is its stream's last.
+
+    As text it sorts before the first event (23:00 UTC), which it follows.
+    """
+    from datetime import datetime, timedelta, timezone  # noqa: PLC0415
+
+    path = str(tmp_path / "zones.db")
+    west = timezone(timedelta(hours=-2))
+    first = datetime(2026, 12, 1, 23, 0, tzinfo=UTC)
+    late = datetime(2026, 12, 1, 22, 30, tzinfo=west)  # 00:30 on the 2nd, UTC
+
+    async def store_them() -> None:
+        async with SQLiteEventStore(path) as store:
+            events = [
+                attrs.evolve(Deposited(amount=Decimal(1)), timestamp=first),
+                attrs.evolve(Deposited(amount=Decimal(2)), timestamp=late),
+            ]
+            await store.append("zones", events, expected_version=0)
+
+    asyncio.run(store_them())
+    _, out, _ = run(capsys, "--store", path, "stats", "--days", "5")
+    assert "  2026-12-01          1  " in out
+    assert "  2026-12-02          1  " in out
+    _, out, _ = run(capsys, "--store", path, "streams", "--json")
+    assert json_lines(out)[0]["last_at"] == "2026-12-02T00:30:00+00:00"
 
 
 class TestProjections:

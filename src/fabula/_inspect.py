@@ -194,12 +194,14 @@ class SQLiteInspector(Inspector):
         )
 
     def _summaries(self, rows: list[tuple[Any, ...]]) -> list[StreamSummary]:
+        # With max(version), SQLite takes the bare timestamp from that row: the
+        # stream's last event, whatever its offset makes its text sort as.
         return [StreamSummary(stream, count, _moment(last)) for stream, count, last in rows]
 
     def streams(self, prefix: str, limit: int) -> list[StreamSummary]:
         """Streams whose id starts with `prefix`, by id."""
         rows = self._rows(
-            "SELECT stream_id, max(version), max(timestamp) FROM fabula_events "
+            "SELECT stream_id, max(version), timestamp FROM fabula_events "
             "WHERE substr(stream_id, 1, length(?)) = ? "
             "GROUP BY stream_id ORDER BY stream_id LIMIT ?",
             (prefix, prefix, limit),
@@ -209,7 +211,7 @@ class SQLiteInspector(Inspector):
     def largest_streams(self, limit: int) -> list[StreamSummary]:
         """The streams with the most events."""
         rows = self._rows(
-            "SELECT stream_id, max(version) AS n, max(timestamp) FROM fabula_events "
+            "SELECT stream_id, max(version) AS n, timestamp FROM fabula_events "
             "GROUP BY stream_id ORDER BY n DESC, stream_id LIMIT ?",
             (limit,),
         )
@@ -256,8 +258,10 @@ class SQLiteInspector(Inspector):
     def by_day(self) -> list[tuple[date, int]]:
         """Events per day (UTC), oldest first."""
         rows = self._rows(
-            "SELECT substr(timestamp, 1, 10) AS day, count(*) FROM fabula_events "
-            "GROUP BY day ORDER BY day"
+            # date() turns a +HH:MM offset into the UTC date; an offset with
+            # seconds (rare, historical) it cannot read keeps its own date.
+            "SELECT coalesce(date(timestamp), substr(timestamp, 1, 10)) AS day, count(*) "
+            "FROM fabula_events GROUP BY day ORDER BY day"
         )
         return [(date.fromisoformat(day), int(n)) for day, n in rows]
 
