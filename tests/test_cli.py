@@ -241,34 +241,56 @@ class TestProjections:
         assert out.splitlines()[1].split() == ["order_summary", "12", "1", "0"]
 
 
-class TestTail:
-    def test_tail_follows_a_concurrent_writer(self, fresh: Store) -> None:
-        """tail prints exactly the events committed after it started, in order, until Ctrl-C."""
-        command = [sys.executable, "-m", "fabula", *fresh.args, "tail", "--json"]
-        tail = subprocess.Popen(  # noqa: S603 - our own command
+class Tail:
+    """`fabula tail --json` running as a process, its output read in a thread."""
+
+    def __init__(self, store: Store) -> None:
+        command = [sys.executable, "-m", "fabula", *store.args, "tail", "--json"]
+        self.process = subprocess.Popen(  # noqa: S603 - our own command
             [*command, "--interval", "0.05"],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
+        self.lines: list[str] = []
+        self.reader = threading.Thread(
+            target=lambda: self.lines.extend(self.process.stdout or []), daemon=True
+        )
+        self.reader.start()
+        time.sleep(1.5)  # it has found where to start and is polling
+
+    def wait_for(self, count: int) -> None:
+        """Wait (up to 30 s) until it has printed `count` lines."""
+        deadline = time.monotonic() + 30
+        while len(self.lines) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def stop(self) -> tuple[int, list[dict[str, Any]]]:
+        """Ctrl-C it; return its exit code and the events it printed."""
+        self.process.send_signal(signal.SIGINT)
+        _, err = self.process.communicate(timeout=30)
+        self.reader.join(timeout=10)
+        assert self.process.returncode == 0, err
+        return self.process.returncode, [json.loads(line) for line in self.lines]
+
+    def kill(self) -> None:
+        """End it if a failing test left it running."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.communicate()
+
+
+class TestTail:
+    def test_tail_follows_a_concurrent_writer(self, fresh: Store) -> None:
+        """tail prints exactly the events committed after it started, in order, until Ctrl-C."""
+        tail = Tail(fresh)
         try:
-            lines: list[str] = []
-            reader = threading.Thread(target=lambda: lines.extend(tail.stdout or []), daemon=True)
-            reader.start()
-            time.sleep(1.5)  # it has read the head and is polling
             sent = asyncio.run(write_concurrently(fresh, writers=4, each=15))
-            deadline = time.monotonic() + 30
-            while len(lines) < len(sent) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            tail.send_signal(signal.SIGINT)
-            _, err = tail.communicate(timeout=30)
-            reader.join(timeout=10)
+            tail.wait_for(len(sent))
+            code, seen = tail.stop()
         finally:
-            if tail.poll() is None:
-                tail.kill()
-                tail.communicate()
-        assert tail.returncode == 0, err
-        seen = [json.loads(line) for line in lines]
+            tail.kill()
+        assert code == 0
         assert sorted(e["event_id"] for e in seen) == sorted(sent)  # all, and only, the new ones
         assert [e["position"] for e in seen] == sorted(e["position"] for e in seen)
         assert {e["type"] for e in seen} == {"fabula.testing.Deposited"}
@@ -293,35 +315,20 @@ class TestTail:
 
         loop = asyncio.new_event_loop()
         store = loop.run_until_complete(hold())
-        tail = subprocess.Popen(  # noqa: S603 - our own command
-            [sys.executable, "-m", "fabula", *filled.args, "tail", "--json", "--interval", "0.05"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+        tail = Tail(filled)
         try:
-            lines: list[str] = []
-            reader = threading.Thread(target=lambda: lines.extend(tail.stdout or []), daemon=True)
-            reader.start()
-            time.sleep(1.5)  # tail has started, below the open transaction
             loop.run_until_complete(held[0].commit())
-            deadline = time.monotonic() + 30
-            while len(lines) < 2 and time.monotonic() < deadline:
-                time.sleep(0.05)
-            tail.send_signal(signal.SIGINT)
-            tail.communicate(timeout=30)
-            reader.join(timeout=10)
+            tail.wait_for(2)
+            _, seen = tail.stop()
         finally:
-            if tail.poll() is None:
-                tail.kill()
-                tail.communicate()
+            tail.kill()
             for writer in held:
                 if writer.conn is not None and not writer.conn.closed:
                     loop.run_until_complete(writer.conn.close())
             loop.run_until_complete(store.close())
             loop.close()
             drop_schemas([schema])
-        assert [json.loads(line)["stream_id"] for line in lines] == ["late", "later"]
+        assert [e["stream_id"] for e in seen] == ["late", "later"]
 
 
 async def write_concurrently(filled: Store, *, writers: int, each: int) -> list[str]:
