@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -194,6 +195,26 @@ def test_days_are_utc_days_whatever_the_stored_offset(
     assert "  2026-12-02          1  " in out
     _, out, _ = run(capsys, "--store", path, "streams", "--json")
     assert json_lines(out)[0]["last_at"] == "2026-12-02T00:30:00+00:00"
+
+
+def test_a_payload_that_is_not_json_is_shown_as_its_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A damaged stored payload does not end the listing in a traceback."""
+    import sqlite3  # noqa: PLC0415
+
+    path = str(tmp_path / "damaged.db")
+
+    async def store_one() -> None:
+        async with SQLiteEventStore(path) as store:
+            await store.append("s", [Deposited(amount=Decimal(1))], expected_version=0)
+
+    asyncio.run(store_one())
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE fabula_events SET data = '{not json'")
+    code, out, _ = run(capsys, "--store", path, "log", "--json")
+    assert code == 0
+    assert json_lines(out)[0]["data"] == "{not json"
 
 
 class TestProjections:
@@ -469,6 +490,19 @@ class TestTerminal:
         assert _Out(self.Terminal(), color=False).paint("x", "1") == "x"
         monkeypatch.setenv("NO_COLOR", "1")
         assert _Out(self.Terminal(), color=True).paint("x", "1") == "x"
+
+    def test_a_coloured_line_is_cut_by_what_shows_and_leaves_no_colour_on(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Colour codes take no room, and a line cut inside a colour ends with a reset."""
+        monkeypatch.setenv("COLUMNS", "10")
+        monkeypatch.delenv("NO_COLOR", raising=False)
+        terminal = self.Terminal()
+        out = _Out(terminal, color=True)
+        out.line(out.paint("abc", "2") + " " + out.paint("x" * 20, "36"))
+        written = terminal.getvalue()
+        assert re.sub(r"\x1b\[[0-9;]*m", "", written) == "abc " + "x" * 5 + "…\n"
+        assert written.endswith("\x1b[0m…\n")
 
     def test_lines_fit_the_terminal_and_pipes_get_them_whole(
         self, monkeypatch: pytest.MonkeyPatch

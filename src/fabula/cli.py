@@ -21,6 +21,7 @@ import asyncio
 import importlib
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -39,6 +40,9 @@ from fabula.exceptions import FabulaError, StoreError
 __all__ = ["main"]
 
 _SPARKS = "▁▂▃▄▅▆▇█"
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_TOKENS = re.compile(r"(\x1b\[[0-9;]*m)|(.)", re.DOTALL)
+_RESET = "\x1b[0m"
 _KIB = 1024
 _MAX_INT = 2**63 - 1
 _REDRAW_EVERY = 0.1  # seconds between redraws of a progress bar
@@ -66,21 +70,34 @@ class _Out:
         return f"\x1b[{code}m{text}\x1b[0m" if self.color else text
 
     def line(self, text: str = "") -> None:
-        if self.width and len(text) > self.width:
-            text = text[: self.width - 1] + "…"
+        """Write `text`, cut to the terminal's width (colour codes take no room)."""
+        if self.width and len(_ANSI.sub("", text)) > self.width:
+            text = _cut(text, self.width - 1) + "…"
         self.stream.write(text + "\n")
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-        self.line(
-            self.paint("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)), "1")
-        )
+        titles = "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))
+        self.line(self.paint(titles.rstrip(), "1"))
         for row in rows:
             cells = [
                 str(cell).rjust(w) if str(cell).replace(",", "").isdigit() else str(cell).ljust(w)
                 for cell, w in zip(row, widths, strict=True)
             ]
             self.line("  ".join(cells).rstrip())
+
+
+def _cut(text: str, visible: int) -> str:
+    """The start of `text` holding `visible` characters, colour codes kept and closed."""
+    out, shown, coloured = [], 0, False
+    for code, char in _TOKENS.findall(text):
+        if code:
+            out.append(code)
+            coloured = code != _RESET
+        elif shown < visible:
+            out.append(char)
+            shown += 1
+    return "".join(out) + (_RESET if coloured else "")
 
 
 def _size(count: float) -> str:
@@ -101,10 +118,18 @@ def _event_json(event: StoredEvent) -> bytes:
             "type": event.type,
             "schema_version": event.schema_version,
             "timestamp": event.timestamp.isoformat(),
-            "data": orjson.loads(event.data),
-            "metadata": orjson.loads(event.metadata),
+            "data": _json_or_text(event.data),
+            "metadata": _json_or_text(event.metadata),
         }
     )
+
+
+def _json_or_text(stored: str) -> object:
+    """The stored JSON, parsed; a payload that does not parse is shown as its text."""
+    try:
+        return orjson.loads(stored)
+    except orjson.JSONDecodeError:
+        return stored
 
 
 def _show_events(out: _Out, events: Sequence[StoredEvent], *, as_json: bool) -> None:
@@ -223,8 +248,9 @@ def _stats(inspector: Inspector, args: argparse.Namespace, out: _Out) -> int:
     out.line()
     out.line(out.paint(f"events per day (UTC), {first} to {last}", "1"))
     out.line(f"  {out.paint(marks[-(out.width or 10_000) + 4 :], '36')}")
+    busiest = max(n for _, n in by_day)
     for day, n in by_day[-args.days :]:
-        out.line(f"  {day}  {n:>9,}  {bar(n, max(c for _, c in by_day))}")
+        out.line(f"  {day}  {n:>9,}  {bar(n, busiest)}")
     out.line()
     out.line(out.paint("largest streams", "1"))
     out.table(
@@ -360,9 +386,10 @@ def _projections_rebuild(inspector: Inspector, args: argparse.Namespace, out: _O
 
         started = time.monotonic()
         await projector.rebuild(args.name, progress=progress)
-        finish(total)
+        applied = max(done, total)  # events appended during the rebuild were applied too
+        finish(applied)
         seconds = time.monotonic() - started
-        out.line(f"rebuilt {args.name}: {total:,} events in {seconds:.1f} s")
+        out.line(f"rebuilt {args.name}: {applied:,} events in {seconds:.1f} s")
         return 0
 
     return asyncio.run(_with_projector(args, work))
