@@ -193,10 +193,8 @@ class SQLiteInspector(Inspector):
             size_bytes=size,
         )
 
-    def _summaries(self, rows: list[tuple[Any, ...]]) -> list[StreamSummary]:
-        # With max(version), SQLite takes the bare timestamp from that row: the
-        # stream's last event, whatever its offset makes its text sort as.
-        return [StreamSummary(stream, count, _moment(last)) for stream, count, last in rows]
+    # With max(version), SQLite takes the bare timestamp from that row: the
+    # stream's last event, whatever its offset makes its text sort as.
 
     def streams(self, prefix: str, limit: int) -> list[StreamSummary]:
         """Streams whose id starts with `prefix`, by id."""
@@ -206,7 +204,7 @@ class SQLiteInspector(Inspector):
             "GROUP BY stream_id ORDER BY stream_id LIMIT ?",
             (prefix, prefix, limit),
         )
-        return self._summaries(rows)
+        return _summaries(rows)
 
     def largest_streams(self, limit: int) -> list[StreamSummary]:
         """The streams with the most events."""
@@ -215,7 +213,7 @@ class SQLiteInspector(Inspector):
             "GROUP BY stream_id ORDER BY n DESC, stream_id LIMIT ?",
             (limit,),
         )
-        return self._summaries(rows)
+        return _summaries(rows)
 
     def events(self, stream_id: str, from_version: int, limit: int | None) -> list[StoredEvent]:
         """A stream's events from `from_version` (none if the stream does not exist)."""
@@ -268,6 +266,11 @@ class SQLiteInspector(Inspector):
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
+
+
+def _summaries(rows: list[tuple[Any, ...]]) -> list[StreamSummary]:
+    """(stream id, event count, last timestamp) rows as summaries."""
+    return [StreamSummary(str(stream), int(n), _moment(last)) for stream, n, last in rows]
 
 
 def _moment(value: object) -> datetime:

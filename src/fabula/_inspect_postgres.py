@@ -14,7 +14,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     raise ImportError(msg) from exc
 
 from fabula import _postgres_schema as sql
-from fabula._inspect import Inspector, StoredEvent, StoreInfo, StreamSummary, _moment, _stored
+from fabula._inspect import Inspector, StoredEvent, StoreInfo, StreamSummary, _stored, _summaries
 from fabula.exceptions import StoreError, StoreUnavailableError
 
 __all__ = ["PostgresInspector"]
@@ -95,9 +95,6 @@ class PostgresInspector(Inspector):
             size_bytes=int(size),
         )
 
-    def _summaries(self, rows: list[tuple[Any, ...]]) -> list[StreamSummary]:
-        return [StreamSummary(stream, int(n), _moment(last)) for stream, n, last in rows]
-
     def streams(self, prefix: str, limit: int) -> list[StreamSummary]:
         """Streams whose id starts with `prefix`, by id."""
         rows = self._rows(
@@ -106,7 +103,7 @@ class PostgresInspector(Inspector):
             "GROUP BY stream_id ORDER BY stream_id LIMIT %s",
             (prefix, prefix, limit),
         )
-        return self._summaries(rows)
+        return _summaries(rows)
 
     def largest_streams(self, limit: int) -> list[StreamSummary]:
         """The streams with the most events."""
@@ -115,7 +112,7 @@ class PostgresInspector(Inspector):
             "GROUP BY stream_id ORDER BY n DESC, stream_id LIMIT %s",
             (limit,),
         )
-        return self._summaries(rows)
+        return _summaries(rows)
 
     def events(self, stream_id: str, from_version: int, limit: int | None) -> list[StoredEvent]:
         """A stream's events from `from_version` (none if the stream does not exist)."""
@@ -136,7 +133,7 @@ class PostgresInspector(Inspector):
         events = [_stored(row[2:]) for row in rows if row[2] is not None]
         if len(events) == limit:
             return events, events[-1].position
-        return events, max(after, min(horizon - 1, head))
+        return events, sql.read_up_to(after, horizon, head)
 
     def readable_head(self) -> int:
         """The last position below the horizon: nothing can commit at or below it later."""

@@ -38,6 +38,16 @@ _COLUMNS: Final = (
 )
 
 
+def read_up_to(after: int, horizon: int, head: int) -> int:
+    """Where a scan that was not full has read the log up to.
+
+    Everything below the horizon has been seen, so the reader resumes from
+    the last position before it (or the head, if lower), never from the
+    horizon itself: that moves with every transaction.
+    """
+    return max(after, min(horizon - 1, head))
+
+
 def quote_identifier(name: str) -> str:
     """Quote a PostgreSQL identifier."""
     return '"' + name.replace('"', '""') + '"'

@@ -770,7 +770,7 @@ class PostgresEventStore(StoreBase, PostgresProjections):
         events = self._decode_rows([row[2:] for row in rows if row[2] is not None])
         if len(events) == limit:
             return events, events[-1].position
-        reached = max(after, min(horizon - 1, head))
+        reached = sql.read_up_to(after, horizon, head)
         if head > reached and not events:
             # A transaction that began before the newest commits is still
             # open: those commits become readable when it ends. Look again
