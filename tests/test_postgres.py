@@ -364,6 +364,27 @@ class TestServerErrors:
 
 
 class TestConnectionLoss:
+    async def test_every_pooled_connection_dead_after_a_restart(self, schemas: list[str]) -> None:
+        """After the server ended every pooled connection, the next calls simply work.
+
+        One dead connection found means the rest are likely dead too (a
+        restart): the pool is checked before the retry, not retried into
+        the next dead one.
+        """
+        schemas.append(new_schema())
+        url = require_postgres()
+        async with PostgresEventStore(url, schema=schemas[-1], min_size=4, max_size=4) as store:
+            await asyncio.gather(*(store.read_stream(f"s{n}") for n in range(8)))
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = %s",
+                    (f"fabula:{store.schema}",),
+                )
+            await asyncio.sleep(0.2)
+            assert await store.read_stream("s1") == []
+            await store.append("s1", [deposit(1)], expected_version=0)
+
     async def test_a_killed_connection_fails_or_succeeds_as_it_says(
         self, store: PostgresEventStore
     ) -> None:

@@ -258,7 +258,17 @@ class PostgresEventStore(StoreBase, PostgresProjections):
         except StoreUnavailableError as exc:
             if not _dead_connection(exc):
                 raise
+            await self._discard_dead_connections()
             return await self._query_once(statement, params)
+
+    async def _discard_dead_connections(self) -> None:
+        """One pooled connection was dead: check the others before trying again.
+
+        What ends one server process (a restart, an operator) has usually
+        ended them all; a retry must not land on the next dead one.
+        """
+        with contextlib.suppress(psycopg.Error, psycopg_pool.PoolTimeout):
+            await self._pool.check()
 
     async def _query_once(
         self, statement: str, params: Sequence[Any] | dict[str, Any]
@@ -382,6 +392,7 @@ class PostgresEventStore(StoreBase, PostgresProjections):
             # Nothing is stored (it failed before COMMIT was sent, or the
             # server said so), on a connection whose server process had ended
             # (a restart, a kill): a fresh connection may work. Once.
+            await self._discard_dead_connections()
             return await self._append_once(encoded, record)
 
     async def _append_once(
