@@ -185,7 +185,12 @@ class TestProjections:
         runs = [asyncio.create_task(p.run()) for p in projectors]
         more = await fill(store, 4, 20)
         head = await store.head_position()
-        await asyncio.gather(*(p.wait_for(head, timeout=20) for p in projectors))
+        try:
+            await asyncio.gather(*(p.wait_for(head, timeout=20) for p in projectors))
+        except TimeoutError:
+            states = [await p.status() for p in projectors]
+            stored = await store.load_checkpoint("balances")
+            pytest.fail(f"head {head}, stored checkpoint {stored}, projectors {states}, runs {runs}")
         for run in runs:
             run.cancel()
         await asyncio.gather(*runs, return_exceptions=True)

@@ -113,6 +113,28 @@ class FailingMemorySummary(MemorySummary):
         super()._item_added(event, tx)
 
 
+class TestStopping:
+    async def test_a_task_that_swallows_its_cancellation_is_still_stopped(self) -> None:
+        """The projector's own tasks stop even if something inside them ate the first cancel.
+
+        On Python 3.11, asyncio.wait_for (used by connection pools) can drop
+        a cancellation; a standby loop then ran on, and the projector waited
+        for it for ever.
+        """
+        from fabula._projections import _cancelled  # noqa: PLC0415 - the helper under test
+
+        async def stubborn() -> None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(30)  # the first cancellation is lost here
+            await asyncio.sleep(30)
+
+        task = asyncio.create_task(stubborn())
+        await asyncio.sleep(0)
+        async with asyncio.timeout(10):
+            await _cancelled(task)
+        assert task.cancelled()
+
+
 class TestExactlyOnce:
     @settings(max_examples=30, deadline=None)
     @given(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import traceback
 from collections.abc import Callable, Sequence
@@ -282,9 +281,21 @@ class _Track:
     waiters: list[tuple[int, asyncio.Future[None]]] = attrs.Factory(list)
 
 
+_RECANCEL_AFTER = 0.5  # seconds a cancelled task may take before it is asked again
+
+
 async def _cancelled(task: asyncio.Task[Any]) -> None:
-    """Cancel `task` and wait until it has ended."""
+    """Cancel `task` and wait until it has ended.
+
+    Asks again while it runs on: on Python 3.11 a cancellation can be lost
+    inside the task (asyncio.wait_for, which connection pools use, drops
+    one that lands as its future completes: python/cpython#86296).
+    """
     task.cancel()
+    while not task.done():
+        await asyncio.wait({task}, timeout=_RECANCEL_AFTER)
+        if not task.done():
+            task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 
 
@@ -525,8 +536,12 @@ class Projector(Generic[Tx]):
                 await asyncio.sleep(0.02)
             else:
                 await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
-            with contextlib.suppress(StoreUnavailableError):
+            try:
                 self._advanced(track, await self.store.load_checkpoint(track.projection.name))
+            except StoreUnavailableError:
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    raise asyncio.CancelledError from None  # not an outage: a stop
 
     async def _follow_log(self, track: _Track) -> None:
         await self._start(track)
