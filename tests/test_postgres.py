@@ -190,7 +190,9 @@ class TestProjections:
         except TimeoutError:
             states = [await p.status() for p in projectors]
             stored = await store.load_checkpoint("balances")
-            pytest.fail(f"head {head}, stored checkpoint {stored}, projectors {states}, runs {runs}")
+            pytest.fail(
+                f"head {head}, stored checkpoint {stored}, projectors {states}, runs {runs}"
+            )
         for run in runs:
             run.cancel()
         await asyncio.gather(*runs, return_exceptions=True)
