@@ -33,8 +33,8 @@ from uuid import UUID, uuid4
 import attrs
 
 import fabula
-from fabula import _sqlite_schema as schema
 from fabula.sqlite import SQLiteEventStore, Synchronous
+from fabula.sqlite import _schema as schema
 
 
 @fabula.event("bench.ItemAdded")

@@ -30,8 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import Basket, Row, bulk, command_path, payload, print_table, read_all
 
 import fabula
-from fabula import _postgres_schema as schema
 from fabula.postgres import PostgresEventStore
+from fabula.postgres import _schema as schema
 
 DEFAULT_URL = os.environ.get("FABULA_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

@@ -16,6 +16,7 @@ import pytest
 
 import fabula
 from fabula import ExpectedVersion
+from fabula._stored import prepare_append
 from fabula.postgres import PostgresEventStore, Tx
 from fabula.testing import Deposited
 
@@ -97,19 +98,11 @@ class HeldWriter:
         self.results: list[fabula.AppendResult] = []
 
     async def begin(self, events: list[Deposited]) -> None:
-        assert self.store._conninfo is not None
-        self.conn = await psycopg.AsyncConnection.connect(self.store._conninfo)
-        batch = tuple(events)
-        encoded = [
-            (
-                self.stream_id,
-                batch,
-                ExpectedVersion.ANY,
-                tuple(self.store.serializer.encode(e) for e in batch),
-            )
-        ]
+        assert self.store._db.conninfo is not None
+        self.conn = await psycopg.AsyncConnection.connect(self.store._db.conninfo)
+        parts = prepare_append(self.stream_id, events, ExpectedVersion.ANY, self.store.serializer)
         # The store's own write path, on a connection whose transaction we hold.
-        self.results, _ = await self.store._write(self.conn, encoded)  # type: ignore[arg-type]
+        self.results, _ = await self.store._appender._write(self.conn, parts)
 
     async def commit(self) -> None:
         assert self.conn is not None

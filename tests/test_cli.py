@@ -468,7 +468,7 @@ class TestErrors:
 
 def test_locations_never_show_a_password() -> None:
     """A password in the URL's user part or in its query is masked where the command shows it."""
-    from fabula._inspect_postgres import _without_password  # noqa: PLC0415 - a private helper
+    from fabula.postgres._inspect import _without_password  # noqa: PLC0415 - a private helper
 
     assert _without_password("postgresql://app:s3cret@db/x") == "postgresql://app:***@db/x"
     hidden = _without_password("postgresql://app@db/x?sslmode=require&password=hunter2")

@@ -281,7 +281,7 @@ class TestSQLiteRecords:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Expired records are deleted from the table now and then."""
-        monkeypatch.setattr("fabula.sqlite._PURGE_EVERY", 3)
+        monkeypatch.setattr("fabula.sqlite._store._PURGE_EVERY", 3)
         path = tmp_path / "e.db"
         store = SQLiteEventStore(path)
         now = datetime(2026, 11, 26, tzinfo=UTC)

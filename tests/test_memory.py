@@ -26,11 +26,11 @@ class CountingStore(InMemoryEventStore):
 
     scans: int = 0
 
-    def _scan(
+    async def _scan(
         self, after: int, limit: int, names: frozenset[str] | None
     ) -> tuple[list[RecordedEvent], int]:
         type(self).scans += 1
-        return super()._scan(after, limit, names)
+        return await super()._scan(after, limit, names)
 
 
 class TestInMemoryEventStore:

@@ -156,8 +156,8 @@ class TestNoSkippedEvents:
 
 
 def balances(store: PostgresEventStore) -> dict[str, Decimal]:
-    assert store._conninfo is not None
-    with psycopg.connect(store._conninfo) as conn:
+    assert store._db.conninfo is not None
+    with psycopg.connect(store._db.conninfo) as conn:
         query = f'SELECT account, total FROM "{store.schema}".balances'  # noqa: S608
         return dict(conn.execute(query).fetchall())
 
@@ -244,15 +244,15 @@ class TestProjections:
         expected = await fill(store, 3, 40)
         projector = fabula.Projector(store, [Balances()], batch_size=9)
         await projector.catch_up()
-        assert store._conninfo is not None
-        with psycopg.connect(store._conninfo) as conn:  # a bug wrote nonsense
+        assert store._db.conninfo is not None
+        with psycopg.connect(store._db.conninfo) as conn:  # a bug wrote nonsense
             conn.execute(f'UPDATE "{store.schema}".balances SET total = -1')  # noqa: S608
         progress: list[tuple[int, int]] = []
         await projector.rebuild("balances", progress=lambda d, t: progress.append((d, t)))
         assert balances(store) == expected
         assert progress
         assert progress[-1][0] == await store.load_checkpoint("balances")
-        with psycopg.connect(store._conninfo) as conn:
+        with psycopg.connect(store._db.conninfo) as conn:
             left = conn.execute(
                 "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'fabula_rebuild_%%'"
             ).fetchone()
@@ -332,10 +332,10 @@ class TestCancellation:
         schemas.append(new_schema())
         async with PostgresEventStore(require_postgres(), schema=schemas[-1], max_size=1) as store:
             for _ in range(5):
-                held = await store._pool.getconn()
+                held = await store._db.pool.getconn()
                 waiting = asyncio.create_task(store.load_checkpoint("p"))
                 await asyncio.sleep(0.05)  # it waits for the pool's only connection
-                await store._pool.putconn(held)
+                await store._db.pool.putconn(held)
                 waiting.cancel()  # in the same tick as the hand-over
                 with pytest.raises(asyncio.CancelledError):
                     await waiting
@@ -400,7 +400,7 @@ class TestConnectionLoss:
         Success means the events are stored (with the positions returned);
         StoreUnavailableError means they are not.
         """
-        url = store._conninfo
+        url = store._db.conninfo
         assert url is not None
         rng = random.Random(3)
         outcomes: list[tuple[list[Deposited], fabula.AppendResult | None]] = []
@@ -456,7 +456,7 @@ class TestConnectionLoss:
         self, store: PostgresEventStore, holds: list[HeldWriter]
     ) -> None:
         """The resolver waits for the old server process to end, then looks for the events."""
-        url = store._conninfo
+        url = store._db.conninfo
         assert url is not None
         error = fabula.StoreUnavailableError("connection lost during COMMIT")
         stored = [deposit(1), deposit(2)]
@@ -464,18 +464,24 @@ class TestConnectionLoss:
         async with await psycopg.AsyncConnection.connect(url) as gone:
             dead = gone.info.backend_pid
         ids = [e.event_id for e in stored]
-        assert await store._committed(error, dead, ids, None) is True
-        assert await store._committed(error, dead, [deposit(3).event_id], None) is False
+        assert await store._appender._outcome_of_lost_commit(error, dead, ids, None) is True
+        assert (
+            await store._appender._outcome_of_lost_commit(error, dead, [deposit(3).event_id], None)
+            is False
+        )
 
         # A server process still holding the uncommitted transaction is ended
         # (after a grace period), so it can no longer commit; then: not stored.
-        store._connect_timeout = 1.0
+        store._db.connect_timeout = 1.0
         held = HeldWriter(store, "held", holds)
         pending = deposit(4)
         await held.begin([pending])
         assert held.conn is not None
         pid = held.conn.info.backend_pid
-        assert await store._committed(error, pid, [pending.event_id], None) is False
+        assert (
+            await store._appender._outcome_of_lost_commit(error, pid, [pending.event_id], None)
+            is False
+        )
         with pytest.raises(psycopg.OperationalError):
             await held.commit()
         assert await store.read_stream("held") == []

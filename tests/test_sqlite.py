@@ -30,9 +30,9 @@ from fabula import (
     StoreError,
     StoreUnavailableError,
 )
-from fabula import _sqlite_schema as sql
-from fabula._sqlite_schema import SCHEMA_VERSION
 from fabula.sqlite import SQLiteEventStore, Synchronous
+from fabula.sqlite import _schema as sql
+from fabula.sqlite._schema import SCHEMA_VERSION
 from fabula.testing import Deposited, EventStoreContract, StoreFactory
 
 
@@ -175,7 +175,7 @@ class TestWriting:
         """At synchronous=FULL the COMMIT (the disk sync) runs in another thread."""
         store = SQLiteEventStore(tmp_path / "e.db", synchronous="FULL")
         threads: dict[str, set[int]] = {}
-        store._writer.set_trace_callback(
+        store._writer.connection.set_trace_callback(
             lambda statement: threads.setdefault(statement.split()[0], set()).add(
                 threading.get_ident()
             )
@@ -271,7 +271,7 @@ class TestFailures:
             commits += statement == "COMMIT"
 
         await store.append("warm-up", [deposit()], expected_version=0)
-        store._writer.set_trace_callback(trace)
+        store._writer.connection.set_trace_callback(trace)
         await asyncio.gather(
             *(store.append(f"acc-{n}", [deposit(n)], expected_version=0) for n in range(32))
         )
@@ -321,8 +321,8 @@ class TestFailures:
         """When the database fills up, each append is stored whole or reported failed."""
         store = SQLiteEventStore(tmp_path / "e.db", synchronous=synchronous)
         await store.append("warm-up", [deposit()], expected_version=0)
-        pages = store._writer.execute("PRAGMA page_count").fetchone()[0]
-        store._writer.execute(f"PRAGMA max_page_count = {pages + 3}")
+        pages = store._writer.connection.execute("PRAGMA page_count").fetchone()[0]
+        store._writer.connection.execute(f"PRAGMA max_page_count = {pages + 3}")
         batches = [[Deposited(amount=Decimal(n), note="x" * 400)] * 1 for n in range(80)]
         outcomes = await asyncio.gather(
             *(

@@ -49,17 +49,9 @@ from fabula._idempotency import (
 )
 from fabula._middleware import Correlation, LogDispatch, RetryOnConflict
 from fabula._pagination import CursorCodec, KeyPart, Page, check_page_size
-from fabula._plumbing import LogPage
-from fabula._projections import (
-    Projection,
-    ProjectionFailure,
-    ProjectionStatus,
-    ProjectionStore,
-    Projector,
-    SkippedEvent,
-    VersionGuard,
-    handles,
-)
+from fabula._projection import Projection, VersionGuard, handles
+from fabula._projection_store import ProjectionStore, SkippedEvent
+from fabula._projections import ProjectionFailure, ProjectionStatus, Projector
 from fabula._repository import Repository
 from fabula._serialization import EventSerializer, SerializedEvent, make_converter
 from fabula._snapshots import Snapshot, SnapshotCodec, SnapshotStore
@@ -72,6 +64,7 @@ from fabula._store import (
     RecordedEvent,
     StreamAppend,
 )
+from fabula._store_base import LogPage
 from fabula.exceptions import (
     AggregateNotFoundError,
     CheckpointError,

@@ -6,15 +6,14 @@ import asyncio
 import logging
 import traceback
 from collections.abc import Callable, Sequence
-from datetime import datetime
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic
 
 import attrs
 
-from fabula._aggregate import collect_marked
 from fabula._events import DomainEvent
-from fabula._plumbing import LogPage
-from fabula._store import EventTypes, RecordedEvent
+from fabula._projection import Projection, TxT
+from fabula._projection_store import ProjectionLeases, ProjectionStore
+from fabula._store import RecordedEvent
 from fabula.exceptions import (
     CheckpointError,
     EventTypeError,
@@ -22,189 +21,10 @@ from fabula.exceptions import (
     StoreUnavailableError,
 )
 
-__all__ = [
-    "Projection",
-    "ProjectionFailure",
-    "ProjectionStatus",
-    "ProjectionStore",
-    "Projector",
-    "SkippedEvent",
-    "VersionGuard",
-    "handles",
-]
+__all__ = ["ProjectionFailure", "ProjectionStatus", "Projector"]
 
-Tx = TypeVar("Tx")
-F = TypeVar("F", bound=Callable[..., None])
 
 logger = logging.getLogger("fabula.projections")
-
-_MARK = "__fabula_projects__"
-
-
-def handles(method: F) -> F:
-    """Mark a projection method as the handler of one event type.
-
-    The event type is read from the annotation of its event parameter; the
-    third parameter is the store's transaction (a `sqlite3.Connection` for
-    the SQLite store), on which the handler writes its read-model rows:
-
-        @fabula.handles
-        def _created(self, event: OrderCreated, tx: sqlite3.Connection) -> None:
-            tx.execute("INSERT INTO order_summary ...", (...))
-
-    Returns:
-        The method, unchanged apart from the mark.
-    """
-    setattr(method, _MARK, True)
-    return method
-
-
-class Projection(Generic[Tx]):
-    """Base class of projections: a stable `name` and `@handles` methods per event type.
-
-    Events of types it has no handler for are not even read (the projector
-    filters them in the store query). Handlers run inside the store's
-    transaction, together with the projection's checkpoint.
-    """
-
-    name: ClassVar[str]
-    """The projection's stable name: its checkpoint is kept under it."""
-
-    tables: ClassVar[tuple[str, ...]] = ()
-    """The read-model tables it owns (created by `setup`); `rebuild` replaces them."""
-
-    _fabula_handlers: ClassVar[dict[type[DomainEvent], Any] | None] = None
-
-    def __init_subclass__(cls, **kwargs: object) -> None:
-        super().__init_subclass__(**kwargs)
-        try:
-            cls._fabula_handlers = collect_marked(cls, _MARK, "projection handler", _SIGNATURE)
-        except NameError:  # an annotation defined later in the module: resolve on use
-            cls._fabula_handlers = None
-
-    @classmethod
-    def handlers(cls) -> dict[type[DomainEvent], Any]:
-        """Return the handler of each event type this projection handles."""
-        if cls._fabula_handlers is None:
-            try:
-                cls._fabula_handlers = collect_marked(cls, _MARK, "projection handler", _SIGNATURE)
-            except NameError as exc:
-                msg = f"cannot resolve a handler annotation of {cls.__qualname__}: {exc}"
-                raise EventTypeError(msg) from exc
-        return cls._fabula_handlers
-
-    def setup(self, tx: Tx) -> None:
-        """Create the read model's tables if they do not exist (default: nothing)."""
-
-    def handle(self, recorded: RecordedEvent, tx: Tx) -> None:
-        """Apply one event through its handler (events without one are ignored)."""
-        handler = self.handlers().get(type(recorded.event))
-        if handler is not None:
-            handler(self, recorded.event, tx)
-
-
-_SIGNATURE = ("self", "event", "tx")
-
-
-@runtime_checkable
-class ProjectionStore(Protocol[Tx]):
-    """A store that keeps projection checkpoints with the projections' writes.
-
-    `transactional` tells whether a failed `commit_projection` undoes what
-    its work wrote (SQLite: yes; the in-memory store: no, its read models
-    are plain Python objects).
-    """
-
-    @property
-    def transactional(self) -> bool:
-        """Whether a failed `commit_projection` undoes what its work wrote."""
-        ...
-
-    async def load_checkpoint(self, name: str) -> int:
-        """Return the checkpoint of projection `name` (0 if it has none)."""
-        ...
-
-    async def commit_projection(
-        self, name: str, *, expected: int, position: int, work: Callable[[Tx], None]
-    ) -> None:
-        """Run `work` and move the checkpoint from `expected` to `position`, atomically."""
-        ...
-
-    async def read_log(
-        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
-    ) -> LogPage:
-        """Read the log after `after`, and tell how far it was read."""
-        ...
-
-    async def wait_for_commit(self, after: int, max_wait: float) -> None:
-        """Return once events after `after` may exist, or after `max_wait` seconds."""
-        ...
-
-    async def head_position(self) -> int:
-        """Return the position of the last committed event."""
-        ...
-
-    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
-        """Move checkpoint `name` from `position - 1` past `position`, recording the skip."""
-        ...
-
-    async def rebuild_projection(
-        self,
-        projection: Projection[Tx],
-        *,
-        batch_size: int,
-        progress: Callable[[int, int], None] | None,
-    ) -> int:
-        """Build the projection afresh beside the live one, then switch; return its checkpoint."""
-        ...
-
-    async def load_skips(self, name: str) -> list[SkippedEvent]:
-        """Return the events skipped in projection `name`, oldest first."""
-        ...
-
-
-@attrs.define
-class VersionGuard:
-    """Makes replays harmless for read models outside the store's transaction.
-
-    Remember, per aggregate, the highest event version applied; `fresh`
-    answers whether an event is newer, so a handler applies it only once
-    even if the projector delivers it again after a crash. Keep the guard's
-    state with the read model (`versions` is a plain dict to store), or
-    use the same rule in SQL: `UPDATE ... WHERE id = :id AND version < :event_version`.
-
-    Example:
-        >>> guard = VersionGuard()
-        >>> if guard.fresh(event):
-        ...     totals[event.aggregate_id] += event.amount
-    """
-
-    versions: dict[str, int] = attrs.Factory(dict)
-
-    def fresh(self, event: DomainEvent) -> bool:
-        """Return True, and remember it, if `event` is newer than any applied for its aggregate."""
-        key = str(event.aggregate_id)
-        if event.version <= self.versions.get(key, 0):
-            return False
-        self.versions[key] = event.version
-        return True
-
-
-@attrs.frozen
-class SkippedEvent:
-    """An event an operator told a projection to pass over, as recorded.
-
-    Attributes:
-        position: The event's global position.
-        event_type: The event's class name.
-        reason: Why, in the operator's words.
-        skipped_at: When.
-    """
-
-    position: int
-    event_type: str
-    reason: str
-    skipped_at: datetime
 
 
 @attrs.frozen
@@ -306,7 +126,7 @@ def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
 
 
 @attrs.define(repr=False)
-class Projector(Generic[Tx]):
+class Projector(Generic[TxT]):
     """Feeds projections from the global log, each from its own checkpoint.
 
     Each batch of events and the projection's checkpoint commit together, so
@@ -324,8 +144,8 @@ class Projector(Generic[Tx]):
         idle_wait: How long to wait for a commit before reading again.
     """
 
-    store: ProjectionStore[Tx]
-    projections: Sequence[Projection[Tx]]
+    store: ProjectionStore[TxT]
+    projections: Sequence[Projection[TxT]]
     batch_size: int = attrs.field(default=500, validator=_positive)
     retry_delay: float = attrs.field(default=0.05, validator=_positive)
     max_retry_delay: float = attrs.field(default=30.0, validator=_positive)
@@ -496,10 +316,10 @@ class Projector(Generic[Tx]):
 
     async def _follow(self, track: _Track) -> None:
         """Follow the log; with a store that leases projections, only while holding the lease."""
-        lease = getattr(self.store, "projection_lease", None)
-        if lease is None:
+        if not isinstance(self.store, ProjectionLeases):
             await self._follow_log(track)
             return
+        lease = self.store.projection_lease
         while True:
             track.state = "standby"
             # While waiting for the lease, follow the active process's checkpoint.
@@ -576,7 +396,7 @@ class Projector(Generic[Tx]):
             return False
         projection = track.projection
 
-        def work(tx: Tx) -> None:
+        def work(tx: TxT) -> None:
             _apply_all(projection, page.events, tx)
 
         try:
@@ -600,12 +420,12 @@ class Projector(Generic[Tx]):
         if stop > track.checkpoint:
             if self.store.transactional:  # the batch was rolled back: apply the prefix again
 
-                def work(tx: Tx) -> None:
+                def work(tx: TxT) -> None:
                     _apply_all(projection, before, tx)
 
             else:  # the prefix is applied already: only move the checkpoint
 
-                def work(tx: Tx) -> None:
+                def work(tx: TxT) -> None:
                     del tx
 
             try:

@@ -16,8 +16,8 @@ import attrs
 
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
-from fabula._plumbing import StoreBase, Wakeup, check_appends
-from fabula._projections import Projection, SkippedEvent
+from fabula._projection import Projection
+from fabula._projection_store import SkippedEvent
 from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
 from fabula._store import (
@@ -26,13 +26,18 @@ from fabula._store import (
     RecordedEvent,
     StreamAppend,
     check_concurrency,
-    check_retry,
-    validate_append,
     validate_read_stream,
+)
+from fabula._store_base import StoreBase, Wakeup
+from fabula._stored import (
+    PendingAppend,
+    StoredEvent,
+    match_retry,
+    prepare_append,
+    prepare_appends,
 )
 from fabula.exceptions import (
     CheckpointError,
-    DuplicateEventIdError,
     IdempotencyKeyTakenError,
     StoreClosedError,
     StoreError,
@@ -97,12 +102,11 @@ class InMemoryEventStore(StoreBase):
         self, stream_id: str, events: Sequence[DomainEvent], *, expected_version: Expected
     ) -> AppendResult:
         """Append events to one stream atomically (see `EventStore.append`)."""
-        batch = validate_append(stream_id, events, expected_version)
-        return self._commit([(stream_id, batch, expected_version)])[0]
+        return self._commit(prepare_append(stream_id, events, expected_version, self.serializer))[0]
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Append to several streams atomically (see `EventStore.append_many`)."""
-        return self._commit(check_appends(appends))
+        return self._commit(prepare_appends(appends, self.serializer))
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
@@ -118,12 +122,12 @@ class InMemoryEventStore(StoreBase):
         self, appends: Sequence[StreamAppend], record: IdempotencyRecord
     ) -> list[AppendResult]:
         """Append events and keep an idempotency record, atomically (see `IdempotencyStore`)."""
-        checked = check_appends(appends) if appends else []
+        parts = prepare_appends(appends, self.serializer, allow_empty=True)
         self._check_open()
         existing = self._records.get(record.key)
         if existing is not None and not existing.expired(record.created_at):
             raise IdempotencyKeyTakenError(existing)
-        results = self._commit(checked) if checked else []
+        results = self._commit(parts) if parts else []
         self._records[record.key] = record
         return results
 
@@ -201,63 +205,29 @@ class InMemoryEventStore(StoreBase):
         self._check_open()
         return self._snapshots.get(stream_id)
 
-    def _commit(
-        self, appends: list[tuple[str, tuple[DomainEvent, ...], Expected]]
-    ) -> list[AppendResult]:
+    def _commit(self, parts: list[PendingAppend]) -> list[AppendResult]:
         self._check_open()
-        encode = self.serializer.encode
-        encoded = [
-            (stream_id, batch, expected, tuple(encode(event) for event in batch))
-            for stream_id, batch, expected in appends
-        ]
         planned: list[_Planned] = []
         versions: dict[str, int] = {}
-        new_ids: set[UUID] = set()
-        for stream_id, batch, expected, records in encoded:
-            actual = versions.get(stream_id, len(self._streams.get(stream_id, ())))
-            replayed = self._replayed(stream_id, records, expected)
+        for part in parts:
+            actual = versions.get(part.stream_id, len(self._streams.get(part.stream_id, ())))
+            replayed = match_retry(part, self._stored_under(part.records))
             if replayed is None:
-                for record in records:
-                    if record.event_id in new_ids:
-                        raise DuplicateEventIdError(
-                            stream_id, record.event_id, "earlier in the same append_many"
-                        )
-                    new_ids.add(record.event_id)
-                check_concurrency(stream_id, batch, expected, actual)
-                versions[stream_id] = actual + len(records)
-            planned.append(_Planned(stream_id, records, actual + 1, replayed))
+                check_concurrency(part.stream_id, part.events, part.expected, actual)
+                versions[part.stream_id] = actual + len(part.records)
+            planned.append(_Planned(part.stream_id, part.records, actual + 1, replayed))
         return [self._store(plan) for plan in planned]
 
-    def _replayed(
-        self, stream_id: str, records: tuple[SerializedEvent, ...], expected: Expected
-    ) -> AppendResult | None:
-        """Return the original result if `records` were appended before, else None."""
-        stored = [self._by_id.get(record.event_id) for record in records]
-        rows = [row for row in stored if row is not None]
-        if not rows:
-            return None
-        if len(rows) != len(stored):
-            raise DuplicateEventIdError(
-                stream_id,
-                rows[0].record.event_id,
-                "but other events of this batch are new; a retry must repeat the whole append",
-            )
-        first = rows[0]
-        check_retry(stream_id, expected, first.version)
-        for offset, (row, record) in enumerate(zip(rows, records, strict=True)):
-            if row.stream_id != stream_id:
-                raise DuplicateEventIdError(
-                    stream_id, record.event_id, f"in stream {row.stream_id!r}"
+    def _stored_under(self, records: tuple[SerializedEvent, ...]) -> dict[UUID, StoredEvent]:
+        """The stored events that have any of these records' ids."""
+        found = {}
+        for record in records:
+            row = self._by_id.get(record.event_id)
+            if row is not None:
+                found[record.event_id] = StoredEvent(
+                    row.position, row.stream_id, row.version, *row.record
                 )
-            if row.version != first.version + offset or row.record != record:
-                raise DuplicateEventIdError(
-                    stream_id,
-                    record.event_id,
-                    "with other content or in another order; a retry must repeat the append",
-                )
-        return AppendResult(
-            stream_id=stream_id, version=rows[-1].version, position=rows[-1].position
-        )
+        return found
 
     def _store(self, plan: _Planned) -> AppendResult:
         if plan.replayed is not None:
@@ -273,7 +243,7 @@ class InMemoryEventStore(StoreBase):
         self._wakeup.notify()
         return AppendResult(stream_id=plan.stream_id, version=row.version, position=row.position)
 
-    def _scan(
+    async def _scan(
         self, after: int, limit: int, names: frozenset[str] | None
     ) -> tuple[list[RecordedEvent], int]:
         """Return up to `limit` matching events after `after`, and the last position scanned."""

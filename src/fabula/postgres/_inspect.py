@@ -13,9 +13,9 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     msg = "reading a PostgreSQL store needs psycopg: pip install 'fabula[postgres]'"
     raise ImportError(msg) from exc
 
-from fabula import _postgres_schema as sql
 from fabula._inspect import Inspector, StoredEvent, StoreInfo, StreamSummary, _stored, _summaries
 from fabula.exceptions import StoreError, StoreUnavailableError
+from fabula.postgres import _schema as sql
 
 __all__ = ["PostgresInspector"]
 

@@ -1,8 +1,17 @@
-"""The SQLite store's schema and statements, as named constants."""
+"""The SQLite store's schema, its migrations, and every statement as a named constant.
+
+`open_writer` configures the writer connection and creates or migrates the
+schema, in one `BEGIN IMMEDIATE` transaction, so that two processes opening
+one new file at once create it once.
+"""
 
 from __future__ import annotations
 
-from typing import Final
+import sqlite3
+from typing import Any, Final
+
+from fabula.exceptions import SchemaVersionError, StoreError, StoreUnavailableError
+from fabula.sqlite._errors import translate
 
 SCHEMA_VERSION: Final = 2
 """The schema version this fabula writes (kept in the `fabula_meta` table)."""
@@ -160,3 +169,70 @@ LOAD_SKIPS: Final = """
     SELECT position, event_type, reason, skipped_at FROM fabula_skips
     WHERE name = ? ORDER BY position
 """
+
+
+def open_writer(
+    conn: sqlite3.Connection, *, path: str, synchronous: str, busy_timeout: float
+) -> None:
+    """Configure the writer connection, then create or migrate the schema.
+
+    Raises:
+        StoreUnavailableError: The file cannot be switched to WAL mode or stays locked.
+        SchemaVersionError: The file was written by a newer fabula.
+        StoreError: The file is not a fabula SQLite database.
+    """
+    try:
+        if path != ":memory:":
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode != "wal":
+                msg = f"cannot switch {path!r} to WAL mode (it is in {mode!r} mode)"
+                raise StoreUnavailableError(msg)
+        conn.execute(f"PRAGMA synchronous = {synchronous}")
+        # Checkpoints run in a worker thread (see Writer._maybe_checkpoint),
+        # never inside a commit on the event loop.
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        _create_or_migrate(conn, path)
+        # From now on the writer never sleeps in SQLite's busy handler: it
+        # retries without blocking the event loop (see Writer._begin).
+        conn.execute("PRAGMA busy_timeout = 0")
+    except sqlite3.Error as exc:
+        raise translate(exc, path) from exc
+
+
+def _create_or_migrate(conn: sqlite3.Connection, path: str) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS fabula_meta "
+            "(key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID"
+        )
+        row = conn.execute("SELECT value FROM fabula_meta WHERE key = 'schema_version'").fetchone()
+        found = _schema_version(row, path)
+        if found > SCHEMA_VERSION:
+            raise SchemaVersionError(path, found, SCHEMA_VERSION)  # noqa: TRY301 - rolled back below
+        if found < SCHEMA_VERSION:
+            if found == 0:
+                for statement in CREATE_SCHEMA:
+                    conn.execute(statement)
+            for version in range(max(found, 1), SCHEMA_VERSION):
+                for statement in MIGRATIONS[version]:
+                    conn.execute(statement)
+            conn.execute(
+                "INSERT OR REPLACE INTO fabula_meta VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _schema_version(row: tuple[Any, ...] | None, path: str) -> int:
+    if row is None:
+        return 0
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        msg = f"{path!r} has an unreadable fabula schema version {row[0]!r}"
+        raise StoreError(msg) from None

@@ -3,8 +3,8 @@
 Projection handlers are synchronous: they run in a worker thread, on a
 synchronous connection from a pool of their own, inside the transaction
 that moves the checkpoint. Its `search_path` starts with the store's
-schema, where read models go. Kept apart from `fabula.postgres` for size;
-`PostgresEventStore` is the only class built on it.
+schema, where read models go. `PostgresEventStore` holds one
+`ProjectionSide` and forwards its projection calls to it.
 """
 
 from __future__ import annotations
@@ -12,23 +12,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 from uuid import uuid4
 
 import psycopg
 import psycopg_pool
 
-from fabula import _postgres_schema as sql
-from fabula._projections import Projection, SkippedEvent
+from fabula._projection import Projection
+from fabula._projection_store import (
+    LogReader,
+    SkippedEvent,
+    apply_events,
+    build_from_log,
+    require_checkpoint,
+)
 from fabula._store import RecordedEvent
-from fabula.exceptions import CheckpointError, ProjectionError, StoreError, StoreUnavailableError
+from fabula.exceptions import StoreError
+from fabula.postgres import _schema as sql
+from fabula.postgres._connections import Connections, map_errors
 
-if TYPE_CHECKING:
-    from fabula._plumbing import LogPage
-    from fabula._store import EventTypes
-
-__all__ = ["PostgresProjections", "Tx"]
+__all__ = ["ProjectionSide", "Tx"]
 
 logger = logging.getLogger("fabula.postgres")
 
@@ -37,46 +41,58 @@ Tx = psycopg.Connection[Any]
 """What projection handlers get: a synchronous connection, inside the batch's transaction."""
 
 
-class PostgresProjections:
+class ProjectionSide:
     """Checkpoints, projection transactions, leases and rebuilds over PostgreSQL.
 
-    A base class of `PostgresEventStore`, which provides what is declared
-    here for the type checker: the schema, its statements, the connection
-    settings and the reads.
+    A collaborator of `PostgresEventStore`, which hands it what it needs and
+    forwards the `ProjectionStore` and `ProjectionLeases` calls to it.
+
+    Args:
+        schema: The schema of the store's tables (and of read models).
+        statements: The schema's statements.
+        connections: The store's pool (for reads of checkpoints and skips).
+        log: Where rebuilds read the log.
+        ready: Opens the store if it is not open yet.
+        poll_interval: Seconds between looks for a free lease.
+        max_size: The store's pool size; projections use half of it.
     """
 
-    if TYPE_CHECKING:
-        schema: str
-        _sql: sql.Statements
-        _conninfo: str | None
-        _connect_timeout: float
-        _poll_interval: float | None
-        _max_size: int
-        _projection_pool: psycopg_pool.ConnectionPool[Any] | None
+    def __init__(
+        self,
+        *,
+        schema: str,
+        statements: sql.Statements,
+        connections: Connections,
+        log: LogReader,
+        ready: Callable[[], Awaitable[None]],
+        poll_interval: float | None,
+        max_size: int,
+    ) -> None:
+        self.schema = schema
+        self._sql = statements
+        self._db = connections
+        self._log = log
+        self._ready = ready
+        self._poll_interval = poll_interval
+        self._max_size = max_size
+        self._pool: psycopg_pool.ConnectionPool[Any] | None = None
 
-        async def _ready(self) -> None: ...
-
-        async def _query(
-            self, statement: str, params: Sequence[Any] | dict[str, Any] = ()
-        ) -> list[tuple[Any, ...]]: ...
-
-        async def head_position(self) -> int: ...
-
-        async def read_log(
-            self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
-        ) -> LogPage: ...
+    async def close(self) -> None:
+        """Close the projection pool, if one was opened."""
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.close)
 
     async def _in_projection_transaction(self, job: Callable[[Tx], T]) -> T:
         await self._ready()
-        if self._projection_pool is None:
-            if self._conninfo is None:
+        if self._pool is None:
+            if self._db.conninfo is None:
                 msg = "projections need a store built from a connection string"
                 raise StoreError(msg)
             pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
-                self._conninfo,
+                self._db.conninfo,
                 min_size=1,
                 max_size=max(2, self._max_size // 2),
-                timeout=self._connect_timeout,
+                timeout=self._db.connect_timeout,
                 open=False,
                 name="fabula-projections",
                 # Read models live beside the events: unqualified names in
@@ -87,23 +103,16 @@ class PostgresProjections:
                     "application_name": f"fabula-projections:{self.schema}"[:63],
                 },
             )
-            await asyncio.to_thread(pool.open, True, self._connect_timeout)  # noqa: FBT003
-            self._projection_pool = pool
-        projection_pool = self._projection_pool
+            await asyncio.to_thread(pool.open, True, self._db.connect_timeout)  # noqa: FBT003
+            self._pool = pool
+        projection_pool = self._pool
 
         def run() -> T:
             with projection_pool.connection() as conn, conn.transaction():
                 return job(conn)
 
-        try:
+        with map_errors(self._db.connect_timeout):
             return await asyncio.to_thread(run)
-        except psycopg_pool.PoolTimeout as exc:
-            msg = f"no PostgreSQL connection within {self._connect_timeout} s: {exc}"
-            raise StoreUnavailableError(msg) from exc
-        except psycopg.OperationalError as exc:
-            raise StoreUnavailableError(f"PostgreSQL is unavailable: {exc}") from exc
-        except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
 
     def _lock_checkpoint(self, conn: Tx, name: str) -> int:
         conn.execute(self._sql.ensure_checkpoint, (name,))
@@ -122,7 +131,7 @@ class PostgresProjections:
         the checkpoint's row lock keeps even an overlap exactly-once.
         """
         await self._ready()
-        if self._conninfo is None:
+        if self._db.conninfo is None:
             msg = "projection leases need a store built from a connection string"
             raise StoreError(msg)
         key = f"fabula-projection:{self.schema}:{name}"
@@ -140,11 +149,11 @@ class PostgresProjections:
 
     async def _lease_connection(self, key: str, name: str) -> psycopg.AsyncConnection[Any]:
         """Return a connection holding the advisory lock `key`, once it is free."""
-        assert self._conninfo is not None  # noqa: S101 - checked by the caller
+        assert self._db.conninfo is not None  # noqa: S101 - checked by the caller
         while True:
             try:
                 conn = await psycopg.AsyncConnection.connect(
-                    self._conninfo,
+                    self._db.conninfo,
                     autocommit=True,
                     application_name=f"fabula-lease:{self.schema}:{name}"[:63],
                 )
@@ -180,7 +189,7 @@ class PostgresProjections:
     async def load_checkpoint(self, name: str) -> int:
         """Return the checkpoint of projection `name` (0 if it has none)."""
         await self._ready()
-        rows = await self._query(self._sql.load_checkpoint, (name,))
+        rows = await self._db.query(self._sql.load_checkpoint, (name,))
         return int(rows[0][0]) if rows else 0
 
     async def commit_projection(
@@ -198,8 +207,7 @@ class PostgresProjections:
 
         def job(conn: Tx) -> None:
             stored = self._lock_checkpoint(conn, name)
-            if stored != expected:
-                raise CheckpointError(name, stored, position)
+            require_checkpoint(name, stored, expected=expected, moving_to=position)
             work(conn)
             conn.execute(self._sql.save_checkpoint, (position, name))
 
@@ -214,8 +222,7 @@ class PostgresProjections:
 
         def job(conn: Tx) -> None:
             stored = self._lock_checkpoint(conn, name)
-            if stored != position - 1:
-                raise CheckpointError(name, stored, position)
+            require_checkpoint(name, stored, expected=position - 1, moving_to=position)
             conn.execute(self._sql.record_skip, (name, position, event_type, reason))
             conn.execute(self._sql.save_checkpoint, (position, name))
 
@@ -224,7 +231,7 @@ class PostgresProjections:
     async def load_skips(self, name: str) -> list[SkippedEvent]:
         """Return the events skipped in projection `name`, oldest first."""
         await self._ready()
-        rows = await self._query(self._sql.load_skips, (name,))
+        rows = await self._db.query(self._sql.load_skips, (name,))
         return [SkippedEvent(position, kind, reason, at) for position, kind, reason, at in rows]
 
     async def rebuild_projection(
@@ -263,7 +270,17 @@ class PostgresProjections:
 
         await self._in_projection_transaction(prepare)
         try:
-            position = await self._build_side(projection, use_side, batch_size, progress)
+
+            async def apply_batch(events: list[RecordedEvent]) -> None:
+                def apply(conn: Tx) -> None:
+                    use_side(conn)
+                    apply_events(projection, events, conn)
+
+                await self._in_projection_transaction(apply)
+
+            position = await build_from_log(
+                self._log, projection, apply_batch, batch_size=batch_size, progress=progress
+            )
 
             def swap(conn: Tx) -> None:
                 row = conn.execute("SELECT current_schema()").fetchone()
@@ -281,34 +298,3 @@ class PostgresProjections:
                 lambda conn: conn.execute(f"DROP SCHEMA IF EXISTS {side} CASCADE")
             )
         return position
-
-    async def _build_side(
-        self,
-        projection: Projection[Tx],
-        use_side: Callable[[Tx], None],
-        batch_size: int,
-        progress: Callable[[int, int], None] | None,
-    ) -> int:
-        types = tuple(projection.handlers())
-        position = 0
-        while True:
-            head = await self.head_position()
-            page = await self.read_log(after=position, limit=batch_size, event_types=types)
-            if page.position <= position:
-                return position
-
-            def apply(conn: Tx, events: list[RecordedEvent] = page.events) -> None:
-                use_side(conn)
-                for recorded in events:
-                    try:
-                        projection.handle(recorded, conn)
-                    except Exception as exc:
-                        kind = type(recorded.event).__qualname__
-                        raise ProjectionError(
-                            projection.name, recorded.position, kind, exc
-                        ) from exc
-
-            await self._in_projection_transaction(apply)
-            position = page.position
-            if progress is not None:
-                progress(position, max(head, position))

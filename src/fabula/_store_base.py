@@ -1,32 +1,25 @@
-"""Plumbing fabula's own stores share: `async with`, wake-ups and the subscription loop."""
+"""The base of fabula's own stores: `async with`, log reads over `_scan`, wake-ups, `subscribe`."""
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
 from typing import Self
 
 import attrs
 
-from fabula._events import DomainEvent
 from fabula._serialization import EventSerializer
 from fabula._store import (
     EventTypes,
-    Expected,
     RecordedEvent,
-    StreamAppend,
     event_type_names,
-    validate_append,
     validate_read_all,
 )
-from fabula.exceptions import EmptyAppendError, InvalidAppendError
 
-__all__ = ["Checked", "LogPage", "StoreBase", "Wakeup", "check_appends", "follow"]
-
-Checked = tuple[str, tuple[DomainEvent, ...], Expected]
-"""A validated part of an append: stream id, events, expected version."""
+__all__ = ["LogPage", "StoreBase", "Wakeup", "follow"]
 
 _SUBSCRIBE_BATCH = 500
 
@@ -44,11 +37,11 @@ class LogPage:
     position: int
 
 
-class StoreBase:
+class StoreBase(abc.ABC):
     """What fabula's stores share: `async with`, and `read_all` and `subscribe` over `_scan`.
 
-    A subclass provides `serializer`, `_scan`, `_check_open`, `close`, and
-    sets `_closed` and `_wakeup` (notified on every commit).
+    A subclass implements the abstract methods, and sets `serializer`,
+    `_closed` and `_wakeup` (notified on every commit through it).
     """
 
     serializer: EventSerializer
@@ -56,28 +49,27 @@ class StoreBase:
     _closed: bool
     _poll_interval: float | None = None
 
-    def _scan(
+    @abc.abstractmethod
+    async def _scan(
         self, after: int, limit: int, names: frozenset[str] | None
     ) -> tuple[list[RecordedEvent], int]:
-        """Return up to `limit` matching events after `after`, and the position read up to."""
-        raise NotImplementedError
+        """Return up to `limit` events of types `names` (None: all) after `after`.
 
-    async def _scan_async(
-        self, after: int, limit: int, names: frozenset[str] | None
-    ) -> tuple[list[RecordedEvent], int]:
-        """`_scan` for stores whose reads wait for a server (they override this)."""
-        return self._scan(after, limit, names)
+        Also return the position read up to: a reader resumes after it and
+        misses nothing (it may be past the last event returned).
+        """
 
+    @abc.abstractmethod
     def _check_open(self) -> None:
-        raise NotImplementedError
+        """Raise `StoreClosedError` if the store is closed."""
 
+    @abc.abstractmethod
     async def close(self) -> None:
-        """Close the store (stores override this)."""
-        raise NotImplementedError
+        """Release the store's resources and end its subscriptions."""
 
+    @abc.abstractmethod
     async def head_position(self) -> int:
         """Return the position of the last committed event (0 when empty)."""
-        raise NotImplementedError
 
     async def read_log(
         self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
@@ -92,7 +84,7 @@ class StoreBase:
         self._check_open()
         validate_read_all(after, limit)
         names = event_type_names(event_types, self.serializer.registry)
-        events, position = await self._scan_async(after, limit, names)
+        events, position = await self._scan(after, limit, names)
         return LogPage(events=events, position=position)
 
     async def wait_for_commit(self, after: int, max_wait: float) -> None:
@@ -114,7 +106,7 @@ class StoreBase:
         self._check_open()
         validate_read_all(after, limit)
         names = event_type_names(event_types, self.serializer.registry)
-        return (await self._scan_async(after, limit, names))[0]
+        return (await self._scan(after, limit, names))[0]
 
     def subscribe(
         self, *, after: int = 0, event_types: EventTypes | None = None
@@ -129,7 +121,7 @@ class StoreBase:
         validate_read_all(after, 1)
         names = event_type_names(event_types, self.serializer.registry)
         return follow(
-            lambda position, limit: self._scan_async(position, limit, names),
+            lambda position, limit: self._scan(position, limit, names),
             after,
             self._wakeup,
             lambda: self._closed,
@@ -146,24 +138,6 @@ class StoreBase:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-
-def check_appends(appends: Sequence[StreamAppend]) -> list[Checked]:
-    """Validate the parts of an `append_many`.
-
-    Raises:
-        EmptyAppendError: There are no parts.
-        InvalidAppendError: A part is not a StreamAppend, or is invalid.
-    """
-    if not appends:
-        raise EmptyAppendError("<append_many>")
-    checked = []
-    for item in appends:
-        if not isinstance(item, StreamAppend):
-            raise InvalidAppendError("<append_many>", f"{item!r} is not a StreamAppend")
-        batch = validate_append(item.stream_id, item.events, item.expected_version)
-        checked.append((item.stream_id, batch, item.expected_version))
-    return checked
 
 
 class Wakeup:

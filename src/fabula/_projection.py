@@ -1,0 +1,113 @@
+"""What a projection is: a stable name, `@handles` methods per event type, a version guard."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar, Generic, TypeVar
+
+import attrs
+
+from fabula._aggregate import collect_marked
+from fabula._events import DomainEvent
+from fabula._store import RecordedEvent
+from fabula.exceptions import EventTypeError
+
+__all__ = ["Projection", "TxT", "VersionGuard", "handles"]
+
+TxT = TypeVar("TxT")
+"""The type of a store's projection transaction (`sqlite3.Connection`, `fabula.postgres.Tx`)."""
+F = TypeVar("F", bound=Callable[..., None])
+
+_MARK = "__fabula_projects__"
+
+
+def handles(method: F) -> F:
+    """Mark a projection method as the handler of one event type.
+
+    The event type is read from the annotation of its event parameter; the
+    third parameter is the store's transaction (a `sqlite3.Connection` for
+    the SQLite store), on which the handler writes its read-model rows:
+
+        @fabula.handles
+        def _created(self, event: OrderCreated, tx: sqlite3.Connection) -> None:
+            tx.execute("INSERT INTO order_summary ...", (...))
+
+    Returns:
+        The method, unchanged apart from the mark.
+    """
+    setattr(method, _MARK, True)
+    return method
+
+
+class Projection(Generic[TxT]):
+    """Base class of projections: a stable `name` and `@handles` methods per event type.
+
+    Events of types it has no handler for are not even read (the projector
+    filters them in the store query). Handlers run inside the store's
+    transaction, together with the projection's checkpoint.
+    """
+
+    name: ClassVar[str]
+    """The projection's stable name: its checkpoint is kept under it."""
+
+    tables: ClassVar[tuple[str, ...]] = ()
+    """The read-model tables it owns (created by `setup`); `rebuild` replaces them."""
+
+    _fabula_handlers: ClassVar[dict[type[DomainEvent], Any] | None] = None
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        try:
+            cls._fabula_handlers = collect_marked(cls, _MARK, "projection handler", _SIGNATURE)
+        except NameError:  # an annotation defined later in the module: resolve on use
+            cls._fabula_handlers = None
+
+    @classmethod
+    def handlers(cls) -> dict[type[DomainEvent], Any]:
+        """Return the handler of each event type this projection handles."""
+        if cls._fabula_handlers is None:
+            try:
+                cls._fabula_handlers = collect_marked(cls, _MARK, "projection handler", _SIGNATURE)
+            except NameError as exc:
+                msg = f"cannot resolve a handler annotation of {cls.__qualname__}: {exc}"
+                raise EventTypeError(msg) from exc
+        return cls._fabula_handlers
+
+    def setup(self, tx: TxT) -> None:
+        """Create the read model's tables if they do not exist (default: nothing)."""
+
+    def handle(self, recorded: RecordedEvent, tx: TxT) -> None:
+        """Apply one event through its handler (events without one are ignored)."""
+        handler = self.handlers().get(type(recorded.event))
+        if handler is not None:
+            handler(self, recorded.event, tx)
+
+
+_SIGNATURE = ("self", "event", "tx")
+
+
+@attrs.define
+class VersionGuard:
+    """Makes replays harmless for read models outside the store's transaction.
+
+    Remember, per aggregate, the highest event version applied; `fresh`
+    answers whether an event is newer, so a handler applies it only once
+    even if the projector delivers it again after a crash. Keep the guard's
+    state with the read model (`versions` is a plain dict to store), or
+    use the same rule in SQL: `UPDATE ... WHERE id = :id AND version < :event_version`.
+
+    Example:
+        >>> guard = VersionGuard()
+        >>> if guard.fresh(event):
+        ...     totals[event.aggregate_id] += event.amount
+    """
+
+    versions: dict[str, int] = attrs.Factory(dict)
+
+    def fresh(self, event: DomainEvent) -> bool:
+        """Return True, and remember it, if `event` is newer than any applied for its aggregate."""
+        key = str(event.aggregate_id)
+        if event.version <= self.versions.get(key, 0):
+            return False
+        self.versions[key] = event.version
+        return True

@@ -1,0 +1,293 @@
+"""Every decision a store makes about what it keeps, made once for all stores.
+
+Backends do I/O; this module decides (httpx's `BaseClient` decides and its
+`Client` only sends). A store hands in what it read, as named values, and
+gets back an answer or an error with one wording for every store:
+
+- `prepare_append` / `prepare_appends`: check and encode a call's parts
+  before any I/O (`PendingAppend`).
+- `reads_stored_first`: whether a part may be a retry before its claim.
+- `match_retry`: whether a part repeats the append that stored its events.
+- `explain_duplicate`: why a unique-index violation on event ids happened.
+- `decode_rows`: stored rows (one column order in every SQL store) to
+  `RecordedEvent`s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+from uuid import UUID
+
+import attrs
+
+from fabula._events import DomainEvent
+from fabula._serialization import EventSerializer, SerializedEvent
+from fabula._store import (
+    AppendResult,
+    Expected,
+    ExpectedVersion,
+    RecordedEvent,
+    StreamAppend,
+    check_retry,
+    validate_append,
+)
+from fabula.exceptions import (
+    DuplicateEventIdError,
+    EmptyAppendError,
+    InvalidAppendError,
+    SerializationError,
+)
+
+__all__ = [
+    "PendingAppend",
+    "StoredEvent",
+    "decode_rows",
+    "explain_duplicate",
+    "match_retry",
+    "prepare_append",
+    "prepare_appends",
+    "reads_stored_first",
+]
+
+_MANY = "<append_many>"
+
+
+class PendingAppend(NamedTuple):
+    """One stream's part of an append: checked and encoded, not yet stored.
+
+    A NamedTuple, like `SerializedEvent`: one is built for every append.
+
+    Attributes:
+        stream_id: The stream to append to.
+        events: The events, checked by `validate_append`.
+        expected: The expected version the caller gave.
+        records: The events encoded, in the same order.
+    """
+
+    stream_id: str
+    events: tuple[DomainEvent, ...]
+    expected: Expected
+    records: tuple[SerializedEvent, ...]
+
+    @property
+    def first_version(self) -> int:
+        """The version the caller's first event carries (0: not numbered by an aggregate)."""
+        return self.events[0].version
+
+
+@attrs.frozen
+class StoredEvent:
+    """One event as a store keeps it: its place, its stored name and its JSON, undecoded.
+
+    Attributes:
+        position: Its global position.
+        stream_id: Its stream.
+        version: Its place in its stream.
+        event_id: Its id.
+        type: Its stored type name.
+        schema_version: The schema version of `data`.
+        timestamp: When it happened (timezone-aware).
+        data: Its own fields as a JSON object.
+        metadata: Its metadata as a JSON object.
+    """
+
+    position: int
+    stream_id: str
+    version: int
+    event_id: UUID
+    type: str
+    schema_version: int
+    timestamp: datetime
+    data: str
+    metadata: str
+
+    def holds(self, record: SerializedEvent) -> bool:
+        """Whether this stored event has `record`'s content (the same instant, the same JSON)."""
+        return (self.type, self.schema_version, self.timestamp, self.data, self.metadata) == (
+            record.type,
+            record.schema_version,
+            record.timestamp,
+            record.data,
+            record.metadata,
+        )
+
+
+def prepare_append(
+    stream_id: str, events: Sequence[DomainEvent], expected: Expected, serializer: EventSerializer
+) -> list[PendingAppend]:
+    """Check and encode a single-stream `append`.
+
+    Raises:
+        InvalidAppendError: For each kind of bad input, a specific subclass.
+        SerializationError: An event cannot be encoded.
+    """
+    batch = validate_append(stream_id, events, expected)
+    encode = serializer.encode
+    return [PendingAppend(stream_id, batch, expected, tuple(encode(e) for e in batch))]
+
+
+def prepare_appends(
+    appends: Sequence[StreamAppend], serializer: EventSerializer, *, allow_empty: bool = False
+) -> list[PendingAppend]:
+    """Check and encode the parts of an `append_many`.
+
+    Args:
+        appends: The parts.
+        serializer: Encodes the events.
+        allow_empty: Accept no parts at all (an idempotency record alone).
+
+    Raises:
+        EmptyAppendError: There are no parts (unless `allow_empty`).
+        InvalidAppendError: A part is not a StreamAppend, or is invalid.
+        DuplicateEventIdError: An event id is given twice in the call.
+    """
+    if not appends and not allow_empty:
+        raise EmptyAppendError(_MANY)
+    encode = serializer.encode
+    parts = []
+    for item in appends:
+        if not isinstance(item, StreamAppend):
+            raise InvalidAppendError(_MANY, f"{item!r} is not a StreamAppend")
+        batch = validate_append(item.stream_id, item.events, item.expected_version)
+        records = tuple(encode(event) for event in batch)
+        parts.append(PendingAppend(item.stream_id, batch, item.expected_version, records))
+    _check_unique_ids(parts)
+    return parts
+
+
+def _check_unique_ids(parts: list[PendingAppend]) -> None:
+    # Within one part validate_append has checked already; across parts, here.
+    if len(parts) < 2:  # noqa: PLR2004 - one part: nothing to compare across
+        return
+    seen: set[UUID] = set()
+    for part in parts:
+        for record in part.records:
+            if record.event_id in seen:
+                raise DuplicateEventIdError(
+                    part.stream_id, record.event_id, "earlier in the same append_many"
+                )
+            seen.add(record.event_id)
+
+
+def reads_stored_first(part: PendingAppend) -> bool:
+    """Whether a store must look for a retry before it claims the stream.
+
+    Under ANY and STREAM_EXISTS the claim succeeds for a retry too (the
+    stream has moved on, which those allow), so only the stored ids can
+    tell; under an exact version or NO_STREAM a retry fails the claim, and
+    is looked for then.
+    """
+    return part.expected in (ExpectedVersion.ANY, ExpectedVersion.STREAM_EXISTS)
+
+
+def match_retry(part: PendingAppend, stored: Mapping[UUID, StoredEvent]) -> AppendResult | None:
+    """Return the original result if `part` repeats the append that stored its events.
+
+    Args:
+        part: The append's part.
+        stored: The events a store holds under any of the part's event ids
+            (a store may stop looking once the first id is not stored).
+
+    Returns:
+        None if none of its events is stored: it is new.
+
+    Raises:
+        DuplicateEventIdError: Some of its ids are stored but it is not
+            that retry: other events beside them, another stream, other
+            content or order, or an expected version that cannot have
+            written them.
+    """
+    if not stored:
+        return None
+    stream_id, records = part.stream_id, part.records
+    if any(record.event_id not in stored for record in records):
+        known = next(record.event_id for record in records if record.event_id in stored)
+        raise DuplicateEventIdError(
+            stream_id,
+            known,
+            "but other events of this batch are new; a retry must repeat the whole append",
+        )
+    first = stored[records[0].event_id]
+    check_retry(stream_id, part.expected, first.version)
+    last = first
+    for offset, record in enumerate(records):
+        last = stored[record.event_id]
+        if last.stream_id != stream_id:
+            raise DuplicateEventIdError(stream_id, record.event_id, f"in stream {last.stream_id!r}")
+        if last.version != first.version + offset or not last.holds(record):
+            raise DuplicateEventIdError(
+                stream_id,
+                record.event_id,
+                "with other content or in another order; a retry must repeat the append",
+            )
+    return AppendResult(stream_id=stream_id, version=last.version, position=last.position)
+
+
+def explain_duplicate(
+    parts: Sequence[PendingAppend], stored_in: Mapping[UUID, str]
+) -> DuplicateEventIdError:
+    """Explain a unique-index violation on event ids, once the failed write is undone.
+
+    Args:
+        parts: The parts whose write failed.
+        stored_in: The stream each of their stored ids is in, as read after
+            the failure.
+    """
+    for part in parts:
+        for record in part.records:
+            where = stored_in.get(record.event_id)
+            if where is not None:
+                place = f"in stream {where!r}" if where != part.stream_id else "in this stream"
+                detail = f"{place}, and this batch is not a retry of the append that stored it"
+                return DuplicateEventIdError(part.stream_id, record.event_id, detail)
+    first = parts[0]
+    return DuplicateEventIdError(first.stream_id, first.records[0].event_id, "stored concurrently")
+
+
+def decode_rows(
+    serializer: EventSerializer,
+    rows: Iterable[Sequence[Any]],
+    *,
+    event_id: Callable[[Any], UUID],
+    timestamp: Callable[[Any], datetime],
+) -> list[RecordedEvent]:
+    """Decode stored rows into `RecordedEvent`s.
+
+    Args:
+        serializer: Decodes the payloads.
+        rows: Rows of (position, stream_id, version, event_id, type,
+            schema_version, timestamp, data, metadata), as the driver gives
+            them.
+        event_id: Turns the driver's event-id column into a UUID.
+        timestamp: Turns the driver's timestamp column into an aware datetime.
+
+    Raises:
+        SerializationError: A stored id or timestamp is corrupt, or a payload
+            does not fit its class.
+        UnknownEventTypeError: No class is registered under a stored name.
+    """
+    decode = serializer.decode_fields
+    out = []
+    for position, stream_id, version, raw_id, type_name, schema, stamp, data, meta in rows:
+        try:
+            uuid, moment = event_id(raw_id), timestamp(stamp)
+        except (TypeError, ValueError) as exc:
+            msg = f"the stored event id or timestamp is corrupt: {exc}"
+            raise SerializationError(
+                msg, type_name=type_name, stream_id=stream_id, position=position
+            ) from exc
+        event = decode(
+            type_name=type_name,
+            schema_version=schema,
+            event_id=uuid,
+            timestamp=moment,
+            data=data,
+            metadata=meta,
+            stream_id=stream_id,
+            version=version,
+            position=position,
+        )
+        out.append(RecordedEvent(event=event, position=position, stream_id=stream_id))
+    return out

@@ -1,0 +1,18 @@
+"""PostgresEventStore: the event store for several processes on several machines.
+
+Install with `pip install fabula[postgres]` (psycopg 3 and psycopg-pool).
+The package's parts, each doing the I/O for decisions made in the kernel:
+
+- `_store`: the `PostgresEventStore` facade: opening, reads, snapshots.
+- `_append`: appends, idempotency records, and the outcome of a commit
+  whose answer was lost.
+- `_notify`: LISTEN/NOTIFY between processes.
+- `_projections`: checkpoints, leases and rebuilds (a collaborator of the store).
+- `_schema`: the schema, its migrations and every statement.
+- `_errors`: psycopg's errors mapped to fabula's, in one place.
+- `_inspect`: the `fabula` command's read-only view.
+"""
+
+from fabula.postgres._store import PostgresEventStore, Tx
+
+__all__ = ["PostgresEventStore", "Tx"]

@@ -1,0 +1,178 @@
+"""The store's connection pool, and psycopg's errors mapped to fabula's in one place.
+
+Every statement the store sends goes through `Connections`: a pooled
+connection (in a transaction or not) whose driver errors leave as
+fabula's, most specific first, like httpx's `map_httpcore_exceptions()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import Any, TypeAlias
+
+import psycopg
+import psycopg_pool
+
+from fabula.exceptions import StoreError, StoreUnavailableError
+
+__all__ = ["ConnectionLostError", "Connections", "map_errors", "unknown_outcome"]
+
+
+class ConnectionLostError(StoreUnavailableError):
+    """The connection broke during a call: the server's side of it is gone or going."""
+
+
+_AnyConnection: TypeAlias = psycopg.Connection[Any] | psycopg.AsyncConnection[Any]
+
+
+def _none() -> None:
+    return None
+
+
+@contextlib.contextmanager
+def map_errors(
+    connect_timeout: float, used: Callable[[], _AnyConnection | None] = _none
+) -> Iterator[None]:
+    """Turn psycopg's errors into fabula's, most specific first.
+
+    Args:
+        connect_timeout: How long a connection was waited for (for the message).
+        used: Returns the connection the block was handed, if any: a broken
+            one means the server's side is gone (`ConnectionLostError`).
+    """
+    try:
+        yield
+    except psycopg_pool.PoolTimeout as exc:
+        msg = f"no PostgreSQL connection within {connect_timeout} s: {exc}"
+        raise StoreUnavailableError(msg) from exc
+    except psycopg.OperationalError as exc:
+        msg = f"PostgreSQL is unavailable: {exc}"
+        conn = used()
+        if conn is not None and conn.broken:
+            raise ConnectionLostError(msg) from exc
+        # The server answered (a lock or statement timeout, say) and the
+        # session goes on: whatever the statement did was rolled back.
+        raise StoreUnavailableError(msg) from exc
+    except psycopg.Error as exc:
+        raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+
+def unknown_outcome(why: str) -> StoreUnavailableError:
+    """The error for an append whose COMMIT got no answer and whose fate cannot be told."""
+    return StoreUnavailableError(
+        f"the append's outcome is unknown: its COMMIT got no answer and the server cannot "
+        f"tell ({why}); retrying it with the same events is safe, a retry is recognised "
+        f"by their ids"
+    )
+
+
+class Connections:
+    """The store's pool of autocommit connections.
+
+    Args:
+        pool: The pool (the store's own, or one the user opened).
+        own_pool: Whether the store opens and closes it.
+        conninfo: The connection string, when there is one to listen on and
+            to open dedicated connections with.
+        connect_timeout: Seconds to wait for a connection.
+    """
+
+    def __init__(
+        self,
+        pool: psycopg_pool.AsyncConnectionPool[Any],
+        *,
+        own_pool: bool,
+        conninfo: str | None,
+        connect_timeout: float,
+    ) -> None:
+        self.pool = pool
+        self.own_pool = own_pool
+        self.conninfo = conninfo
+        self.connect_timeout = connect_timeout
+
+    async def open(self) -> None:
+        """Open the pool if the store made it.
+
+        Raises:
+            StoreUnavailableError: The server cannot be reached in time.
+        """
+        if not self.own_pool:
+            return
+        try:
+            await self.pool.open(wait=True, timeout=self.connect_timeout)
+        except (psycopg_pool.PoolTimeout, psycopg.Error) as exc:
+            await self.pool.close()
+            msg = f"cannot connect to PostgreSQL: {exc}"
+            raise StoreUnavailableError(msg) from exc
+
+    async def close(self) -> None:
+        """Close the pool if the store made it."""
+        if self.own_pool:
+            await self.pool.close()
+
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection in a transaction; database errors become fabula's."""
+        async with self._connection(transaction=True) as conn:
+            yield conn
+
+    @contextlib.asynccontextmanager
+    async def single(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection for statements that are each their own transaction."""
+        async with self._connection(transaction=False) as conn:
+            yield conn
+
+    async def query(
+        self, statement: str, params: Sequence[Any] | dict[str, Any] = ()
+    ) -> list[tuple[Any, ...]]:
+        """Run one statement and return its rows (none for a write).
+
+        A connection whose server process has ended fails its first
+        statement; the statement is then run once more on a fresh one. Safe:
+        these statements are reads, or writes that are harmless to repeat.
+        """
+        try:
+            return await self._query_once(statement, params)
+        except ConnectionLostError:
+            await self.discard_dead()
+            return await self._query_once(statement, params)
+
+    async def discard_dead(self) -> None:
+        """One pooled connection was dead: check the others before trying again.
+
+        What ends one server process (a restart, an operator) has usually
+        ended them all; a retry must not land on the next dead one.
+        """
+        with contextlib.suppress(psycopg.Error, psycopg_pool.PoolTimeout):
+            await self.pool.check()
+
+    async def _query_once(
+        self, statement: str, params: Sequence[Any] | dict[str, Any]
+    ) -> list[tuple[Any, ...]]:
+        async with self.single() as conn:
+            cursor = await conn.execute(statement, params)
+            return await cursor.fetchall() if cursor.description is not None else []
+
+    @contextlib.asynccontextmanager
+    async def _connection(
+        self, *, transaction: bool
+    ) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        task = asyncio.current_task()
+        cancels = 0 if task is None else task.cancelling()
+        used: psycopg.AsyncConnection[Any] | None = None
+        # `used` is read when an error leaves the block: the lambda sees its last value.
+        with map_errors(self.connect_timeout, lambda: used):
+            async with self.pool.connection() as conn:
+                used = conn
+                if task is not None and task.cancelling() > cancels:
+                    # The pool waits with asyncio.wait_for, which on Python 3.11
+                    # can hand over a connection and drop a cancellation that
+                    # came in the same tick (python/cpython#86296): deliver it.
+                    raise asyncio.CancelledError
+                if transaction:
+                    async with conn.transaction():
+                        yield conn
+                else:
+                    yield conn

@@ -1,0 +1,502 @@
+"""SQLiteEventStore: the durable, embedded default store (stdlib `sqlite3` only).
+
+One file holds events, snapshots, projection checkpoints and idempotency
+records, in WAL mode. Global positions are rowids: SQLite has one writer at a
+time, so position order is commit order and a reader that checkpoints the last
+position it saw never misses an event.
+
+Writes go through one writer task per store (`fabula.sqlite._writer`):
+appends that arrive while a commit is in flight are committed together,
+each with its own result or error.
+
+Durability (`synchronous`):
+
+- `"FULL"` (the default): an append returns only after its events are synced
+  to disk. They survive a process kill, an OS crash and a power loss.
+- `"NORMAL"`: the WAL is synced only at checkpoints. Acknowledged events
+  survive a process kill; an OS crash or power loss may lose the most recent
+  commits (never corrupt the file, never half a batch).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
+from uuid import UUID
+
+from fabula._events import DomainEvent
+from fabula._idempotency import IdempotencyRecord
+from fabula._projection import Projection
+from fabula._projection_store import SkippedEvent
+from fabula._serialization import EventSerializer, SerializedEvent, encode_json
+from fabula._snapshots import Snapshot
+from fabula._store import (
+    AppendResult,
+    Expected,
+    RecordedEvent,
+    StreamAppend,
+    check_concurrency,
+    validate_read_stream,
+)
+from fabula._store_base import StoreBase, Wakeup
+from fabula._stored import (
+    PendingAppend,
+    StoredEvent,
+    decode_rows,
+    explain_duplicate,
+    match_retry,
+    prepare_append,
+    prepare_appends,
+    reads_stored_first,
+)
+from fabula.exceptions import (
+    ConcurrencyError,
+    IdempotencyKeyTakenError,
+    StoreClosedError,
+)
+from fabula.sqlite import _schema as sql
+from fabula.sqlite._errors import connect, translate
+from fabula.sqlite._projections import ProjectionSide
+from fabula.sqlite._writer import ExplainedAfterUndoError, Writer
+
+__all__ = ["SQLiteEventStore", "Synchronous"]
+
+Synchronous: TypeAlias = Literal["FULL", "NORMAL"]
+"""The durability level of an `SQLiteEventStore` (see the module documentation)."""
+
+T = TypeVar("T")
+
+
+_MEMORY = ":memory:"
+_PURGE_EVERY = 500
+
+
+class _DuplicateIdsError(ExplainedAfterUndoError):
+    """An insert hit the event-id unique index; explained after the savepoint rolls back."""
+
+    def __init__(self, part: PendingAppend) -> None:
+        self.part = part
+
+    def explain(self, conn: sqlite3.Connection) -> BaseException:
+        """Say where the ids are stored, now that the failed insert is undone."""
+        return explain_duplicate([self.part], _streams_of(conn, self.part.records))
+
+
+class SQLiteEventStore(StoreBase):
+    """An `EventStore` in one SQLite file (or in memory), with snapshots.
+
+    Args:
+        path: The database file (created if missing), or `":memory:"`.
+        synchronous: `"FULL"` (default) or `"NORMAL"`; see the module docs
+            for what each survives.
+        busy_timeout: Seconds to wait for another process's write lock
+            before an append fails with `StoreUnavailableError`.
+        poll_interval: Seconds between checks for events appended by other
+            processes while a subscription is idle (appends through this
+            store wake subscribers at once).
+        serializer: Encodes and decodes events; one over `default_registry`
+            if omitted.
+
+    Raises:
+        StoreUnavailableError: The file cannot be opened or stays locked.
+        SchemaVersionError: The file was written by a newer fabula.
+        StoreError: The file is not a fabula SQLite database.
+    """
+
+    transactional: ClassVar[bool] = True
+    """Projection work that fails is rolled back with its checkpoint."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 5.0,
+        poll_interval: float = 0.5,
+        serializer: EventSerializer | None = None,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL"):
+            msg = f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}"
+            raise ValueError(msg)
+        self.serializer = EventSerializer() if serializer is None else serializer
+        self.path = str(path)
+        self.synchronous: Synchronous = synchronous
+        self._poll_interval: float | None = poll_interval
+        self._wakeup = Wakeup()
+        self._closed = False
+        self._closing: asyncio.Future[None] | None = None
+        self._records_written = 0
+        in_memory = self.path == _MEMORY
+        writer = connect(self.path)
+        try:
+            sql.open_writer(
+                writer, path=self.path, synchronous=synchronous, busy_timeout=busy_timeout
+            )
+            self._reader = writer if in_memory else connect(self.path)
+            self._reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        except BaseException:
+            writer.close()
+            raise
+        self._writer = Writer(
+            writer,
+            path=self.path,
+            busy_timeout=busy_timeout,
+            commit_inline=in_memory or synchronous == "NORMAL",
+            committed=self._wakeup.notify,
+        )
+        self._projections = ProjectionSide(
+            path=self.path,
+            write=lambda job: self._submit(job, 0, one_statement=False),
+            query=self._query,
+            log=self,
+        )
+
+    def __repr__(self) -> str:
+        return f"<SQLiteEventStore {self.path!r} synchronous={self.synchronous}>"
+
+    async def close(self) -> None:
+        """Finish queued appends, end subscriptions and close the database.
+
+        Cancelling `close()` does not stop the shutdown: queued appends are
+        still committed and the file is closed; a second `close()` waits for
+        the first to finish.
+        """
+        if self._closing is None:
+            self._closed = True
+            self._closing = asyncio.ensure_future(self._shut_down())
+        await asyncio.shield(self._closing)
+
+    async def _shut_down(self) -> None:
+        await self._writer.finish()
+        self._wakeup.notify()
+        if self._reader is not self._writer.connection:
+            self._reader.close()
+        await self._writer.close()
+
+    async def _submit(
+        self, work: Callable[[sqlite3.Connection], T], events: int, *, one_statement: bool
+    ) -> T:
+        self._check_open()
+        return await self._writer.submit(work, events, one_statement=one_statement)
+
+    # -- appending ---------------------------------------------------------------
+
+    async def append(
+        self, stream_id: str, events: Sequence[DomainEvent], *, expected_version: Expected
+    ) -> AppendResult:
+        """Append events to one stream atomically (see `EventStore.append`)."""
+        parts = prepare_append(stream_id, events, expected_version, self.serializer)
+        count = len(parts[0].records)
+        results: list[AppendResult] = await self._submit(
+            lambda conn: _append_parts(conn, parts), count, one_statement=count == 1
+        )
+        return results[0]
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Append to several streams atomically (see `EventStore.append_many`)."""
+        parts = prepare_appends(appends, self.serializer)
+        count = sum(len(part.records) for part in parts)
+        results: list[AppendResult] = await self._submit(
+            lambda conn: _append_parts(conn, parts), count, one_statement=count == 1
+        )
+        return results
+
+    # -- reading -----------------------------------------------------------------
+
+    async def read_stream(
+        self, stream_id: str, *, from_version: int = 1, limit: int | None = None
+    ) -> list[RecordedEvent]:
+        """Read one stream from `from_version` (see `EventStore.read_stream`)."""
+        self._check_open()
+        validate_read_stream(stream_id, from_version, limit)
+        rows = self._query(
+            sql.READ_STREAM, (stream_id, from_version, -1 if limit is None else limit)
+        )
+        return self._decode_rows(rows)
+
+    async def _scan(
+        self, after: int, limit: int, names: frozenset[str] | None
+    ) -> tuple[list[RecordedEvent], int]:
+        """Return up to `limit` matching events after `after`, and the position read up to."""
+        if names is None:
+            rows = self._query(sql.READ_ALL, (after, limit))
+            return self._decode_rows(rows), rows[-1][0] if rows else after
+        type_list = encode_json(sorted(names))
+        reader = self._reader
+        try:
+            # One read transaction: the head and the rows come from one snapshot,
+            # so advancing to the head cannot skip an event that commits between.
+            reader.execute("BEGIN")
+            try:
+                head = reader.execute(sql.HEAD_POSITION).fetchone()[0]
+                rows = reader.execute(sql.READ_ALL_OF_TYPES, (after, type_list, limit)).fetchall()
+            finally:
+                reader.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+        reached = rows[-1][0] if len(rows) == limit else max(head, after)
+        return self._decode_rows(rows), reached
+
+    def _query(self, statement: str, parameters: tuple[object, ...]) -> list[Any]:
+        try:
+            return self._reader.execute(statement, parameters).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+
+    def _decode_rows(self, rows: list[Any]) -> list[RecordedEvent]:
+        return decode_rows(
+            self.serializer, rows, event_id=_uuid_from_bytes, timestamp=datetime.fromisoformat
+        )
+
+    # -- projections (forwarded to the ProjectionSide) ----------------------------
+
+    async def load_checkpoint(self, name: str) -> int:
+        """Return the checkpoint of projection `name` (0 if it has none)."""
+        self._check_open()
+        return self._projections.load_checkpoint(name)
+
+    async def commit_projection(
+        self,
+        name: str,
+        *,
+        expected: int,
+        position: int,
+        work: Callable[[sqlite3.Connection], None],
+    ) -> None:
+        """Run `work` on the connection and move checkpoint `name`, in one transaction.
+
+        The checkpoint moves from `expected` to `position` only if it is still
+        at `expected` (another projector may have moved it); `work` writes the
+        projection's read-model rows, in this database, on the connection it
+        is given. If `work` raises, nothing of it is kept.
+
+        Raises:
+            CheckpointError: The checkpoint is not at `expected`.
+        """
+        await self._projections.commit_projection(
+            name, expected=expected, position=position, work=work
+        )
+
+    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
+        """Move checkpoint `name` from `position - 1` past `position`, recording the skip.
+
+        Raises:
+            CheckpointError: The checkpoint is not at `position - 1`.
+        """
+        await self._projections.skip_event(
+            name, position=position, event_type=event_type, reason=reason
+        )
+
+    async def rebuild_projection(
+        self,
+        projection: Projection[sqlite3.Connection],
+        *,
+        batch_size: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> int:
+        """Build `projection` afresh in a side file, then swap its tables in, in one transaction.
+
+        Readers of the live tables see the old read model until the swap
+        commits, then the new one, never a half-built one. Returns the
+        position the new read model is built up to (its new checkpoint).
+
+        Raises:
+            StoreError: The projection does not list its `tables`.
+            ProjectionError: A handler failed; the live read model is untouched.
+        """
+        self._check_open()
+        return await self._projections.rebuild_projection(
+            projection, batch_size=batch_size, progress=progress
+        )
+
+    async def load_skips(self, name: str) -> list[SkippedEvent]:
+        """Return the events skipped in projection `name`, oldest first."""
+        self._check_open()
+        return self._projections.load_skips(name)
+
+    async def head_position(self) -> int:
+        """Return the position of the last committed event (0 when empty)."""
+        self._check_open()
+        return int(self._query(sql.HEAD_POSITION, ())[0][0])
+
+    # -- idempotency records -----------------------------------------------------
+
+    async def append_with_record(
+        self, appends: Sequence[StreamAppend], record: IdempotencyRecord
+    ) -> list[AppendResult]:
+        """Append events and keep an idempotency record in one transaction.
+
+        See `IdempotencyStore`. Expired records are purged now and then.
+        """
+        parts = prepare_appends(appends, self.serializer, allow_empty=True)
+        row = (
+            record.key,
+            record.fingerprint,
+            record.result,
+            _utc_text(record.created_at),
+            None if record.expires_at is None else _utc_text(record.expires_at),
+        )
+
+        def work(conn: sqlite3.Connection) -> list[AppendResult]:
+            existing = _record(conn.execute(sql.LOAD_RECORD, (record.key,)).fetchone())
+            if existing is not None and not existing.expired(record.created_at):
+                raise IdempotencyKeyTakenError(existing)
+            results = _append_parts(conn, parts) if parts else []
+            conn.execute(sql.SAVE_RECORD, row)
+            self._records_written += 1
+            if self._records_written % _PURGE_EVERY == 0:
+                conn.execute(sql.PURGE_RECORDS, (row[3],))
+            return results
+
+        events = sum(len(part.records) for part in parts)
+        return await self._submit(work, events, one_statement=False)
+
+    async def load_record(self, key: str) -> IdempotencyRecord | None:
+        """Return the idempotency record of `key`, or None (see `IdempotencyStore`)."""
+        self._check_open()
+        rows = self._query(sql.LOAD_RECORD, (key,))
+        return _record(rows[0]) if rows else None
+
+    # -- snapshots ---------------------------------------------------------------
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep `snapshot` unless one of a later version is stored (see `SnapshotStore`)."""
+        row = (
+            snapshot.stream_id,
+            snapshot.aggregate_type,
+            snapshot.version,
+            snapshot.schema_version,
+            snapshot.state,
+            datetime.now(UTC).isoformat(),
+        )
+        await self._submit(lambda conn: conn.execute(sql.SAVE_SNAPSHOT, row), 0, one_statement=True)
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """Return the latest snapshot of `stream_id`, or None (see `SnapshotStore`)."""
+        self._check_open()
+        rows = self._query(sql.LOAD_SNAPSHOT, (stream_id,))
+        if not rows:
+            return None
+        stream, aggregate_type, version, schema_version, state = rows[0]
+        return Snapshot(stream, aggregate_type, version, schema_version, state)
+
+    # -- helpers -----------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            msg = f"the SQLiteEventStore {self.path!r} is closed"
+            raise StoreClosedError(msg)
+
+
+def _append_parts(conn: sqlite3.Connection, parts: list[PendingAppend]) -> list[AppendResult]:
+    """Store each part, or recognise it as a retry; the writer's transaction is open."""
+    results = []
+    for part in parts:
+        if reads_stored_first(part):
+            replayed = match_retry(part, _stored_under(conn, part.records))
+            if replayed is not None:
+                results.append(replayed)
+                continue
+        actual = conn.execute(sql.STREAM_VERSION, (part.stream_id,)).fetchone()[0] or 0
+        try:
+            check_concurrency(part.stream_id, part.events, part.expected, actual)
+        except ConcurrencyError:
+            replayed = match_retry(part, _stored_under(conn, part.records))
+            if replayed is None:
+                raise
+            results.append(replayed)
+            continue
+        results.append(_insert(conn, part, actual))
+    return results
+
+
+def _insert(conn: sqlite3.Connection, part: PendingAppend, actual: int) -> AppendResult:
+    rows = [
+        (
+            part.stream_id,
+            actual + offset,
+            record.event_id.bytes,
+            record.type,
+            record.schema_version,
+            record.timestamp.isoformat(),
+            record.data,
+            record.metadata,
+        )
+        for offset, record in enumerate(part.records, start=1)
+    ]
+    try:
+        if len(rows) == 1:
+            position = conn.execute(sql.INSERT_EVENT, rows[0]).lastrowid
+        else:
+            conn.executemany(sql.INSERT_EVENT, rows)
+            position = conn.execute(sql.LAST_POSITION).fetchone()[0]
+    except sqlite3.IntegrityError as exc:
+        raise _DuplicateIdsError(part) from exc
+    assert position is not None  # noqa: S101 - an INSERT always sets it
+    return AppendResult(stream_id=part.stream_id, version=actual + len(rows), position=position)
+
+
+def _find(conn: sqlite3.Connection, record: SerializedEvent) -> StoredEvent | None:
+    row = conn.execute(sql.FIND_EVENT, (record.event_id.bytes,)).fetchone()
+    if row is None:
+        return None
+    position, stream_id, version, type_name, schema, stamp, data, meta = row
+    moment = datetime.fromisoformat(stamp)
+    return StoredEvent(
+        position, stream_id, version, record.event_id, type_name, schema, moment, data, meta
+    )
+
+
+def _stored_under(
+    conn: sqlite3.Connection, records: tuple[SerializedEvent, ...]
+) -> dict[UUID, StoredEvent]:
+    """The stored events with these records' ids; none if the first is not stored.
+
+    Looking up only the first id keeps an ANY append to one lookup; a
+    batch whose first id is new but a later one is stored then fails on
+    the unique index, and `explain_duplicate` says why.
+    """
+    first = _find(conn, records[0])
+    if first is None:
+        return {}
+    found = {records[0].event_id: first}
+    for record in records[1:]:
+        stored = _find(conn, record)
+        if stored is not None:
+            found[record.event_id] = stored
+    return found
+
+
+def _streams_of(conn: sqlite3.Connection, records: tuple[SerializedEvent, ...]) -> dict[UUID, str]:
+    found = {}
+    for record in records:
+        stored = _find(conn, record)
+        if stored is not None:
+            found[record.event_id] = stored.stream_id
+    return found
+
+
+def _uuid_from_bytes(raw: bytes) -> UUID:
+    return UUID(bytes=raw)
+
+
+def _utc_text(moment: datetime) -> str:
+    # One offset for every stored time, so the purge can compare them as text.
+    return moment.astimezone(UTC).isoformat()
+
+
+def _record(row: tuple[Any, ...] | None) -> IdempotencyRecord | None:
+    if row is None:
+        return None
+    key, fingerprint, result, created_at, expires_at = row
+    return IdempotencyRecord(
+        key=key,
+        fingerprint=fingerprint,
+        result=result,
+        created_at=datetime.fromisoformat(created_at),
+        expires_at=None if expires_at is None else datetime.fromisoformat(expires_at),
+    )

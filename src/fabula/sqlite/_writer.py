@@ -1,0 +1,343 @@
+"""The SQLite store's writer: one connection, one task, group commit, WAL checkpoints.
+
+Appends that arrive while a commit is in flight are committed together
+(group commit), each undoable on its own (a savepoint where it writes more
+than one statement), so every caller gets its own result or its own error,
+and one caller's failure never rolls back another's events. With
+`synchronous="FULL"` the commit, which waits for the disk, runs in a worker
+thread, so the event loop is never blocked by a disk sync. At `"NORMAL"`
+(or in memory) a commit does not wait for the disk, and a write made while
+no other is queued runs at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import sqlite3
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import attrs
+
+from fabula.exceptions import FabulaError, StoreUnavailableError
+from fabula.sqlite._errors import is_busy, translate, translate_any
+
+__all__ = ["ExplainedAfterUndoError", "Writer"]
+
+T = TypeVar("T")
+
+
+class _Undo(enum.Enum):
+    """What holds a failed job's writes, and so how to undo them alone."""
+
+    SAVEPOINT = "savepoint"
+    """Its own savepoint, in a group."""
+    STATEMENT = "statement"
+    """Nothing: a one-statement job; SQLite undid the failed statement itself."""
+    TRANSACTION = "transaction"
+    """The whole transaction: an inline write."""
+
+
+_CHECKPOINT_EVERY = 5000
+
+
+class ExplainedAfterUndoError(Exception):
+    """A job's failure whose explanation needs the database as it is once the job is undone."""
+
+    def explain(self, conn: sqlite3.Connection) -> BaseException:
+        """Return the error the job's caller should see (the writer's transaction is open)."""
+        raise NotImplementedError
+
+
+@attrs.define
+class _Job:
+    work: Callable[[sqlite3.Connection], Any]
+    future: asyncio.Future[Any]
+    events: int
+    # A job that writes at most one statement, after any check that can fail,
+    # needs no savepoint in a group: SQLite undoes a failed statement itself.
+    one_statement: bool
+
+
+class Writer:
+    """Runs a store's writes on its one writer connection.
+
+    Args:
+        conn: The writer connection (configured, its schema created).
+        path: The database (for messages and checkpoint connections).
+        busy_timeout: Seconds to wait for another process's write lock.
+        commit_inline: Commits do not wait for the disk (NORMAL, or in memory).
+        committed: Called after each commit that stored something.
+    """
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        path: str,
+        busy_timeout: float,
+        commit_inline: bool,
+        committed: Callable[[], None],
+    ) -> None:
+        self._writer = conn
+        self.path = path
+        self._busy_timeout = busy_timeout
+        self._commit_inline = commit_inline
+        self._in_memory = path == ":memory:"
+        self._committed = committed
+        self._queue: list[_Job] = []
+        self._queue_ready: asyncio.Event | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._finishing = False
+        # One thread commits (waits for the disk) at synchronous=FULL.
+        self._committer: ThreadPoolExecutor | None = None
+        self._since_checkpoint = 0
+        self._checkpointing: asyncio.Task[None] | None = None
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The writer connection (the reader too, for an in-memory database)."""
+        return self._writer
+
+    async def finish(self) -> None:
+        """Commit what is queued and wait for a running WAL checkpoint; accept no more."""
+        self._finishing = True
+        if self._queue_ready is not None:
+            self._queue_ready.set()
+        if self._writer_task is not None:
+            with contextlib.suppress(Exception):
+                await self._writer_task
+        if self._checkpointing is not None:
+            with contextlib.suppress(Exception):
+                await self._checkpointing
+
+    async def close(self) -> None:
+        """Close the connection (after `finish`)."""
+        # Closing the last connection checkpoints the WAL: a disk sync.
+        await asyncio.to_thread(self._writer.close)
+        if self._committer is not None:
+            self._committer.shutdown(wait=True)
+
+    async def submit(
+        self, work: Callable[[sqlite3.Connection], T], events: int, *, one_statement: bool
+    ) -> T:
+        """Run `work` in a write transaction (alone, or grouped with others) and return its result.
+
+        Args:
+            work: Writes on the connection it is given; raising undoes its writes only.
+            events: How many events it appends (for WAL checkpoints).
+            one_statement: It writes at most one statement, after any check
+                that can fail: it needs no savepoint in a group.
+        """
+        if self._commit_inline and not self._queue and not self._writer.in_transaction:
+            done, inline_result = self._try_inline(work, events)
+            if done:
+                return inline_result
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._queue.append(_Job(work, future, events, one_statement))
+        if self._writer_task is None or self._writer_task.done():
+            self._queue_ready = asyncio.Event()
+            self._writer_task = loop.create_task(self._write_loop(), name="fabula-sqlite-writer")
+        assert self._queue_ready is not None  # noqa: S101 - set together with the task
+        self._queue_ready.set()
+        result: T = await future
+        return result
+
+    def _try_inline(self, work: Callable[[sqlite3.Connection], T], events: int) -> tuple[bool, T]:
+        """Run one write right here when nothing is queued and no commit waits for the disk.
+
+        Without a disk sync in the commit (NORMAL, or in memory) the whole
+        transaction takes microseconds, so handing it to the writer task
+        would only add two trips through the event loop. Returns (False, _)
+        when the file is locked by another process: the queued path then
+        waits for the lock without blocking the loop.
+        """
+        conn = self._writer
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            if isinstance(exc, sqlite3.OperationalError) and is_busy(exc):
+                return False, None  # type: ignore[return-value]
+            raise translate(exc, self.path) from exc
+        try:
+            result = work(conn)
+            conn.execute("COMMIT")
+        except Exception as exc:
+            error = self._undo_job(conn, exc, _Undo.TRANSACTION)
+            if error is exc:
+                raise
+            raise error from exc
+        self._since_checkpoint += events
+        self._committed()
+        self._maybe_checkpoint()
+        return True, result
+
+    async def _write_loop(self) -> None:
+        ready = self._queue_ready
+        assert ready is not None  # noqa: S101 - created before this task
+        while True:
+            if not self._queue:
+                if self._finishing:
+                    return
+                ready.clear()
+                await ready.wait()
+                continue
+            group, self._queue = self._queue, []
+            await self._write_group(group)
+
+    async def _write_group(self, group: list[_Job]) -> None:
+        """Run a group of jobs in one transaction and settle every job's future.
+
+        Whatever happens (a failed job, a lost transaction, a failed commit,
+        cancellation), each future is settled exactly once and the
+        connection is left outside any transaction.
+        """
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        try:
+            await self._begin()
+            outcomes = self._run_jobs(group)
+            await self._commit()
+        except BaseException as exc:
+            if self._writer.in_transaction:
+                _rollback(self._writer)
+            failure = exc if isinstance(exc, FabulaError) else translate_any(exc, self.path)
+            own_errors = {id(job): error for job, _, error in outcomes if error is not None}
+            for job in group:
+                _settle(job.future, error=own_errors.get(id(job), failure))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        self._since_checkpoint += sum(job.events for job, _, error in outcomes if error is None)
+        self._committed()
+        for job, result, error in outcomes:
+            _settle(job.future, result=result, error=error)
+        self._maybe_checkpoint()
+
+    def _run_jobs(self, group: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]]:
+        """Run each job, undoing a failed one alone (in a savepoint where it needs one).
+
+        Raises:
+            StoreError: A job's failure ended the whole transaction (disk
+                full, I/O error): no job of the group can be committed.
+        """
+        conn = self._writer
+        outcomes: list[tuple[_Job, Any, BaseException | None]] = []
+        for job in group:
+            undo = _Undo.STATEMENT if job.one_statement else _Undo.SAVEPOINT
+            try:
+                if undo is _Undo.SAVEPOINT:
+                    conn.execute("SAVEPOINT fabula_job")
+                result = job.work(conn)
+                if undo is _Undo.SAVEPOINT:
+                    conn.execute("RELEASE fabula_job")
+            except Exception as exc:
+                if not conn.in_transaction:
+                    lost = exc if isinstance(exc, FabulaError) else translate_any(exc, self.path)
+                    raise lost from exc
+                outcomes.append((job, None, self._undo_job(conn, exc, undo)))
+            else:
+                outcomes.append((job, result, None))
+        return outcomes
+
+    def _undo_job(self, conn: sqlite3.Connection, exc: Exception, undo: _Undo) -> BaseException:
+        """Undo a failed job's writes and return the error its caller should see.
+
+        `undo` says what holds the job's writes: its own savepoint, nothing
+        (a one-statement job: SQLite undid the failed statement), or the
+        whole transaction (an inline write).
+        """
+        try:
+            if conn.in_transaction and undo is _Undo.SAVEPOINT:
+                conn.execute("ROLLBACK TO fabula_job")
+                conn.execute("RELEASE fabula_job")
+            elif conn.in_transaction and undo is _Undo.TRANSACTION:
+                conn.execute("ROLLBACK")
+            if isinstance(exc, ExplainedAfterUndoError):
+                return exc.explain(conn)
+        except sqlite3.Error as undo_error:
+            return translate(undo_error, self.path)
+        if isinstance(exc, sqlite3.Error):
+            return translate(exc, self.path)
+        return exc
+
+    async def _begin(self) -> None:
+        deadline = time.monotonic() + self._busy_timeout
+        delay = 0.001
+        while True:
+            try:
+                self._writer.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                if not (isinstance(exc, sqlite3.OperationalError) and is_busy(exc)):
+                    raise translate(exc, self.path) from exc
+                if time.monotonic() >= deadline:
+                    msg = (
+                        f"{self.path!r} stayed locked by another writer for "
+                        f"{self._busy_timeout}s; nothing was written"
+                    )
+                    raise StoreUnavailableError(msg) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.05)
+            else:
+                return
+
+    async def _commit(self) -> None:
+        try:
+            if self._commit_inline:
+                self._writer.execute("COMMIT")
+                return
+            if self._committer is None:
+                self._committer = ThreadPoolExecutor(1, thread_name_prefix="fabula-sqlite-commit")
+            done = self._committer.submit(self._writer.execute, "COMMIT")
+            try:
+                await asyncio.wrap_future(done)
+            except asyncio.CancelledError:
+                # The commit is running on our connection: let it finish, report
+                # its outcome, and deliver the cancellation at the next await.
+                done.result()
+                task = asyncio.current_task()
+                if task is not None:
+                    task.cancel()
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+
+    def _maybe_checkpoint(self) -> None:
+        if self._in_memory or self._since_checkpoint < _CHECKPOINT_EVERY:
+            return
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+        self._since_checkpoint = 0
+        self._checkpointing = asyncio.get_running_loop().create_task(
+            asyncio.to_thread(self._checkpoint)
+        )
+
+    def _checkpoint(self) -> None:
+        # A separate connection, so the checkpoint's disk syncs happen beside
+        # the writer rather than inside one of its commits.
+        conn = sqlite3.connect(self.path, isolation_level=None)
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            pass  # busy readers: the next checkpoint catches up
+        finally:
+            conn.close()
+
+
+def _settle(
+    future: asyncio.Future[Any], *, result: object = None, error: BaseException | None = None
+) -> None:
+    if future.done():  # the caller was cancelled; its work may still have committed
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    with contextlib.suppress(sqlite3.Error):  # no transaction left to roll back
+        conn.execute("ROLLBACK")
