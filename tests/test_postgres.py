@@ -15,6 +15,7 @@ import pytest
 import fabula
 from fabula import ExpectedVersion, RecordedEvent
 from fabula.postgres import PostgresEventStore
+from fabula.postgres import _schema as sql
 from fabula.testing import Deposited, EventStoreContract, StoreFactory
 
 from .postgres_support import Balances, HeldWriter, drop_schemas, new_schema, require_postgres
@@ -63,6 +64,43 @@ class TestPostgresContract(EventStoreContract):
             return store
 
         return build
+
+
+async def migrations(store: PostgresEventStore) -> list[tuple[Any, ...]]:
+    table = f"{store._sql.schema}.fabula_migrations"
+    return await store._db.query(f"SELECT version, applied_at FROM {table} ORDER BY 1")  # noqa: S608
+
+
+class TestSchema:
+    async def test_a_new_store_records_each_migration(self, store: PostgresEventStore) -> None:
+        """Opening a fresh schema applies every migration and records when."""
+        rows = await migrations(store)
+        assert [version for version, _ in rows] == list(range(1, sql.SCHEMA_VERSION + 1))
+        assert all(applied_at is not None for _, applied_at in rows)
+
+    async def test_a_schema_older_than_the_record_is_backfilled(
+        self, store: PostgresEventStore
+    ) -> None:
+        """A schema made before fabula_migrations opens, keeps its events, and is recorded."""
+        await store.append("acc-1", [deposit(1)], expected_version=0)
+        await store._db.query(f"DROP TABLE {store._sql.schema}.fabula_migrations")
+        url = require_postgres()
+        async with PostgresEventStore(url, schema=store.schema) as again:
+            assert len(await again.read_stream("acc-1")) == 1
+            rows = await migrations(again)
+        assert rows == [(1, None)]
+
+    async def test_a_schema_from_a_newer_fabula_is_refused(self, store: PostgresEventStore) -> None:
+        """A schema version above this fabula's raises SchemaVersionError, naming both."""
+        newer = str(sql.SCHEMA_VERSION + 1)
+        await store._db.query(store._sql.set_schema_version, (newer,))
+        url = require_postgres()
+        with pytest.raises(fabula.exceptions.SchemaVersionError) as caught:
+            await PostgresEventStore(url, schema=store.schema).open()
+        assert (caught.value.found, caught.value.supported) == (
+            sql.SCHEMA_VERSION + 1,
+            sql.SCHEMA_VERSION,
+        )
 
 
 def deposit(amount: int) -> Deposited:

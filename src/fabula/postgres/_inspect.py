@@ -42,7 +42,7 @@ class PostgresInspector(Inspector):
             msg = f"schema must be a plain identifier (letters, digits, _), not {schema!r}"
             raise ValueError(msg)
         self.schema = schema
-        self._sql = sql.Statements(schema)
+        self._sql = sql.Statements.for_schema(schema)
         self._table = f"{self._sql.schema}.fabula_events"
         self.location = f"{_without_password(url)} (schema {schema})"
         try:

@@ -1,7 +1,9 @@
 """The PostgreSQL store's schema and statements.
 
-Every name is qualified with the store's PostgreSQL schema, so the
-statements are built per store by `Statements(schema)`.
+Every statement is a template whose names are qualified with `{s}`, the
+store's PostgreSQL schema; `Statements.for_schema(schema)` fills them in
+once per store. `MIGRATIONS` lists what each schema version adds;
+`fabula_migrations` records when each was applied.
 
 Positions encode the writing transaction: `position = xid << TX_SHIFT |
 ordinal`, where `xid` is the transaction's 64-bit id and `ordinal` the
@@ -14,6 +16,8 @@ a smaller id has ended, so nothing can ever commit below that horizon
 from __future__ import annotations
 
 from typing import Final
+
+import attrs
 
 SCHEMA_VERSION: Final = 1
 """The schema version this fabula writes (kept in the `fabula_meta` table)."""
@@ -53,223 +57,299 @@ def quote_identifier(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+# -- the schema, version by version -------------------------------------------
+
+BOOTSTRAP: Final = (
+    "CREATE SCHEMA IF NOT EXISTS {s}",
+    """CREATE TABLE IF NOT EXISTS {s}.fabula_meta (
+        key   text PRIMARY KEY,
+        value text NOT NULL
+    )""",
+    # applied_at is NULL for versions applied before fabula kept this record.
+    """CREATE TABLE IF NOT EXISTS {s}.fabula_migrations (
+        version    integer PRIMARY KEY,
+        applied_at timestamptz
+    )""",
+)
+"""Templates that create the bookkeeping tables; each is idempotent."""
+
+MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
+    1: (
+        """CREATE TABLE IF NOT EXISTS {s}.fabula_streams (
+            stream_id text   PRIMARY KEY,
+            version   bigint NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS {s}.fabula_events (
+            position       bigint      PRIMARY KEY,
+            stream_id      text        NOT NULL,
+            version        bigint      NOT NULL,
+            event_id       uuid        NOT NULL UNIQUE,
+            type           text        NOT NULL,
+            schema_version integer     NOT NULL,
+            timestamp      timestamptz NOT NULL,
+            data           text        NOT NULL,
+            metadata       text        NOT NULL,
+            UNIQUE (stream_id, version)
+        )""",
+        ("CREATE INDEX IF NOT EXISTS fabula_events_by_type ON {s}.fabula_events (type, position)"),
+        """CREATE TABLE IF NOT EXISTS {s}.fabula_snapshots (
+            stream_id      text        PRIMARY KEY,
+            aggregate_type text        NOT NULL,
+            version        bigint      NOT NULL,
+            schema_version integer     NOT NULL,
+            state          text        NOT NULL,
+            created_at     timestamptz NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS {s}.fabula_checkpoints (
+            name       text        PRIMARY KEY,
+            position   bigint      NOT NULL,
+            updated_at timestamptz NOT NULL
+        )""",
+        """CREATE TABLE IF NOT EXISTS {s}.fabula_skips (
+            name       text        NOT NULL,
+            position   bigint      NOT NULL,
+            event_type text        NOT NULL,
+            reason     text        NOT NULL,
+            skipped_at timestamptz NOT NULL,
+            PRIMARY KEY (name, position)
+        )""",
+        """CREATE TABLE IF NOT EXISTS {s}.fabula_idempotency (
+            key         text        PRIMARY KEY,
+            fingerprint text        NOT NULL,
+            result      text        NOT NULL,
+            created_at  timestamptz NOT NULL,
+            expires_at  timestamptz
+        )""",
+    ),
+}
+"""Templates that take the schema from the version before to each version."""
+
+# -- claiming a stream and appending -----------------------------------------------
+
+# The optimistic-concurrency check and the row lock in one statement. No row
+# back means the stream is not where the writer expected it; nothing has
+# been written.
+_CLAIMED: Final = f"RETURNING version, {_XID} AS xid"
+_CLAIM_EXACT: Final = (
+    "UPDATE {s}.fabula_streams SET version = version + %(n)s "
+    f"WHERE stream_id = %(stream)s AND version = %(expected)s {_CLAIMED}"
+)
+_CLAIM_NEW: Final = (
+    "INSERT INTO {s}.fabula_streams VALUES (%(stream)s, %(n)s) "
+    f"ON CONFLICT (stream_id) DO NOTHING {_CLAIMED}"
+)
+_CLAIM_ANY: Final = (
+    "INSERT INTO {s}.fabula_streams AS st VALUES (%(stream)s, %(n)s) "
+    "ON CONFLICT (stream_id) DO UPDATE SET version = st.version + excluded.version "
+    f"{_CLAIMED}"
+)
+_CLAIM_EXISTING: Final = (
+    "UPDATE {s}.fabula_streams SET version = version + %(n)s "
+    f"WHERE stream_id = %(stream)s {_CLAIMED}"
+)
+# A whole single-stream append in one statement, so in one round trip and
+# its own transaction: the claim (the concurrency check and the row lock),
+# then the events, numbered from the claimed version. No row back: the
+# claim failed and nothing is written.
+_APPEND_AFTER_CLAIM: Final = f"""
+    WITH claim AS (<claim>),
+    inserted AS (
+        INSERT INTO {{s}}.fabula_events ({_COLUMNS})
+        SELECT (claim.xid << {TX_SHIFT}) + u.ordinal, %(stream)s::text,
+               claim.version - %(n)s + u.ordinal, u.event_id, u.type,
+               u.schema_version, u.timestamp, u.data, u.metadata
+        FROM claim, json_to_recordset(%(rows)s::json) AS u({_ROW})
+    )
+    SELECT claim.version, claim.xid FROM claim
+"""
+# One statement, so the horizon and the rows come from one snapshot.
+_SCAN: Final = f"""
+    WITH h AS (
+        SELECT {_HORIZON} AS horizon,
+               (SELECT coalesce(max(position), 0) FROM {{s}}.fabula_events) AS head
+    )
+    SELECT h.horizon, h.head, e.*
+    FROM h LEFT JOIN LATERAL (
+        SELECT {_COLUMNS} FROM {{s}}.fabula_events
+        WHERE position > %(after)s AND position < h.horizon <types>
+        ORDER BY position LIMIT %(limit)s
+    ) e ON true
+"""
+
+TEMPLATES: Final[dict[str, str]] = {
+    "schema_version": "SELECT value FROM {s}.fabula_meta WHERE key = 'schema_version'",
+    "set_schema_version": (
+        "INSERT INTO {s}.fabula_meta VALUES ('schema_version', %s) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+    ),
+    "record_migration": (
+        "INSERT INTO {s}.fabula_migrations VALUES (%s, %s) ON CONFLICT (version) DO NOTHING"
+    ),
+    "claim_exact": _CLAIM_EXACT,
+    "claim_new": _CLAIM_NEW,
+    "claim_any": _CLAIM_ANY,
+    "claim_existing": _CLAIM_EXISTING,
+    "stream_version": "SELECT version FROM {s}.fabula_streams WHERE stream_id = %s",
+    # Event rows travel as one JSON document (json_to_recordset): psycopg
+    # builds text arrays in Python, element by element, which cost three
+    # times as much as orjson and the server's JSON parser together.
+    "insert_events": f"""
+        INSERT INTO {{s}}.fabula_events ({_COLUMNS})
+        SELECT ({_XID} << {TX_SHIFT}) + u.ordinal, u.stream_id, u.version, u.event_id,
+               u.type, u.schema_version, u.timestamp, u.data, u.metadata
+        FROM json_to_recordset(%s::json) AS u(stream_id text, version bigint, {_ROW})
+    """,
+    "append_exact": _APPEND_AFTER_CLAIM.replace("<claim>", _CLAIM_EXACT),
+    "append_new": _APPEND_AFTER_CLAIM.replace("<claim>", _CLAIM_NEW),
+    "append_any": _APPEND_AFTER_CLAIM.replace("<claim>", _CLAIM_ANY),
+    "append_existing": _APPEND_AFTER_CLAIM.replace("<claim>", _CLAIM_EXISTING),
+    "find_events": (
+        "SELECT event_id, position, stream_id, version, type, schema_version, timestamp, "
+        "data, metadata FROM {s}.fabula_events WHERE event_id = ANY(%s)"
+    ),
+    "count_events": "SELECT count(*) FROM {s}.fabula_events WHERE event_id = ANY(%s)",
+    "find_record": "SELECT 1 FROM {s}.fabula_idempotency WHERE key = %s AND created_at = %s",
+    "backend_alive": "SELECT 1 FROM pg_stat_activity WHERE pid = %s",
+    "read_stream": (
+        f"SELECT {_COLUMNS} FROM {{s}}.fabula_events "
+        "WHERE stream_id = %s AND version >= %s ORDER BY version LIMIT %s"
+    ),
+    "scan": _SCAN.replace("<types>", ""),
+    "scan_types": _SCAN.replace("<types>", "AND type = ANY(%(types)s)"),
+    "head": "SELECT coalesce(max(position), 0) FROM {s}.fabula_events",
+    "readable_head": (
+        f"SELECT coalesce(max(position), 0) FROM {{s}}.fabula_events WHERE position < {_HORIZON}"
+    ),
+    "ensure_checkpoint": (
+        "INSERT INTO {s}.fabula_checkpoints VALUES (%s, 0, now()) ON CONFLICT (name) DO NOTHING"
+    ),
+    "lock_checkpoint": "SELECT position FROM {s}.fabula_checkpoints WHERE name = %s FOR UPDATE",
+    "load_checkpoint": "SELECT position FROM {s}.fabula_checkpoints WHERE name = %s",
+    "save_checkpoint": (
+        "UPDATE {s}.fabula_checkpoints SET position = %s, updated_at = now() WHERE name = %s"
+    ),
+    "record_skip": "INSERT INTO {s}.fabula_skips VALUES (%s, %s, %s, %s, now())",
+    "load_skips": (
+        "SELECT position, event_type, reason, skipped_at FROM {s}.fabula_skips "
+        "WHERE name = %s ORDER BY position"
+    ),
+    "save_snapshot": """
+        INSERT INTO {s}.fabula_snapshots AS old
+            (stream_id, aggregate_type, version, schema_version, state, created_at)
+        VALUES (%s, %s, %s, %s, %s, now())
+        ON CONFLICT (stream_id) DO UPDATE SET
+            aggregate_type = excluded.aggregate_type,
+            version = excluded.version,
+            schema_version = excluded.schema_version,
+            state = excluded.state,
+            created_at = excluded.created_at
+        WHERE excluded.version > old.version
+    """,
+    "load_snapshot": (
+        "SELECT stream_id, aggregate_type, version, schema_version, state "
+        "FROM {s}.fabula_snapshots WHERE stream_id = %s"
+    ),
+    # Claims an idempotency key: a new key, or an expired one. No row back
+    # means an unexpired record holds it (a concurrent claim waits here for
+    # the first transaction, then sees its record).
+    "claim_record": """
+        INSERT INTO {s}.fabula_idempotency AS old
+            (key, fingerprint, result, created_at, expires_at)
+        VALUES (%s, %s, %s, %s, %s)
+        ON CONFLICT (key) DO UPDATE SET
+            fingerprint = excluded.fingerprint,
+            result = excluded.result,
+            created_at = excluded.created_at,
+            expires_at = excluded.expires_at
+        WHERE old.expires_at IS NOT NULL AND old.expires_at <= excluded.created_at
+        RETURNING key
+    """,
+    "load_record": (
+        "SELECT key, fingerprint, result, created_at, expires_at "
+        "FROM {s}.fabula_idempotency WHERE key = %s"
+    ),
+    "purge_records": (
+        "DELETE FROM {s}.fabula_idempotency WHERE expires_at IS NOT NULL AND expires_at <= %s"
+    ),
+}
+"""Every statement by its name in `Statements`, with `{s}` for the quoted schema."""
+
+
+@attrs.frozen
 class Statements:
-    """The SQL of one store, its names qualified with `schema`."""
+    """The SQL of one store, its names qualified with its schema (see `TEMPLATES`).
 
-    def __init__(self, schema: str) -> None:
+    Attributes:
+        schema: The schema, quoted.
+        lock_key: The advisory lock that serialises schema creation.
+        channel: The LISTEN/NOTIFY channel of the store's commits.
+        announce: Tells the other processes of commits (see `fabula.postgres._notify`).
+        bootstrap: Creates the bookkeeping tables.
+        migrations: Each schema version's statements.
+    """
+
+    schema: str
+    lock_key: str
+    channel: str
+    announce: str
+    bootstrap: tuple[str, ...]
+    migrations: dict[int, tuple[str, ...]]
+    schema_version: str
+    set_schema_version: str
+    record_migration: str
+    claim_exact: str
+    claim_new: str
+    claim_any: str
+    claim_existing: str
+    stream_version: str
+    insert_events: str
+    append_exact: str
+    append_new: str
+    append_any: str
+    append_existing: str
+    find_events: str
+    count_events: str
+    find_record: str
+    backend_alive: str
+    read_stream: str
+    scan: str
+    scan_types: str
+    head: str
+    readable_head: str
+    ensure_checkpoint: str
+    lock_checkpoint: str
+    load_checkpoint: str
+    save_checkpoint: str
+    record_skip: str
+    load_skips: str
+    save_snapshot: str
+    load_snapshot: str
+    claim_record: str
+    load_record: str
+    purge_records: str
+
+    @classmethod
+    def for_schema(cls, schema: str) -> Statements:
+        """Fill every template in with `schema` (a plain identifier, checked by the caller)."""
         s = quote_identifier(schema)
-        self.schema = s
-        self.lock_key = f"fabula-schema:{schema}"
-        self.channel = f"fabula_{schema}"[:63]
-        self.create: tuple[str, ...] = (
-            f"CREATE SCHEMA IF NOT EXISTS {s}",
-            f"""CREATE TABLE IF NOT EXISTS {s}.fabula_meta (
-                key   text PRIMARY KEY,
-                value text NOT NULL
-            )""",
-            f"""CREATE TABLE IF NOT EXISTS {s}.fabula_streams (
-                stream_id text   PRIMARY KEY,
-                version   bigint NOT NULL
-            )""",
-            f"""CREATE TABLE IF NOT EXISTS {s}.fabula_events (
-                position       bigint      PRIMARY KEY,
-                stream_id      text        NOT NULL,
-                version        bigint      NOT NULL,
-                event_id       uuid        NOT NULL UNIQUE,
-                type           text        NOT NULL,
-                schema_version integer     NOT NULL,
-                timestamp      timestamptz NOT NULL,
-                data           text        NOT NULL,
-                metadata       text        NOT NULL,
-                UNIQUE (stream_id, version)
-            )""",
-            (
-                f"CREATE INDEX IF NOT EXISTS fabula_events_by_type "
-                f"ON {s}.fabula_events (type, position)"
-            ),
-            f"""CREATE TABLE IF NOT EXISTS {s}.fabula_snapshots (
-                stream_id      text        PRIMARY KEY,
-                aggregate_type text        NOT NULL,
-                version        bigint      NOT NULL,
-                schema_version integer     NOT NULL,
-                state          text        NOT NULL,
-                created_at     timestamptz NOT NULL
-            )""",
-            f"""CREATE TABLE IF NOT EXISTS {s}.fabula_checkpoints (
-                name       text        PRIMARY KEY,
-                position   bigint      NOT NULL,
-                updated_at timestamptz NOT NULL
-            )""",
-            f"""CREATE TABLE IF NOT EXISTS {s}.fabula_skips (
-                name       text        NOT NULL,
-                position   bigint      NOT NULL,
-                event_type text        NOT NULL,
-                reason     text        NOT NULL,
-                skipped_at timestamptz NOT NULL,
-                PRIMARY KEY (name, position)
-            )""",
-            f"""CREATE TABLE IF NOT EXISTS {s}.fabula_idempotency (
-                key         text        PRIMARY KEY,
-                fingerprint text        NOT NULL,
-                result      text        NOT NULL,
-                created_at  timestamptz NOT NULL,
-                expires_at  timestamptz
-            )""",
-        )
-        self.schema_version = f"SELECT value FROM {s}.fabula_meta WHERE key = 'schema_version'"
-        self.set_schema_version = (
-            f"INSERT INTO {s}.fabula_meta VALUES ('schema_version', %s) "
-            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
-        )
-
-        # Claiming a stream: the optimistic-concurrency check and the row lock
-        # in one statement. No row back means the stream is not where the
-        # writer expected it; nothing has been written.
-        claimed = f"RETURNING version, {_XID} AS xid"
-        self.claim_exact = (
-            f"UPDATE {s}.fabula_streams SET version = version + %(n)s "
-            f"WHERE stream_id = %(stream)s AND version = %(expected)s {claimed}"
-        )
-        self.claim_new = (
-            f"INSERT INTO {s}.fabula_streams VALUES (%(stream)s, %(n)s) "
-            f"ON CONFLICT (stream_id) DO NOTHING {claimed}"
-        )
-        self.claim_any = (
-            f"INSERT INTO {s}.fabula_streams AS st VALUES (%(stream)s, %(n)s) "
-            f"ON CONFLICT (stream_id) DO UPDATE SET version = st.version + excluded.version "
-            f"{claimed}"
-        )
-        self.claim_existing = (
-            f"UPDATE {s}.fabula_streams SET version = version + %(n)s "
-            f"WHERE stream_id = %(stream)s {claimed}"
-        )
-        self.stream_version = f"SELECT version FROM {s}.fabula_streams WHERE stream_id = %s"
-        # Event rows travel as one JSON document (json_to_recordset): psycopg
-        # builds text arrays in Python, element by element, which cost three
-        # times as much as orjson and the server's JSON parser together.
-        self.insert_events = f"""
-            INSERT INTO {s}.fabula_events ({_COLUMNS})
-            SELECT ({_XID} << {TX_SHIFT}) + u.ordinal, u.stream_id, u.version, u.event_id,
-                   u.type, u.schema_version, u.timestamp, u.data, u.metadata
-            FROM json_to_recordset(%s::json) AS u(stream_id text, version bigint, {_ROW})
-        """
-        # A whole single-stream append in one statement, so in one round trip
-        # and its own transaction: the claim (the concurrency check and the
-        # row lock), then the events, numbered from the claimed version. No
-        # row back: the claim failed and nothing is written.
-        single = f"""
-            WITH claim AS ({{claim}}),
-            inserted AS (
-                INSERT INTO {s}.fabula_events ({_COLUMNS})
-                SELECT (claim.xid << {TX_SHIFT}) + u.ordinal, %(stream)s::text,
-                       claim.version - %(n)s + u.ordinal, u.event_id, u.type,
-                       u.schema_version, u.timestamp, u.data, u.metadata
-                FROM claim, json_to_recordset(%(rows)s::json) AS u({_ROW})
-            )
-            SELECT claim.version, claim.xid FROM claim
-        """
-        self.append_exact = single.format(claim=self.claim_exact)
-        self.append_new = single.format(claim=self.claim_new)
-        self.append_any = single.format(claim=self.claim_any)
-        self.append_existing = single.format(claim=self.claim_existing)
+        channel = f"fabula_{schema}"[:63]
         # Appends do not notify: a transaction that notifies takes a
         # database-wide lock at commit and holds it until the commit is on
         # disk, which would put every writer's commit in one queue. Each
         # process announces its commits afterwards, coalesced, in a
         # transaction of its own that does not wait for the disk
         # (notifications are not durable anyway).
-        channel = "'" + self.channel.replace("'", "''") + "'"
-        self.announce = (
-            f"SELECT set_config('synchronous_commit', 'off', true), pg_notify({channel}, '')"
-        )
-        self.find_events = (
-            f"SELECT event_id, position, stream_id, version, type, schema_version, timestamp, "
-            f"data, metadata FROM {s}.fabula_events WHERE event_id = ANY(%s)"
-        )
-
-        self.count_events = f"SELECT count(*) FROM {s}.fabula_events WHERE event_id = ANY(%s)"
-        self.find_record = (
-            f"SELECT 1 FROM {s}.fabula_idempotency WHERE key = %s AND created_at = %s"
-        )
-        self.backend_alive = "SELECT 1 FROM pg_stat_activity WHERE pid = %s"
-
-        self.read_stream = (
-            f"SELECT {_COLUMNS} FROM {s}.fabula_events "
-            "WHERE stream_id = %s AND version >= %s ORDER BY version LIMIT %s"
-        )
-        # One statement, so the horizon and the rows come from one snapshot.
-        scan = f"""
-            WITH h AS (
-                SELECT {_HORIZON} AS horizon,
-                       (SELECT coalesce(max(position), 0) FROM {s}.fabula_events) AS head
-            )
-            SELECT h.horizon, h.head, e.*
-            FROM h LEFT JOIN LATERAL (
-                SELECT {_COLUMNS} FROM {s}.fabula_events
-                WHERE position > %(after)s AND position < h.horizon {{types}}
-                ORDER BY position LIMIT %(limit)s
-            ) e ON true
-        """
-        self.scan = scan.format(types="")
-        self.scan_types = scan.format(types="AND type = ANY(%(types)s)")
-        self.head = f"SELECT coalesce(max(position), 0) FROM {s}.fabula_events"
-        self.readable_head = (
-            f"SELECT coalesce(max(position), 0) FROM {s}.fabula_events WHERE position < {_HORIZON}"
-        )
-
-        self.ensure_checkpoint = (
-            f"INSERT INTO {s}.fabula_checkpoints VALUES (%s, 0, now()) "
-            "ON CONFLICT (name) DO NOTHING"
-        )
-        self.lock_checkpoint = (
-            f"SELECT position FROM {s}.fabula_checkpoints WHERE name = %s FOR UPDATE"
-        )
-        self.load_checkpoint = f"SELECT position FROM {s}.fabula_checkpoints WHERE name = %s"
-        self.save_checkpoint = (
-            f"UPDATE {s}.fabula_checkpoints SET position = %s, updated_at = now() WHERE name = %s"
-        )
-        self.record_skip = f"INSERT INTO {s}.fabula_skips VALUES (%s, %s, %s, %s, now())"
-        self.load_skips = (
-            f"SELECT position, event_type, reason, skipped_at FROM {s}.fabula_skips "
-            "WHERE name = %s ORDER BY position"
-        )
-
-        self.save_snapshot = f"""
-            INSERT INTO {s}.fabula_snapshots AS old
-                (stream_id, aggregate_type, version, schema_version, state, created_at)
-            VALUES (%s, %s, %s, %s, %s, now())
-            ON CONFLICT (stream_id) DO UPDATE SET
-                aggregate_type = excluded.aggregate_type,
-                version = excluded.version,
-                schema_version = excluded.schema_version,
-                state = excluded.state,
-                created_at = excluded.created_at
-            WHERE excluded.version > old.version
-        """
-        self.load_snapshot = (
-            f"SELECT stream_id, aggregate_type, version, schema_version, state "
-            f"FROM {s}.fabula_snapshots WHERE stream_id = %s"
-        )
-
-        # Claims an idempotency key: a new key, or an expired one. No row back
-        # means an unexpired record holds it (a concurrent claim waits here
-        # for the first transaction, then sees its record).
-        self.claim_record = f"""
-            INSERT INTO {s}.fabula_idempotency AS old
-                (key, fingerprint, result, created_at, expires_at)
-            VALUES (%s, %s, %s, %s, %s)
-            ON CONFLICT (key) DO UPDATE SET
-                fingerprint = excluded.fingerprint,
-                result = excluded.result,
-                created_at = excluded.created_at,
-                expires_at = excluded.expires_at
-            WHERE old.expires_at IS NOT NULL AND old.expires_at <= excluded.created_at
-            RETURNING key
-        """
-        self.load_record = (
-            f"SELECT key, fingerprint, result, created_at, expires_at "
-            f"FROM {s}.fabula_idempotency WHERE key = %s"
-        )
-        self.purge_records = (
-            f"DELETE FROM {s}.fabula_idempotency WHERE expires_at IS NOT NULL AND expires_at <= %s"
+        literal = "'" + channel.replace("'", "''") + "'"
+        announce = f"SELECT set_config('synchronous_commit', 'off', true), pg_notify({literal}, '')"
+        return cls(
+            schema=s,
+            lock_key=f"fabula-schema:{schema}",
+            channel=channel,
+            announce=announce,
+            bootstrap=tuple(statement.format(s=s) for statement in BOOTSTRAP),
+            migrations={
+                version: tuple(statement.format(s=s) for statement in statements)
+                for version, statements in MIGRATIONS.items()
+            },
+            **{name: template.format(s=s) for name, template in TEMPLATES.items()},
         )

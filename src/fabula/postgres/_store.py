@@ -112,7 +112,7 @@ class PostgresEventStore(StoreBase):
             raise ValueError(msg)
         self.serializer = EventSerializer() if serializer is None else serializer
         self.schema = schema
-        self._sql = sql.Statements(schema)
+        self._sql = sql.Statements.for_schema(schema)
         self._poll_interval = poll_interval
         if isinstance(conninfo, psycopg_pool.AsyncConnectionPool):
             # A pool whose connection string is computed cannot be listened on:
@@ -197,24 +197,24 @@ class PostgresEventStore(StoreBase):
         await self._projections.close()
 
     async def _create_schema(self) -> None:
+        """Create the schema, or migrate it to this fabula's version, in one transaction."""
         async with self._db.transaction() as conn:
             # Serialises concurrent creators: CREATE ... IF NOT EXISTS alone
             # can still fail when two sessions race.
             await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._sql.lock_key,))
-            exists = await (
-                await conn.execute(
-                    "SELECT to_regclass(%s) IS NOT NULL", (f"{self._sql.schema}.fabula_meta",)
-                )
-            ).fetchone()
-            found = 0
-            if exists and exists[0]:
-                row = await (await conn.execute(self._sql.schema_version)).fetchone()
-                found = int(row[0]) if row else 0
+            for statement in self._sql.bootstrap:
+                await conn.execute(statement)
+            row = await (await conn.execute(self._sql.schema_version)).fetchone()
+            found = int(row[0]) if row else 0
             if found > sql.SCHEMA_VERSION:
                 raise SchemaVersionError(self.schema, found, sql.SCHEMA_VERSION)
-            if found < sql.SCHEMA_VERSION:
-                for statement in self._sql.create:
+            for version in range(1, found + 1):  # applied before they were recorded
+                await conn.execute(self._sql.record_migration, (version, None))
+            for version in range(found + 1, sql.SCHEMA_VERSION + 1):
+                for statement in self._sql.migrations[version]:
                     await conn.execute(statement)
+                await conn.execute(self._sql.record_migration, (version, datetime.now(UTC)))
+            if found < sql.SCHEMA_VERSION:
                 await conn.execute(self._sql.set_schema_version, (str(sql.SCHEMA_VERSION),))
 
     async def _ready(self) -> None:
