@@ -55,7 +55,7 @@ class TestRegistry:
         registry = EventRegistry()
         entry = registry.register(Renamed, "t.Renamed", version=2)
         assert registry.by_name("t.Renamed") == entry
-        assert registry.by_class(Renamed) == fabula.EventType("t.Renamed", Renamed, 2)
+        assert registry.by_class(Renamed) == fabula.EventRegistration("t.Renamed", Renamed, 2)
         assert "t.Renamed" in registry
         assert Renamed in registry
         assert list(registry) == [entry]

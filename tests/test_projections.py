@@ -121,7 +121,7 @@ class TestStopping:
         a cancellation; a standby loop then ran on, and the projector waited
         for it for ever.
         """
-        from fabula._projections import _cancelled  # noqa: PLC0415 - the helper under test
+        from fabula._projections import _cancel_and_wait  # noqa: PLC0415 - the helper under test
 
         async def stubborn() -> None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -131,7 +131,7 @@ class TestStopping:
         task = asyncio.create_task(stubborn())
         await asyncio.sleep(0)
         async with asyncio.timeout(10):
-            await _cancelled(task)
+            await _cancel_and_wait(task)
         assert task.cancelled()
 
 
@@ -214,7 +214,7 @@ class TestFailures:
             failing = Projector(store, [OrderSummary(fail_on_quantity=13)], batch_size=10)
             with pytest.raises(ProjectionError) as info:
                 await failing.catch_up()
-            assert (info.value.position, info.value.event_type) == (3, "OrderItemAdded")
+            assert (info.value.position, info.value.event_class) == (3, "OrderItemAdded")
             (status,) = await failing.status()
             assert (status.checkpoint, status.state, status.lag) == (2, "failing", 3)
             assert status.last_error is not None
@@ -249,7 +249,7 @@ class TestFailures:
         (status,) = await projector.status()
         assert (status.checkpoint, status.state, status.last_error) == (3, "stopped", None)
         (skipped,) = await store.load_skips("order_summary")
-        assert (skipped.position, skipped.event_type, skipped.reason) == (
+        assert (skipped.position, skipped.event_class, skipped.reason) == (
             2,
             "OrderItemAdded",
             "bad data, see ticket 42",

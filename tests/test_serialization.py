@@ -88,7 +88,7 @@ class TestRoundTrip:
         """Base fields live in the record's columns, not in the JSON payload."""
         event = OrderItemAdded(product_id=uuid4(), quantity=2, unit_price=Decimal("9.99"))
         record = EventSerializer().encode(event)
-        assert record.type == "tests.OrderItemAdded"
+        assert record.type_name == "tests.OrderItemAdded"
         assert record.schema_version == 1
         assert record.event_id == event.event_id
         assert record.timestamp == event.timestamp
@@ -160,7 +160,7 @@ def stored(
 ) -> SerializedEvent:
     return SerializedEvent(
         event_id=uuid4(),
-        type=type_name,
+        type_name=type_name,
         schema_version=version,
         timestamp=datetime.now(UTC),
         data=data,

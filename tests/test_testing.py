@@ -126,7 +126,7 @@ class TestStrategies:
         """Drawn events can be stored and read back equal."""
         codec = EventSerializer()
         record = codec.encode(event)
-        assert record.type == fabula.default_registry.by_class(type(event)).name
+        assert record.type_name == fabula.default_registry.by_class(type(event)).name
         decoded = codec.decode(record, stream_id="s-1", version=1)
         assert decoded == attrs.evolve(event, aggregate_id="s-1", version=1)
 

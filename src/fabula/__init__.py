@@ -29,8 +29,8 @@ from fabula._events import (
     AggregateId,
     DomainEvent,
     EventMetadata,
+    EventRegistration,
     EventRegistry,
-    EventType,
     JSONObject,
     JSONValue,
     Upcaster,
@@ -51,14 +51,14 @@ from fabula._middleware import Correlation, LogDispatch, RetryOnConflict
 from fabula._pagination import CursorCodec, KeyPart, Page, check_page_size
 from fabula._projection import Projection, VersionGuard, handles
 from fabula._projection_store import ProjectionStore, SkippedEvent
-from fabula._projections import ProjectionFailure, ProjectionStatus, Projector
+from fabula._projections import ProjectionFailure, ProjectionState, ProjectionStatus, Projector
 from fabula._repository import Repository
 from fabula._serialization import EventSerializer, SerializedEvent, make_converter
 from fabula._snapshots import Snapshot, SnapshotCodec, SnapshotStore
 from fabula._store import (
     AppendResult,
     EventStore,
-    EventTypes,
+    EventTypeFilter,
     Expected,
     ExpectedVersion,
     RecordedEvent,
@@ -122,12 +122,12 @@ __all__ = [
     "DuplicateHandlerError",
     "EmptyAppendError",
     "EventMetadata",
+    "EventRegistration",
     "EventRegistry",
     "EventSerializer",
     "EventStore",
-    "EventType",
     "EventTypeError",
-    "EventTypes",
+    "EventTypeFilter",
     "EventVersionError",
     "Expected",
     "ExpectedVersion",
@@ -160,6 +160,7 @@ __all__ = [
     "Projection",
     "ProjectionError",
     "ProjectionFailure",
+    "ProjectionState",
     "ProjectionStatus",
     "ProjectionStore",
     "Projector",

@@ -19,8 +19,8 @@ __all__ = [
     "AggregateId",
     "DomainEvent",
     "EventMetadata",
+    "EventRegistration",
     "EventRegistry",
-    "EventType",
     "JSONObject",
     "JSONValue",
     "Upcaster",
@@ -120,7 +120,7 @@ BASE_FIELDS: frozenset[str] = frozenset(a.name for a in attrs.fields(DomainEvent
 
 
 @attrs.frozen
-class EventType:
+class EventRegistration:
     """One registered event class.
 
     Attributes:
@@ -143,8 +143,8 @@ class EventRegistry:
     isolates tests or several applications in one process.
     """
 
-    _by_name: dict[str, EventType] = attrs.Factory(dict)
-    _by_class: dict[type[DomainEvent], EventType] = attrs.Factory(dict)
+    _by_name: dict[str, EventRegistration] = attrs.Factory(dict)
+    _by_class: dict[type[DomainEvent], EventRegistration] = attrs.Factory(dict)
     _upcasters: dict[tuple[str, int], Upcaster] = attrs.Factory(dict)
 
     def __repr__(self) -> str:
@@ -152,7 +152,7 @@ class EventRegistry:
             f"<EventRegistry: {len(self._by_name)} event types, {len(self._upcasters)} upcasters>"
         )
 
-    def register(self, cls: type[DomainEvent], name: str, *, version: int = 1) -> EventType:
+    def register(self, cls: type[DomainEvent], name: str, *, version: int = 1) -> EventRegistration:
         """Register `cls` under the stored `name` at schema `version`.
 
         Registering the same class again (same module and qualified name, as
@@ -171,7 +171,7 @@ class EventRegistry:
         if isinstance(version, bool) or not isinstance(version, int) or version < 1:
             msg = f"{cls.__qualname__}: schema version must be an int >= 1, not {version!r}"
             raise EventTypeError(msg)
-        entry = EventType(name=name, cls=cls, version=version)
+        entry = EventRegistration(name=name, cls=cls, version=version)
         existing = self._by_name.get(name)
         if existing is not None and existing.cls is not cls:
             if _same_definition(existing.cls, cls):
@@ -212,11 +212,11 @@ class EventRegistry:
         """Return the upcaster from `from_version` of `name`, if one is registered."""
         return self._upcasters.get((name, from_version))
 
-    def by_name(self, name: str) -> EventType | None:
+    def by_name(self, name: str) -> EventRegistration | None:
         """Return the registration of the stored `name`, or None."""
         return self._by_name.get(name)
 
-    def by_class(self, cls: type[DomainEvent]) -> EventType:
+    def by_class(self, cls: type[DomainEvent]) -> EventRegistration:
         """Return the registration of `cls`.
 
         Raises:
@@ -227,7 +227,7 @@ class EventRegistry:
         except KeyError:
             raise UnregisteredEventError(cls) from None
 
-    def __iter__(self) -> Iterator[EventType]:
+    def __iter__(self) -> Iterator[EventRegistration]:
         return iter(list(self._by_name.values()))
 
     def __len__(self) -> int:

@@ -127,13 +127,13 @@ def _moment(value: object) -> datetime:
 
 
 def _stored(row: Sequence[Any]) -> StoredEvent:
-    position, stream_id, version, event_id, kind, schema, stamp, data, meta = row
+    position, stream_id, version, event_id, type_name, schema, stamp, data, meta = row
     return StoredEvent(
         position=int(position),
         stream_id=str(stream_id),
         version=int(version),
         event_id=event_id if isinstance(event_id, UUID) else UUID(bytes=bytes(event_id)),
-        type=str(kind),
+        type_name=str(type_name),
         schema_version=int(schema),
         timestamp=_moment(stamp),
         data=str(data),

@@ -16,7 +16,7 @@ from typing import Protocol, runtime_checkable
 import attrs
 
 from fabula._projection import Projection, TxT
-from fabula._store import EventTypes, RecordedEvent
+from fabula._store import EventTypeFilter, RecordedEvent
 from fabula._store_base import LogPage
 from fabula.exceptions import CheckpointError, ProjectionError
 
@@ -36,13 +36,13 @@ class SkippedEvent:
 
     Attributes:
         position: The event's global position.
-        event_type: The event's class name.
+        event_class: The event's class name (`__qualname__`).
         reason: Why, in the operator's words.
         skipped_at: When.
     """
 
     position: int
-    event_type: str
+    event_class: str
     reason: str
     skipped_at: datetime
 
@@ -72,7 +72,7 @@ class ProjectionStore(Protocol[TxT]):
         ...
 
     async def read_log(
-        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
+        self, *, after: int = 0, limit: int = 1000, event_types: EventTypeFilter | None = None
     ) -> LogPage:
         """Read the log after `after`, and tell how far it was read."""
         ...
@@ -85,7 +85,7 @@ class ProjectionStore(Protocol[TxT]):
         """Return the position of the last committed event."""
         ...
 
-    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
+    async def skip_event(self, name: str, *, position: int, event_class: str, reason: str) -> None:
         """Move checkpoint `name` from `position - 1` past `position`, recording the skip."""
         ...
 
@@ -146,7 +146,7 @@ class LogReader(Protocol):
     """What `build_from_log` reads: the log in pages, and its head."""
 
     async def read_log(
-        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
+        self, *, after: int = 0, limit: int = 1000, event_types: EventTypeFilter | None = None
     ) -> LogPage:
         """Read the log after `after`, and tell how far it was read."""
         ...

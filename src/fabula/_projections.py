@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import traceback
 from collections.abc import Callable, Sequence
@@ -21,10 +22,23 @@ from fabula.exceptions import (
     StoreUnavailableError,
 )
 
-__all__ = ["ProjectionFailure", "ProjectionStatus", "Projector"]
+__all__ = ["ProjectionFailure", "ProjectionState", "ProjectionStatus", "Projector"]
 
 
 logger = logging.getLogger("fabula.projections")
+
+
+class ProjectionState(enum.StrEnum):
+    """What a projection is doing in a `Projector`; each equals its str value."""
+
+    RUNNING = "running"
+    """Following the log."""
+    FAILING = "failing"
+    """Stopped at an event whose handler raised, retrying it with backoff."""
+    STANDBY = "standby"
+    """Another process runs it; this one takes over if that one stops."""
+    STOPPED = "stopped"
+    """Not running here."""
 
 
 @attrs.frozen
@@ -33,14 +47,14 @@ class ProjectionFailure:
 
     Attributes:
         position: The position of the event it could not apply.
-        event_type: The event's class name.
+        event_class: The event's class name (`__qualname__`).
         error: The exception, as `repr`.
         traceback: The formatted traceback.
         attempts: How many times it was tried.
     """
 
     position: int
-    event_type: str
+    event_class: str
     error: str
     traceback: str
     attempts: int
@@ -54,16 +68,14 @@ class ProjectionStatus:
         name: The projection.
         checkpoint: The position of the last event it has applied.
         lag: How many positions it is behind the head of the log.
-        state: "running", "failing" (retrying a failed event), "standby"
-            (another process runs it; this one takes over if that one
-            stops) or "stopped".
+        state: What it is doing (a `ProjectionState`, equal to its str value).
         last_error: The current failure, if it is failing.
     """
 
     name: str
     checkpoint: int
     lag: int
-    state: str
+    state: ProjectionState
     last_error: ProjectionFailure | None
 
 
@@ -89,14 +101,14 @@ class _Track:
     projection: Projection[Any]
     event_types: tuple[type[DomainEvent], ...]
     checkpoint: int = 0
-    state: str = "stopped"
+    state: ProjectionState = ProjectionState.STOPPED
     following: bool = False
     failure: ProjectionFailure | None = None
 
-    def recovered(self) -> None:
+    def clear_failure(self) -> None:
         """Forget the failure: the event it was about is behind the checkpoint now."""
         self.failure = None
-        self.state = "running" if self.following else "stopped"
+        self.state = ProjectionState.RUNNING if self.following else ProjectionState.STOPPED
 
     waiters: list[tuple[int, asyncio.Future[None]]] = attrs.Factory(list)
 
@@ -104,7 +116,7 @@ class _Track:
 _RECANCEL_AFTER = 0.5  # seconds a cancelled task may take before it is asked again
 
 
-async def _cancelled(task: asyncio.Task[Any]) -> None:
+async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
     """Cancel `task` and wait until it has ended.
 
     Asks again while it runs on: on Python 3.11 a cancellation can be lost
@@ -262,17 +274,17 @@ class Projector(Generic[TxT]):
             msg = f"projection {name!r} is not stopped at position {position} (it is at {stopped})"
             raise CheckpointError(name, track.checkpoint, position) from ValueError(msg)
         await self.store.skip_event(
-            name, position=position, event_type=failure.event_type, reason=reason
+            name, position=position, event_class=failure.event_class, reason=reason
         )
         logger.warning(
             "projection %s skipped %s at position %d: %s",
             name,
-            failure.event_type,
+            failure.event_class,
             position,
             reason,
         )
-        track.recovered()
-        self._advanced(track, position)
+        track.clear_failure()
+        self._set_checkpoint(track, position)
 
     async def rebuild(
         self, name: str, *, progress: Callable[[int, int], None] | None = None
@@ -297,7 +309,7 @@ class Projector(Generic[TxT]):
             track.projection, batch_size=self.batch_size, progress=progress
         )
         track.checkpoint = checkpoint
-        track.recovered()
+        track.clear_failure()
         logger.info("projection %s rebuilt up to position %d", name, checkpoint)
 
     async def _start(self, track: _Track) -> None:
@@ -311,8 +323,8 @@ class Projector(Generic[TxT]):
                 await self._reload(track)
 
     async def _reload(self, track: _Track) -> None:
-        """Take the checkpoint the store has (through `_advanced`, for `wait_for` callers)."""
-        self._advanced(track, await self.store.load_checkpoint(track.projection.name))
+        """Take the checkpoint the store has (through `_set_checkpoint`, for `wait_for` callers)."""
+        self._set_checkpoint(track, await self.store.load_checkpoint(track.projection.name))
 
     async def _follow(self, track: _Track) -> None:
         """Follow the log; with a store that leases projections, only while holding the lease."""
@@ -321,17 +333,17 @@ class Projector(Generic[TxT]):
             return
         lease = self.store.projection_lease
         while True:
-            track.state = "standby"
+            track.state = ProjectionState.STANDBY
             # While waiting for the lease, follow the active process's checkpoint.
             shadowing = asyncio.create_task(self._shadow(track))
             try:
                 async with lease(track.projection.name) as lost:
-                    await _cancelled(shadowing)
+                    await _cancel_and_wait(shadowing)
                     logger.info("projection %s: this process is now active", track.projection.name)
                     if await self._follow_until(track, lost):
                         return
             finally:
-                await _cancelled(shadowing)
+                await _cancel_and_wait(shadowing)
             logger.warning("projection %s: lost the lease; standing by", track.projection.name)
 
     async def _follow_until(self, track: _Track, lost: asyncio.Event) -> bool:
@@ -341,9 +353,9 @@ class Projector(Generic[TxT]):
         try:
             await asyncio.wait({following, losing}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await _cancelled(losing)
+            await _cancel_and_wait(losing)
             if not following.done():
-                await _cancelled(following)
+                await _cancel_and_wait(following)
         if following.cancelled():
             return False
         following.result()  # raises what ended it
@@ -357,7 +369,7 @@ class Projector(Generic[TxT]):
             else:
                 await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
             try:
-                self._advanced(track, await self.store.load_checkpoint(track.projection.name))
+                self._set_checkpoint(track, await self.store.load_checkpoint(track.projection.name))
             except StoreUnavailableError:
                 current = asyncio.current_task()
                 if current is not None and current.cancelling():
@@ -365,7 +377,7 @@ class Projector(Generic[TxT]):
 
     async def _follow_log(self, track: _Track) -> None:
         await self._start(track)
-        track.following, track.state = True, "running"
+        track.following, track.state = True, ProjectionState.RUNNING
         try:
             while True:
                 try:
@@ -385,7 +397,7 @@ class Projector(Generic[TxT]):
                 if not moved:
                     await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
         finally:
-            track.following, track.state = False, "stopped"
+            track.following, track.state = False, ProjectionState.STOPPED
 
     async def _step(self, track: _Track) -> bool:
         """Apply one batch; return whether the checkpoint moved."""
@@ -406,8 +418,8 @@ class Projector(Generic[TxT]):
         except _HandlerFailedError as failed:
             await self._stop_at(track, page.events, failed)
         if track.failure is not None:
-            track.recovered()
-        self._advanced(track, page.position)
+            track.clear_failure()
+        self._set_checkpoint(track, page.position)
         return True
 
     async def _stop_at(
@@ -435,29 +447,30 @@ class Projector(Generic[TxT]):
             except _HandlerFailedError as again:  # an earlier event failed this time
                 failed = again
             else:
-                self._advanced(track, stop)
+                self._set_checkpoint(track, stop)
         attempts = 1 if track.failure is None else track.failure.attempts + 1
         track.failure = ProjectionFailure(
             position=failed.recorded.position,
-            event_type=type(failed.recorded.event).__qualname__,
+            event_class=type(failed.recorded.event).__qualname__,
             error=repr(failed.cause),
             traceback="".join(traceback.format_exception(failed.cause)),
             attempts=attempts,
         )
-        track.state = "failing"
+        track.state = ProjectionState.FAILING
         logger.error(
             "projection %s failed on %s at position %d (attempt %d)",
             projection.name,
-            track.failure.event_type,
+            track.failure.event_class,
             failed.recorded.position,
             attempts,
             exc_info=failed.cause,
         )
         raise ProjectionError(
-            projection.name, failed.recorded.position, track.failure.event_type, failed.cause
+            projection.name, failed.recorded.position, track.failure.event_class, failed.cause
         ) from failed.cause
 
-    def _advanced(self, track: _Track, position: int) -> None:
+    def _set_checkpoint(self, track: _Track, position: int) -> None:
+        """Record where `track` is, and release the `wait_for` callers it has reached."""
         track.checkpoint = position
         waiting = []
         for target, future in track.waiters:

@@ -27,8 +27,8 @@ from fabula._events import (
     AggregateId,
     DomainEvent,
     EventMetadata,
+    EventRegistration,
     EventRegistry,
-    EventType,
     JSONObject,
     default_registry,
 )
@@ -54,7 +54,7 @@ class SerializedEvent(NamedTuple):
 
     Attributes:
         event_id: The event's id.
-        type: The stable stored name of its class.
+        type_name: The stable stored name of its class.
         schema_version: The schema version of `data`.
         timestamp: When it happened (timezone-aware).
         data: The event's own fields as a JSON object (base fields excluded).
@@ -62,7 +62,7 @@ class SerializedEvent(NamedTuple):
     """
 
     event_id: UUID
-    type: str
+    type_name: str
     schema_version: int
     timestamp: datetime
     data: str
@@ -468,7 +468,7 @@ class EventSerializer:
             raise SerializationError(f"cannot encode: {exc}", type_name=entry.name) from exc
         return SerializedEvent(
             event_id=event.event_id,
-            type=entry.name,
+            type_name=entry.name,
             schema_version=entry.version,
             timestamp=event.timestamp,
             data=data,
@@ -497,7 +497,7 @@ class EventSerializer:
             UpcastError: No upcaster chain leads from its schema version.
         """
         return self.decode_fields(
-            type_name=record.type,
+            type_name=record.type_name,
             schema_version=record.schema_version,
             event_id=record.event_id,
             timestamp=record.timestamp,
@@ -550,7 +550,7 @@ class EventSerializer:
                 pass
         record = SerializedEvent(
             event_id=event_id,
-            type=type_name,
+            type_name=type_name,
             schema_version=schema_version,
             timestamp=timestamp,
             data=data if isinstance(data, str) else data.decode(),
@@ -561,12 +561,12 @@ class EventSerializer:
     def _decode_checked(
         self,
         record: SerializedEvent,
-        entry: EventType,
+        entry: EventRegistration,
         stream_id: str,
         version: int,
         position: int | None,
     ) -> DomainEvent:
-        context = {"type_name": record.type, "stream_id": stream_id, "position": position}
+        context = {"type_name": record.type_name, "stream_id": stream_id, "position": position}
         try:
             payload = decode_json(record.data)
             if not isinstance(payload, dict):
@@ -641,7 +641,7 @@ class EventSerializer:
             )
             raise UpcastError(msg, **context)
         for from_version in range(stored, current):
-            function = self.registry.upcaster_for(record.type, from_version)
+            function = self.registry.upcaster_for(record.type_name, from_version)
             if function is None:
                 msg = f"no upcaster from schema version {from_version} to {from_version + 1}"
                 raise UpcastError(msg, **context)

@@ -24,7 +24,7 @@ from fabula.exceptions import (
 __all__ = [
     "AppendResult",
     "EventStore",
-    "EventTypes",
+    "EventTypeFilter",
     "Expected",
     "ExpectedVersion",
     "RecordedEvent",
@@ -55,7 +55,7 @@ class ExpectedVersion(enum.Enum):
 Expected: TypeAlias = int | ExpectedVersion
 """An expected version: an exact int (0 for a new stream) or an `ExpectedVersion`."""
 
-EventTypes: TypeAlias = Collection[type[DomainEvent] | str]
+EventTypeFilter: TypeAlias = Collection[type[DomainEvent] | str]
 """Event types to filter a read by: classes or their stored names."""
 
 
@@ -150,13 +150,13 @@ class EventStore(Protocol):
         ...
 
     async def read_all(
-        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
+        self, *, after: int = 0, limit: int = 1000, event_types: EventTypeFilter | None = None
     ) -> list[RecordedEvent]:
         """Read the global log after position `after`, in position order."""
         ...
 
     def subscribe(
-        self, *, after: int = 0, event_types: EventTypes | None = None
+        self, *, after: int = 0, event_types: EventTypeFilter | None = None
     ) -> AsyncIterator[RecordedEvent]:
         """Yield every event after `after`: first the stored ones, then new ones live.
 
@@ -346,7 +346,7 @@ def _is_text(value: object) -> bool:
 
 
 def event_type_names(
-    event_types: EventTypes | None, registry: EventRegistry
+    event_types: EventTypeFilter | None, registry: EventRegistry
 ) -> frozenset[str] | None:
     """Resolve a read's event-type filter to stored names (None: no filter).
 

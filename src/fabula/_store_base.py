@@ -13,7 +13,7 @@ import attrs
 
 from fabula._serialization import EventSerializer
 from fabula._store import (
-    EventTypes,
+    EventTypeFilter,
     RecordedEvent,
     event_type_names,
     validate_read_all,
@@ -72,7 +72,7 @@ class StoreBase(abc.ABC):
         """Return the position of the last committed event (0 when empty)."""
 
     async def read_log(
-        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
+        self, *, after: int = 0, limit: int = 1000, event_types: EventTypeFilter | None = None
     ) -> LogPage:
         """Read like `read_all`, and also tell how far the log was read.
 
@@ -100,7 +100,7 @@ class StoreBase(abc.ABC):
         await _wait(waiter, max_wait)
 
     async def read_all(
-        self, *, after: int = 0, limit: int = 1000, event_types: EventTypes | None = None
+        self, *, after: int = 0, limit: int = 1000, event_types: EventTypeFilter | None = None
     ) -> list[RecordedEvent]:
         """Read the global log after `after` (see `EventStore.read_all`)."""
         self._check_open()
@@ -109,7 +109,7 @@ class StoreBase(abc.ABC):
         return (await self._scan(after, limit, names))[0]
 
     def subscribe(
-        self, *, after: int = 0, event_types: EventTypes | None = None
+        self, *, after: int = 0, event_types: EventTypeFilter | None = None
     ) -> AsyncIterator[RecordedEvent]:
         """Yield stored events after `after`, then new ones as they are committed.
 

@@ -86,7 +86,7 @@ class StoredEvent:
         stream_id: Its stream.
         version: Its place in its stream.
         event_id: Its id.
-        type: Its stored type name.
+        type_name: Its stored type name.
         schema_version: The schema version of `data`.
         timestamp: When it happened (timezone-aware).
         data: Its own fields as a JSON object.
@@ -97,7 +97,7 @@ class StoredEvent:
     stream_id: str
     version: int
     event_id: UUID
-    type: str
+    type_name: str
     schema_version: int
     timestamp: datetime
     data: str
@@ -105,8 +105,8 @@ class StoredEvent:
 
     def holds(self, record: SerializedEvent) -> bool:
         """Whether this stored event has `record`'s content (the same instant, the same JSON)."""
-        return (self.type, self.schema_version, self.timestamp, self.data, self.metadata) == (
-            record.type,
+        return (self.type_name, self.schema_version, self.timestamp, self.data, self.metadata) == (
+            record.type_name,
             record.schema_version,
             record.timestamp,
             record.data,

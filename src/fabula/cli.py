@@ -115,7 +115,7 @@ def _event_json(event: StoredEvent) -> bytes:
             "stream_id": event.stream_id,
             "version": event.version,
             "event_id": str(event.event_id),
-            "type": event.type,
+            "type": event.type_name,
             "schema_version": event.schema_version,
             "timestamp": event.timestamp.isoformat(),
             "data": _json_or_text(event.data),
@@ -140,7 +140,7 @@ def _show_events(out: _Out, events: Sequence[StoredEvent], *, as_json: bool) -> 
         stamp = event.timestamp.strftime("%Y-%m-%d %H:%M:%S")
         out.line(
             f"{out.paint(str(event.position), '2')}  {event.stream_id}@{event.version}  "
-            f"{stamp}  {out.paint(event.type, '36')}  {event.data}"
+            f"{stamp}  {out.paint(event.type_name, '36')}  {event.data}"
         )
     out.stream.flush()
 
@@ -241,9 +241,9 @@ def _stats(inspector: Inspector, args: argparse.Namespace, out: _Out) -> int:
 
     out.line(out.paint("events by type", "1"))
     peak = by_type[0][1]
-    width = max(len(kind) for kind, _ in by_type)
-    for kind, n in by_type:
-        out.line(f"  {kind.ljust(width)}  {n:>9,}  {bar(n, peak)}")
+    width = max(len(type_name) for type_name, _ in by_type)
+    for type_name, n in by_type:
+        out.line(f"  {type_name.ljust(width)}  {n:>9,}  {bar(n, peak)}")
     marks, first, last = _spark(by_day)
     out.line()
     out.line(out.paint(f"events per day (UTC), {first} to {last}", "1"))
@@ -315,7 +315,7 @@ def _projection_types(projector: Projector[Any], name: str) -> list[str]:
     registry = getattr(serializer, "registry", None) or default_registry
     for projection in projector.projections:
         if projection.name == name:
-            return [registry.by_class(kind).name for kind in projection.handlers()]
+            return [registry.by_class(event_class).name for event_class in projection.handlers()]
     known = ", ".join(p.name for p in projector.projections) or "none"
     raise UsageError(f"the projector has no projection {name!r} (it has: {known})")
 

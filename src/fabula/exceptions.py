@@ -187,13 +187,13 @@ class UnregisteredEventError(EventTypeError):
     """An event class without a stored name was about to be written.
 
     Attributes:
-        event_type: The unregistered class.
+        event_class: The unregistered class.
     """
 
-    def __init__(self, event_type: type) -> None:
-        self.event_type = event_type
+    def __init__(self, event_class: type) -> None:
+        self.event_class = event_class
         super().__init__(
-            f"{event_type.__module__}.{event_type.__qualname__} has no stored name; "
+            f"{event_class.__module__}.{event_class.__qualname__} has no stored name; "
             f"decorate it with @fabula.event('<name>')"
         )
 
@@ -203,16 +203,16 @@ class MissingApplyHandlerError(EventTypeError):
 
     Attributes:
         aggregate_type: The aggregate class.
-        event_type: The event class it cannot apply.
+        event_class: The event class it cannot apply.
     """
 
-    def __init__(self, aggregate_type: type, event_type: type) -> None:
+    def __init__(self, aggregate_type: type, event_class: type) -> None:
         self.aggregate_type = aggregate_type
-        self.event_type = event_type
+        self.event_class = event_class
         super().__init__(
             f"{aggregate_type.__qualname__} has no apply handler for "
-            f"{event_type.__qualname__}; add a method decorated with @fabula.apply "
-            f"whose event parameter is annotated {event_type.__qualname__}"
+            f"{event_class.__qualname__}; add a method decorated with @fabula.apply "
+            f"whose event parameter is annotated {event_class.__qualname__}"
         )
 
 
@@ -430,15 +430,15 @@ class ProjectionError(FabulaError):
     Attributes:
         name: The projection.
         position: The event's global position.
-        event_type: The event's stored type name.
+        event_class: The event's class name (`__qualname__`).
     """
 
-    def __init__(self, name: str, position: int, event_type: str, cause: BaseException) -> None:
+    def __init__(self, name: str, position: int, event_class: str, cause: BaseException) -> None:
         self.name = name
         self.position = position
-        self.event_type = event_type
+        self.event_class = event_class
         super().__init__(
-            f"projection {name!r} failed on {event_type} at position {position}: {cause!r}"
+            f"projection {name!r} failed on {event_class} at position {position}: {cause!r}"
         )
 
 

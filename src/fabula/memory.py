@@ -157,14 +157,14 @@ class InMemoryEventStore(StoreBase):
         work(None)
         self._checkpoints[name] = position
 
-    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
+    async def skip_event(self, name: str, *, position: int, event_class: str, reason: str) -> None:
         """Move checkpoint `name` past `position` and record the skip (see `ProjectionStore`)."""
         self._check_open()
         stored = self._checkpoints.get(name, 0)
         if stored != position - 1:
             raise CheckpointError(name, stored, position)
         self._checkpoints[name] = position
-        skipped = SkippedEvent(position, event_type, reason, datetime.now(UTC))
+        skipped = SkippedEvent(position, event_class, reason, datetime.now(UTC))
         self._skips.setdefault(name, []).append(skipped)
 
     async def load_skips(self, name: str) -> list[SkippedEvent]:
@@ -254,7 +254,7 @@ class InMemoryEventStore(StoreBase):
         scanned = after
         for row in self._log[after:]:
             scanned = row.position
-            if row.record.type in names:
+            if row.record.type_name in names:
                 found.append(self._decode(row))
                 if len(found) == limit:
                     break

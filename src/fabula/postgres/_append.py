@@ -393,7 +393,7 @@ def _row(record: SerializedEvent, ordinal: int, **more: object) -> dict[str, obj
     return {
         "ordinal": ordinal,
         "event_id": record.event_id,
-        "type": record.type,
+        "type": record.type_name,
         "schema_version": record.schema_version,
         # In UTC: orjson writes offsets to the minute, and zones such as
         # 1900's Amsterdam (+00:19:32) have seconds; the instant is what is stored.

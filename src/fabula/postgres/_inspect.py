@@ -158,7 +158,7 @@ class PostgresInspector(Inspector):
         rows = self._rows(
             f"SELECT type, count(*) AS n FROM {self._table} GROUP BY type ORDER BY n DESC, type"  # noqa: S608
         )
-        return [(str(kind), int(n)) for kind, n in rows]
+        return [(str(type_name), int(n)) for type_name, n in rows]
 
     def by_day(self) -> list[tuple[date, int]]:
         """Events per day (UTC), oldest first."""

@@ -213,7 +213,7 @@ class ProjectionSide:
 
         await self._in_projection_transaction(job)
 
-    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
+    async def skip_event(self, name: str, *, position: int, event_class: str, reason: str) -> None:
         """Move checkpoint `name` from `position - 1` past `position`, recording the skip.
 
         Raises:
@@ -223,7 +223,7 @@ class ProjectionSide:
         def job(conn: Tx) -> None:
             stored = self._lock_checkpoint(conn, name)
             require_checkpoint(name, stored, expected=position - 1, moving_to=position)
-            conn.execute(self._sql.record_skip, (name, position, event_type, reason))
+            conn.execute(self._sql.record_skip, (name, position, event_class, reason))
             conn.execute(self._sql.save_checkpoint, (position, name))
 
         await self._in_projection_transaction(job)
@@ -232,7 +232,7 @@ class ProjectionSide:
         """Return the events skipped in projection `name`, oldest first."""
         await self._ready()
         rows = await self._db.query(self._sql.load_skips, (name,))
-        return [SkippedEvent(position, kind, reason, at) for position, kind, reason, at in rows]
+        return [SkippedEvent(pos, event_class, why, at) for pos, event_class, why, at in rows]
 
     async def rebuild_projection(
         self,

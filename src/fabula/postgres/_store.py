@@ -381,14 +381,14 @@ class PostgresEventStore(StoreBase):
             name, expected=expected, position=position, work=work
         )
 
-    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
+    async def skip_event(self, name: str, *, position: int, event_class: str, reason: str) -> None:
         """Move checkpoint `name` from `position - 1` past `position`, recording the skip.
 
         Raises:
             CheckpointError: The checkpoint is not at `position - 1`.
         """
         await self._projections.skip_event(
-            name, position=position, event_type=event_type, reason=reason
+            name, position=position, event_class=event_class, reason=reason
         )
 
     async def load_skips(self, name: str) -> list[SkippedEvent]:

@@ -133,7 +133,7 @@ class SQLiteInspector(Inspector):
         rows = self._rows(
             "SELECT type, count(*) AS n FROM fabula_events GROUP BY type ORDER BY n DESC, type"
         )
-        return [(str(kind), int(n)) for kind, n in rows]
+        return [(str(type_name), int(n)) for type_name, n in rows]
 
     def by_day(self) -> list[tuple[date, int]]:
         """Events per day (UTC), oldest first."""

@@ -82,7 +82,7 @@ class ProjectionSide:
 
         await self._write(job)
 
-    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
+    async def skip_event(self, name: str, *, position: int, event_class: str, reason: str) -> None:
         """Move checkpoint `name` from `position - 1` past `position`, recording the skip.
 
         Raises:
@@ -93,7 +93,7 @@ class ProjectionSide:
         def job(conn: sqlite3.Connection) -> None:
             stored = _checkpoint_of(conn, name)
             require_checkpoint(name, stored, expected=position - 1, moving_to=position)
-            conn.execute(sql.RECORD_SKIP, (name, position, event_type, reason, now))
+            conn.execute(sql.RECORD_SKIP, (name, position, event_class, reason, now))
             conn.execute(sql.SAVE_CHECKPOINT, (name, position, now))
 
         await self._write(job)
@@ -101,8 +101,8 @@ class ProjectionSide:
     def load_skips(self, name: str) -> list[SkippedEvent]:
         """Return the events skipped in projection `name`, oldest first."""
         return [
-            SkippedEvent(position, event_type, reason, datetime.fromisoformat(skipped_at))
-            for position, event_type, reason, skipped_at in self._query(sql.LOAD_SKIPS, (name,))
+            SkippedEvent(position, event_class, reason, datetime.fromisoformat(skipped_at))
+            for position, event_class, reason, skipped_at in self._query(sql.LOAD_SKIPS, (name,))
         ]
 
     async def rebuild_projection(

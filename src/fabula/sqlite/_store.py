@@ -281,14 +281,14 @@ class SQLiteEventStore(StoreBase):
             name, expected=expected, position=position, work=work
         )
 
-    async def skip_event(self, name: str, *, position: int, event_type: str, reason: str) -> None:
+    async def skip_event(self, name: str, *, position: int, event_class: str, reason: str) -> None:
         """Move checkpoint `name` from `position - 1` past `position`, recording the skip.
 
         Raises:
             CheckpointError: The checkpoint is not at `position - 1`.
         """
         await self._projections.skip_event(
-            name, position=position, event_type=event_type, reason=reason
+            name, position=position, event_class=event_class, reason=reason
         )
 
     async def rebuild_projection(
@@ -420,7 +420,7 @@ def _insert(conn: sqlite3.Connection, part: PendingAppend, actual: int) -> Appen
             part.stream_id,
             actual + offset,
             record.event_id.bytes,
-            record.type,
+            record.type_name,
             record.schema_version,
             record.timestamp.isoformat(),
             record.data,
