@@ -70,7 +70,7 @@ class Everything(fabula.DomainEvent):
     address: Address
     lines: tuple[Line, ...]
     pair: tuple[int, str]
-    tags: fabula.FrozenDict[str, int]
+    tags: fabula.storage.FrozenDict[str, int]
     by_product: Mapping[UUID, Decimal]
     by_number: dict[int, str]
     ratio: float

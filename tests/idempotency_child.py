@@ -12,8 +12,9 @@ from decimal import Decimal
 
 import attrs
 
-from fabula import Command, CommandBus, Idempotency, StreamAppend, current_unit_of_work
+from fabula import Command, CommandBus, Idempotency, StreamAppend
 from fabula.sqlite import SQLiteEventStore
+from fabula.storage import current_unit_of_work
 from fabula.testing import Deposited
 
 

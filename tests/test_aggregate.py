@@ -7,7 +7,7 @@ import attrs
 import pytest
 
 import fabula
-from fabula import EventTypeError, EventVersionError, MissingApplyHandlerError
+from fabula.exceptions import EventTypeError, EventVersionError, MissingApplyHandlerError
 from fabula.testing import given
 
 from .domain import ADDRESS, Order, OrderCreated, OrderError, OrderItemAdded, OrderSubmitted
@@ -46,7 +46,7 @@ class TestRecording:
     def test_record_refuses_another_aggregates_event(self) -> None:
         """An event already stamped for another aggregate is refused."""
         order = Order(id=uuid4())
-        with pytest.raises(fabula.StreamMismatchError):
+        with pytest.raises(fabula.exceptions.StreamMismatchError):
             order.record(attrs.evolve(created(), aggregate_id=uuid4()))
         with pytest.raises(EventTypeError, match="not a DomainEvent"):
             order.record("created")  # type: ignore[type-var]
@@ -88,7 +88,7 @@ class TestReplay:
     def test_replay_refuses_other_streams(self) -> None:
         """Events of another aggregate are refused."""
         event = attrs.evolve(created(), aggregate_id=uuid4(), version=1)
-        with pytest.raises(fabula.StreamMismatchError):
+        with pytest.raises(fabula.exceptions.StreamMismatchError):
             Order.from_events(uuid4(), [event])
 
 

@@ -16,16 +16,14 @@ from fabula import (
     CommandBus,
     ConcurrencyError,
     Correlation,
-    DuplicateHandlerError,
-    HandlerNotFoundError,
     LogDispatch,
-    MessageTypeError,
     Next,
     Query,
     QueryBus,
     Repository,
     RetryOnConflict,
 )
+from fabula.exceptions import DuplicateHandlerError, HandlerNotFoundError, MessageTypeError
 from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore
 

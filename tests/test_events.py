@@ -6,7 +6,8 @@ import attrs
 import pytest
 
 import fabula
-from fabula import DomainEvent, EventRegistry, EventTypeError
+from fabula import DomainEvent, EventRegistry
+from fabula.exceptions import EventTypeError
 
 from .domain import OrderItemAdded, OrderSubmitted
 
@@ -44,7 +45,7 @@ class TestDomainEvent:
     def test_metadata_headers_are_frozen(self) -> None:
         """Metadata headers given as a dict become a hashable FrozenDict."""
         metadata = fabula.EventMetadata(correlation_id=uuid4(), headers={"tenant": "a"})
-        assert isinstance(metadata.headers, fabula.FrozenDict)
+        assert isinstance(metadata.headers, fabula.storage.FrozenDict)
         assert metadata.headers == {"tenant": "a"}
         assert hash(metadata) == hash(attrs.evolve(metadata))
 
@@ -55,7 +56,9 @@ class TestRegistry:
         registry = EventRegistry()
         entry = registry.register(Renamed, "t.Renamed", version=2)
         assert registry.by_name("t.Renamed") == entry
-        assert registry.by_class(Renamed) == fabula.EventRegistration("t.Renamed", Renamed, 2)
+        assert registry.by_class(Renamed) == fabula.storage.EventRegistration(
+            "t.Renamed", Renamed, 2
+        )
         assert "t.Renamed" in registry
         assert Renamed in registry
         assert list(registry) == [entry]
@@ -65,7 +68,7 @@ class TestRegistry:
         """A second class under a taken name raises DuplicateEventTypeError naming both."""
         registry = EventRegistry()
         registry.register(Renamed, "t.Event")
-        with pytest.raises(fabula.DuplicateEventTypeError) as info:
+        with pytest.raises(fabula.exceptions.DuplicateEventTypeError) as info:
             registry.register(Moved, "t.Event")
         assert info.value.name == "t.Event"
         assert (info.value.existing, info.value.new) == (Renamed, Moved)
@@ -75,7 +78,9 @@ class TestRegistry:
 
     def test_duplicate_names_in_the_default_registry_fail_at_import(self) -> None:
         """The decorator refuses a name another class already holds."""
-        with pytest.raises(fabula.DuplicateEventTypeError, match=r"tests\.OrderItemAdded"):
+        with pytest.raises(
+            fabula.exceptions.DuplicateEventTypeError, match=r"tests\.OrderItemAdded"
+        ):
 
             @fabula.event("tests.OrderItemAdded")
             @attrs.frozen
@@ -97,7 +102,7 @@ class TestRegistry:
         first, second = define(), define()
         assert first is not second
         assert registry.by_name("t.Reloaded").cls is second  # type: ignore[union-attr]
-        with pytest.raises(fabula.UnregisteredEventError):
+        with pytest.raises(fabula.exceptions.UnregisteredEventError):
             registry.by_class(first)
 
     def test_one_class_cannot_have_two_names(self) -> None:
@@ -141,7 +146,7 @@ class TestRegistry:
 
     def test_unregistered_classes_are_named(self) -> None:
         """Looking up an unregistered class raises UnregisteredEventError naming it."""
-        with pytest.raises(fabula.UnregisteredEventError, match="Moved"):
+        with pytest.raises(fabula.exceptions.UnregisteredEventError, match="Moved"):
             EventRegistry().by_class(Moved)
 
     def test_default_registry_holds_decorated_classes(self) -> None:

@@ -1,8 +1,10 @@
 """The public API: what is exported, documented, and how errors relate to builtins."""
 
 import inspect
+import typing
 from types import ModuleType
 
+import attrs
 import pytest
 
 import fabula
@@ -10,6 +12,7 @@ import fabula.exceptions
 import fabula.memory
 import fabula.postgres
 import fabula.sqlite
+import fabula.storage
 import fabula.testing
 import fabula.testing.strategies
 
@@ -19,6 +22,7 @@ PUBLIC_MODULES = [
     fabula.memory,
     fabula.postgres,
     fabula.sqlite,
+    fabula.storage,
     fabula.testing,
     fabula.testing.strategies,
 ]
@@ -47,8 +51,22 @@ class TestExports:
                         missing.append(f"{name}.{attr}")
         assert missing == []
 
+    def test_exported_objects_show_their_public_module(self, module: ModuleType) -> None:
+        """Tracebacks and reprs name the module users import from, never a private one."""
+        private = [
+            f"{name} ({value.__module__})"
+            for name in module.__all__
+            if inspect.isclass(value := getattr(module, name)) or inspect.isfunction(value)
+            if any(part.startswith("_") for part in value.__module__.split("."))
+        ]
+        assert private == []
 
-@pytest.mark.parametrize("package", [fabula, fabula.testing], ids=lambda m: m.__name__)
+
+@pytest.mark.parametrize(
+    "package",
+    [fabula, fabula.postgres, fabula.sqlite, fabula.storage, fabula.testing],
+    ids=lambda m: m.__name__,
+)
 def test_packages_export_exactly_their_public_names(package: ModuleType) -> None:
     """The re-exporting packages expose nothing public beyond __all__, and all of it."""
     public = {
@@ -68,7 +86,7 @@ def test_version_comes_from_package_metadata() -> None:
 
 
 def test_every_error_descends_from_fabula_error() -> None:
-    """All exception classes share the root FabulaError and are re-exported at the top."""
+    """All exception classes share the root FabulaError and are exported by fabula.exceptions."""
     errors = [
         value
         for value in vars(fabula.exceptions).values()
@@ -77,20 +95,47 @@ def test_every_error_descends_from_fabula_error() -> None:
     assert len(errors) > 10
     for error in errors:
         assert issubclass(error, fabula.FabulaError)
-        assert getattr(fabula, error.__name__) is error
+        assert error.__name__ in fabula.exceptions.__all__
+
+
+def test_the_top_level_re_exports_only_common_errors_as_they_are() -> None:
+    """Errors at the top are the same objects as in fabula.exceptions, and only a few."""
+    at_top = [name for name in fabula.__all__ if name in fabula.exceptions.__all__]
+    for name in at_top:
+        assert getattr(fabula, name) is getattr(fabula.exceptions, name)
+    assert set(at_top) < set(fabula.exceptions.__all__)
+    assert "FabulaError" in at_top
+
+
+def test_the_top_level_holds_no_store_author_interface() -> None:
+    """What only store authors need lives in fabula.storage, not beside the application API."""
+    assert set(fabula.__all__) & set(fabula.storage.__all__) == set()
+
+
+def test_published_classes_still_resolve_their_annotations() -> None:
+    """Giving a class its public module keeps its (and its subclasses') type hints resolvable."""
+
+    @attrs.frozen
+    class Noted(fabula.DomainEvent):
+        note: str
+
+    hints = typing.get_type_hints(Noted)
+    assert hints["note"] is str
+    assert hints["event_id"].__name__ == "UUID"
+    assert fabula.DomainEvent.__module__ == "fabula"
 
 
 @pytest.mark.parametrize(
     ("error", "builtin"),
     [
         (fabula.AggregateNotFoundError, LookupError),
-        (fabula.UnknownEventTypeError, LookupError),
-        (fabula.SerializationError, ValueError),
-        (fabula.InvalidAppendError, ValueError),
-        (fabula.InvalidReadError, ValueError),
-        (fabula.NotAnEventError, TypeError),
-        (fabula.EventTypeError, TypeError),
-        (fabula.StoreClosedError, RuntimeError),
+        (fabula.exceptions.UnknownEventTypeError, LookupError),
+        (fabula.exceptions.SerializationError, ValueError),
+        (fabula.exceptions.InvalidAppendError, ValueError),
+        (fabula.exceptions.InvalidReadError, ValueError),
+        (fabula.exceptions.NotAnEventError, TypeError),
+        (fabula.exceptions.EventTypeError, TypeError),
+        (fabula.exceptions.StoreClosedError, RuntimeError),
     ],
 )
 def test_errors_subclass_their_builtin(error: type, builtin: type) -> None:

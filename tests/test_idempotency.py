@@ -86,7 +86,9 @@ class Counter:
         return UUID(str(order.id))
 
 
-def bus_for(store: fabula.IdempotencyStore, handler: Counter, **options: object) -> CommandBus:
+def bus_for(
+    store: fabula.storage.IdempotencyStore, handler: Counter, **options: object
+) -> CommandBus:
     bus = CommandBus()
     bus.use(Idempotency(store, **options))  # type: ignore[arg-type]
     bus.register(PlaceOrder, handler)

@@ -4,7 +4,8 @@ import asyncio
 
 import pytest
 
-from fabula import EventStore, InvalidAppendError, InvalidReadError, RecordedEvent, StoreClosedError
+from fabula import EventStore, RecordedEvent
+from fabula.exceptions import InvalidAppendError, InvalidReadError, StoreClosedError
 from fabula.memory import InMemoryEventStore
 from fabula.testing import EventStoreContract, StoreFactory
 from fabula.testing._contract import deposit

@@ -267,7 +267,7 @@ class TestProjections:
     ) -> None:
         await fill(store, 2, 10)  # deposits 1..10
         projector = fabula.Projector(store, [Balances(fail_on=Decimal(7))], batch_size=100)
-        with pytest.raises(fabula.ProjectionError):
+        with pytest.raises(fabula.exceptions.ProjectionError):
             await projector.catch_up()
         assert balances(store) == {"acc-0": Decimal(1 + 3 + 5), "acc-1": Decimal(2 + 4 + 6)}
         (status,) = await projector.status()

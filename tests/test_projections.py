@@ -18,15 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fabula
-from fabula import (
-    CheckpointError,
-    Projection,
-    ProjectionError,
-    Projector,
-    RecordedEvent,
-    Repository,
-    handles,
-)
+from fabula import Projection, Projector, RecordedEvent, Repository, handles
+from fabula.exceptions import CheckpointError, ProjectionError
 from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore
 
@@ -453,7 +446,7 @@ class TestLive:
 
     def test_projection_names_must_be_unique(self) -> None:
         """Two projections under one name are refused."""
-        with pytest.raises(fabula.EventTypeError, match="two projections"):
+        with pytest.raises(fabula.exceptions.EventTypeError, match="two projections"):
             Projector(InMemoryEventStore(), [MemorySummary(), MemorySummary()])
 
 

@@ -65,6 +65,7 @@ PUBLIC_MODULES = [
     "fabula.memory",
     "fabula.postgres",
     "fabula.sqlite",
+    "fabula.storage",
     "fabula.testing",
     "fabula.testing.strategies",
 ]

@@ -12,17 +12,11 @@ import pytest
 from hypothesis import given
 
 import fabula
-from fabula import (
-    DomainEvent,
-    EventRegistry,
-    EventSerializer,
-    JSONObject,
-    SerializationError,
-    SerializedEvent,
-    UpcastError,
-)
+from fabula import DomainEvent, EventRegistry, EventSerializer, JSONObject
 from fabula._serialization import aggregate_id_from_stream
+from fabula.exceptions import SerializationError, UpcastError
 from fabula.memory import InMemoryEventStore
+from fabula.storage import SerializedEvent
 
 from . import strategies
 from .domain import (
@@ -54,8 +48,8 @@ def everything(**changes: object) -> Everything:
         "address": Address(street="Main 1", city="Utrecht"),
         "lines": (Line(uuid4(), 2, Decimal("0.10")), Line(uuid4(), 1, Decimal("1E+3"))),
         "pair": (3, "three"),
-        "tags": fabula.FrozenDict({"a": 1}),
-        "by_product": fabula.FrozenDict({uuid4(): Decimal("-0.00")}),
+        "tags": fabula.storage.FrozenDict({"a": 1}),
+        "by_product": fabula.storage.FrozenDict({uuid4(): Decimal("-0.00")}),
         "by_number": {1: "one", -20: "minus twenty"},
         "ratio": 0.1,
         "flag": True,
@@ -74,8 +68,8 @@ class TestRoundTrip:
         assert isinstance(decoded, Everything)
         assert str(decoded.amount) == "12.50"
         assert decoded.at.utcoffset() == timedelta(hours=-5, minutes=-30)
-        assert isinstance(decoded.tags, fabula.FrozenDict)
-        assert isinstance(decoded.by_product, fabula.FrozenDict)
+        assert isinstance(decoded.tags, fabula.storage.FrozenDict)
+        assert isinstance(decoded.by_product, fabula.storage.FrozenDict)
         assert type(decoded.by_number) is dict
         assert type(decoded.lines) is tuple
 
@@ -151,7 +145,7 @@ class TestRefusals:
         class Stray(DomainEvent):
             value: int
 
-        with pytest.raises(fabula.UnregisteredEventError, match="Stray"):
+        with pytest.raises(fabula.exceptions.UnregisteredEventError, match="Stray"):
             EventSerializer().encode(Stray(value=1))
 
 
@@ -171,7 +165,7 @@ def stored(
 class TestDecodeErrors:
     def test_unknown_type_names_type_stream_and_position(self) -> None:
         """A stored name no class has raises UnknownEventTypeError with its context."""
-        with pytest.raises(fabula.UnknownEventTypeError) as info:
+        with pytest.raises(fabula.exceptions.UnknownEventTypeError) as info:
             EventSerializer().decode(
                 stored("{}", type_name="gone.Event"), stream_id="s-1", version=1, position=9
             )

@@ -10,9 +10,10 @@ import attrs
 import pytest
 
 import fabula
-from fabula import Repository, Snapshot, SnapshotCodec
+from fabula import Repository
 from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore
+from fabula.storage import Snapshot, SnapshotCodec
 
 from .domain import ADDRESS, Order
 
@@ -41,7 +42,7 @@ async def order_with(repo: Repository, items: int) -> Order:
 
 
 class TestSnapshots:
-    async def test_snapshot_every_n_events(self, store: fabula.SnapshotStore) -> None:
+    async def test_snapshot_every_n_events(self, store: fabula.storage.SnapshotStore) -> None:
         """A snapshot is taken each time a save crosses a multiple of N."""
         repo = Repository(store, snapshot_every={Order: 5})  # type: ignore[arg-type]
         order = await order_with(repo, 11)
@@ -61,7 +62,7 @@ class TestSnapshots:
         assert from_snapshot == full == order
         assert from_snapshot.version == 10
 
-    async def test_loading_uses_the_snapshot(self, store: fabula.SnapshotStore) -> None:
+    async def test_loading_uses_the_snapshot(self, store: fabula.storage.SnapshotStore) -> None:
         """The loaded state comes from the snapshot: a doctored snapshot shows through."""
         repo = Repository(store, snapshot_every=3)  # type: ignore[arg-type]
         order = await order_with(repo, 3)
@@ -76,7 +77,7 @@ class TestSnapshots:
         assert (loaded.status.value, loaded.version) == ("submitted", 4)
 
     async def test_a_snapshot_beyond_the_stream_is_ignored(
-        self, store: fabula.SnapshotStore, caplog: pytest.LogCaptureFixture
+        self, store: fabula.storage.SnapshotStore, caplog: pytest.LogCaptureFixture
     ) -> None:
         """A snapshot of a version the stream does not have is never trusted."""
         repo = Repository(store, snapshot_every=2)  # type: ignore[arg-type]
@@ -92,7 +93,7 @@ class TestSnapshots:
         await repo.save(loaded)
 
     async def test_unreadable_snapshot_is_ignored_with_a_warning(
-        self, store: fabula.SnapshotStore, caplog: pytest.LogCaptureFixture
+        self, store: fabula.storage.SnapshotStore, caplog: pytest.LogCaptureFixture
     ) -> None:
         """A snapshot whose state does not decode is ignored: full replay and a warning."""
         repo = Repository(store, snapshot_every=3)  # type: ignore[arg-type]
@@ -105,7 +106,7 @@ class TestSnapshots:
         assert "does not decode" in caplog.text
 
     async def test_snapshot_of_another_version_is_ignored(
-        self, store: fabula.SnapshotStore, caplog: pytest.LogCaptureFixture
+        self, store: fabula.storage.SnapshotStore, caplog: pytest.LogCaptureFixture
     ) -> None:
         """A snapshot written under another snapshot_version is never trusted."""
         repo = Repository(store, snapshot_every=2)  # type: ignore[arg-type]
@@ -117,14 +118,18 @@ class TestSnapshots:
             assert await repo.get(Order, order.id) == order
         assert "snapshot_version 7 is not 1" in caplog.text
 
-    async def test_older_snapshots_do_not_replace_newer(self, store: fabula.SnapshotStore) -> None:
+    async def test_older_snapshots_do_not_replace_newer(
+        self, store: fabula.storage.SnapshotStore
+    ) -> None:
         """save_snapshot keeps the snapshot of the highest version."""
         await store.save_snapshot(Snapshot("s", "T", 10, 1, "{}"))
         await store.save_snapshot(Snapshot("s", "T", 5, 1, '{"old": 1}'))
         assert await store.load_snapshot("s") == Snapshot("s", "T", 10, 1, "{}")
         assert await store.load_snapshot("other") is None
 
-    async def test_no_snapshots_without_configuration(self, store: fabula.SnapshotStore) -> None:
+    async def test_no_snapshots_without_configuration(
+        self, store: fabula.storage.SnapshotStore
+    ) -> None:
         """With snapshot_every unset nothing is snapshotted."""
         order = await order_with(Repository(store), 6)  # type: ignore[arg-type]
         assert await store.load_snapshot(str(order.id)) is None

@@ -19,16 +19,18 @@ import pytest
 from fabula import (
     AppendResult,
     ConcurrencyError,
-    DuplicateEventIdError,
     ExpectedVersion,
+    RecordedEvent,
+    StoreError,
+    StoreUnavailableError,
+)
+from fabula.exceptions import (
+    DuplicateEventIdError,
     InvalidAppendError,
     InvalidReadError,
-    RecordedEvent,
     SchemaVersionError,
     SerializationError,
     StoreClosedError,
-    StoreError,
-    StoreUnavailableError,
 )
 from fabula.sqlite import SQLiteEventStore, Synchronous
 from fabula.sqlite import _schema as sql

@@ -141,6 +141,6 @@ class TestStrategies:
         assert isinstance(data.draw(strategies.values(tuple[int, ...])), tuple)
         optional = data.draw(strategies.values(int | None))
         assert optional is None or type(optional) is int
-        mapping = data.draw(strategies.values(fabula.FrozenDict[str, int]))
-        assert isinstance(mapping, fabula.FrozenDict)
+        mapping = data.draw(strategies.values(fabula.storage.FrozenDict[str, int]))
+        assert isinstance(mapping, fabula.storage.FrozenDict)
         assert isinstance(data.draw(strategies.values(Everything)), Everything)

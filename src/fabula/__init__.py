@@ -7,12 +7,29 @@ whose methods record them, and keep them in an event store:
     repo = fabula.Repository(store)
     await repo.save(order)
     again = await repo.get(Order, order.id)
+
+The layers, from the inside out (docs/architecture.md draws them):
+
+- **The kernel** (this package's private modules): events and their
+  registry, serialization, aggregates, the repository, commands and
+  queries, projections and pagination. It decides everything that needs
+  no I/O, stores' decisions included (`fabula._stored`,
+  `fabula._projection_store`).
+- **The stores**, which only do I/O around those decisions:
+  `fabula.memory`, `fabula.sqlite`, `fabula.postgres`, one module or
+  package each; store authors implement the protocols in `fabula.storage`.
+- **Integrations and tools**: `fabula.testing` (contract suites,
+  given/when/then, strategies) and the `fabula` command (`fabula.cli`).
+- **The application** on top: `examples/orders` is the reference.
+
+This module exports what an application uses every day; every error is in
+`fabula.exceptions`, the most common ones here too.
 """
 
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
 
-from fabula import exceptions, memory
+from fabula import exceptions, memory, storage
 from fabula._aggregate import Aggregate, apply
 from fabula._commands import (
     Command,
@@ -29,7 +46,6 @@ from fabula._events import (
     AggregateId,
     DomainEvent,
     EventMetadata,
-    EventRegistration,
     EventRegistry,
     JSONObject,
     JSONValue,
@@ -39,22 +55,14 @@ from fabula._events import (
     event,
     upcaster,
 )
-from fabula._frozen import FrozenDict
-from fabula._idempotency import (
-    Idempotency,
-    IdempotencyRecord,
-    IdempotencyStore,
-    UnitOfWork,
-    current_unit_of_work,
-)
+from fabula._idempotency import Idempotency
 from fabula._middleware import Correlation, LogDispatch, RetryOnConflict
 from fabula._pagination import CursorCodec, KeyPart, Page, check_page_size
 from fabula._projection import Projection, VersionGuard, handles
-from fabula._projection_store import ProjectionStore, SkippedEvent
 from fabula._projections import ProjectionFailure, ProjectionState, ProjectionStatus, Projector
+from fabula._public import publish as _publish
 from fabula._repository import Repository
-from fabula._serialization import EventSerializer, SerializedEvent, make_converter
-from fabula._snapshots import Snapshot, SnapshotCodec, SnapshotStore
+from fabula._serialization import EventSerializer, make_converter
 from fabula._store import (
     AppendResult,
     EventStore,
@@ -64,39 +72,16 @@ from fabula._store import (
     RecordedEvent,
     StreamAppend,
 )
-from fabula._store_base import LogPage
 from fabula.exceptions import (
     AggregateNotFoundError,
-    CheckpointError,
     ConcurrencyError,
     DomainError,
-    DuplicateEventIdError,
-    DuplicateEventTypeError,
-    DuplicateHandlerError,
-    EmptyAppendError,
-    EventTypeError,
-    EventVersionError,
     FabulaError,
-    HandlerNotFoundError,
     IdempotencyConflictError,
-    IdempotencyKeyTakenError,
-    InvalidAppendError,
     InvalidCursorError,
     InvalidPageSizeError,
-    InvalidReadError,
-    MessageTypeError,
-    MissingApplyHandlerError,
-    NotAnEventError,
-    ProjectionError,
-    SchemaVersionError,
-    SerializationError,
-    StoreClosedError,
     StoreError,
     StoreUnavailableError,
-    StreamMismatchError,
-    UnknownEventTypeError,
-    UnregisteredEventError,
-    UpcastError,
 )
 
 try:
@@ -109,7 +94,6 @@ __all__ = [
     "AggregateId",
     "AggregateNotFoundError",
     "AppendResult",
-    "CheckpointError",
     "Command",
     "CommandBus",
     "ConcurrencyError",
@@ -117,86 +101,55 @@ __all__ = [
     "CursorCodec",
     "DomainError",
     "DomainEvent",
-    "DuplicateEventIdError",
-    "DuplicateEventTypeError",
-    "DuplicateHandlerError",
-    "EmptyAppendError",
     "EventMetadata",
-    "EventRegistration",
     "EventRegistry",
     "EventSerializer",
     "EventStore",
-    "EventTypeError",
     "EventTypeFilter",
-    "EventVersionError",
     "Expected",
     "ExpectedVersion",
     "FabulaError",
-    "FrozenDict",
     "Handler",
-    "HandlerNotFoundError",
     "HandlerObject",
     "Idempotency",
     "IdempotencyConflictError",
-    "IdempotencyKeyTakenError",
-    "IdempotencyRecord",
-    "IdempotencyStore",
-    "InvalidAppendError",
     "InvalidCursorError",
     "InvalidPageSizeError",
-    "InvalidReadError",
     "JSONObject",
     "JSONValue",
     "KeyPart",
     "LogDispatch",
-    "LogPage",
     "Message",
-    "MessageTypeError",
     "Middleware",
-    "MissingApplyHandlerError",
     "Next",
-    "NotAnEventError",
     "Page",
     "Projection",
-    "ProjectionError",
     "ProjectionFailure",
     "ProjectionState",
     "ProjectionStatus",
-    "ProjectionStore",
     "Projector",
     "Query",
     "QueryBus",
     "RecordedEvent",
     "Repository",
     "RetryOnConflict",
-    "SchemaVersionError",
-    "SerializationError",
-    "SerializedEvent",
-    "SkippedEvent",
-    "Snapshot",
-    "SnapshotCodec",
-    "SnapshotStore",
-    "StoreClosedError",
     "StoreError",
     "StoreUnavailableError",
     "StreamAppend",
-    "StreamMismatchError",
-    "UnitOfWork",
-    "UnknownEventTypeError",
-    "UnregisteredEventError",
-    "UpcastError",
     "Upcaster",
     "VersionGuard",
     "__version__",
     "apply",
     "check_page_size",
     "current_metadata",
-    "current_unit_of_work",
     "default_registry",
     "event",
     "exceptions",
     "handles",
     "make_converter",
     "memory",
+    "storage",
     "upcaster",
 ]
+
+_publish(__name__, globals(), __all__)

@@ -13,6 +13,9 @@ The package's parts, each doing the I/O for decisions made in the kernel:
 - `_inspect`: the `fabula` command's read-only view.
 """
 
+from fabula._public import publish as _publish
 from fabula.postgres._store import PostgresEventStore, Tx
 
 __all__ = ["PostgresEventStore", "Tx"]
+
+_publish(__name__, globals(), __all__)

@@ -11,6 +11,9 @@ The package's parts, each doing the I/O for decisions made in the kernel:
 - `_inspect`: the `fabula` command's read-only view.
 """
 
+from fabula._public import publish as _publish
 from fabula.sqlite._store import SQLiteEventStore, Synchronous
 
 __all__ = ["SQLiteEventStore", "Synchronous"]
+
+_publish(__name__, globals(), __all__)

@@ -17,6 +17,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
     msg = "fabula.testing needs pytest and hypothesis: pip install 'fabula[testing]'"
     raise ImportError(msg) from exc
 
+from fabula._public import publish as _publish
 from fabula.testing import strategies
 from fabula.testing._contract import EventStoreContract, StoreFactory
 from fabula.testing._contract_events import (
@@ -41,3 +42,5 @@ __all__ = [
     "register_contract_events",
     "strategies",
 ]
+
+_publish(__name__, globals(), __all__)
