@@ -7,12 +7,23 @@ import pytest
 from fabula import EventStore, RecordedEvent
 from fabula.exceptions import InvalidAppendError, InvalidReadError, StoreClosedError
 from fabula.memory import InMemoryEventStore
-from fabula.testing import EventStoreContract, StoreFactory
-from fabula.testing._contract import deposit
+from fabula.testing import (
+    EventStoreContract,
+    IdempotencyStoreContract,
+    ProjectionStoreContract,
+    SnapshotStoreContract,
+    StoreFactory,
+    deposit,
+)
 
 
-class TestInMemoryEventStoreContract(EventStoreContract):
-    """InMemoryEventStore passes the store contract."""
+class TestInMemoryEventStoreContract(
+    EventStoreContract,
+    ProjectionStoreContract,
+    SnapshotStoreContract,
+    IdempotencyStoreContract,
+):
+    """InMemoryEventStore passes every capability's contract."""
 
     @pytest.fixture
     def event_store_factory(self) -> StoreFactory:

@@ -16,7 +16,15 @@ import fabula
 from fabula import ExpectedVersion, RecordedEvent
 from fabula.postgres import PostgresEventStore
 from fabula.postgres import _schema as sql
-from fabula.testing import Deposited, EventStoreContract, StoreFactory
+from fabula.testing import (
+    Deposited,
+    EventStoreContract,
+    IdempotencyStoreContract,
+    ProjectionStoreContract,
+    SnapshotStoreContract,
+    StoreFactory,
+    deposit,
+)
 
 from .postgres_support import Balances, HeldWriter, drop_schemas, new_schema, require_postgres
 
@@ -50,8 +58,13 @@ async def holds(schemas: list[str]) -> AsyncIterator[list["HeldWriter"]]:
             await writer.conn.close()
 
 
-class TestPostgresContract(EventStoreContract):
-    """PostgresEventStore passes the store contract unchanged."""
+class TestPostgresContract(
+    EventStoreContract,
+    ProjectionStoreContract,
+    SnapshotStoreContract,
+    IdempotencyStoreContract,
+):
+    """PostgresEventStore passes every capability's contract unchanged."""
 
     @pytest.fixture
     def event_store_factory(self, schemas: list[str]) -> StoreFactory:
@@ -101,10 +114,6 @@ class TestSchema:
             sql.SCHEMA_VERSION + 1,
             sql.SCHEMA_VERSION,
         )
-
-
-def deposit(amount: int) -> Deposited:
-    return Deposited(amount=Decimal(amount), note="")
 
 
 async def collect(

@@ -35,11 +35,24 @@ from fabula.exceptions import (
 from fabula.sqlite import SQLiteEventStore, Synchronous
 from fabula.sqlite import _schema as sql
 from fabula.sqlite._schema import SCHEMA_VERSION
-from fabula.testing import Deposited, EventStoreContract, StoreFactory
+from fabula.testing import (
+    Deposited,
+    EventStoreContract,
+    IdempotencyStoreContract,
+    ProjectionStoreContract,
+    SnapshotStoreContract,
+    StoreFactory,
+    deposit,
+)
 
 
-class TestSQLiteFileContract(EventStoreContract):
-    """A file-backed SQLiteEventStore passes the store contract."""
+class TestSQLiteFileContract(
+    EventStoreContract,
+    ProjectionStoreContract,
+    SnapshotStoreContract,
+    IdempotencyStoreContract,
+):
+    """A file-backed SQLiteEventStore passes every capability's contract."""
 
     @pytest.fixture
     def event_store_factory(self, tmp_path: Path) -> StoreFactory:
@@ -53,8 +66,13 @@ class TestSQLiteFileContract(EventStoreContract):
         return build
 
 
-class TestSQLiteMemoryContract(EventStoreContract):
-    """An in-memory SQLiteEventStore passes the store contract."""
+class TestSQLiteMemoryContract(
+    EventStoreContract,
+    ProjectionStoreContract,
+    SnapshotStoreContract,
+    IdempotencyStoreContract,
+):
+    """An in-memory SQLiteEventStore passes every capability's contract."""
 
     @pytest.fixture
     def event_store_factory(self) -> StoreFactory:
@@ -65,10 +83,6 @@ class TestSQLiteMemoryContract(EventStoreContract):
 
 
 CHILD = Path(__file__).parent / "sqlite_child.py"
-
-
-def deposit(n: int = 1) -> Deposited:
-    return Deposited(amount=Decimal(n))
 
 
 async def read_everything(store: SQLiteEventStore) -> list[RecordedEvent]:

@@ -17,7 +17,7 @@ import attrs
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._projection import Projection
-from fabula._projection_store import SkippedEvent
+from fabula._projection_store import SkippedEvent, require_checkpoint
 from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
 from fabula._store import (
@@ -37,7 +37,6 @@ from fabula._stored import (
     prepare_appends,
 )
 from fabula.exceptions import (
-    CheckpointError,
     IdempotencyKeyTakenError,
     StoreClosedError,
     StoreError,
@@ -152,8 +151,7 @@ class InMemoryEventStore(StoreBase):
         """Run `work`, move checkpoint `name` from `expected` to `position` (`ProjectionStore`)."""
         self._check_open()
         stored = self._checkpoints.get(name, 0)
-        if stored != expected:
-            raise CheckpointError(name, stored, position)
+        require_checkpoint(name, stored, expected=expected, moving_to=position)
         work(None)
         self._checkpoints[name] = position
 
@@ -161,8 +159,7 @@ class InMemoryEventStore(StoreBase):
         """Move checkpoint `name` past `position` and record the skip (see `ProjectionStore`)."""
         self._check_open()
         stored = self._checkpoints.get(name, 0)
-        if stored != position - 1:
-            raise CheckpointError(name, stored, position)
+        require_checkpoint(name, stored, expected=position - 1, moving_to=position)
         self._checkpoints[name] = position
         skipped = SkippedEvent(position, event_class, reason, datetime.now(UTC))
         self._skips.setdefault(name, []).append(skipped)

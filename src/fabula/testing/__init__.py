@@ -1,7 +1,9 @@
 """Tools for testing fabula applications and stores: import them in your own tests.
 
-- `EventStoreContract`: the test suite every `EventStore` must pass; subclass
-  it and provide the `event_store_factory` fixture.
+- A contract suite per capability, each run unchanged against every store
+  (subclass it and provide the `event_store_factory` fixture, one for all):
+  `EventStoreContract`, `ProjectionStoreContract`, `SnapshotStoreContract`
+  and `IdempotencyStoreContract`.
 - `check_against_model`: the hypothesis state machine the suite runs, for
   use on its own.
 - `given`: given / when / then scenarios for aggregates.
@@ -26,18 +28,26 @@ from fabula.testing._contract_events import (
     Withdrawn,
     register_contract_events,
 )
+from fabula.testing._contract_idempotency import IdempotencyStoreContract
+from fabula.testing._contract_projections import ProjectionStoreContract
+from fabula.testing._contract_snapshots import SnapshotStoreContract
 from fabula.testing._model import check_against_model
 from fabula.testing._scenario import Given, Outcome, given
+from fabula.testing._suite import deposit
 
 __all__ = [
     "CONTRACT_EVENTS",
     "Deposited",
     "EventStoreContract",
     "Given",
+    "IdempotencyStoreContract",
     "Outcome",
+    "ProjectionStoreContract",
+    "SnapshotStoreContract",
     "StoreFactory",
     "Withdrawn",
     "check_against_model",
+    "deposit",
     "given",
     "register_contract_events",
     "strategies",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any, TypeAlias
@@ -44,38 +44,14 @@ from fabula.exceptions import (
 )
 from fabula.testing._contract_events import Deposited, Withdrawn
 from fabula.testing._model import check_against_model
+from fabula.testing._suite import deposit, store_test
 
-__all__ = ["EventStoreContract", "StoreFactory", "deposit"]
+__all__ = ["EventStoreContract", "StoreFactory"]
 
 StoreFactory: TypeAlias = Callable[[], Awaitable[EventStore]]
 """What the `event_store_factory` fixture returns: builds a fresh, empty store."""
 
-_Body: TypeAlias = Callable[["EventStoreContract", EventStore], Coroutine[Any, Any, None]]
-_TIMEOUT = 60.0
-
-
-def _store_test(body: _Body) -> Callable[[EventStoreContract, StoreFactory], None]:
-    """Turn `async def test_x(self, store)` into a sync test using the factory fixture."""
-
-    def test(self: EventStoreContract, event_store_factory: StoreFactory) -> None:
-        async def run() -> None:
-            store = await event_store_factory()
-            try:
-                await asyncio.wait_for(body(self, store), _TIMEOUT)
-            finally:
-                await store.close()
-
-        asyncio.run(run())
-
-    test.__name__ = body.__name__
-    test.__qualname__ = body.__qualname__
-    test.__doc__ = body.__doc__
-    return test
-
-
-def deposit(amount: int | str = 1, note: str = "") -> Deposited:
-    """Return a new contract-suite event."""
-    return Deposited(amount=Decimal(amount), note=note)
+_store_test = store_test("event_store_factory")
 
 
 def _ids(recorded: list[RecordedEvent]) -> list[Any]:
