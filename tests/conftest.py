@@ -1,12 +1,24 @@
 """Shared fixtures and the hypothesis profiles.
 
+Fixtures that open stores close them at teardown, whatever the test did:
+a failed assertion never leaks a writer thread or a connection.
+
 `HYPOTHESIS_PROFILE=ci` (set by `.ci/run` through nox) runs more examples,
 derandomised so a CI failure reproduces.
 """
 
 import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from fabula.memory import InMemoryEventStore
+from fabula.sqlite import SQLiteEventStore
+
+from .support.stores import OpenSQLite
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(
@@ -17,3 +29,32 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+@pytest.fixture
+async def open_sqlite(tmp_path: Path) -> AsyncIterator[OpenSQLite]:
+    """Open SQLite stores (on `tmp_path / "e.db"` by default), each closed at teardown."""
+    opened: list[SQLiteEventStore] = []
+
+    def open_store(path: str | Path | None = None, **options: Any) -> SQLiteEventStore:
+        store = SQLiteEventStore(tmp_path / "e.db" if path is None else path, **options)
+        opened.append(store)
+        return store
+
+    yield open_store
+    for store in reversed(opened):
+        await store.close()
+
+
+@pytest.fixture
+async def sqlite_store(open_sqlite: OpenSQLite) -> SQLiteEventStore:
+    """A SQLiteEventStore on a fresh file, closed at teardown."""
+    return open_sqlite()
+
+
+@pytest.fixture
+async def memory_store() -> AsyncIterator[InMemoryEventStore]:
+    """A fresh InMemoryEventStore, closed at teardown."""
+    store = InMemoryEventStore()
+    yield store
+    await store.close()

@@ -10,7 +10,7 @@ import fabula
 from fabula.exceptions import EventTypeError, EventVersionError, MissingApplyHandlerError
 from fabula.testing import given
 
-from .domain import ADDRESS, Order, OrderCreated, OrderError, OrderItemAdded, OrderSubmitted
+from .support.domain import ADDRESS, Order, OrderCreated, OrderError, OrderItemAdded, OrderSubmitted
 
 PRODUCT = UUID("00000000-0000-4000-8000-000000000001")
 ORDER_ID = UUID("00000000-0000-4000-8000-0000000000aa")

@@ -24,7 +24,7 @@ from fabula.postgres import PostgresEventStore
 from fabula.sqlite import SQLiteEventStore
 from fabula.testing import Deposited
 
-from .postgres_support import HeldWriter, drop_schemas, new_schema, require_postgres
+from .support.postgres import HeldWriter, drop_schemas, new_schema, require_postgres
 
 DEMO_EVENTS = 12  # what `orders demo` stores: 4 orders, 12 events
 DEMO_TYPES = {

@@ -4,7 +4,6 @@ import asyncio
 import logging
 import random
 from decimal import Decimal
-from pathlib import Path
 from uuid import UUID, uuid4
 
 import attrs
@@ -25,9 +24,9 @@ from fabula import (
 )
 from fabula.exceptions import DuplicateHandlerError, HandlerNotFoundError, MessageTypeError
 from fabula.memory import InMemoryEventStore
-from fabula.sqlite import SQLiteEventStore
 
-from .domain import ADDRESS, Order
+from .support.domain import ADDRESS, Order
+from .support.stores import OpenSQLite
 
 PRODUCT = uuid4()
 
@@ -162,12 +161,10 @@ class TestCommandBus:
 class TestRetryOnConflict:
     @pytest.mark.parametrize("kind", ["memory", "sqlite"])
     async def test_retries_against_a_real_conflicting_writer(
-        self, kind: str, tmp_path: Path
+        self, kind: str, open_sqlite: OpenSQLite
     ) -> None:
         """A handler that loses a race to another writer runs again on fresh state."""
-        store: fabula.EventStore = (
-            InMemoryEventStore() if kind == "memory" else SQLiteEventStore(tmp_path / "e.db")
-        )
+        store: fabula.EventStore = InMemoryEventStore() if kind == "memory" else open_sqlite()
         repo = Repository(store)
         order = Order.create(uuid4(), ADDRESS)
         await repo.save(order)
@@ -191,7 +188,6 @@ class TestRetryOnConflict:
         assert await bus.dispatch(AddItem(order_id=UUID(str(order.id)), quantity=2)) == 12
         assert attempts == 2
         assert (await repo.get(Order, order.id)).version == 3
-        await store.close()
 
     async def test_gives_up_after_the_attempts(self) -> None:
         """After the last attempt the ConcurrencyError propagates."""

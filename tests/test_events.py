@@ -9,7 +9,7 @@ import fabula
 from fabula import DomainEvent, EventRegistry
 from fabula.exceptions import EventTypeError
 
-from .domain import OrderItemAdded, OrderSubmitted
+from .support.domain import OrderItemAdded, OrderSubmitted
 
 
 @attrs.frozen

@@ -27,10 +27,10 @@ from fabula import (
 from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore
 
-from .domain import ADDRESS, Order, OrderItemAdded
+from .support.domain import ADDRESS, Order, OrderItemAdded
 
 PRODUCT = uuid4()
-CHILD = Path(__file__).parent / "idempotency_child.py"
+CHILD = Path(__file__).parent / "support" / "idempotency_child.py"
 
 
 @attrs.frozen

@@ -26,7 +26,7 @@ from fabula.testing import (
     deposit,
 )
 
-from .postgres_support import Balances, HeldWriter, drop_schemas, new_schema, require_postgres
+from .support.postgres import Balances, HeldWriter, drop_schemas, new_schema, require_postgres
 
 
 @pytest.fixture
@@ -306,7 +306,7 @@ class TestProjections:
         assert left == (0,)
 
 
-WRITER = Path(__file__).parent / "postgres_child.py"
+WRITER = Path(__file__).parent / "support" / "postgres_child.py"
 
 
 class TestManyWriters:
@@ -534,7 +534,7 @@ class TestConnectionLoss:
         assert await store.read_stream("held") == []
 
 
-PROJECTOR = Path(__file__).parent / "postgres_projector_child.py"
+PROJECTOR = Path(__file__).parent / "support" / "postgres_projector_child.py"
 
 
 class TestStandbyProjectors:

@@ -23,8 +23,9 @@ from fabula.exceptions import CheckpointError, ProjectionError
 from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore
 
-from .domain import ADDRESS, Order, OrderCreated, OrderItemAdded, OrderSubmitted
-from .read_models import OrderSummary, Summary, fold, read_summary
+from .support.domain import ADDRESS, Order, OrderCreated, OrderItemAdded, OrderSubmitted
+from .support.read_models import OrderSummary, Summary, fold, read_summary
+from .support.stores import OpenSQLite
 
 PRODUCTS = [UUID(int=n) for n in range(1, 4)]
 
@@ -221,10 +222,12 @@ class TestFailures:
             assert read_summary(store)[str(orders[0])] == ("submitted", 18, Decimal("22.50"))
 
     @pytest.mark.parametrize("kind", ["sqlite", "memory"])
-    async def test_an_operator_can_skip_the_failing_event_only(self, kind: str) -> None:
+    async def test_an_operator_can_skip_the_failing_event_only(
+        self, kind: str, open_sqlite: OpenSQLite
+    ) -> None:
         """Skipping is explicit, only of the event stopped at, and recorded with a reason."""
         store: SQLiteEventStore | InMemoryEventStore = (
-            SQLiteEventStore(":memory:") if kind == "sqlite" else InMemoryEventStore()
+            open_sqlite(":memory:") if kind == "sqlite" else InMemoryEventStore()
         )
         await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 13), ("submit", 0)], [])
         projection: Projection[Any] = (
@@ -247,7 +250,6 @@ class TestFailures:
             "OrderItemAdded",
             "bad data, see ticket 42",
         )
-        await store.close()
 
     async def test_a_running_projector_retries_until_fixed(self) -> None:
         """While following, a failing event is retried with backoff until its handler works."""
@@ -450,7 +452,7 @@ class TestLive:
             Projector(InMemoryEventStore(), [MemorySummary(), MemorySummary()])
 
 
-CHILD = Path(__file__).parent / "projection_child.py"
+CHILD = Path(__file__).parent / "support" / "projection_child.py"
 
 
 def wait_for_checkpoint(path: Path, target: int, *, deadline: float) -> None:

@@ -8,7 +8,7 @@ import pytest
 from fabula import AggregateNotFoundError, ConcurrencyError, Repository
 from fabula.memory import InMemoryEventStore
 
-from .domain import ADDRESS, Order, OrderItemAdded, OrderStatus
+from .support.domain import ADDRESS, Order, OrderItemAdded, OrderStatus
 
 PRODUCT = uuid4()
 

@@ -18,8 +18,8 @@ from fabula.exceptions import SerializationError, UpcastError
 from fabula.memory import InMemoryEventStore
 from fabula.storage import SerializedEvent
 
-from . import strategies
-from .domain import (
+from .support import strategies
+from .support.domain import (
     Address,
     Colour,
     Everything,

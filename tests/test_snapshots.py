@@ -15,7 +15,7 @@ from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore
 from fabula.storage import Snapshot, SnapshotCodec
 
-from .domain import ADDRESS, Order
+from .support.domain import ADDRESS, Order
 
 PRODUCT = uuid4()
 
@@ -49,7 +49,7 @@ class TestSnapshots:
         snapshot = await store.load_snapshot(str(order.id))
         assert snapshot is not None
         assert (snapshot.version, snapshot.schema_version) == (10, 1)
-        assert snapshot.aggregate_type == "tests.domain.Order"
+        assert snapshot.aggregate_type == "tests.support.domain.Order"
 
     async def test_loading_from_a_snapshot_equals_full_replay(
         self, store: fabula.EventStore
@@ -98,7 +98,7 @@ class TestSnapshots:
         """A snapshot whose state does not decode is ignored: full replay and a warning."""
         repo = Repository(store, snapshot_every=3)  # type: ignore[arg-type]
         order = await order_with(repo, 5)
-        broken = Snapshot(str(order.id), "tests.domain.Order", 99, 1, '{"status": 12}')
+        broken = Snapshot(str(order.id), "tests.support.domain.Order", 99, 1, '{"status": 12}')
         await store.save_snapshot(broken)
         with caplog.at_level(logging.WARNING, logger="fabula.snapshots"):
             loaded = await repo.get(Order, order.id)
@@ -157,7 +157,7 @@ class TestConfiguration:
     ) -> None:
         """A snapshot with an impossible version decodes to None with a warning."""
         order_id = uuid4()
-        snapshot = Snapshot(str(order_id), "tests.domain.Order", version, 1, "{}")
+        snapshot = Snapshot(str(order_id), "tests.support.domain.Order", version, 1, "{}")
         with caplog.at_level(logging.WARNING, logger="fabula.snapshots"):
             assert SnapshotCodec().decode(snapshot, Order, order_id) is None
         assert f"cannot restore version {version}" in caplog.text

@@ -45,6 +45,8 @@ from fabula.testing import (
     deposit,
 )
 
+from .support.stores import OpenSQLite
+
 
 class TestSQLiteFileContract(
     EventStoreContract,
@@ -82,7 +84,7 @@ class TestSQLiteMemoryContract(
         return build
 
 
-CHILD = Path(__file__).parent / "sqlite_child.py"
+CHILD = Path(__file__).parent / "support" / "sqlite_child.py"
 
 
 async def read_everything(store: SQLiteEventStore) -> list[RecordedEvent]:
@@ -187,9 +189,11 @@ class TestOpening:
 
 
 class TestWriting:
-    async def test_commit_at_full_runs_off_the_event_loop(self, tmp_path: Path) -> None:
+    async def test_commit_at_full_runs_off_the_event_loop(
+        self, tmp_path: Path, open_sqlite: OpenSQLite
+    ) -> None:
         """At synchronous=FULL the COMMIT (the disk sync) runs in another thread."""
-        store = SQLiteEventStore(tmp_path / "e.db", synchronous="FULL")
+        store = open_sqlite(tmp_path / "e.db", synchronous="FULL")
         threads: dict[str, set[int]] = {}
         store._writer.connection.set_trace_callback(
             lambda statement: threads.setdefault(statement.split()[0], set()).add(
@@ -202,9 +206,11 @@ class TestWriting:
         assert threads["BEGIN"] == {loop_thread}
         assert loop_thread not in threads["COMMIT"]
 
-    async def test_failures_in_a_group_do_not_undo_others(self, tmp_path: Path) -> None:
+    async def test_failures_in_a_group_do_not_undo_others(
+        self, tmp_path: Path, open_sqlite: OpenSQLite
+    ) -> None:
         """Concurrent appends committed together each get their own result or error."""
-        store = SQLiteEventStore(tmp_path / "e.db")
+        store = open_sqlite(tmp_path / "e.db")
         await store.append("shared", [deposit()], expected_version=0)
         calls = [store.append("shared", [deposit(n)], expected_version=1) for n in range(10)] + [
             store.append(f"own-{n}", [deposit(n)], expected_version=0) for n in range(10)
@@ -216,13 +222,12 @@ class TestWriting:
         assert len(await store.read_stream("shared")) == 2
         for n in range(10):
             assert len(await store.read_stream(f"own-{n}")) == 1
-        await store.close()
 
     async def test_a_batch_failing_mid_insert_in_a_group_is_undone_alone(
-        self, tmp_path: Path
+        self, tmp_path: Path, open_sqlite: OpenSQLite
     ) -> None:
         """A batch whose second event hits a stored id leaves nothing; its group-mates land."""
-        store = SQLiteEventStore(tmp_path / "e.db")
+        store = open_sqlite(tmp_path / "e.db")
         taken = deposit(99)
         await store.append("elsewhere", [taken], expected_version=0)
         first = deposit(1)
@@ -243,11 +248,11 @@ class TestWriting:
 
     @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
     async def test_a_locked_file_fails_with_store_unavailable(
-        self, tmp_path: Path, synchronous: Synchronous
+        self, tmp_path: Path, synchronous: Synchronous, open_sqlite: OpenSQLite
     ) -> None:
         """While another process holds the write lock, an append waits, then fails cleanly."""
         path = tmp_path / "e.db"
-        store = SQLiteEventStore(path, busy_timeout=0.2, synchronous=synchronous)
+        store = open_sqlite(path, busy_timeout=0.2, synchronous=synchronous)
         await store.append("acc-1", [deposit()], expected_version=0)
         with closing(sqlite3.connect(path, isolation_level=None)) as other:
             other.execute("BEGIN IMMEDIATE")
@@ -255,12 +260,13 @@ class TestWriting:
                 await store.append("acc-1", [deposit()], expected_version=1)
             other.execute("ROLLBACK")
         assert (await store.append("acc-1", [deposit()], expected_version=1)).version == 2
-        await store.close()
 
-    async def test_undecodable_rows_name_position_stream_and_type(self, tmp_path: Path) -> None:
+    async def test_undecodable_rows_name_position_stream_and_type(
+        self, tmp_path: Path, open_sqlite: OpenSQLite
+    ) -> None:
         """A stored payload that does not decode raises SerializationError with its context."""
         path = tmp_path / "e.db"
-        store = SQLiteEventStore(path)
+        store = open_sqlite(path)
         await store.append("acc-1", [deposit(), deposit()], expected_version=0)
         with closing(sqlite3.connect(path)) as conn, conn:
             conn.execute("UPDATE fabula_events SET data = '{\"amount\": 1.5}' WHERE position = 2")
@@ -277,9 +283,11 @@ class TestWriting:
 class TestFailures:
     """What happens when the disk, the file or the caller misbehaves."""
 
-    async def test_group_commit_shares_disk_syncs(self, tmp_path: Path) -> None:
+    async def test_group_commit_shares_disk_syncs(
+        self, tmp_path: Path, open_sqlite: OpenSQLite
+    ) -> None:
         """Concurrent appends at FULL commit together: fewer COMMITs than appends."""
-        store = SQLiteEventStore(tmp_path / "e.db", synchronous="FULL")
+        store = open_sqlite(tmp_path / "e.db", synchronous="FULL")
         commits = 0
 
         def trace(statement: str) -> None:
@@ -294,10 +302,12 @@ class TestFailures:
         await store.close()
         assert 1 <= commits <= 8
 
-    async def test_cancelling_close_still_settles_and_closes(self, tmp_path: Path) -> None:
+    async def test_cancelling_close_still_settles_and_closes(
+        self, tmp_path: Path, open_sqlite: OpenSQLite
+    ) -> None:
         """A cancelled close() finishes the shutdown: every caller gets an answer."""
         path = tmp_path / "e.db"
-        store = SQLiteEventStore(path, synchronous="FULL")
+        store = open_sqlite(path, synchronous="FULL")
         tasks = [
             asyncio.create_task(store.append(f"acc-{n}", [deposit(n)], expected_version=0))
             for n in range(200)
@@ -318,7 +328,7 @@ class TestFailures:
     ) -> None:
         """If the file is clobbered under the store, appends raise StoreError."""
         path = tmp_path / "e.db"
-        store = SQLiteEventStore(path, synchronous=synchronous)
+        store = SQLiteEventStore(path, synchronous=synchronous)  # its close fails: not a fixture
         await store.append("acc-1", [deposit()], expected_version=0)
         with closing(sqlite3.connect(path, isolation_level=None)) as other:
             other.execute("INSERT INTO fabula_meta VALUES ('x', 'y')")  # a change to notice
@@ -332,10 +342,10 @@ class TestFailures:
 
     @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
     async def test_disk_full_fails_whole_appends_only(
-        self, tmp_path: Path, synchronous: Synchronous
+        self, tmp_path: Path, synchronous: Synchronous, open_sqlite: OpenSQLite
     ) -> None:
         """When the database fills up, each append is stored whole or reported failed."""
-        store = SQLiteEventStore(tmp_path / "e.db", synchronous=synchronous)
+        store = open_sqlite(tmp_path / "e.db", synchronous=synchronous)
         await store.append("warm-up", [deposit()], expected_version=0)
         pages = store._writer.connection.execute("PRAGMA page_count").fetchone()[0]
         store._writer.connection.execute(f"PRAGMA max_page_count = {pages + 3}")
@@ -357,9 +367,11 @@ class TestFailures:
 
 
 class TestBadInput:
-    async def test_out_of_range_numbers_are_invalid_reads(self, tmp_path: Path) -> None:
+    async def test_out_of_range_numbers_are_invalid_reads(
+        self, tmp_path: Path, open_sqlite: OpenSQLite
+    ) -> None:
         """Positions and limits beyond 64 bits raise InvalidReadError, as in every store."""
-        store = SQLiteEventStore(tmp_path / "e.db")
+        store = open_sqlite(tmp_path / "e.db")
         calls: list[Callable[[], Awaitable[object]]] = [
             lambda: store.read_all(after=2**63),
             lambda: store.read_all(limit=2**63),
@@ -370,23 +382,25 @@ class TestBadInput:
                 await call()
         with pytest.raises(InvalidReadError):
             store.subscribe(after=2**63)
-        await store.close()
 
-    async def test_unencodable_text_is_refused(self, tmp_path: Path) -> None:
+    async def test_unencodable_text_is_refused(
+        self, tmp_path: Path, open_sqlite: OpenSQLite
+    ) -> None:
         """Stream ids and type names that are not valid UTF-8 are refused, not crashed on."""
-        store = SQLiteEventStore(tmp_path / "e.db")
+        store = open_sqlite(tmp_path / "e.db")
         with pytest.raises(InvalidAppendError):
             await store.append("bad\udc80", [deposit()], expected_version=0)
         with pytest.raises(InvalidReadError):
             await store.read_stream("bad\udc80")
         with pytest.raises(InvalidReadError):
             await store.read_all(event_types=["bad\udc80"])
-        await store.close()
 
-    async def test_corrupt_ids_and_timestamps_name_the_row(self, tmp_path: Path) -> None:
+    async def test_corrupt_ids_and_timestamps_name_the_row(
+        self, tmp_path: Path, open_sqlite: OpenSQLite
+    ) -> None:
         """A stored event id or timestamp that does not parse raises SerializationError."""
         path = tmp_path / "e.db"
-        store = SQLiteEventStore(path)
+        store = open_sqlite(path)
         await store.append("acc-1", [deposit(), deposit()], expected_version=0)
         for column, value in (("timestamp", "yesterday"), ("event_id", b"short")):
             with closing(sqlite3.connect(path)) as conn, conn:
@@ -402,14 +416,14 @@ class TestBadInput:
 
 class TestSubscribing:
     async def test_filtered_reads_never_skip_a_commit_between_their_queries(
-        self, tmp_path: Path
+        self, tmp_path: Path, open_sqlite: OpenSQLite
     ) -> None:
         """A filtered subscription reads its head and rows in one snapshot: nothing twice."""
         path = tmp_path / "e.db"
-        store = SQLiteEventStore(path, poll_interval=0.01)
+        store = open_sqlite(path, poll_interval=0.01)
         await store.append("acc-1", [deposit(1)], expected_version=0)
         other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        writer = SQLiteEventStore(path)
+        open_sqlite(path)  # a second store on the file, open throughout
         pending = [deposit(n) for n in range(2, 6)]
         injected = 0
 
@@ -446,14 +460,14 @@ class TestSubscribing:
         positions = [r.position for r in seen]
         assert positions == sorted(set(positions)) == [1, 2, 3, 4, 5]
         other.close()
-        await writer.close()
-        await store.close()
 
-    async def test_subscription_sees_other_writers_by_polling(self, tmp_path: Path) -> None:
+    async def test_subscription_sees_other_writers_by_polling(
+        self, tmp_path: Path, open_sqlite: OpenSQLite
+    ) -> None:
         """Events appended through another store on the same file arrive within the poll."""
         path = tmp_path / "e.db"
-        reader = SQLiteEventStore(path, poll_interval=0.02)
-        writer = SQLiteEventStore(path)
+        reader = open_sqlite(path, poll_interval=0.02)
+        writer = open_sqlite(path)
         received: list[RecordedEvent] = []
         done = asyncio.Event()
 

@@ -12,7 +12,7 @@ import fabula
 from fabula import EventSerializer
 from fabula.testing import given, strategies
 
-from .domain import (
+from .support.domain import (
     ADDRESS,
     Everything,
     Order,

@@ -1,7 +1,7 @@
 """Fixtures for the orders application: a service in-process, or `orders serve` as a process.
 
 Both run on each database the service supports: a SQLite file, and a fresh
-schema on the PostgreSQL server of `tests/postgres_support.py`.
+schema on the PostgreSQL server of `tests/support/postgres.py`.
 """
 
 import os
@@ -19,7 +19,7 @@ import pytest
 from orders.api import create_app
 from orders.service import OrdersService
 
-from tests.postgres_support import drop_schemas, new_schema, require_postgres
+from tests.support.postgres import drop_schemas, new_schema, require_postgres
 
 ADDRESS = {"street": "Main 1", "city": "Utrecht", "postal_code": "3511 AA", "country": "NL"}
 

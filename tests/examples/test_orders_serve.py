@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from tests.postgres_support import drop_schemas, new_schema, require_postgres
+from tests.support.postgres import drop_schemas, new_schema, require_postgres
 
 from .conftest import ADDRESS, Place, Server
 

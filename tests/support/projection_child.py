@@ -7,11 +7,11 @@ import asyncio
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fabula import Projector
 from fabula.sqlite import SQLiteEventStore
-from tests.read_models import OrderSummary
+from tests.support.read_models import OrderSummary
 
 
 async def main(path: str, batch_size: int) -> None:

@@ -10,11 +10,11 @@ import asyncio
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from fabula import Projector
 from fabula.postgres import PostgresEventStore
-from tests.postgres_support import Balances
+from tests.support.postgres import Balances
 
 
 async def main(url: str, schema: str) -> None:
