@@ -13,7 +13,8 @@ import httpx
 import pytest
 from orders.api import MAX_BODY_BYTES, create_app
 from orders.domain import ShippingAddress
-from orders.service import CreateCustomer, CreateOrder, OrdersService, SubmitOrder
+from orders.messages import CreateCustomer, CreateOrder, SubmitOrder
+from orders.service import OrdersService
 
 from .conftest import ADDRESS, Place, Shop
 

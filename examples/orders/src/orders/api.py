@@ -34,8 +34,7 @@ import fabula
 
 from .catalog import UnknownCustomerError, UnknownProductError
 from .domain import InvalidOrderError, OrderStateError, OrderStatus, ShippingAddress
-from .read_model import OrderSummaryView, OrderView
-from .service import (
+from .messages import (
     AddOrderItem,
     CancelOrder,
     CreateCustomer,
@@ -44,9 +43,10 @@ from .service import (
     GetCustomerOrders,
     GetOrderById,
     ListProducts,
-    OrdersService,
     SubmitOrder,
 )
+from .read_model import OrderSummaryView, OrderView
+from .service import OrdersService
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 

@@ -1,5 +1,6 @@
-"""The application: commands, queries, their handlers, and the wiring that runs them.
+"""The application's wiring: the store and database, the buses, and the projector's lifecycle.
 
+The messages are in `orders.messages`, what they do in `orders.handlers`.
 `OrdersService.open(database)` opens the event store, the catalogs and the
 read model in one database (a SQLite file, or a PostgreSQL schema when given
 a `postgresql://` URL), builds the command and query buses and starts the
@@ -17,37 +18,20 @@ import logging
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
-from uuid import UUID, uuid4
-
-import attrs
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 import fabula
 from fabula.sqlite import SQLiteEventStore
 
-from .catalog import Catalog, Product
+from .catalog import Catalog
 from .database import SQLITE, Database, SQLiteDatabase
-from .domain import Order, OrderStatus, ShippingAddress
-from .read_model import OrderSummaryProjection, OrderSummaryView, OrderView, ReadModel
+from .handlers import OrderHandlers
+from .read_model import OrderSummaryProjection, ReadModel
 
 if TYPE_CHECKING:  # only a service on PostgreSQL imports the driver
     from fabula.postgres import PostgresEventStore, Tx
 
-__all__ = [
-    "AddOrderItem",
-    "CancelOrder",
-    "CreateCustomer",
-    "CreateOrder",
-    "CreateProduct",
-    "GetCustomerOrders",
-    "GetOrderById",
-    "ListProducts",
-    "OrdersService",
-    "SubmitOrder",
-    "is_postgres_url",
-    "projector",
-]
+__all__ = ["OrdersService", "is_postgres_url", "projector"]
 
 logger = logging.getLogger("orders")
 
@@ -71,78 +55,6 @@ def is_postgres_url(database: str) -> bool:
     return database.startswith(("postgresql://", "postgres://"))
 
 
-@attrs.frozen(kw_only=True)
-class CreateCustomer(fabula.Command[UUID]):
-    """Add a customer to the catalog; returns the new customer's id."""
-
-    name: str
-    email: str
-
-
-@attrs.frozen(kw_only=True)
-class CreateProduct(fabula.Command[UUID]):
-    """Add a product to the catalog; returns the new product's id."""
-
-    name: str
-    price: Decimal
-
-
-# --8<-- [start:commands]
-@attrs.frozen(kw_only=True)
-class CreateOrder(fabula.Command[UUID]):
-    """Open a draft order for a customer; returns the new order's id."""
-
-    customer_id: UUID
-    shipping_address: ShippingAddress
-
-
-@attrs.frozen(kw_only=True)
-class AddOrderItem(fabula.Command[None]):
-    """Add units of a catalog product to a draft order, at the product's current price."""
-
-    order_id: UUID
-    product_id: UUID
-    quantity: int
-
-
-@attrs.frozen(kw_only=True)
-class SubmitOrder(fabula.Command[Decimal]):
-    """Submit a draft order; returns its total."""
-
-    order_id: UUID
-
-
-@attrs.frozen(kw_only=True)
-class CancelOrder(fabula.Command[None]):
-    """Cancel a draft or submitted order."""
-
-    order_id: UUID
-    reason: str
-
-
-# --8<-- [end:commands]
-@attrs.frozen(kw_only=True)
-class GetOrderById(fabula.Query[OrderView | None]):
-    """The order with this id, or None."""
-
-    order_id: UUID
-
-
-@attrs.frozen(kw_only=True)
-class GetCustomerOrders(fabula.Query[fabula.Page[OrderSummaryView]]):
-    """A page of a customer's orders, newest first, optionally of one status."""
-
-    customer_id: UUID
-    status: OrderStatus | None = None
-    page_size: int = 20
-    cursor: str | None = None
-
-
-@attrs.frozen(kw_only=True)
-class ListProducts(fabula.Query[list[Product]]):
-    """Every product in the catalog."""
-
-
 class OrdersService:
     """The orders application over one database: a SQLite file or a PostgreSQL schema.
 
@@ -155,6 +67,7 @@ class OrdersService:
         catalog: The customers and products.
         read_model: The order read model's queries.
         projector: Keeps the read model up to date.
+        handlers: What each command and query does.
         commands: The command bus (correlation, retry on conflict, idempotency).
         queries: The query bus.
         read_timeout: How long `execute` waits for the read model to catch up.
@@ -190,8 +103,9 @@ class OrdersService:
         self.commands.use(fabula.Idempotency(store, retention=key_retention))
         # --8<-- [end:bus]
         self.queries = fabula.QueryBus()
+        self.handlers = OrderHandlers(self.repository, self.catalog, self.read_model)
+        self.handlers.register(self.commands, self.queries)
         self._projecting: asyncio.Task[None] | None = None
-        self._register()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -281,66 +195,6 @@ class OrdersService:
         """Rebuild the read model from the whole log without downtime; return its position."""
         await self.projector.rebuild(OrderSummaryProjection.name, progress=progress)
         return await self.store.load_checkpoint(OrderSummaryProjection.name)
-
-    def _register(self) -> None:
-        register: Callable[[type[Any], Any], Any] = self.commands.register
-        register(CreateCustomer, self._create_customer)
-        register(CreateProduct, self._create_product)
-        register(CreateOrder, self._create_order)
-        register(AddOrderItem, self._add_item)
-        register(SubmitOrder, self._submit)
-        register(CancelOrder, self._cancel)
-        self.queries.register(GetOrderById, self._order)
-        self.queries.register(GetCustomerOrders, self._customer_orders)
-        self.queries.register(ListProducts, self._products)
-
-    async def _create_customer(self, command: CreateCustomer) -> UUID:
-        return await self.catalog.add_customer(command.name, command.email)
-
-    async def _create_product(self, command: CreateProduct) -> UUID:
-        return await self.catalog.add_product(command.name, command.price)
-
-    async def _create_order(self, command: CreateOrder) -> UUID:
-        customer = await self.catalog.customer(command.customer_id)
-        order = Order.create(
-            uuid4(),
-            customer_id=customer.id,
-            customer_name=customer.name,
-            shipping_address=command.shipping_address,
-        )
-        await self.repository.save(order)
-        return UUID(str(order.id))
-
-    # --8<-- [start:handler]
-    async def _add_item(self, command: AddOrderItem) -> None:
-        order = await self.repository.get(Order, command.order_id)
-        product = await self.catalog.product(command.product_id)
-        order.add_item(product.id, product.name, command.quantity, product.price)
-        await self.repository.save(order)
-
-    # --8<-- [end:handler]
-    async def _submit(self, command: SubmitOrder) -> Decimal:
-        order = await self.repository.get(Order, command.order_id)
-        total = order.submit()
-        await self.repository.save(order)
-        return total
-
-    async def _cancel(self, command: CancelOrder) -> None:
-        order = await self.repository.get(Order, command.order_id)
-        order.cancel(command.reason)
-        await self.repository.save(order)
-
-    async def _order(self, query: GetOrderById) -> OrderView | None:
-        return await self.read_model.order(query.order_id)
-
-    async def _customer_orders(self, query: GetCustomerOrders) -> fabula.Page[OrderSummaryView]:
-        await self.catalog.customer(query.customer_id)  # UnknownCustomerError if not there
-        return await self.read_model.customer_orders(
-            query.customer_id, status=query.status, page_size=query.page_size, cursor=query.cursor
-        )
-
-    async def _products(self, _: ListProducts) -> list[Product]:
-        return await self.catalog.products()
 
 
 _Opened: TypeAlias = "tuple[Store, OrdersProjector, Database]"

@@ -1,0 +1,116 @@
+"""The orders application's handlers: what each command and query does.
+
+A command handler loads the aggregate, calls a method, and saves it; a
+query handler reads the read model (never the event store). The handlers
+know nothing of the database behind them or of the buses' middleware.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from uuid import UUID, uuid4
+
+import attrs
+
+import fabula
+
+from .catalog import Catalog, Product
+from .domain import Order
+from .messages import (
+    AddOrderItem,
+    CancelOrder,
+    CreateCustomer,
+    CreateOrder,
+    CreateProduct,
+    GetCustomerOrders,
+    GetOrderById,
+    ListProducts,
+    SubmitOrder,
+)
+from .read_model import OrderSummaryView, OrderView, ReadModel
+
+__all__ = ["OrderHandlers"]
+
+
+@attrs.define
+class OrderHandlers:
+    """The handlers of every orders command and query.
+
+    Attributes:
+        repository: Loads and saves orders.
+        catalog: The customers and products.
+        read_model: The order read model's queries.
+    """
+
+    repository: fabula.Repository
+    catalog: Catalog
+    read_model: ReadModel
+
+    def register(self, commands: fabula.CommandBus, queries: fabula.QueryBus) -> None:
+        """Register each handler with its bus."""
+        commands.register(CreateCustomer, self.create_customer)
+        commands.register(CreateProduct, self.create_product)
+        commands.register(CreateOrder, self.create_order)
+        commands.register(AddOrderItem, self.add_item)
+        commands.register(SubmitOrder, self.submit)
+        commands.register(CancelOrder, self.cancel)
+        queries.register(GetOrderById, self.order)
+        queries.register(GetCustomerOrders, self.customer_orders)
+        queries.register(ListProducts, self.products)
+
+    async def create_customer(self, command: CreateCustomer) -> UUID:
+        """Add a customer to the catalog."""
+        return await self.catalog.add_customer(command.name, command.email)
+
+    async def create_product(self, command: CreateProduct) -> UUID:
+        """Add a product to the catalog."""
+        return await self.catalog.add_product(command.name, command.price)
+
+    async def create_order(self, command: CreateOrder) -> UUID:
+        """Open a draft order for a known customer."""
+        customer = await self.catalog.customer(command.customer_id)
+        order = Order.create(
+            uuid4(),
+            customer_id=customer.id,
+            customer_name=customer.name,
+            shipping_address=command.shipping_address,
+        )
+        await self.repository.save(order)
+        return UUID(str(order.id))
+
+    # --8<-- [start:handler]
+    async def add_item(self, command: AddOrderItem) -> None:
+        """Add a catalog product to a draft order, at the catalog's price."""
+        order = await self.repository.get(Order, command.order_id)
+        product = await self.catalog.product(command.product_id)
+        order.add_item(product.id, product.name, command.quantity, product.price)
+        await self.repository.save(order)
+
+    # --8<-- [end:handler]
+    async def submit(self, command: SubmitOrder) -> Decimal:
+        """Submit a draft order; return its total."""
+        order = await self.repository.get(Order, command.order_id)
+        total = order.submit()
+        await self.repository.save(order)
+        return total
+
+    async def cancel(self, command: CancelOrder) -> None:
+        """Cancel an order that has not shipped."""
+        order = await self.repository.get(Order, command.order_id)
+        order.cancel(command.reason)
+        await self.repository.save(order)
+
+    async def order(self, query: GetOrderById) -> OrderView | None:
+        """One order with its lines, or None."""
+        return await self.read_model.order(query.order_id)
+
+    async def customer_orders(self, query: GetCustomerOrders) -> fabula.Page[OrderSummaryView]:
+        """A page of a known customer's orders."""
+        await self.catalog.customer(query.customer_id)  # UnknownCustomerError if not there
+        return await self.read_model.customer_orders(
+            query.customer_id, status=query.status, page_size=query.page_size, cursor=query.cursor
+        )
+
+    async def products(self, _: ListProducts) -> list[Product]:
+        """Every product in the catalog."""
+        return await self.catalog.products()
