@@ -22,7 +22,7 @@ import cattrs
 
 from fabula._aggregate import Aggregate
 from fabula._commands import Command, Next
-from fabula._serialization import decode_json, encode_json, make_converter
+from fabula._converter import decode_json, encode_json, make_converter
 from fabula._store import AppendResult, StreamAppend
 from fabula.exceptions import (
     IdempotencyConflictError,

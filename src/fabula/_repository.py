@@ -12,7 +12,7 @@ from fabula._aggregate import Aggregate
 from fabula._events import AggregateId
 from fabula._idempotency import current_unit_of_work
 from fabula._snapshots import SnapshotCodec, SnapshotStore, warn_ignored
-from fabula._store import AppendResult, EventStore
+from fabula._store import AppendResult, EventStore, StreamAppend
 from fabula.exceptions import AggregateNotFoundError, EventTypeError, FabulaError
 
 __all__ = ["Repository"]
@@ -135,24 +135,30 @@ class Repository:
         changed = [(a, append) for a in unique if (append := a.pending_append()) is not None]
         if not changed:
             return []
-        appends = [append for _, append in changed]
-        if len(appends) == 1:
-            only = appends[0]
-            results = [
-                await self.store.append(
-                    only.stream_id, only.events, expected_version=only.expected_version
-                )
-            ]
-        else:
-            results = await self.store.append_many(appends)
+        results = await self._append([append for _, append in changed])
         for aggregate, append in changed:
             aggregate.mark_saved(append.events)
         for aggregate, append in changed:
-            interval = self._interval(type(aggregate))
-            before = aggregate.version - len(append.events)
-            if interval and aggregate.version // interval > before // interval:
-                await self._snapshot(aggregate)
+            await self._snapshot_if_due(aggregate, saved=len(append.events))
         return results
+
+    async def _append(self, appends: list[StreamAppend]) -> list[AppendResult]:
+        """One aggregate's events through `append`, several through one `append_many`."""
+        if len(appends) > 1:
+            return await self.store.append_many(appends)
+        (only,) = appends
+        return [
+            await self.store.append(
+                only.stream_id, only.events, expected_version=only.expected_version
+            )
+        ]
+
+    async def _snapshot_if_due(self, aggregate: Aggregate, *, saved: int) -> None:
+        """Snapshot `aggregate` if the `saved` events just stored passed its interval."""
+        interval = self._interval(type(aggregate))
+        before = aggregate.version - saved
+        if interval and aggregate.version // interval > before // interval:
+            await self._snapshot(aggregate)
 
     def _interval(self, cls: type[Aggregate]) -> int | None:
         if self._snapshot_store is None:

@@ -11,8 +11,8 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
 from fabula._aggregate import Aggregate
+from fabula._converter import decode_json, encode_json, make_converter
 from fabula._events import AggregateId
-from fabula._serialization import decode_json, encode_json, make_converter
 
 __all__ = ["Snapshot", "SnapshotCodec", "SnapshotStore"]
 

@@ -19,8 +19,9 @@ from uuid import UUID
 import psycopg
 from psycopg import errors as pg_errors
 
+from fabula._converter import encode_json
 from fabula._idempotency import IdempotencyRecord
-from fabula._serialization import SerializedEvent, encode_json
+from fabula._serialization import SerializedEvent
 from fabula._store import AppendResult, ExpectedVersion, check_concurrency
 from fabula._stored import (
     PendingAppend,

@@ -92,6 +92,35 @@ class Connections:
         self.conninfo = conninfo
         self.connect_timeout = connect_timeout
 
+    @classmethod
+    def to(
+        cls,
+        conninfo: str | psycopg_pool.AsyncConnectionPool[Any],
+        *,
+        application_name: str,
+        min_size: int,
+        max_size: int,
+        connect_timeout: float,
+    ) -> Connections:
+        """Connections through the user's own pool, or through a pool made (not yet opened) here.
+
+        A pool whose connection string is computed cannot be listened on
+        (`conninfo` is then None): subscriptions poll.
+        """
+        if isinstance(conninfo, psycopg_pool.AsyncConnectionPool):
+            given = conninfo.conninfo if isinstance(conninfo.conninfo, str) else None
+            return cls(conninfo, own_pool=False, conninfo=given, connect_timeout=connect_timeout)
+        pool = psycopg_pool.AsyncConnectionPool(
+            conninfo,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs={"autocommit": True, "application_name": application_name[:63]},
+            timeout=connect_timeout,
+            open=False,
+            name="fabula",
+        )
+        return cls(pool, own_pool=True, conninfo=conninfo, connect_timeout=connect_timeout)
+
     async def open(self) -> None:
         """Open the pool if the store made it.
 

@@ -259,42 +259,45 @@ class ProjectionSide:
             raise StoreError(msg)
         side = sql.quote_identifier(f"fabula_rebuild_{uuid4().hex[:16]}")
 
-        def use_side(conn: Tx) -> None:
-            path = conn.execute("SHOW search_path").fetchone()
-            conn.execute(f"SET LOCAL search_path TO {side}, {path[0] if path else 'public'}")
-
         def prepare(conn: Tx) -> None:
             conn.execute(f"CREATE SCHEMA {side}")
-            use_side(conn)
+            _use_side(conn, side)
             projection.setup(conn)
+
+        async def apply_batch(events: list[RecordedEvent]) -> None:
+            def apply(conn: Tx) -> None:
+                _use_side(conn, side)
+                apply_events(projection, events, conn)
+
+            await self._in_projection_transaction(apply)
 
         await self._in_projection_transaction(prepare)
         try:
-
-            async def apply_batch(events: list[RecordedEvent]) -> None:
-                def apply(conn: Tx) -> None:
-                    use_side(conn)
-                    apply_events(projection, events, conn)
-
-                await self._in_projection_transaction(apply)
-
             position = await build_from_log(
                 self._log, projection, apply_batch, batch_size=batch_size, progress=progress
             )
-
-            def swap(conn: Tx) -> None:
-                row = conn.execute("SELECT current_schema()").fetchone()
-                live = sql.quote_identifier(row[0] if row and row[0] else "public")
-                self._lock_checkpoint(conn, projection.name)
-                for table in projection.tables:
-                    name = sql.quote_identifier(table)
-                    conn.execute(f"DROP TABLE IF EXISTS {live}.{name} CASCADE")
-                    conn.execute(f"ALTER TABLE {side}.{name} SET SCHEMA {live}")
-                conn.execute(self._sql.save_checkpoint, (position, projection.name))
-
-            await self._in_projection_transaction(swap)
+            await self._in_projection_transaction(
+                lambda conn: self._swap_in(conn, projection, side, position)
+            )
         finally:
             await self._in_projection_transaction(
                 lambda conn: conn.execute(f"DROP SCHEMA IF EXISTS {side} CASCADE")
             )
         return position
+
+    def _swap_in(self, conn: Tx, projection: Projection[Tx], side: str, position: int) -> None:
+        """Replace the live tables with the side schema's and set the checkpoint."""
+        row = conn.execute("SELECT current_schema()").fetchone()
+        live = sql.quote_identifier(row[0] if row and row[0] else "public")
+        self._lock_checkpoint(conn, projection.name)
+        for table in projection.tables:
+            name = sql.quote_identifier(table)
+            conn.execute(f"DROP TABLE IF EXISTS {live}.{name} CASCADE")
+            conn.execute(f"ALTER TABLE {side}.{name} SET SCHEMA {live}")
+        conn.execute(self._sql.save_checkpoint, (position, projection.name))
+
+
+def _use_side(conn: Tx, side: str) -> None:
+    """Put the side schema first on the transaction's search_path."""
+    path = conn.execute("SHOW search_path").fetchone()
+    conn.execute(f"SET LOCAL search_path TO {side}, {path[0] if path else 'public'}")

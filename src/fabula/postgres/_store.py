@@ -114,26 +114,13 @@ class PostgresEventStore(StoreBase):
         self.schema = schema
         self._sql = sql.Statements.for_schema(schema)
         self._poll_interval = poll_interval
-        if isinstance(conninfo, psycopg_pool.AsyncConnectionPool):
-            # A pool whose connection string is computed cannot be listened on:
-            # subscriptions then poll.
-            given = conninfo.conninfo if isinstance(conninfo.conninfo, str) else None
-            self._db = Connections(
-                conninfo, own_pool=False, conninfo=given, connect_timeout=connect_timeout
-            )
-        else:
-            pool = psycopg_pool.AsyncConnectionPool(
-                conninfo,
-                min_size=min_size,
-                max_size=max_size,
-                kwargs={"autocommit": True, "application_name": f"fabula:{schema}"[:63]},
-                timeout=connect_timeout,
-                open=False,
-                name="fabula",
-            )
-            self._db = Connections(
-                pool, own_pool=True, conninfo=conninfo, connect_timeout=connect_timeout
-            )
+        self._db = Connections.to(
+            conninfo,
+            application_name=f"fabula:{schema}",
+            min_size=min_size,
+            max_size=max_size,
+            connect_timeout=connect_timeout,
+        )
         self._wakeup = Wakeup()
         self._closed = False
         self._opened = False

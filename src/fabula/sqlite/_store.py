@@ -28,11 +28,12 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
+from fabula._converter import encode_json
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
-from fabula._serialization import EventSerializer, SerializedEvent, encode_json
+from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
 from fabula._store import (
     AppendResult,
