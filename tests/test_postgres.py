@@ -203,8 +203,7 @@ class TestNoSkippedEvents:
 
 
 def balances(store: PostgresEventStore) -> dict[str, Decimal]:
-    assert store._db.conninfo is not None
-    with psycopg.connect(store._db.conninfo) as conn:
+    with psycopg.connect(require_postgres()) as conn:
         query = f'SELECT account, total FROM "{store.schema}".balances'  # noqa: S608
         return dict(conn.execute(query).fetchall())
 
@@ -291,15 +290,14 @@ class TestProjections:
         expected = await fill(store, 3, 40)
         projector = fabula.Projector(store, [Balances()], batch_size=9)
         await projector.catch_up()
-        assert store._db.conninfo is not None
-        with psycopg.connect(store._db.conninfo) as conn:  # a bug wrote nonsense
+        with psycopg.connect(require_postgres()) as conn:  # a bug wrote nonsense
             conn.execute(f'UPDATE "{store.schema}".balances SET total = -1')  # noqa: S608
         progress: list[tuple[int, int]] = []
         await projector.rebuild("balances", progress=lambda d, t: progress.append((d, t)))
         assert balances(store) == expected
         assert progress
         assert progress[-1][0] == await store.load_checkpoint("balances")
-        with psycopg.connect(store._db.conninfo) as conn:
+        with psycopg.connect(require_postgres()) as conn:
             left = conn.execute(
                 "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'fabula_rebuild_%%'"
             ).fetchone()
@@ -447,8 +445,7 @@ class TestConnectionLoss:
         Success means the events are stored (with the positions returned);
         StoreUnavailableError means they are not.
         """
-        url = store._db.conninfo
-        assert url is not None
+        url = require_postgres()
         rng = random.Random(3)
         outcomes: list[tuple[list[Deposited], fabula.AppendResult | None]] = []
         done = asyncio.Event()
@@ -503,8 +500,7 @@ class TestConnectionLoss:
         self, store: PostgresEventStore, holds: list[HeldWriter]
     ) -> None:
         """The resolver waits for the old server process to end, then looks for the events."""
-        url = store._db.conninfo
-        assert url is not None
+        url = require_postgres()
         error = fabula.StoreUnavailableError("connection lost during COMMIT")
         stored = [deposit(1), deposit(2)]
         await store.append("done", stored, expected_version=0)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import contextvars
 import inspect
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TypeAlias, TypeVar
 from uuid import UUID, uuid4
 
 import attrs
 
 from fabula._frozen import FrozenDict
+from fabula._guards import is_int, utcnow
 from fabula.exceptions import DuplicateEventTypeError, EventTypeError, UnregisteredEventError
 
 __all__ = [
@@ -42,10 +43,6 @@ Upcaster: TypeAlias = Callable[[JSONObject], JSONObject]
 """A function that turns a stored payload of schema version N into version N + 1."""
 
 E = TypeVar("E", bound="DomainEvent")
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _frozen_headers(headers: Mapping[str, str]) -> FrozenDict[str, str]:
@@ -111,7 +108,7 @@ class DomainEvent:
     aggregate_id: AggregateId = ""
     version: int = 0
     event_id: UUID = attrs.field(factory=uuid4)
-    timestamp: datetime = attrs.field(factory=_utcnow)
+    timestamp: datetime = attrs.field(factory=utcnow)
     metadata: EventMetadata = _EMPTY_METADATA
 
 
@@ -168,7 +165,7 @@ class EventRegistry:
         if not isinstance(name, str) or not name.strip():
             msg = f"an event name must be a non-empty string, not {name!r}"
             raise EventTypeError(msg)
-        if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        if not is_int(version) or version < 1:
             msg = f"{cls.__qualname__}: schema version must be an int >= 1, not {version!r}"
             raise EventTypeError(msg)
         entry = EventRegistration(name=name, cls=cls, version=version)
@@ -199,7 +196,7 @@ class EventRegistry:
         if not callable(function):
             msg = f"upcaster for {name!r} must be callable, not {function!r}"
             raise EventTypeError(msg)
-        if isinstance(from_version, bool) or not isinstance(from_version, int) or from_version < 1:
+        if not is_int(from_version) or from_version < 1:
             msg = f"upcaster for {name!r}: from_version must be an int >= 1, not {from_version!r}"
             raise EventTypeError(msg)
         key = (name, from_version)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextvars
 import hashlib
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Protocol, get_args, get_origin, runtime_checkable
 
 import attrs
@@ -23,6 +23,7 @@ import cattrs
 from fabula._aggregate import Aggregate
 from fabula._commands import Command, Next
 from fabula._converter import decode_json, encode_json, make_converter
+from fabula._guards import utcnow
 from fabula._store import AppendResult, StreamAppend
 from fabula.exceptions import (
     IdempotencyConflictError,
@@ -117,10 +118,6 @@ def _result_type(command: Command[Any]) -> object:
     return Any
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 def _check_retention(_: object, __: object, value: object) -> None:
     if value is None:
         return
@@ -154,7 +151,7 @@ class Idempotency:
     store: IdempotencyStore
     retention: timedelta | None = attrs.field(default=timedelta(days=1), validator=_check_retention)
     converter: cattrs.Converter = attrs.field(factory=make_converter)
-    clock: Callable[[], datetime] = attrs.field(default=_utcnow)
+    clock: Callable[[], datetime] = attrs.field(default=utcnow)
 
     def __attrs_post_init__(self) -> None:
         if not isinstance(self.store, IdempotencyStore):

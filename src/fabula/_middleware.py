@@ -6,22 +6,16 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
 from uuid import uuid4
 
 import attrs
 
 from fabula._commands import Message, Next
 from fabula._events import EventMetadata, _current_metadata
+from fabula._guards import positive_number
 from fabula.exceptions import ConcurrencyError
 
 __all__ = ["Correlation", "LogDispatch", "RetryOnConflict"]
-
-
-def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        msg = f"{attribute.name} must be a positive number, not {value!r}"
-        raise ValueError(msg)
 
 
 @attrs.define
@@ -40,9 +34,9 @@ class RetryOnConflict:
         rng: Where the jitter comes from (seed it in tests).
     """
 
-    attempts: int = attrs.field(default=5, validator=_positive)
-    base_delay: float = attrs.field(default=0.002, validator=_positive)
-    max_delay: float = attrs.field(default=0.1, validator=_positive)
+    attempts: int = attrs.field(default=5, validator=positive_number)
+    base_delay: float = attrs.field(default=0.002, validator=positive_number)
+    max_delay: float = attrs.field(default=0.1, validator=positive_number)
     rng: random.Random = attrs.field(factory=random.Random, repr=False)
 
     async def __call__(self, message: Message, call_next: Next) -> object:

@@ -14,6 +14,7 @@ from uuid import UUID
 
 import attrs
 
+from fabula._guards import is_int
 from fabula.exceptions import InvalidCursorError, InvalidPageSizeError
 
 __all__ = ["CursorCodec", "KeyPart", "Page", "check_page_size"]
@@ -162,7 +163,7 @@ def check_page_size(size: object, *, maximum: int = 100, minimum: int = 1) -> in
     Raises:
         InvalidPageSizeError: It is not, naming the bounds.
     """
-    if isinstance(size, bool) or not isinstance(size, int) or not minimum <= size <= maximum:
+    if not is_int(size) or not minimum <= size <= maximum:
         raise InvalidPageSizeError(size, minimum, maximum)
     return size
 

@@ -12,6 +12,7 @@ from typing import Any, Generic
 import attrs
 
 from fabula._events import DomainEvent
+from fabula._guards import positive_number
 from fabula._projection import Projection, TxT
 from fabula._projection_store import ProjectionLeases, ProjectionStore
 from fabula._store import RecordedEvent
@@ -131,12 +132,6 @@ async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        msg = f"{attribute.name} must be positive, not {value!r}"
-        raise ValueError(msg)
-
-
 @attrs.define(repr=False)
 class Projector(Generic[TxT]):
     """Feeds projections from the global log, each from its own checkpoint.
@@ -158,10 +153,10 @@ class Projector(Generic[TxT]):
 
     store: ProjectionStore[TxT]
     projections: Sequence[Projection[TxT]]
-    batch_size: int = attrs.field(default=500, validator=_positive)
-    retry_delay: float = attrs.field(default=0.05, validator=_positive)
-    max_retry_delay: float = attrs.field(default=30.0, validator=_positive)
-    idle_wait: float = attrs.field(default=1.0, validator=_positive)
+    batch_size: int = attrs.field(default=500, validator=positive_number)
+    retry_delay: float = attrs.field(default=0.05, validator=positive_number)
+    max_retry_delay: float = attrs.field(default=30.0, validator=positive_number)
+    idle_wait: float = attrs.field(default=1.0, validator=positive_number)
     _tracks: dict[str, _Track] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:

@@ -10,6 +10,7 @@ import attrs
 
 from fabula._aggregate import Aggregate
 from fabula._events import AggregateId
+from fabula._guards import is_int
 from fabula._idempotency import current_unit_of_work
 from fabula._snapshots import SnapshotCodec, SnapshotStore, warn_ignored
 from fabula._store import AppendResult, EventStore, StreamAppend
@@ -25,7 +26,7 @@ logger = logging.getLogger("fabula.repository")
 def _check_intervals(value: object) -> None:
     intervals = list(value.values()) if isinstance(value, Mapping) else [value]
     for interval in intervals:
-        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, int)):
+        if interval is not None and not is_int(interval):
             msg = f"snapshot_every must be a positive int, not {interval!r}"
             raise TypeError(msg)
         if interval is not None and interval < 1:

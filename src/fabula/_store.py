@@ -10,6 +10,7 @@ from typing import Protocol, Self, TypeAlias, runtime_checkable
 import attrs
 
 from fabula._events import DomainEvent, EventRegistry
+from fabula._guards import MAX_INT, is_int
 from fabula.exceptions import (
     ConcurrencyError,
     DuplicateEventIdError,
@@ -225,8 +226,7 @@ def check_expected_version(stream_id: str, expected_version: object) -> None:
     """
     if isinstance(expected_version, ExpectedVersion):
         return
-    is_int = isinstance(expected_version, int) and not isinstance(expected_version, bool)
-    if is_int and expected_version >= 0:  # type: ignore[operator] # narrowed by is_int
+    if is_int(expected_version) and expected_version >= 0:
         return
     raise InvalidAppendError(
         stream_id,
@@ -326,11 +326,8 @@ def validate_read_stream(stream_id: str, from_version: int, limit: int | None) -
         _check_int("limit", limit, minimum=1)
 
 
-_MAX_INT = 2**63 - 1  # what every store's integer columns hold
-
-
 def _check_int(argument: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= _MAX_INT:
+    if not is_int(value) or not minimum <= value <= MAX_INT:
         raise InvalidReadError(argument, value, f"must be an int from {minimum} to 2**63 - 1")
 
 

@@ -33,6 +33,7 @@ from typing import Any, NoReturn, TextIO
 import orjson
 
 from fabula._events import default_registry
+from fabula._guards import MAX_INT
 from fabula._inspect import Inspector, StoredEvent, open_inspector
 from fabula._projections import Projector
 from fabula.exceptions import FabulaError, StoreError
@@ -44,7 +45,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _TOKENS = re.compile(r"(\x1b\[[0-9;]*m)|(.)", re.DOTALL)
 _RESET = "\x1b[0m"
 _KIB = 1024
-_MAX_INT = 2**63 - 1
 _REDRAW_EVERY = 0.1  # seconds between redraws of a progress bar
 
 
@@ -468,8 +468,8 @@ def _natural(text: str) -> int:
         raise argparse.ArgumentTypeError(f"must be a whole number, not {text!r}") from None
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, not {text}")
-    if value > _MAX_INT:  # what both databases' 64-bit integers hold
-        raise argparse.ArgumentTypeError(f"must be at most {_MAX_INT}, not {text}")
+    if value > MAX_INT:  # what both databases' 64-bit integers hold
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_INT}, not {text}")
     return value
 
 

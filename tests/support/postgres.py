@@ -98,8 +98,7 @@ class HeldWriter:
         self.results: list[fabula.AppendResult] = []
 
     async def begin(self, events: list[Deposited]) -> None:
-        assert self.store._db.conninfo is not None
-        self.conn = await psycopg.AsyncConnection.connect(self.store._db.conninfo)
+        self.conn = await psycopg.AsyncConnection.connect(require_postgres())
         parts = prepare_append(self.stream_id, events, ExpectedVersion.ANY, self.store.serializer)
         # The store's own write path, on a connection whose transaction we hold.
         self.results, _ = await self.store._appender._write(self.conn, parts)
