@@ -11,6 +11,7 @@ import attrs
 
 from fabula._events import DomainEvent, EventRegistry
 from fabula._guards import MAX_INT, is_int
+from fabula._serialization import EventSerializer
 from fabula.exceptions import (
     ConcurrencyError,
     DuplicateEventIdError,
@@ -178,6 +179,20 @@ class EventStore(Protocol):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None: ...
+
+
+@runtime_checkable
+class SerializingStore(Protocol):
+    """A store that says how it encodes events: tools read its registry of stored names.
+
+    fabula's own stores are; the `fabula` command uses it to name a
+    projection's event types as the store stores them.
+    """
+
+    @property
+    def serializer(self) -> EventSerializer:
+        """The serializer the store encodes and decodes events with."""
+        ...
 
 
 def validate_append(

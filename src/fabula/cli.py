@@ -36,6 +36,7 @@ from fabula._events import default_registry
 from fabula._guards import MAX_INT
 from fabula._inspect import Inspector, StoredEvent, open_inspector
 from fabula._projections import Projector
+from fabula._store import SerializingStore
 from fabula.exceptions import FabulaError, StoreError
 
 __all__ = ["main"]
@@ -311,8 +312,10 @@ def _open_store(location: str, schema: str) -> Any:  # noqa: ANN401 - either sto
 
 def _projection_types(projector: Projector[Any], name: str) -> list[str]:
     """The stored names of the event types projection `name` handles, from the store's registry."""
-    serializer = getattr(projector.store, "serializer", None)
-    registry = getattr(serializer, "registry", None) or default_registry
+    store = projector.store
+    registry = (
+        store.serializer.registry if isinstance(store, SerializingStore) else default_registry
+    )
     for projection in projector.projections:
         if projection.name == name:
             return [registry.by_class(event_class).name for event_class in projection.handlers()]

@@ -12,6 +12,7 @@ the matching contract suite in `fabula.testing`:
 | one active projector among processes | `ProjectionLeases` | (the store's own tests) |
 | snapshots | `SnapshotStore` | `SnapshotStoreContract` |
 | idempotent commands | `IdempotencyStore` | `IdempotencyStoreContract` |
+| stored names for tools (the `fabula` command) | `SerializingStore` | - |
 
 Backends do I/O and shared code decides. A store calls these instead of
 deciding again: `prepare_append` / `prepare_appends` check and encode a
@@ -43,6 +44,7 @@ from fabula._public import publish as _publish
 from fabula._serialization import SerializedEvent
 from fabula._snapshots import Snapshot, SnapshotCodec, SnapshotStore
 from fabula._store import (
+    SerializingStore,
     check_concurrency,
     event_type_names,
     validate_append,
@@ -72,6 +74,7 @@ __all__ = [
     "ProjectionLeases",
     "ProjectionStore",
     "SerializedEvent",
+    "SerializingStore",
     "SkippedEvent",
     "Snapshot",
     "SnapshotCodec",

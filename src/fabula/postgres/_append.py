@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import psycopg
@@ -46,6 +46,20 @@ __all__ = ["Appender"]
 _PURGE_EVERY = 1000
 
 _Conn = psycopg.AsyncConnection[Any]
+
+
+class _Claimed(NamedTuple):
+    """A stream claimed for an append: its version after it, and the transaction's id."""
+
+    version: int
+    xid: int
+
+
+class _Planned(NamedTuple):
+    """A part to insert: the version of its first event, and the transaction's id."""
+
+    first_version: int
+    xid: int
 
 
 class Appender:
@@ -295,7 +309,7 @@ class Appender:
             if isinstance(claim, AppendResult):  # a retry of an earlier append
                 results.append(claim)
                 continue
-            first, xid = claim
+            first, xid = claim.first_version, claim.xid
             for offset, record in enumerate(part.records):
                 ordinal = len(rows) + 1
                 rows.append(_row(record, ordinal, stream_id=part.stream_id, version=first + offset))
@@ -311,9 +325,9 @@ class Appender:
 
     async def _claim_all(
         self, conn: _Conn, parts: list[PendingAppend]
-    ) -> list[AppendResult | tuple[int, int]]:
+    ) -> list[AppendResult | _Planned]:
         """Per part: its original result if it is a retry, else (first version, xid)."""
-        claims: list[AppendResult | tuple[int, int] | None] = [None] * len(parts)
+        claims: list[AppendResult | _Planned | None] = [None] * len(parts)
         # Lock streams in one order, so that two multi-stream appends cannot deadlock.
         for index in sorted(range(len(parts)), key=lambda i: parts[i].stream_id):
             part = parts[index]
@@ -330,13 +344,12 @@ class Appender:
                     await conn.execute(self._sql.stream_version, (part.stream_id,))
                 ).fetchone()
                 raise ConcurrencyError(part.stream_id, part.expected, row[0] if row else 0)
-            version, xid = claimed
-            actual = version - len(part.records)
+            actual = claimed.version - len(part.records)
             check_concurrency(part.stream_id, part.events, part.expected, actual)
-            claims[index] = (actual + 1, xid)
+            claims[index] = _Planned(actual + 1, claimed.xid)
         return [claim for claim in claims if claim is not None]
 
-    async def _claim(self, conn: _Conn, part: PendingAppend) -> tuple[int, int] | None:
+    async def _claim(self, conn: _Conn, part: PendingAppend) -> _Claimed | None:
         """Check the stream's version and lock its row; None if it is not as expected."""
         expected = part.expected
         params: dict[str, object] = {"stream": part.stream_id, "n": len(part.records)}
@@ -351,7 +364,7 @@ class Appender:
         else:
             statement = self._sql.claim_exact
         row = await (await conn.execute(statement, params)).fetchone()
-        return None if row is None else (int(row[0]), int(row[1]))
+        return None if row is None else _Claimed(int(row[0]), int(row[1]))
 
     async def _stored_under(
         self, conn: _Conn, records: Sequence[SerializedEvent]

@@ -397,7 +397,8 @@ def _append_parts(conn: sqlite3.Connection, parts: list[PendingAppend]) -> list[
     """Store each part, or recognise it as a retry; the writer's transaction is open."""
     results = []
     for part in parts:
-        if reads_stored_first(part):
+        looked = reads_stored_first(part)
+        if looked:
             replayed = match_retry(part, _stored_under(conn, part.records))
             if replayed is not None:
                 results.append(replayed)
@@ -406,7 +407,8 @@ def _append_parts(conn: sqlite3.Connection, parts: list[PendingAppend]) -> list[
         try:
             check_concurrency(part.stream_id, part.events, part.expected, actual)
         except ConcurrencyError:
-            replayed = match_retry(part, _stored_under(conn, part.records))
+            # A retry fails the check too; if it was looked for already, it is not one.
+            replayed = None if looked else match_retry(part, _stored_under(conn, part.records))
             if replayed is None:
                 raise
             results.append(replayed)
