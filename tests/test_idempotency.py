@@ -278,6 +278,71 @@ class TestIdempotency:
             await bus.dispatch(PlaceOrder(customer_id=uuid4(), idempotency_key=""))
 
 
+class TestUnitOfWork:
+    """What an idempotent command's handler saves is appended once, with its key, and no more."""
+
+    async def test_a_retry_with_new_ids_replays_without_conflict(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """The fingerprint leaves out message and correlation ids: a resend is a repeat."""
+        handler = Counter(Repository(store))
+        bus = bus_for(store, handler)
+        command = PlaceOrder(customer_id=uuid4(), idempotency_key="k-1")
+        first = await bus.dispatch(command)
+        resent = attrs.evolve(command, message_id=uuid4(), correlation_id=uuid4())
+        assert await bus.dispatch(resent) == first
+        assert handler.runs == 1
+
+    async def test_saves_after_an_idempotent_command_are_appended(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """Once the command is done, a later save in the same task goes to the store at once."""
+        bus = bus_for(store, Counter(Repository(store)))
+        await bus.dispatch(PlaceOrder(customer_id=uuid4(), idempotency_key="k-1"))
+        later = Order.create(uuid4(), ADDRESS)
+        results = await Repository(store).save(later)
+        assert [r.version for r in results] == [1]
+        assert len(await store.read_stream(str(later.id))) == 1
+
+    async def test_saving_one_aggregate_twice_in_a_handler_appends_each_event_once(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """Two saves of one order inside the command store its three events once, in order."""
+        repo = Repository(store)
+
+        async def place_twice(command: PlaceOrder) -> UUID:
+            order = Order.create(command.customer_id, ADDRESS)
+            order.add_item(PRODUCT, 1, Decimal(1))
+            await repo.save(order)
+            order.add_item(uuid4(), 2, Decimal(3))
+            await repo.save(order)
+            return UUID(str(order.id))
+
+        bus = CommandBus()
+        bus.use(Idempotency(store))
+        bus.register(PlaceOrder, place_twice)
+        order_id = await bus.dispatch(PlaceOrder(customer_id=uuid4(), idempotency_key="k-2"))
+        stored = await store.read_stream(str(order_id))
+        assert [r.event.version for r in stored] == [1, 2, 3]
+        assert len({r.event.event_id for r in stored}) == 3
+
+    async def test_keys_kept_for_ever_replay_years_later(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """retention=None: the record never expires, so a repeat years later still replays."""
+        now = datetime(2026, 11, 26, tzinfo=UTC)
+        handler = Counter(Repository(store))
+        bus = bus_for(store, handler, retention=None, clock=lambda: now)
+        command = PlaceOrder(customer_id=uuid4(), idempotency_key="k-1")
+        first = await bus.dispatch(command)
+        record = await store.load_record("k-1")
+        assert record is not None
+        assert record.expires_at is None
+        now += timedelta(days=3650)
+        assert await bus.dispatch(command) == first
+        assert handler.runs == 1
+
+
 class TestSQLiteRecords:
     async def test_expired_records_are_purged(
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

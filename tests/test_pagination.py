@@ -2,6 +2,7 @@
 
 import base64
 import contextlib
+import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
 from uuid import UUID, uuid4
@@ -179,3 +180,111 @@ class TestPages:
         """A page with no further row has next_cursor None."""
         page = Page.from_rows([1, 2], 5, lambda n: (n,), PLAIN)
         assert page == Page((1, 2), None)
+
+
+def plain_cursor(body: object) -> str:
+    """An unsigned cursor around any JSON body, as a client could forge one."""
+    raw = json.dumps(body, separators=(",", ":")).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+GOLDEN_KEY: tuple[KeyPart, ...] = (
+    datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+    UUID("12345678-1234-5678-1234-567812345678"),
+    -42,
+    "zoë",
+)
+GOLDEN_TYPES = [datetime, UUID, int, str]
+GOLDEN_PLAIN = (
+    "WyIxIixbWyJkIiwiMjAyNi0wMS0wMlQwMzowNDowNS42NzgwMDArMDU6MzAiXSxbInUiLCIxMjM0NTY3OC0xMjM0"
+    "LTU2NzgtMTIzNC01Njc4MTIzNDU2NzgiXSxbImkiLCItNDIiXSxbInMiLCJ6b1x1MDBlYiJdXV0"
+)
+GOLDEN_SIGNED = GOLDEN_PLAIN + "KHic11b-z0R8u67Vd1Tzp"
+
+
+class TestTheCursorFormat:
+    """Cursors handed out before a deploy must still decode after it."""
+
+    def test_a_known_key_encodes_to_the_known_cursor(self) -> None:
+        """The format is pinned: version 1, tagged parts, JSON, URL-safe base64, 16-byte HMAC."""
+        assert CursorCodec().encode(GOLDEN_KEY) == GOLDEN_PLAIN
+        assert CursorCodec(secret=b"golden").encode(GOLDEN_KEY) == GOLDEN_SIGNED
+
+    def test_known_cursors_decode_to_the_known_key(self) -> None:
+        """Cursors of the pinned format decode exactly, offsets and all."""
+        assert CursorCodec().decode(GOLDEN_PLAIN, GOLDEN_TYPES) == GOLDEN_KEY
+        signed = CursorCodec(secret=b"golden").decode(GOLDEN_SIGNED, GOLDEN_TYPES)
+        assert signed == GOLDEN_KEY
+        assert signed[0].utcoffset() == timedelta(hours=5, minutes=30)  # type: ignore[union-attr]
+
+    @pytest.mark.parametrize("version", ["2", "0", 1, None])
+    def test_other_format_versions_are_refused(self, version: object) -> None:
+        """A cursor of any other format version (or a number for it) is refused."""
+        with pytest.raises(InvalidCursorError, match="version"):
+            PLAIN.decode(plain_cursor([version, [["i", "1"]]]), [int])
+
+    def test_the_secret_is_not_in_the_repr(self) -> None:
+        """repr(codec) never shows the HMAC secret."""
+        assert "golden" not in repr(CursorCodec(secret=b"golden"))
+
+
+class TestMalformedKeyParts:
+    """Each key part is checked: a forged cursor never yields a raw str or a TypeError."""
+
+    @pytest.mark.parametrize(
+        ("part", "kind"),
+        [
+            (["u", "not-a-uuid"], UUID),
+            (["d", "yesterday"], datetime),
+            (["d", "2026-01-02T03:04:05"], datetime),  # naive
+            (["i", "12a"], int),
+            (["i", "-"], int),
+            (["i", ""], int),
+            (["i", "\u0663"], int),  # an Arabic-Indic digit: isdigit() but not ASCII
+            (["i", "1.5"], int),
+        ],
+    )
+    def test_bad_values_are_refused(self, part: list[str], kind: type) -> None:
+        """A tagged part whose text is not a value of its type is an InvalidCursorError."""
+        with pytest.raises(InvalidCursorError, match=r"malformed|timezone"):
+            PLAIN.decode(plain_cursor(["1", [part]]), [kind])
+
+    @pytest.mark.parametrize(
+        "part",
+        [["u"], ["u", "x", "y"], [1, "x"], ["u", 7], "u", None, {"u": "x"}, []],
+    )
+    def test_malformed_parts_are_refused(self, part: object) -> None:
+        """A part that is not a [tag, text] pair of strings is an InvalidCursorError."""
+        with pytest.raises(InvalidCursorError, match="malformed"):
+            PLAIN.decode(plain_cursor(["1", [part]]), [UUID])
+
+    def test_parts_must_be_a_list(self) -> None:
+        """A body whose parts are not a list is refused."""
+        with pytest.raises(InvalidCursorError, match="malformed"):
+            PLAIN.decode(plain_cursor(["1", {"u": "x"}]), [UUID])
+
+    def test_good_parts_decode_to_their_types(self) -> None:
+        """The same forged shape with good values decodes to real UUID, datetime and int."""
+        uuid = uuid4()
+        cursor = plain_cursor(
+            ["1", [["u", str(uuid)], ["d", "2026-01-02T03:04:05+00:00"], ["i", "-7"]]]
+        )
+        assert PLAIN.decode(cursor, [UUID, datetime, int]) == (
+            uuid,
+            datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+            -7,
+        )
+
+
+class TestPageBoundaries:
+    def test_an_exactly_full_last_page_has_no_cursor(self) -> None:
+        """page_size rows and nothing after them: the last page, with no cursor to an empty one."""
+        page = Page.from_rows([1, 2, 3], 3, lambda n: (n,), PLAIN)
+        assert page == Page((1, 2, 3), None)
+
+    def test_one_row_more_than_the_page_means_a_next_page(self) -> None:
+        """page_size + 1 rows: the page holds page_size, and the cursor is its last row's key."""
+        page = Page.from_rows([1, 2, 3, 4], 3, lambda n: (n,), PLAIN)
+        assert page.items == (1, 2, 3)
+        assert page.next_cursor is not None
+        assert PLAIN.decode(page.next_cursor, [int]) == (3,)

@@ -318,6 +318,112 @@ class TestFailures:
             assert states["order_summary"] == "failing"
 
 
+class TestAfterFailures:
+    """What status, the checkpoint and wait_for say after failures, skips and rebuilds."""
+
+    async def test_each_failed_attempt_is_counted(self, open_sqlite: OpenSQLite) -> None:
+        """Every catch-up that stops at the same event adds one to its failure's attempts."""
+        store = open_sqlite(":memory:")
+        await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 13)], [])
+        projector = Projector(store, [OrderSummary(fail_on_quantity=13)])
+        for attempt in (1, 2, 3):
+            with pytest.raises(ProjectionError):
+                await projector.catch_up()
+            (status,) = await projector.status()
+            assert status.last_error is not None
+            assert (status.last_error.position, status.last_error.attempts) == (2, attempt)
+            assert status.last_error.event_class == "OrderItemAdded"
+            assert (status.checkpoint, status.state) == (1, "failing")
+
+    def test_retries_back_off_doubling_up_to_the_maximum(self) -> None:
+        """The pause after n attempts is retry_delay * 2**(n-1), capped at max_retry_delay."""
+        projector = Projector(InMemoryEventStore(), [], retry_delay=0.05, max_retry_delay=1.0)
+        pauses = [projector.retry_pause(n) for n in (1, 2, 3, 4, 5, 6, 20)]
+        assert pauses == [0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 1.0]
+
+    async def test_a_skip_moves_the_checkpoint_and_releases_waiters(
+        self, open_sqlite: OpenSQLite
+    ) -> None:
+        """After skip(): checkpoint at the event, no failure, and a wait_for on it returns."""
+        store = open_sqlite(":memory:")
+        await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 13)], [])
+        projector = Projector(store, [OrderSummary(fail_on_quantity=13)])
+        with pytest.raises(ProjectionError):
+            await projector.catch_up()
+        waiting = asyncio.create_task(projector.wait_for(2, timeout=5))
+        await asyncio.sleep(0)
+        assert not waiting.done()
+        await projector.skip("order_summary", 2, reason="bad data")
+        await asyncio.wait_for(waiting, 1)
+        (status,) = await projector.status()
+        assert (status.checkpoint, status.state, status.last_error, status.lag) == (
+            2,
+            "stopped",
+            None,
+            0,
+        )
+        assert await store.load_checkpoint("order_summary") == 2
+
+    async def test_a_rebuild_clears_the_failure_and_releases_waiters(
+        self, open_sqlite: OpenSQLite
+    ) -> None:
+        """After rebuild() with a fixed handler: the new checkpoint, no failure, waiters done."""
+        store = open_sqlite(":memory:")
+        await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 13)], [])
+        projection = OrderSummary(fail_on_quantity=13)
+        projector = Projector(store, [projection])
+        with pytest.raises(ProjectionError):
+            await projector.catch_up()
+        waiting = asyncio.create_task(projector.wait_for(2, timeout=5))
+        projection.fail_on_quantity = None
+        await projector.rebuild("order_summary")
+        await asyncio.wait_for(waiting, 1)
+        (status,) = await projector.status()
+        assert (status.checkpoint, status.last_error) == (2, None)
+        assert read_summary(store) == fold(r.event for r in await all_events(store))
+
+    async def test_an_earlier_failure_while_keeping_the_prefix_is_the_one_recorded(
+        self, open_sqlite: OpenSQLite
+    ) -> None:
+        """If re-applying a failed batch's prefix fails earlier, that earlier event is reported."""
+        fail_at = {5}
+
+        class Flaky(OrderSummary):
+            def handle(self, recorded: RecordedEvent, tx: sqlite3.Connection) -> None:
+                if recorded.position in fail_at:
+                    fail_at.add(2)  # the next time round, position 2 fails as well
+                    msg = f"failure at {recorded.position}"
+                    raise RuntimeError(msg)
+                super().handle(recorded, tx)
+
+        store = open_sqlite(":memory:")
+        await play(Repository(store), [("create",)] + [("add", 0, PRODUCTS[0], 1)] * 5, [])
+        projector = Projector(store, [Flaky()], batch_size=10)
+        with pytest.raises(ProjectionError) as raised:
+            await projector.catch_up()
+        assert raised.value.position == 2
+        (status,) = await projector.status()
+        assert status.last_error is not None
+        assert status.last_error.position == 2
+        assert "failure at 2" in status.last_error.error
+        assert status.checkpoint == 0  # the prefix could not be kept either
+
+
+class TestSettings:
+    @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "10", None])
+    def test_batch_size_must_be_a_positive_int(self, bad: object) -> None:
+        """A batch size that is not a positive int is refused when the projector is built."""
+        with pytest.raises(ValueError, match="batch_size"):
+            Projector(InMemoryEventStore(), [], batch_size=bad)  # type: ignore[arg-type]
+
+    @pytest.mark.parametrize("setting", ["retry_delay", "max_retry_delay", "idle_wait"])
+    @pytest.mark.parametrize("bad", [0, -0.5, True, "1", None])
+    def test_delays_must_be_positive_numbers(self, setting: str, bad: object) -> None:
+        """Delays that are not positive numbers are refused, naming the setting."""
+        with pytest.raises(ValueError, match=setting):
+            Projector(InMemoryEventStore(), [], **{setting: bad})  # type: ignore[arg-type]
+
+
 class TestRebuild:
     async def test_readers_see_the_whole_old_model_until_the_switch(self, tmp_path: Path) -> None:
         """During a rebuild queries see the complete old model; after it, the new one."""

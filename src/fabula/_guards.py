@@ -11,7 +11,7 @@ from typing import Any, Final, TypeGuard
 
 import attrs
 
-__all__ = ["MAX_INT", "is_int", "positive_number", "utcnow"]
+__all__ = ["MAX_INT", "is_int", "positive_int", "positive_number", "utcnow"]
 
 MAX_INT: Final = 2**63 - 1
 """The largest integer every store's columns hold (64-bit signed)."""
@@ -30,6 +30,17 @@ def positive_number(_: object, attribute: attrs.Attribute[Any], value: object) -
     """
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
         msg = f"{attribute.name} must be a positive number, not {value!r}"
+        raise ValueError(msg)
+
+
+def positive_int(_: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """An attrs validator: an int above zero (not a bool), at most `MAX_INT`.
+
+    Raises:
+        ValueError: It is not.
+    """
+    if not is_int(value) or not 0 < value <= MAX_INT:
+        msg = f"{attribute.name} must be a positive int, not {value!r}"
         raise ValueError(msg)
 
 

@@ -12,7 +12,7 @@ from typing import Any, Generic
 import attrs
 
 from fabula._events import DomainEvent
-from fabula._guards import positive_number
+from fabula._guards import positive_int, positive_number
 from fabula._projection import Projection, TxT
 from fabula._projection_store import ProjectionLeases, ProjectionStore
 from fabula._store import RecordedEvent
@@ -153,7 +153,7 @@ class Projector(Generic[TxT]):
 
     store: ProjectionStore[TxT]
     projections: Sequence[Projection[TxT]]
-    batch_size: int = attrs.field(default=500, validator=positive_number)
+    batch_size: int = attrs.field(default=500, validator=positive_int)
     retry_delay: float = attrs.field(default=0.05, validator=positive_number)
     max_retry_delay: float = attrs.field(default=30.0, validator=positive_number)
     idle_wait: float = attrs.field(default=1.0, validator=positive_number)
@@ -303,8 +303,8 @@ class Projector(Generic[TxT]):
         checkpoint = await self.store.rebuild_projection(
             track.projection, batch_size=self.batch_size, progress=progress
         )
-        track.checkpoint = checkpoint
         track.clear_failure()
+        self._set_checkpoint(track, checkpoint)
         logger.info("projection %s rebuilt up to position %d", name, checkpoint)
 
     async def _start(self, track: _Track) -> None:
@@ -381,8 +381,7 @@ class Projector(Generic[TxT]):
                     if isinstance(exc, StoreUnavailableError):
                         logger.warning("projection %s: %s; retrying", track.projection.name, exc)
                     attempts = track.failure.attempts if track.failure else 1
-                    delay = min(self.max_retry_delay, self.retry_delay * 2 ** (attempts - 1))
-                    await asyncio.sleep(delay)
+                    await asyncio.sleep(self.retry_pause(attempts))
                     continue
                 except CheckpointError:
                     # Moved under us (a rebuild switched, or another projector ran
@@ -463,6 +462,13 @@ class Projector(Generic[TxT]):
         raise ProjectionError(
             projection.name, failed.recorded.position, track.failure.event_class, failed.cause
         ) from failed.cause
+
+    def retry_pause(self, attempts: int) -> float:
+        """Seconds to wait before trying a failed event again, after `attempts` tries.
+
+        Doubles from `retry_delay` with each attempt, up to `max_retry_delay`.
+        """
+        return min(self.max_retry_delay, self.retry_delay * 2.0 ** (attempts - 1))
 
     def _set_checkpoint(self, track: _Track, position: int) -> None:
         """Record where `track` is, and release the `wait_for` callers it has reached."""

@@ -164,6 +164,23 @@ class AppendContract:
         fresh = attrs.evolve(deposit(), aggregate_id="acc-1", version=3)
         assert (await store.append("acc-1", [fresh], expected_version=2)).version == 3
 
+    @_store_test
+    async def test_a_batch_numbered_by_an_aggregate_is_stored_as_numbered(
+        self, store: EventStore
+    ) -> None:
+        """Events already versioned 1, 2, 3 (as an aggregate records them) are stored so."""
+        batch = [attrs.evolve(deposit(), aggregate_id="acc-1", version=n) for n in (1, 2, 3)]
+        result = await store.append("acc-1", batch, expected_version=0)
+        assert (result.version, [r.event.version for r in await store.read_stream("acc-1")]) == (
+            3,
+            [1, 2, 3],
+        )
+        more = [attrs.evolve(deposit(), aggregate_id="acc-1", version=n) for n in (4, 5)]
+        assert (await store.append("acc-1", more, expected_version=3)).version == 5
+        assert (
+            await store.append("acc-2", [deposit(), deposit()], expected_version=0)
+        ).version == 2
+
 
 class AtomicityContract:
     """All or nothing, and retries that are recognised as such."""
@@ -326,6 +343,43 @@ class BadInputContract:
             assert offending in str(info.value)
         with pytest.raises(EmptyAppendError):
             await store.append_many([])
+        assert await store.read_all() == []
+
+    @_store_test
+    async def test_badly_numbered_batches_are_refused(self, store: EventStore) -> None:
+        """A numbered batch with a gap, a repeat or a mix of numbered and unnumbered is refused."""
+
+        def numbered(*versions: int) -> list[Deposited]:
+            return [attrs.evolve(deposit(), aggregate_id="acc-1", version=v) for v in versions]
+
+        cases: list[tuple[list[Deposited], str]] = [
+            (numbered(1, 3), "version 3 where version 2"),
+            (numbered(1, 1), "version 1 where version 2"),
+            (numbered(1, 2, 4), "version 4 where version 3"),
+            (numbered(2, 1), "version 2 where version 1"),
+            ([deposit(), *numbered(2)], "version 2 where version 0"),
+            ([*numbered(1), deposit()], "version 0 where version 2"),
+        ]
+        for batch, offending in cases:
+            with pytest.raises(EventVersionError, match=offending):
+                await store.append("acc-1", batch, expected_version=0)
+            for expected in (ExpectedVersion.ANY, ExpectedVersion.NO_STREAM):
+                with pytest.raises(EventVersionError):
+                    await store.append("acc-1", batch, expected_version=expected)
+        assert await store.read_all() == []
+
+    @_store_test
+    async def test_stream_ids_must_be_non_empty_text(self, store: EventStore) -> None:
+        """An empty or non-str stream id is refused, for appends and for reads."""
+        for stream_id in ("", None, 7, b"acc-1"):
+            with pytest.raises(InvalidAppendError):
+                await store.append(stream_id, [deposit()], expected_version=0)  # type: ignore[arg-type]
+            with pytest.raises(InvalidAppendError):
+                await store.append_many(
+                    [StreamAppend(stream_id, [deposit()], expected_version=0)]  # type: ignore[arg-type]
+                )
+            with pytest.raises(InvalidReadError):
+                await store.read_stream(stream_id)  # type: ignore[arg-type]
         assert await store.read_all() == []
 
     @_store_test
