@@ -57,3 +57,14 @@ def compare(session: nox.Session) -> None:
     """fabula beside the eventsourcing library on the same workloads (not run by default)."""
     session.install("-e", ".", "eventsourcing==9.5.6")
     session.run("python", "benchmarks/bench_compare.py", *session.posargs)
+
+
+@nox.session
+def mutate(session: nox.Session) -> None:
+    """Mutation testing of the kernel, a score per module (slow; not run by default).
+
+    Pass module names to run some: `nox -s mutate -- _pagination _store`;
+    `--survivors` lists the mutants that survived.
+    """
+    session.install("-e", ".[postgres]", "-e", "examples/orders", *group("tests"), *group("mutate"))
+    session.run("python", "scripts/mutate.py", *session.posargs)

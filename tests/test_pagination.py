@@ -228,6 +228,22 @@ class TestTheCursorFormat:
         assert "golden" not in repr(CursorCodec(secret=b"golden"))
 
 
+class TestCanonicalForm:
+    @pytest.mark.parametrize("raw", [b"A", b"\xff", b'["1",[["i","1"]]]', b'["1",[]]'])
+    def test_every_other_spelling_of_the_same_bytes_is_refused(self, raw: bytes) -> None:
+        """Base64 text whose unused bits are set decodes to the same bytes, but is refused."""
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+        canonical = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+        unused = {1: 0b1111, 2: 0b11}[len(raw) % 3]  # bits of the last character not used
+        last = alphabet.index(canonical[-1])
+        spellings = [canonical[:-1] + alphabet[last | bits] for bits in range(1, unused + 1)]
+        assert len(spellings) == unused
+        for spelling in spellings:
+            assert base64.urlsafe_b64decode(spelling + "=" * (-len(spelling) % 4)) == raw
+            with pytest.raises(InvalidCursorError, match="canonical"):
+                PLAIN.decode(spelling, [int])
+
+
 class TestMalformedKeyParts:
     """Each key part is checked: a forged cursor never yields a raw str or a TypeError."""
 
