@@ -244,6 +244,22 @@ class TestCanonicalForm:
                 PLAIN.decode(spelling, [int])
 
 
+class TestCursorText:
+    @pytest.mark.parametrize("cursor", ["", None, 12345, b"WyIxIixbXV0", ["WyIxIixbXV0"]])
+    def test_a_cursor_must_be_non_empty_text(self, cursor: object) -> None:
+        """Empty text and values that are not str are refused before any decoding."""
+        with pytest.raises(InvalidCursorError, match="non-empty string"):
+            PLAIN.decode(cursor, [int])  # type: ignore[arg-type]
+
+    def test_the_length_limit_is_4096_characters(self) -> None:
+        """4,096 characters pass the length check (and fail later); 4,097 do not."""
+        with pytest.raises(InvalidCursorError) as at_limit:
+            PLAIN.decode("A" * 4096, [int])
+        assert "4096" not in str(at_limit.value)
+        with pytest.raises(InvalidCursorError, match="at most 4096"):
+            PLAIN.decode("A" * 4097, [int])
+
+
 class TestMalformedKeyParts:
     """Each key part is checked: a forged cursor never yields a raw str or a TypeError."""
 
