@@ -105,7 +105,14 @@ def mutate(module: str) -> tuple[int, int, int]:
         run(tool("cosmic-ray"), "init", cfg, session)
         run(tool("cr-filter-operators"), session, cfg)
         run(tool("cr-filter-pragma"), session)
-    run(tool("cosmic-ray"), "exec", cfg, session)
+    source = ROOT / "src" / "fabula" / f"{module}.py"
+    original = source.read_bytes()
+    try:
+        run(tool("cosmic-ray"), "exec", cfg, session)
+    finally:
+        # Cosmic Ray mutates the file in place: never leave a mutant behind
+        # (after Ctrl-C, say).
+        source.write_bytes(original)
     killed = survived = 0
     for line in run(tool("cosmic-ray"), "dump", session).splitlines():
         _, result = json.loads(line)
