@@ -10,6 +10,7 @@ from contextlib import closing
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Generic, TypeVar
 from uuid import UUID, uuid4
 
 import attrs
@@ -24,12 +25,15 @@ from fabula import (
     Repository,
     RetryOnConflict,
 )
+from fabula.exceptions import SerializationError
 from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore
+from fabula.storage import IdempotencyRecord
 
 from .support.domain import ADDRESS, Order, OrderItemAdded
 
 PRODUCT = uuid4()
+T = TypeVar("T")
 CHILD = Path(__file__).parent / "support" / "idempotency_child.py"
 
 
@@ -341,6 +345,84 @@ class TestUnitOfWork:
         now += timedelta(days=3650)
         assert await bus.dispatch(command) == first
         assert handler.runs == 1
+
+
+class TestRecordsAndResults:
+    async def test_a_key_expires_at_its_expiry_time_exactly(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """At expires_at the key no longer counts (the expiry is exclusive of the record)."""
+        now = datetime(2026, 11, 26, tzinfo=UTC)
+        handler = Counter(Repository(store))
+        bus = bus_for(store, handler, retention=timedelta(hours=1), clock=lambda: now)
+        command = PlaceOrder(customer_id=uuid4(), idempotency_key="k-1")
+        first = await bus.dispatch(command)
+        now += timedelta(hours=1) - timedelta(microseconds=1)
+        assert await bus.dispatch(command) == first
+        now += timedelta(microseconds=1)
+        assert await bus.dispatch(command) != first
+        assert handler.runs == 2
+
+    async def test_the_result_type_comes_from_the_command_base(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """A command with another generic base before Command[R] still replays an R."""
+
+        class Labelled(Generic[T]):
+            """A base with a type parameter of its own, listed before Command[int]."""
+
+        @attrs.frozen(kw_only=True)
+        class Count(Labelled[str], Command[int]):
+            label: str = ""
+
+        bus = CommandBus()
+        bus.use(Idempotency(store))
+
+        @bus.register(Count)
+        async def count(command: Count) -> int:
+            del command
+            return 7
+
+        command = Count(label="x", idempotency_key="c-1")
+        assert await bus.dispatch(command) == 7
+        again = await bus.dispatch(command)
+        assert (again, type(again)) == (7, int)
+
+    async def test_a_result_that_cannot_be_stored_is_a_serialization_error(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """A handler result the converter cannot encode fails the command clearly."""
+        bus = CommandBus()
+        bus.use(Idempotency(store))
+
+        @bus.register(PlaceOrder)
+        async def place(command: PlaceOrder) -> UUID:
+            del command
+            return object()  # type: ignore[return-value]
+
+        with pytest.raises(SerializationError, match="cannot be stored for replay"):
+            await bus.dispatch(PlaceOrder(customer_id=uuid4(), idempotency_key="k-1"))
+        assert await store.load_record("k-1") is None
+
+    async def test_a_stored_result_that_does_not_decode_is_a_serialization_error(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """A repeat whose stored result no longer fits the result type fails with the key named."""
+        handler = Counter(Repository(store))
+        bus = bus_for(store, handler)
+        command = PlaceOrder(customer_id=uuid4(), idempotency_key="k-1")
+        idempotency = Idempotency(store)
+        record = IdempotencyRecord(
+            key="k-1",
+            fingerprint=idempotency.fingerprint(command),
+            result='"not a uuid"',
+            created_at=datetime.now(UTC),
+            expires_at=None,
+        )
+        await store.append_with_record([], record)
+        with pytest.raises(SerializationError, match="'k-1' does not decode"):
+            await bus.dispatch(command)
+        assert handler.runs == 0
 
 
 class TestSQLiteRecords:
