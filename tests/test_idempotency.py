@@ -266,6 +266,10 @@ class TestIdempotency:
             await bus.dispatch(PlaceOrder(customer_id=uuid4(), idempotency_key="k"))
         assert handler.runs == 0
 
+    def test_keys_are_kept_for_a_day_by_default(self) -> None:
+        """The default retention is one day, as documented."""
+        assert Idempotency(InMemoryEventStore()).retention == timedelta(days=1)
+
     def test_the_store_must_keep_records(self) -> None:
         """A store without idempotency support is refused up front."""
 
