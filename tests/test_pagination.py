@@ -2,6 +2,8 @@
 
 import base64
 import contextlib
+import hashlib
+import hmac
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -223,6 +225,14 @@ class TestTheCursorFormat:
         with pytest.raises(InvalidCursorError, match="version"):
             PLAIN.decode(plain_cursor([version, [["i", "1"]]]), [int])
 
+    def test_a_signed_cursor_must_hold_more_than_its_tag(self) -> None:
+        """A cursor of exactly one tag's bytes (even the right tag of nothing) is refused."""
+        codec = CursorCodec(secret=b"golden")
+        tag_of_nothing = hmac.new(b"golden", b"", hashlib.sha256).digest()[:16]
+        cursor = base64.urlsafe_b64encode(tag_of_nothing).rstrip(b"=").decode()
+        with pytest.raises(InvalidCursorError, match="signature"):
+            codec.decode(cursor, [int])
+
     def test_the_secret_is_not_in_the_repr(self) -> None:
         """repr(codec) never shows the HMAC secret."""
         assert "golden" not in repr(CursorCodec(secret=b"golden"))
@@ -289,6 +299,12 @@ class TestMalformedKeyParts:
         """A part that is not a [tag, text] pair of strings is an InvalidCursorError."""
         with pytest.raises(InvalidCursorError, match="malformed"):
             PLAIN.decode(plain_cursor(["1", [part]]), [UUID])
+
+    def test_a_part_with_more_than_a_tag_and_a_text_is_refused(self) -> None:
+        """A good tag and value followed by anything more is still malformed."""
+        cursor = plain_cursor(["1", [["u", str(uuid4()), "more"]]])
+        with pytest.raises(InvalidCursorError, match="malformed"):
+            PLAIN.decode(cursor, [UUID])
 
     def test_parts_must_be_a_list(self) -> None:
         """A body whose parts are not a list is refused."""
