@@ -2,6 +2,7 @@
 
     nox -s mutate                      # every module below (hours on two cores)
     nox -s mutate -- _pagination _store  # some of them
+    nox -s mutate -- _store --recheck    # after adding tests: run the survivors again
 
 Each module is mutated in place, one mutant at a time, and the tests that
 pin it run against each mutant; a mutant the tests do not fail "survives".
@@ -18,9 +19,11 @@ shown to be equivalent, and say why on that line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -101,15 +104,29 @@ def tool(name: str) -> str:
     return found
 
 
-def mutate(module: str) -> tuple[int, int, int]:
+def forget_survivors(session: Path) -> None:
+    """Drop the results of the mutants that survived, so that they run again.
+
+    For after adding tests: a mutant the tests killed stays killed when
+    tests are only added, so only the survivors need running again. Cosmic
+    Ray has no command for this; its session is SQLite (version 8's schema).
+    """
+    with contextlib.closing(sqlite3.connect(session)) as db, db:
+        db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'")
+
+
+def mutate(module: str, *, recheck: bool) -> tuple[int, int, int]:
     """Run (or resume) one module's session; return (mutants, killed, survived)."""
     WORK.mkdir(exist_ok=True)
     cfg, session = WORK / f"{module}.toml", WORK / f"{module}.sqlite"
     cfg.write_text(config(module, MODULES[module]), encoding="utf-8")
+    if recheck and session.exists():
+        forget_survivors(session)
     if not session.exists():
         run(tool("cosmic-ray"), "init", cfg, session)
-        run(tool("cr-filter-operators"), session, cfg)
-        run(tool("cr-filter-pragma"), session)
+    # The filters mark pending mutants as skipped (new pragmas, new exclusions).
+    run(tool("cr-filter-operators"), session, cfg)
+    run(tool("cr-filter-pragma"), session)
     source = ROOT / "src" / "fabula" / f"{module}.py"
     original = source.read_bytes()
     try:
@@ -140,13 +157,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", help=f"some of: {', '.join(MODULES)}")
     parser.add_argument("--survivors", action="store_true", help="list the surviving mutants")
+    parser.add_argument(
+        "--recheck", action="store_true", help="run the survivors again (after adding tests)"
+    )
     arguments = parser.parse_args()
     unknown = sorted(set(arguments.modules) - set(MODULES))
     if unknown:
         parser.error(f"no such module: {', '.join(unknown)} (choose from {', '.join(MODULES)})")
     rows = []
     for module in arguments.modules or list(MODULES):
-        mutants, killed, survived = mutate(module)
+        mutants, killed, survived = mutate(module, recheck=arguments.recheck)
         rows.append((module, mutants, killed, survived))
         if arguments.survivors:
             print(survivors(module))
