@@ -138,12 +138,10 @@ def mutate(module: str, *, recheck: bool) -> tuple[int, int, int]:
     killed = survived = 0
     for line in run(tool("cosmic-ray"), "dump", session).splitlines():
         _, result = json.loads(line)
-        if result is None or result.get("test_outcome") is None:
-            continue  # skipped by a filter
-        if result["test_outcome"] == "survived":
-            survived += 1
-        else:
-            killed += 1
+        outcome = None if result is None else result.get("test_outcome")
+        # Skipped (filtered) and incompetent (the mutant did not even import) count for nothing.
+        killed += outcome == "killed"
+        survived += outcome == "survived"
     return killed + survived, killed, survived
 
 

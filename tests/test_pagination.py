@@ -150,6 +150,12 @@ class TestPages:
             with pytest.raises(InvalidPageSizeError, match=rf"{size} is invalid.*1 to 100"):
                 check_page_size(size)
 
+    def test_the_bounds_are_keyword_only(self) -> None:
+        """check_page_size(size, 10) is refused: a bare number could be either bound."""
+        with pytest.raises(TypeError):
+            check_page_size(5, 10)  # type: ignore[call-arg] # the point of the test
+        assert check_page_size(5, maximum=10) == 5
+
     @pytest.mark.parametrize("size", ["20", 2.0, True, None])
     def test_page_size_must_be_an_int(self, size: object) -> None:
         """Strings, floats, bools and None are not page sizes."""
