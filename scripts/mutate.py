@@ -34,10 +34,18 @@ WORK = ROOT / ".mutation"
 # The tests that pin each module: fast ones, whose failure means the module is wrong.
 MODULES: dict[str, list[str]] = {
     "_pagination": ["tests/test_pagination.py"],
-    "_idempotency": ["tests/test_idempotency.py", "tests/test_memory.py"],
-    "_store": ["tests/test_memory.py", "tests/test_repository.py"],
+    "_idempotency": [
+        "tests/test_idempotency.py",
+        "tests/test_memory.py",
+        "tests/test_protocols.py",
+    ],
+    "_store": ["tests/test_memory.py", "tests/test_repository.py", "tests/test_protocols.py"],
     "_stored": ["tests/test_memory.py", "tests/test_sqlite.py"],
-    "_projection_store": ["tests/test_memory.py", "tests/test_projections.py"],
+    "_projection_store": [
+        "tests/test_memory.py",
+        "tests/test_projections.py",
+        "tests/test_protocols.py",
+    ],
     "_projections": ["tests/test_projections.py"],
     "_aggregate": ["tests/test_aggregate.py", "tests/test_repository.py"],
     "_repository": ["tests/test_repository.py", "tests/test_snapshots.py"],

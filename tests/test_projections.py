@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import inspect
 import random
 import signal
 import sqlite3
@@ -407,6 +408,70 @@ class TestAfterFailures:
         assert status.last_error.position == 2
         assert "failure at 2" in status.last_error.error
         assert status.checkpoint == 0  # the prefix could not be kept either
+
+
+class TestSkipping:
+    async def test_a_projection_that_is_not_failing_cannot_skip(
+        self, open_sqlite: OpenSQLite
+    ) -> None:
+        """skip() of a healthy projection is a CheckpointError saying it is not stopped."""
+        store = open_sqlite(":memory:")
+        await play(Repository(store), [("create",)], [])
+        projector = Projector(store, [OrderSummary()])
+        await projector.catch_up()
+        with pytest.raises(CheckpointError) as refused:
+            await projector.skip("order_summary", 1, reason="no reason")
+        assert "is not stopped at position 1 (it is at None)" in str(refused.value.__cause__)
+        assert await store.load_skips("order_summary") == []
+
+    async def test_skipping_another_position_says_where_it_is_stopped(
+        self, open_sqlite: OpenSQLite
+    ) -> None:
+        """skip() of the wrong position names the position the projection is stopped at."""
+        store = open_sqlite(":memory:")
+        await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 13)], [])
+        projector = Projector(store, [OrderSummary(fail_on_quantity=13)])
+        with pytest.raises(ProjectionError):
+            await projector.catch_up()
+        with pytest.raises(CheckpointError) as refused:
+            await projector.skip("order_summary", 3, reason="wrong one")
+        assert "not stopped at position 3 (it is at 2)" in str(refused.value.__cause__)
+
+    def test_the_reason_is_keyword_only(self) -> None:
+        """skip(name, position, reason) without the keyword is refused: the reason is recorded."""
+        parameters = inspect.signature(Projector.skip).parameters
+        assert parameters["reason"].kind is inspect.Parameter.KEYWORD_ONLY
+
+
+class TestOutages:
+    async def test_an_outage_is_logged_and_retried_a_failing_handler_is_not_an_outage(
+        self, open_sqlite: OpenSQLite, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A StoreUnavailableError while following is logged as an outage and retried."""
+        store = open_sqlite(":memory:")
+        await play(Repository(store), [("create",)], [])
+        reads = 0
+        read_log = store.read_log
+
+        async def flaky_read_log(**arguments: Any) -> Any:
+            nonlocal reads
+            reads += 1
+            if reads == 1:
+                msg = "the disk is away"
+                raise fabula.StoreUnavailableError(msg)
+            return await read_log(**arguments)
+
+        store.read_log = flaky_read_log  # type: ignore[method-assign]
+        projector = Projector(store, [OrderSummary()], retry_delay=0.001, idle_wait=0.01)
+        running = asyncio.create_task(projector.run())
+        try:
+            await projector.wait_for(1, timeout=5)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        outages = [r for r in caplog.records if "the disk is away; retrying" in r.getMessage()]
+        assert len(outages) == 1
+        assert outages[0].levelname == "WARNING"
 
 
 class TestSettings:

@@ -369,6 +369,42 @@ class BadInputContract:
         assert await store.read_all() == []
 
     @_store_test
+    async def test_numbering_is_checked_against_the_expected_version(
+        self, store: EventStore
+    ) -> None:
+        """A numbered batch starts right after an exact expected version, or at 1 when new."""
+        with pytest.raises(EventVersionError, match="version 2 where version 1"):
+            await store.append(
+                "acc-1",
+                [attrs.evolve(deposit(), aggregate_id="acc-1", version=2)],
+                expected_version=ExpectedVersion.NO_STREAM,
+            )
+        await store.append("acc-1", [deposit() for _ in range(3)], expected_version=0)
+        early = attrs.evolve(deposit(), aggregate_id="acc-1", version=2)
+        with pytest.raises(EventVersionError, match="version 2 where version 4"):
+            await store.append("acc-1", [early], expected_version=3)
+        assert len(await store.read_stream("acc-1")) == 3
+
+    @_store_test
+    async def test_numbering_holds_beyond_small_numbers(self, store: EventStore) -> None:
+        """Versions in the hundreds are compared by value: 301 and 302 follow 300."""
+        await store.append("acc-1", [deposit() for _ in range(300)], expected_version=0)
+        batch = [attrs.evolve(deposit(), aggregate_id="acc-1", version=v) for v in (301, 302)]
+        assert (await store.append("acc-1", batch, expected_version=300)).version == 302
+
+    @_store_test
+    async def test_an_event_of_another_aggregate_is_refused_whatever_its_id(
+        self, store: EventStore
+    ) -> None:
+        """Events whose aggregate id sorts before or after the stream id are both refused."""
+        for other in ("acc-0", "acc-2", "ACC-1", "acc-10"):
+            with pytest.raises(StreamMismatchError, match=other):
+                await store.append(
+                    "acc-1", [attrs.evolve(deposit(), aggregate_id=other)], expected_version=0
+                )
+        assert await store.read_all() == []
+
+    @_store_test
     async def test_stream_ids_must_be_non_empty_text(self, store: EventStore) -> None:
         """An empty or non-str stream id is refused, for appends and for reads."""
         for stream_id in ("", None, 7, b"acc-1"):
@@ -392,6 +428,9 @@ class BadInputContract:
             (lambda: store.read_stream("acc-1", from_version=0), "from_version=0"),
             (lambda: store.read_stream("acc-1", limit=0), "limit=0"),
             (lambda: anext(aiter(store.subscribe(after=-1))), "after=-1"),
+            (lambda: store.read_all(event_types=[""]), "''"),
+            (lambda: store.read_all(event_types=["bad\udc80"]), "bad"),
+            (lambda: store.read_all(event_types=[42]), "42"),  # type: ignore[list-item]
         ]
         for call, offending in calls:
             with pytest.raises(InvalidReadError) as info:
