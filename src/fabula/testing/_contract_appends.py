@@ -159,8 +159,9 @@ class AppendContract:
         """Events stamped for an older stream state conflict even under ANY."""
         await store.append("acc-1", [deposit(), deposit()], expected_version=0)
         stale = attrs.evolve(deposit(), aggregate_id="acc-1", version=2)
-        with pytest.raises(ConcurrencyError):
+        with pytest.raises(ConcurrencyError) as conflict:
             await store.append("acc-1", [stale], expected_version=ExpectedVersion.ANY)
+        assert (conflict.value.expected, conflict.value.actual) == (1, 2)
         fresh = attrs.evolve(deposit(), aggregate_id="acc-1", version=3)
         assert (await store.append("acc-1", [fresh], expected_version=2)).version == 3
 
@@ -428,6 +429,10 @@ class BadInputContract:
             (lambda: store.read_stream("acc-1", from_version=0), "from_version=0"),
             (lambda: store.read_stream("acc-1", limit=0), "limit=0"),
             (lambda: anext(aiter(store.subscribe(after=-1))), "after=-1"),
+            (lambda: store.read_all(after=2**63), "2**63"),
+            (lambda: store.read_all(limit=2**63), "2**63"),
+            (lambda: store.read_stream("acc-1", from_version=2**63), "2**63"),
+            (lambda: store.read_stream("acc-1", limit=2**63), "2**63"),
             (lambda: store.read_all(event_types=[""]), "''"),
             (lambda: store.read_all(event_types=["bad\udc80"]), "bad"),
             (lambda: store.read_all(event_types=[42]), "42"),  # type: ignore[list-item]
