@@ -73,3 +73,10 @@ async def test_every_store_names_its_serializer() -> None:
     finally:
         for store in stores:
             await store.close()
+
+
+def test_a_stream_append_names_its_expected_version() -> None:
+    """StreamAppend's expected_version is keyword-only: a bare number could be anything."""
+    with pytest.raises(TypeError):
+        fabula.StreamAppend("acc-1", [], 0)  # type: ignore[call-arg] # the point of the test
+    assert fabula.StreamAppend("acc-1", [], expected_version=0).expected_version == 0

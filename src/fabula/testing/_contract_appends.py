@@ -176,6 +176,9 @@ class AppendContract:
             3,
             [1, 2, 3],
         )
+        fresh = [attrs.evolve(deposit(), aggregate_id="acc-3", version=n) for n in (1, 2)]
+        new_stream = await store.append("acc-3", fresh, expected_version=ExpectedVersion.NO_STREAM)
+        assert new_stream.version == 2
         more = [attrs.evolve(deposit(), aggregate_id="acc-1", version=n) for n in (4, 5)]
         assert (await store.append("acc-1", more, expected_version=3)).version == 5
         assert (
@@ -312,6 +315,9 @@ class AtomicityContract:
         await store.append("acc-1", [a, b], expected_version=0)
         with pytest.raises(DuplicateEventIdError):
             await store.append("acc-1", [b], expected_version=0)
+        for wrong in (1, 5):  # too high cannot have stored them either
+            with pytest.raises(DuplicateEventIdError):
+                await store.append("acc-1", [a, b], expected_version=wrong)
         assert len(await store.read_all()) == 2
 
 
@@ -354,6 +360,8 @@ class BadInputContract:
             return [attrs.evolve(deposit(), aggregate_id="acc-1", version=v) for v in versions]
 
         cases: list[tuple[list[Deposited], str]] = [
+            (numbered(-1), "version -1 where version 1"),
+            ([deposit(), *numbered(-1)], "version -1 where version 0"),
             (numbered(1, 3), "version 3 where version 2"),
             (numbered(1, 1), "version 1 where version 2"),
             (numbered(1, 2, 4), "version 4 where version 3"),
@@ -391,7 +399,10 @@ class BadInputContract:
         """Versions in the hundreds are compared by value: 301 and 302 follow 300."""
         await store.append("acc-1", [deposit() for _ in range(300)], expected_version=0)
         batch = [attrs.evolve(deposit(), aggregate_id="acc-1", version=v) for v in (301, 302)]
-        assert (await store.append("acc-1", batch, expected_version=300)).version == 302
+        first = await store.append("acc-1", batch, expected_version=300)
+        assert first.version == 302
+        assert await store.append("acc-1", batch, expected_version=300) == first  # a retry
+        assert await store.read_all(after=2**63 - 1) == []  # the largest position is allowed
 
     @_store_test
     async def test_an_event_of_another_aggregate_is_refused_whatever_its_id(
