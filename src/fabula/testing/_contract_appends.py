@@ -369,6 +369,8 @@ class BadInputContract:
             ([deposit(), *numbered(2)], "version 2 where version 0"),
             ([*numbered(1), deposit()], "version 0 where version 2"),
         ]
+        with pytest.raises(EventVersionError, match="version -1 where version 1"):
+            await store.append("acc-1", numbered(-1), expected_version=ExpectedVersion.ANY)
         for batch, offending in cases:
             with pytest.raises(EventVersionError, match=offending):
                 await store.append("acc-1", batch, expected_version=0)
