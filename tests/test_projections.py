@@ -410,6 +410,34 @@ class TestAfterFailures:
         assert status.checkpoint == 0  # the prefix could not be kept either
 
 
+class TestStatus:
+    async def test_a_projector_not_yet_started_reports_position_zero(self) -> None:
+        """Before any catch-up, each projection is stopped at 0 with the whole log as lag."""
+        store = InMemoryEventStore()
+        await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 1)], [])
+        (status,) = await Projector(store, [MemorySummary()]).status()
+        assert (status.checkpoint, status.lag, status.state, status.last_error) == (
+            0,
+            2,
+            "stopped",
+            None,
+        )
+
+    async def test_catch_up_reports_the_first_failing_projection(self) -> None:
+        """When several projections fail, catch_up raises the first one's error; all are marked."""
+
+        class Second(FailingMemorySummary):
+            name = "second"
+
+        store = InMemoryEventStore()
+        await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 13)], [])
+        projector = Projector(store, [FailingMemorySummary(), Second()])
+        with pytest.raises(ProjectionError) as raised:
+            await projector.catch_up()
+        assert raised.value.name == "order_summary"
+        assert [s.state for s in await projector.status()] == ["failing", "failing"]
+
+
 class TestSkipping:
     async def test_a_projection_that_is_not_failing_cannot_skip(
         self, open_sqlite: OpenSQLite
@@ -433,9 +461,11 @@ class TestSkipping:
         projector = Projector(store, [OrderSummary(fail_on_quantity=13)])
         with pytest.raises(ProjectionError):
             await projector.catch_up()
-        with pytest.raises(CheckpointError) as refused:
-            await projector.skip("order_summary", 3, reason="wrong one")
-        assert "not stopped at position 3 (it is at 2)" in str(refused.value.__cause__)
+        for wrong in (3, 1):  # after the failure, and before it
+            with pytest.raises(CheckpointError) as refused:
+                await projector.skip("order_summary", wrong, reason="wrong one")
+            assert f"not stopped at position {wrong} (it is at 2)" in str(refused.value.__cause__)
+        assert await store.load_skips("order_summary") == []
 
     def test_the_reason_is_keyword_only(self) -> None:
         """skip(name, position, reason) without the keyword is refused: the reason is recorded."""
