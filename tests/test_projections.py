@@ -9,9 +9,10 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from uuid import UUID, uuid4
 
 import pytest
@@ -25,6 +26,7 @@ from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore
 
 from .support.domain import ADDRESS, Order, OrderCreated, OrderItemAdded, OrderSubmitted
+from .support.leases import LeasingMemoryStore
 from .support.read_models import OrderSummary, Summary, fold, read_summary
 from .support.stores import OpenSQLite
 
@@ -436,6 +438,118 @@ class TestStatus:
             await projector.catch_up()
         assert raised.value.name == "order_summary"
         assert [s.state for s in await projector.status()] == ["failing", "failing"]
+
+
+class Counting(Projection[None]):
+    """Counts, across every instance, how often each event position is applied."""
+
+    name = "counting"
+    applied: ClassVar[dict[int, int]] = {}
+
+    def handle(self, recorded: RecordedEvent, tx: None) -> None:
+        del tx
+        self.applied[recorded.position] = self.applied.get(recorded.position, 0) + 1
+
+    @handles
+    def _created(self, event: OrderCreated, tx: None) -> None:
+        del event, tx  # handle() above does the counting for every event type
+
+
+async def states(*projectors: Projector[Any]) -> list[str]:
+    return [(await p.status())[0].state for p in projectors]
+
+
+async def until(condition: Callable[[], Awaitable[bool]], seconds: float = 5) -> None:
+    """Poll `condition` (a projector's status has no event to wait on), failing after `seconds`."""
+    async with asyncio.timeout(seconds):
+        while not await condition():  # noqa: ASYNC110 - polling status is the point
+            await asyncio.sleep(0.005)
+
+
+class TestStandby:
+    """With a store that leases projections, one projector runs each; the others stand by."""
+
+    async def test_one_runs_the_other_stands_by_then_takes_over(self) -> None:
+        """The second projector waits; when the first stops, it continues from the checkpoint."""
+        Counting.applied = {}
+        store = LeasingMemoryStore()
+        repo = Repository(store)
+        await play(repo, [("create",)] * 3, [])
+        first = Projector(store, [Counting()], idle_wait=0.01)
+        second = Projector(store, [Counting()], idle_wait=0.01)
+        running_first = asyncio.create_task(first.run())
+        await first.wait_for(3, timeout=5)
+        running_second = asyncio.create_task(second.run())
+        await until(lambda: _is(second, "standby"))
+        await play(repo, [("create",)] * 2, [])
+        await second.wait_for(5, timeout=5)  # a standby follows the active checkpoint
+        running_first.cancel()
+        await asyncio.gather(running_first, return_exceptions=True)
+        await until(lambda: _is(second, "running"))
+        await play(repo, [("create",)] * 2, [])
+        await second.wait_for(7, timeout=5)
+        running_second.cancel()
+        await asyncio.gather(running_second, return_exceptions=True)
+        assert Counting.applied == dict.fromkeys(range(1, 8), 1)
+
+    async def test_a_lost_lease_sends_the_active_one_to_stand_by(self) -> None:
+        """Losing the lease stops following at once; the other projector takes the lease."""
+        Counting.applied = {}
+        store = LeasingMemoryStore()
+        await play(Repository(store), [("create",)], [])
+        first = Projector(store, [Counting()], idle_wait=0.01)
+        second = Projector(store, [Counting()], idle_wait=0.01)
+        tasks = [asyncio.create_task(first.run())]
+        await first.wait_for(1, timeout=5)
+        tasks.append(asyncio.create_task(second.run()))
+        await until(lambda: _is(second, "standby"))
+        store.lose("counting")
+        await until(lambda: _is(second, "running"))
+        assert await states(first) == ["standby"]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert Counting.applied == {1: 1}
+
+    async def test_a_standby_rides_out_an_outage(self) -> None:
+        """A store outage while standing by is not a stop: the standby still takes over later."""
+        Counting.applied = {}
+        store = LeasingMemoryStore()
+        await play(Repository(store), [("create",)], [])
+        first = Projector(store, [Counting()], idle_wait=0.01)
+        second = Projector(store, [Counting()], idle_wait=0.01)
+        tasks = [asyncio.create_task(first.run())]
+        await first.wait_for(1, timeout=5)
+        outages = 0
+        load_checkpoint = store.load_checkpoint
+
+        async def flaky(name: str) -> int:
+            nonlocal outages
+            if outages < 3:
+                outages += 1
+                msg = "the store is away"
+                raise fabula.StoreUnavailableError(msg)
+            return await load_checkpoint(name)
+
+        tasks.append(asyncio.create_task(second.run()))
+        await until(lambda: _is(second, "standby"))
+        store.load_checkpoint = flaky  # type: ignore[method-assign]
+        await until(lambda: _outages_done(outages))
+        assert not tasks[1].done()
+        tasks[0].cancel()
+        await until(lambda: _is(second, "running"))
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        assert Counting.applied == {1: 1}
+
+
+async def _is(projector: Projector[Any], state: str) -> bool:
+    return (await projector.status())[0].state == state
+
+
+async def _outages_done(outages: int) -> bool:
+    return outages >= 3
 
 
 class TestSkipping:
