@@ -193,3 +193,90 @@ class TestMarkSaved:
             order.mark_saved([created()])
         with pytest.raises(ValueError, match="oldest pending"):
             order.mark_saved([*order.pending_events, created()])
+
+
+class TestMoreRules:
+    """Rules of the base class that a mutation run showed no test held."""
+
+    def test_equality_compares_state_not_unsaved_events(self) -> None:
+        """An aggregate with pending events equals one loaded from the same events."""
+        order = Order.create(uuid4(), ADDRESS)
+        loaded = Order.from_events(order.id, order.pending_events)
+        assert loaded == order
+        assert loaded.pending_events == ()
+
+    def test_snapshots_are_of_version_1_unless_a_class_says_otherwise(self) -> None:
+        """snapshot_version, the schema version of an aggregate's snapshots, defaults to 1."""
+        assert fabula.Aggregate.snapshot_version == 1
+        assert Order.snapshot_version == 1
+
+    def test_replay_refuses_a_repeated_or_earlier_version(self) -> None:
+        """Replaying version 1 twice, or going back, is refused like a gap."""
+        first = attrs.evolve(created(), aggregate_id=ORDER_ID, version=1)
+        again = attrs.evolve(created(), aggregate_id=ORDER_ID, version=1)
+        with pytest.raises(EventVersionError, match="version 1 where version 2"):
+            Order.from_events(ORDER_ID, [first, again])
+
+    @pytest.mark.parametrize(
+        "other", [UUID(int=0), UUID("ffffffff-ffff-4fff-bfff-ffffffffffff"), "a", "zzz"]
+    )
+    def test_replay_refuses_events_of_any_other_aggregate(self, other: UUID | str) -> None:
+        """Another aggregate's event is refused whether its id sorts before or after this one."""
+        event = attrs.evolve(created(), aggregate_id=other, version=1)
+        with pytest.raises(fabula.exceptions.StreamMismatchError):
+            Order.from_events(ORDER_ID, [event])
+
+    def test_mark_saved_wants_the_very_events_not_equal_copies(self) -> None:
+        """mark_saved() refuses copies of the pending events, even equal ones."""
+        order = Order.create(uuid4(), ADDRESS)
+        (pending,) = order.pending_events
+        with pytest.raises(ValueError, match="not the oldest pending"):
+            order.mark_saved([attrs.evolve(pending)])
+        assert order.pending_events == (pending,)
+
+    def test_restore_version_sets_a_version_and_refuses_bad_ones(self) -> None:
+        """restore_version() sets the version of an aggregate without pending events, only."""
+        order = Order(id=ORDER_ID)
+        order.restore_version(3)
+        assert order.version == 3
+        for bad in (-1, -40):
+            with pytest.raises(ValueError, match=f"cannot restore version {bad}"):
+                Order(id=ORDER_ID).restore_version(bad)
+        busy = Order.create(uuid4(), ADDRESS)
+        with pytest.raises(ValueError, match="cannot restore version 5"):
+            busy.restore_version(5)
+
+
+class TestMetadata:
+    async def test_events_recorded_in_a_command_carry_its_ids_unless_they_have_their_own(
+        self,
+    ) -> None:
+        """Inside a command, record() stamps the command's metadata on events without any."""
+        own = fabula.EventMetadata(correlation_id=uuid4())
+        recorded: list[fabula.DomainEvent] = []
+
+        @attrs.frozen(kw_only=True)
+        class Place(fabula.Command[None]):
+            pass
+
+        bus = fabula.CommandBus()
+        bus.use(fabula.Correlation())
+
+        @bus.register(Place)
+        async def place(command: Place) -> None:
+            del command
+            order = Order.create(uuid4(), ADDRESS)
+            recorded.append(order.record(attrs.evolve(created_item(), metadata=own)))
+            recorded.insert(0, order.pending_events[0])
+
+        command = Place(correlation_id=uuid4())
+        await bus.dispatch(command)
+        stamped, kept = recorded
+        assert stamped.metadata.correlation_id == command.correlation_id
+        assert stamped.metadata.causation_id == command.message_id
+        assert (stamped.version, kept.version) == (1, 2)
+        assert kept.metadata == own
+
+
+def created_item() -> OrderItemAdded:
+    return OrderItemAdded(product_id=PRODUCT, quantity=1, unit_price=Decimal(1))
