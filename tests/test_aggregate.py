@@ -153,6 +153,14 @@ class TestApplyHandlers:
                 @fabula.apply
                 def _a(self) -> None: ...
 
+    def test_handler_with_an_extra_parameter_is_refused(self) -> None:
+        """An apply handler taking more than (self, event) is refused too."""
+        with pytest.raises(EventTypeError, match=r"exactly \(self, event\)"):
+
+            class Extra(fabula.Aggregate):
+                @fabula.apply
+                def _a(self, event: OrderCreated, more: int) -> None: ...
+
     def test_forward_references_resolve_on_first_use(self) -> None:
         """Handlers annotated with classes defined later are resolved when first needed."""
 
@@ -204,6 +212,14 @@ class TestMoreRules:
         loaded = Order.from_events(order.id, order.pending_events)
         assert loaded == order
         assert loaded.pending_events == ()
+
+    def test_the_id_is_keyword_only_and_the_version_is_not_an_argument(self) -> None:
+        """Aggregates are built with id=...; their version comes only from their events."""
+        with pytest.raises(TypeError):
+            Order(ORDER_ID)  # type: ignore[call-arg] # the point of the test
+        with pytest.raises(TypeError):
+            Order(id=ORDER_ID, version=3)  # type: ignore[call-arg]
+        assert Order(id=ORDER_ID).version == 0
 
     def test_snapshots_are_of_version_1_unless_a_class_says_otherwise(self) -> None:
         """snapshot_version, the schema version of an aggregate's snapshots, defaults to 1."""
