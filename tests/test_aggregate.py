@@ -7,6 +7,7 @@ import attrs
 import pytest
 
 import fabula
+from fabula import EventMetadata
 from fabula.exceptions import EventTypeError, EventVersionError, MissingApplyHandlerError
 from fabula.testing import given
 
@@ -221,6 +222,28 @@ class TestMoreRules:
             Order(id=ORDER_ID, version=3)  # type: ignore[call-arg]
         assert Order(id=ORDER_ID).version == 0
 
+    def test_pending_events_are_neither_an_argument_nor_shown(self) -> None:
+        """Pending events are internal: not an __init__ argument, not in the repr."""
+        with pytest.raises(TypeError):
+            Order(id=ORDER_ID, pending=[])  # type: ignore[call-arg]
+        order = Order.create(uuid4(), ADDRESS)
+        assert "OrderCreated" not in repr(order)
+
+    def test_long_histories_replay(self) -> None:
+        """Versions in the hundreds are compared by value: a 300-event history replays."""
+        events = [
+            attrs.evolve(created() if n == 1 else created_item(), aggregate_id=ORDER_ID, version=n)
+            for n in range(1, 301)
+        ]
+        assert Order.from_events(ORDER_ID, events).version == 300
+
+    def test_an_id_given_as_text_matches_the_same_uuid(self) -> None:
+        """A UUID id and its text are the same aggregate, whichever side holds which."""
+        as_uuid = attrs.evolve(created(), aggregate_id=ORDER_ID, version=1)
+        assert Order.from_events(str(ORDER_ID), [as_uuid]).version == 1
+        as_text = attrs.evolve(created(), aggregate_id=str(ORDER_ID), version=1)
+        assert Order.from_events(ORDER_ID, [as_text]).version == 1
+
     def test_snapshots_are_of_version_1_unless_a_class_says_otherwise(self) -> None:
         """snapshot_version, the schema version of an aggregate's snapshots, defaults to 1."""
         assert fabula.Aggregate.snapshot_version == 1
@@ -255,6 +278,8 @@ class TestMoreRules:
         order = Order(id=ORDER_ID)
         order.restore_version(3)
         assert order.version == 3
+        order.restore_version(0)
+        assert order.version == 0
         for bad in (-1, -40):
             with pytest.raises(ValueError, match=f"cannot restore version {bad}"):
                 Order(id=ORDER_ID).restore_version(bad)
@@ -283,15 +308,17 @@ class TestMetadata:
             del command
             order = Order.create(uuid4(), ADDRESS)
             recorded.append(order.record(attrs.evolve(created_item(), metadata=own)))
+            recorded.append(order.record(attrs.evolve(created_item(), metadata=EventMetadata())))
             recorded.insert(0, order.pending_events[0])
 
         command = Place(correlation_id=uuid4())
         await bus.dispatch(command)
-        stamped, kept = recorded
+        stamped, kept, empty = recorded
         assert stamped.metadata.correlation_id == command.correlation_id
         assert stamped.metadata.causation_id == command.message_id
-        assert (stamped.version, kept.version) == (1, 2)
+        assert (stamped.version, kept.version, empty.version) == (1, 2, 3)
         assert kept.metadata == own
+        assert empty.metadata == stamped.metadata  # empty metadata counts as none
 
 
 def created_item() -> OrderItemAdded:
