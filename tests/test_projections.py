@@ -618,7 +618,39 @@ class TestOutages:
         assert outages[0].levelname == "WARNING"
 
 
+class TestWaiting:
+    async def test_wait_for_returns_only_once_the_position_is_reached(self) -> None:
+        """A checkpoint below the awaited position does not release the waiter; reaching it does."""
+        store = InMemoryEventStore()
+        repo = Repository(store)
+        await play(repo, [("create",)] * 2, [])
+        projector = Projector(store, [MemorySummary()])
+        waiting = asyncio.create_task(projector.wait_for(3, timeout=5))
+        await asyncio.sleep(0)  # the waiter registers before the checkpoint moves
+        await projector.catch_up()
+        await asyncio.sleep(0.05)  # ample time for a released waiter to finish
+        assert not waiting.done()
+        await play(repo, [("create",)], [])
+        await projector.catch_up()
+        await asyncio.wait_for(waiting, 1)
+
+
 class TestSettings:
+    def test_the_defaults_are_as_documented(self) -> None:
+        """500 events a batch; retries from 0.05 s doubling to 30 s; a read at least every 1 s."""
+        projector = Projector(InMemoryEventStore(), [])
+        assert (
+            projector.batch_size,
+            projector.retry_delay,
+            projector.max_retry_delay,
+            projector.idle_wait,
+        ) == (500, 0.05, 30.0, 1.0)
+
+    def test_projections_are_the_only_way_in(self) -> None:
+        """The projector's bookkeeping is not a constructor argument."""
+        with pytest.raises(TypeError):
+            Projector(InMemoryEventStore(), [], tracks={})  # type: ignore[call-arg]
+
     @pytest.mark.parametrize("bad", [0, -1, True, 1.5, "10", None])
     def test_batch_size_must_be_a_positive_int(self, bad: object) -> None:
         """A batch size that is not a positive int is refused when the projector is built."""
