@@ -321,6 +321,18 @@ class TestFailures:
             assert states["order_summary"] == "failing"
 
 
+async def stopped_at_position_2(
+    open_sqlite: OpenSQLite,
+) -> tuple[SQLiteEventStore, Projector[sqlite3.Connection]]:
+    """A store of two events, and a projector stopped (failing) at the second."""
+    store = open_sqlite(":memory:")
+    await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 13)], [])
+    projector = Projector(store, [OrderSummary(fail_on_quantity=13)])
+    with pytest.raises(ProjectionError):
+        await projector.catch_up()
+    return store, projector
+
+
 class TestAfterFailures:
     """What status, the checkpoint and wait_for say after failures, skips and rebuilds."""
 
@@ -348,11 +360,7 @@ class TestAfterFailures:
         self, open_sqlite: OpenSQLite
     ) -> None:
         """After skip(): checkpoint at the event, no failure, and a wait_for on it returns."""
-        store = open_sqlite(":memory:")
-        await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 13)], [])
-        projector = Projector(store, [OrderSummary(fail_on_quantity=13)])
-        with pytest.raises(ProjectionError):
-            await projector.catch_up()
+        store, projector = await stopped_at_position_2(open_sqlite)
         waiting = asyncio.create_task(projector.wait_for(2, timeout=5))
         await asyncio.sleep(0)
         assert not waiting.done()
@@ -570,11 +578,7 @@ class TestSkipping:
         self, open_sqlite: OpenSQLite
     ) -> None:
         """skip() of the wrong position names the position the projection is stopped at."""
-        store = open_sqlite(":memory:")
-        await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 13)], [])
-        projector = Projector(store, [OrderSummary(fail_on_quantity=13)])
-        with pytest.raises(ProjectionError):
-            await projector.catch_up()
+        store, projector = await stopped_at_position_2(open_sqlite)
         for wrong in (3, 1):  # after the failure, and before it
             with pytest.raises(CheckpointError) as refused:
                 await projector.skip("order_summary", wrong, reason="wrong one")
