@@ -6,6 +6,7 @@ from uuid import uuid4
 import pytest
 
 from fabula import AggregateNotFoundError, ConcurrencyError, Repository
+from fabula.exceptions import EventTypeError
 from fabula.memory import InMemoryEventStore
 
 from .support.domain import ADDRESS, Order, OrderItemAdded, OrderStatus
@@ -55,6 +56,26 @@ class TestGet:
         again = await repo.get(Order, "order-7")
         assert again.id == "order-7"
         assert again.lines[PRODUCT].quantity == 1
+
+    @pytest.mark.parametrize("bad", [object, "Order", 42, None])
+    async def test_get_refuses_what_is_not_an_aggregate_class(
+        self, repo: Repository, bad: object
+    ) -> None:
+        """get() of a class that is not an Aggregate, or of no class at all, is a clear error."""
+        with pytest.raises(EventTypeError, match=r"not a subclass of fabula\.Aggregate"):
+            await repo.get(bad, uuid4())  # type: ignore[arg-type, type-var]
+
+    async def test_get_refuses_an_aggregate_instance(self, repo: Repository) -> None:
+        """get() wants the class: an instance is refused, not mistaken for one."""
+        order = Order.create(uuid4(), ADDRESS)
+        await repo.save(order)
+        with pytest.raises(EventTypeError, match="not a subclass"):
+            await repo.get(order, order.id)  # type: ignore[arg-type, type-var]
+
+    def test_the_snapshot_store_is_not_an_argument(self, store: InMemoryEventStore) -> None:
+        """Snapshots go to the event store itself: no second store can be slipped in."""
+        with pytest.raises(TypeError, match="snapshot_store"):
+            Repository(store, snapshot_store=store)  # type: ignore[call-arg]
 
 
 class TestSave:
@@ -116,3 +137,14 @@ class TestSave:
         loaded.add_item(PRODUCT, 1, Decimal(1))
         (result,) = await repo.save(loaded)
         assert result.version == 2
+
+    @pytest.mark.parametrize("bad", ["order", None, Order])
+    async def test_save_refuses_what_is_not_an_aggregate(
+        self, repo: Repository, store: InMemoryEventStore, bad: object
+    ) -> None:
+        """Anything but an aggregate is refused before anything is stored."""
+        order = Order.create(uuid4(), ADDRESS)
+        with pytest.raises(EventTypeError, match=r"is not a fabula\.Aggregate"):
+            await repo.save(order, bad)  # type: ignore[arg-type]
+        assert await store.read_all() == []
+        assert order.pending_events

@@ -20,6 +20,21 @@ from .support.domain import ADDRESS, Order
 PRODUCT = uuid4()
 
 
+@fabula.event("tests.snapshots.Reading")
+@attrs.frozen
+class Reading(fabula.DomainEvent):
+    text: str
+
+
+@attrs.define
+class Gauge(fabula.Aggregate):
+    last: float = 0.0
+
+    @fabula.apply
+    def _read(self, event: Reading) -> None:
+        self.last = float(event.text)
+
+
 @pytest.fixture(params=["memory", "sqlite"])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[fabula.EventStore]:
     built: fabula.EventStore
@@ -133,6 +148,24 @@ class TestSnapshots:
         """With snapshot_every unset nothing is snapshotted."""
         order = await order_with(Repository(store), 6)  # type: ignore[arg-type]
         assert await store.load_snapshot(str(order.id)) is None
+
+    async def test_a_snapshot_that_cannot_be_taken_is_logged_and_the_save_stands(
+        self, store: fabula.storage.SnapshotStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """State JSON cannot hold (an infinite float) costs the snapshot, never the events."""
+        repo = Repository(store, snapshot_every=2)  # type: ignore[arg-type]
+        gauge = Gauge(id=uuid4())
+        gauge.record(Reading(text="1.5"))
+        gauge.record(Reading(text="inf"))
+        with caplog.at_level(logging.WARNING, logger="fabula.snapshots"):
+            (result,) = await repo.save(gauge)
+        assert result.version == 2
+        assert gauge.pending_events == ()
+        assert f"could not snapshot Gauge {gauge.id} at version 2" in caplog.text
+        assert "not finite" in caplog.text
+        assert await store.load_snapshot(str(gauge.id)) is None
+        loaded = await repo.get(Gauge, gauge.id)
+        assert (loaded.version, loaded.last) == (2, float("inf"))
 
 
 class TestConfiguration:
