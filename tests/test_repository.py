@@ -63,14 +63,14 @@ class TestGet:
     ) -> None:
         """get() of a class that is not an Aggregate, or of no class at all, is a clear error."""
         with pytest.raises(EventTypeError, match=r"not a subclass of fabula\.Aggregate"):
-            await repo.get(bad, uuid4())  # type: ignore[arg-type, type-var]
+            await repo.get(bad, uuid4())  # type: ignore[arg-type]
 
     async def test_get_refuses_an_aggregate_instance(self, repo: Repository) -> None:
         """get() wants the class: an instance is refused, not mistaken for one."""
         order = Order.create(uuid4(), ADDRESS)
         await repo.save(order)
         with pytest.raises(EventTypeError, match="not a subclass"):
-            await repo.get(order, order.id)  # type: ignore[arg-type, type-var]
+            await repo.get(order, order.id)  # type: ignore[arg-type]
 
     def test_the_snapshot_store_is_not_an_argument(self, store: InMemoryEventStore) -> None:
         """Snapshots go to the event store itself: no second store can be slipped in."""
