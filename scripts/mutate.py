@@ -78,6 +78,7 @@ def config(module: str, tests: list[str]) -> str:
         "-p",
         "no:cacheprovider",
         "--timeout=30",  # the slowest of these tests takes about 6 s: longer is a hang (killed)
+        "--timeout-method=thread",  # ends even a busy loop that never yields
         *tests,
     ]
     excluded = ", ".join(json.dumps(pattern) for pattern in EXCLUDED_OPERATORS)
