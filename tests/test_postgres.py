@@ -286,6 +286,29 @@ class TestProjections:
         (skipped,) = await store.load_skips("balances")
         assert skipped.reason == "test"
 
+    async def test_a_connection_killed_under_a_handler_is_waited_out(
+        self, store: PostgresEventStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A handler's statement meeting a killed connection is the server's failure: retried."""
+        expected = await fill(store, 2, 10)  # deposits 1..10
+        balances_model = Balances(kill_on=Decimal(7))
+        projector = fabula.Projector(store, [balances_model], batch_size=100, retry_delay=0.01)
+        running = asyncio.create_task(projector.run())
+        try:
+            await projector.wait_for(await store.head_position(), timeout=20)
+            (status,) = await projector.status()
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        assert balances_model.kill_on is None  # it was killed once
+        assert (status.state, status.last_error, status.store_error) == ("running", None, None)
+        assert balances(store) == expected
+        outages = [r.getMessage() for r in caplog.records if "the store" in r.getMessage()]
+        assert len(outages) == 2
+        assert "the store failed" in outages[0]
+        assert "PostgreSQL is unavailable" in outages[0]
+        assert "the store is back after 1 failed attempts" in outages[1]
+
     async def test_rebuild_swaps_in_a_fresh_read_model(self, store: PostgresEventStore) -> None:
         expected = await fill(store, 3, 40)
         projector = fabula.Projector(store, [Balances()], batch_size=9)

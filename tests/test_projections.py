@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 
 import fabula
 from fabula import Projection, Projector, RecordedEvent, Repository, handles
-from fabula.exceptions import CheckpointError, ProjectionError
+from fabula.exceptions import CheckpointError, ProjectionError, StoreClosedError
 from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore
 
@@ -591,35 +591,97 @@ class TestSkipping:
         assert parameters["reason"].kind is inspect.Parameter.KEYWORD_ONLY
 
 
+async def set_max_pages(store: SQLiteEventStore, pages: int) -> None:
+    """Let the database grow to `pages` pages at most: a full disk, for real, as SQLite sees it."""
+
+    def limit(conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    await store._writer.submit(limit, 0, one_statement=True)
+
+
+def outage_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        f"{r.levelname} {r.getMessage()}"
+        for r in caplog.records
+        if r.name == "fabula.projections" and "the store" in r.getMessage()
+    ]
+
+
 class TestOutages:
-    async def test_an_outage_is_logged_and_retried_a_failing_handler_is_not_an_outage(
-        self, open_sqlite: OpenSQLite, caplog: pytest.LogCaptureFixture
+    async def test_a_full_disk_stalls_the_projector_until_there_is_room_again(
+        self, tmp_path: Path, open_sqlite: OpenSQLite, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """A StoreUnavailableError while following is logged as an outage and retried."""
-        store = open_sqlite(":memory:")
-        await play(Repository(store), [("create",)], [])
-        reads = 0
-        read_log = store.read_log
-
-        async def flaky_read_log(**arguments: Any) -> Any:
-            nonlocal reads
-            reads += 1
-            if reads == 1:
-                msg = "the disk is away"
-                raise fabula.StoreUnavailableError(msg)
-            return await read_log(**arguments)
-
-        store.read_log = flaky_read_log  # type: ignore[method-assign]
-        projector = Projector(store, [OrderSummary()], retry_delay=0.001, idle_wait=0.01)
+        """SQLite's "database or disk is full" is retried, shown, logged once, and recovered from."""
+        store = open_sqlite(tmp_path / "e.db", synchronous="NORMAL")
+        projector = Projector(
+            store, [OrderSummary()], batch_size=50, retry_delay=0.01, max_retry_delay=0.02
+        )
+        await projector.catch_up()  # the read model's tables exist, empty
+        orders: list[UUID] = []
+        await play(Repository(store), [("create",)] * 400, orders)
+        head = await store.head_position()
+        pages = store._reader.execute("PRAGMA page_count").fetchone()[0]
+        await set_max_pages(store, pages)  # no room for the read model's rows
         running = asyncio.create_task(projector.run())
         try:
-            await projector.wait_for(1, timeout=5)
+            await until(lambda: retrying(projector))
+            await asyncio.sleep(0.3)  # many failed attempts
+            (status,) = await projector.status()
+            assert (status.state, status.last_error) == ("retrying", None)
+            assert status.store_error is not None
+            assert "full" in status.store_error
+            assert 0 < status.lag <= head
+            assert not running.done()
+            await set_max_pages(store, 2**30)  # the disk has room again
+            await projector.wait_for(head, timeout=10)
+            (status,) = await projector.status()
+            assert (status.state, status.store_error, status.lag) == ("running", None, 0)
         finally:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
-        outages = [r for r in caplog.records if "the disk is away; retrying" in r.getMessage()]
-        assert len(outages) == 1
-        assert outages[0].levelname == "WARNING"
+        assert read_summary(store) == fold(r.event for r in await all_events(store))
+        failed, back = outage_lines(caplog)  # one line as it fails, one as it is back
+        assert failed.startswith("WARNING projection order_summary: the store failed (")
+        assert "full" in failed
+        assert back.startswith("WARNING projection order_summary: the store is back after ")
+
+    async def test_a_failing_handler_is_not_an_outage(
+        self, open_sqlite: OpenSQLite, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A handler's error stops the projection at its event (failing), not as the store's."""
+        store = open_sqlite(":memory:")
+        await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 7)], [])
+        projector = Projector(store, [OrderSummary(fail_on_quantity=7)], retry_delay=0.01)
+        running = asyncio.create_task(projector.run())
+        try:
+            await until(lambda: failing_at(projector, 2))
+            (status,) = await projector.status()
+            assert (status.state, status.store_error) == ("failing", None)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        assert outage_lines(caplog) == []
+
+    async def test_a_closed_store_ends_the_projector(self, open_sqlite: OpenSQLite) -> None:
+        """Closing the store is not an outage to wait out: run() ends with StoreClosedError."""
+        store = open_sqlite(":memory:")
+        projector = Projector(store, [OrderSummary()], idle_wait=0.01)
+        running = asyncio.create_task(projector.run())
+        await projector.catch_up()
+        await store.close()
+        with pytest.raises(ExceptionGroup) as info:
+            await asyncio.wait_for(running, 5)
+        assert info.group_contains(StoreClosedError)
+
+
+async def retrying(projector: Projector[Any]) -> bool:
+    return any(s.state == "retrying" for s in await projector.status())
+
+
+async def failing_at(projector: Projector[Any], position: int) -> bool:
+    statuses = await projector.status()
+    return any(s.last_error is not None and s.last_error.position == position for s in statuses)
 
 
 class TestWaiting:

@@ -19,8 +19,9 @@ from fabula._store import RecordedEvent
 from fabula.exceptions import (
     CheckpointError,
     EventTypeError,
+    FabulaError,
     ProjectionError,
-    StoreUnavailableError,
+    StoreClosedError,
 )
 
 __all__ = ["ProjectionFailure", "ProjectionState", "ProjectionStatus", "Projector"]
@@ -36,6 +37,8 @@ class ProjectionState(enum.StrEnum):
     """Following the log."""
     FAILING = "failing"
     """Stopped at an event whose handler raised, retrying it with backoff."""
+    RETRYING = "retrying"
+    """The store failed (a full disk, a lost connection): retrying with backoff until it is back."""
     STANDBY = "standby"
     """Another process runs it; this one takes over if that one stops."""
     STOPPED = "stopped"
@@ -71,6 +74,7 @@ class ProjectionStatus:
         lag: How many positions it is behind the head of the log.
         state: What it is doing (a `ProjectionState`, equal to its str value).
         last_error: The current failure, if it is failing.
+        store_error: While it is retrying, the store's error, as `repr`.
     """
 
     name: str
@@ -78,6 +82,7 @@ class ProjectionStatus:
     lag: int
     state: ProjectionState
     last_error: ProjectionFailure | None
+    store_error: str | None = None
 
 
 class _HandlerFailedError(Exception):
@@ -105,13 +110,53 @@ class _Track:
     state: ProjectionState = ProjectionState.STOPPED
     following: bool = False
     failure: ProjectionFailure | None = None
+    outage: _Outage | None = None
+    waiters: list[tuple[int, asyncio.Future[None]]] = attrs.Factory(list)
 
     def clear_failure(self) -> None:
         """Forget the failure: the event it was about is behind the checkpoint now."""
         self.failure = None
         self.state = ProjectionState.RUNNING if self.following else ProjectionState.STOPPED
 
-    waiters: list[tuple[int, asyncio.Future[None]]] = attrs.Factory(list)
+    def store_failed(self, exc: FabulaError) -> int:
+        """Record a failed read or commit, logged if it is news; return the failures in a row."""
+        name, error = self.projection.name, repr(exc)
+        outage = self.outage
+        if outage is None:
+            outage = self.outage = _Outage(error)
+            logger.warning(
+                "projection %s: the store failed (%s); retrying with backoff until it is back",
+                name,
+                exc,
+            )
+        else:
+            outage.attempts += 1
+            if error != outage.error:
+                outage.error = error
+                logger.warning("projection %s: the store now fails with: %s", name, exc)
+        self.state = ProjectionState.RETRYING
+        return outage.attempts
+
+    def store_back(self) -> None:
+        """End the outage this projection was in, if any, with one log line."""
+        outage, self.outage = self.outage, None
+        if outage is not None:
+            took = asyncio.get_running_loop().time() - outage.since
+            logger.warning(
+                "projection %s: the store is back after %d failed attempts in %.1f s",
+                self.projection.name,
+                outage.attempts,
+                took,
+            )
+
+
+@attrs.define
+class _Outage:
+    """The store errors a projection has met in a row, since its last successful call."""
+
+    error: str
+    attempts: int = 1
+    since: float = attrs.Factory(lambda: asyncio.get_running_loop().time())
 
 
 _RECANCEL_AFTER = 0.5  # seconds a cancelled task may take before it is asked again
@@ -223,6 +268,7 @@ class Projector(Generic[TxT]):
                 lag=max(0, head - track.checkpoint),
                 state=track.state,
                 last_error=track.failure,
+                store_error=None if track.outage is None else track.outage.error,
             )
             for name, track in self._tracks.items()
         ]
@@ -308,7 +354,7 @@ class Projector(Generic[TxT]):
         logger.info("projection %s rebuilt up to position %d", name, checkpoint)
 
     async def _start(self, track: _Track) -> None:
-        track.checkpoint = await self.store.load_checkpoint(track.projection.name)
+        await self._reload(track)
         if track.checkpoint == 0:
             try:
                 await self.store.commit_projection(
@@ -328,18 +374,26 @@ class Projector(Generic[TxT]):
             return
         lease = self.store.projection_lease
         while True:
-            track.state = ProjectionState.STANDBY
+            if track.outage is None:
+                track.state = ProjectionState.STANDBY
             # While waiting for the lease, follow the active process's checkpoint.
             shadowing = asyncio.create_task(self._shadow(track))
+            failed: FabulaError | None = None
             try:
                 async with lease(track.projection.name) as lost:
                     await _cancel_and_wait(shadowing)
                     logger.info("projection %s: this process is now active", track.projection.name)
                     if await self._follow_until(track, lost):
                         return
+                logger.warning("projection %s: lost the lease; standing by", track.projection.name)
+            except StoreClosedError:
+                raise
+            except FabulaError as exc:  # the lease could not be taken: the store is down
+                failed = exc
             finally:
                 await _cancel_and_wait(shadowing)
-            logger.warning("projection %s: lost the lease; standing by", track.projection.name)
+            if failed is not None:
+                await self._pause_for_store(track, failed)
 
     async def _follow_until(self, track: _Track, lost: asyncio.Event) -> bool:
         """Follow the log until `lost` is set (False) or following ends (True, or raises)."""
@@ -359,39 +413,58 @@ class Projector(Generic[TxT]):
     async def _shadow(self, track: _Track) -> None:
         """While standing by, follow the active process's checkpoint, for `wait_for` callers."""
         while True:
-            if track.waiters:
-                await asyncio.sleep(0.02)
-            else:
-                await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
             try:
+                if track.waiters:
+                    await asyncio.sleep(0.02)
+                else:
+                    await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
                 self._set_checkpoint(track, await self.store.load_checkpoint(track.projection.name))
-            except StoreUnavailableError:
-                current = asyncio.current_task()
-                if current is not None and current.cancelling():
-                    raise asyncio.CancelledError from None  # not an outage: a stop
+            except StoreClosedError:
+                raise
+            except FabulaError as exc:
+                await self._pause_for_store(track, exc)
+                continue
+            if track.outage is not None:
+                track.store_back()
+                track.state = ProjectionState.STANDBY
 
     async def _follow_log(self, track: _Track) -> None:
-        await self._start(track)
+        """Apply the log as it grows; retry failing handlers and a failing store, for ever."""
         track.following, track.state = True, ProjectionState.RUNNING
+        started = False
         try:
             while True:
                 try:
+                    if not started:
+                        await self._start(track)
+                        started = True
                     moved = await self._step(track)
-                except (ProjectionError, StoreUnavailableError) as exc:
-                    if isinstance(exc, StoreUnavailableError):
-                        logger.warning("projection %s: %s; retrying", track.projection.name, exc)
+                    track.store_back()
+                    track.state = ProjectionState.RUNNING
+                    if not moved:
+                        await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
+                except ProjectionError:
+                    track.store_back()
                     attempts = track.failure.attempts if track.failure else 1
                     await asyncio.sleep(self.retry_pause(attempts))
-                    continue
                 except CheckpointError:
                     # Moved under us (a rebuild switched, or another projector ran
                     # it): carry on from where the store says it is.
-                    await self._reload(track)
-                    continue
-                if not moved:
-                    await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
+                    started = False
+                except StoreClosedError:
+                    raise
+                except FabulaError as exc:  # a full disk, a lost connection, an undecodable event
+                    await self._pause_for_store(track, exc)
         finally:
             track.following, track.state = False, ProjectionState.STOPPED
+
+    async def _pause_for_store(self, track: _Track, exc: FabulaError) -> None:
+        """Record a failed read or commit, and back off before the next."""
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            # A pool can turn a cancellation into an error: this is a stop, not an outage.
+            raise asyncio.CancelledError from None
+        await asyncio.sleep(self.retry_pause(track.store_failed(exc)))
 
     async def _step(self, track: _Track) -> bool:
         """Apply one batch; return whether the checkpoint moved."""

@@ -65,8 +65,9 @@ class Balances(fabula.Projection[Tx]):
     name = "balances"
     tables = ("balances",)
 
-    def __init__(self, *, fail_on: Decimal | None = None) -> None:
+    def __init__(self, *, fail_on: Decimal | None = None, kill_on: Decimal | None = None) -> None:
         self.fail_on = fail_on
+        self.kill_on = kill_on  # the first time: the handler's own connection is killed
 
     def setup(self, tx: Tx) -> None:
         tx.execute(
@@ -78,6 +79,9 @@ class Balances(fabula.Projection[Tx]):
         if event.amount == self.fail_on:
             msg = f"cannot project {event.amount}"
             raise RuntimeError(msg)
+        if event.amount == self.kill_on:
+            self.kill_on = None
+            tx.execute("SELECT pg_terminate_backend(pg_backend_pid())")
         tx.execute(
             "INSERT INTO balances VALUES (%s, %s) "
             "ON CONFLICT (account) DO UPDATE SET total = balances.total + excluded.total",

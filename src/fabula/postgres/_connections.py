@@ -15,9 +15,15 @@ from typing import Any, TypeAlias
 import psycopg
 import psycopg_pool
 
-from fabula.exceptions import StoreError, StoreUnavailableError
+from fabula.exceptions import FabulaError, StoreError, StoreUnavailableError
 
-__all__ = ["ConnectionLostError", "Connections", "map_errors", "unknown_outcome"]
+__all__ = [
+    "ConnectionLostError",
+    "Connections",
+    "map_errors",
+    "storage_failure",
+    "unknown_outcome",
+]
 
 
 class ConnectionLostError(StoreUnavailableError):
@@ -57,6 +63,25 @@ def map_errors(
         raise StoreUnavailableError(msg) from exc
     except psycopg.Error as exc:
         raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+
+def storage_failure(exc: BaseException) -> FabulaError | None:
+    """The store's error behind `exc`, if a statement in it met an unavailable server.
+
+    For a projection handler's exception: a lost connection, a server
+    shutting down, a full disk or a deadlock met by the handler's own
+    statement (psycopg's `OperationalError`: SQLSTATE classes 08, 40, 53,
+    57) is the store's failure, to wait out, not the handler's, to stop at.
+    Follows the chain of causes, as far as a handler may wrap them.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, psycopg.OperationalError):
+            return StoreUnavailableError(f"PostgreSQL is unavailable: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def unknown_outcome(why: str) -> StoreUnavailableError:

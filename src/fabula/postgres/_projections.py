@@ -30,7 +30,7 @@ from fabula._projection_store import (
 from fabula._store import RecordedEvent
 from fabula.exceptions import StoreError
 from fabula.postgres import _schema as sql
-from fabula.postgres._connections import Connections, map_errors
+from fabula.postgres._connections import Connections, map_errors, storage_failure
 
 __all__ = ["ProjectionSide", "Tx"]
 
@@ -203,12 +203,21 @@ class ProjectionSide:
 
         Raises:
             CheckpointError: The checkpoint is not at `expected`.
+            StoreUnavailableError: The server failed, in `work` too (a lost
+                connection met by a handler is the store's failure, not the
+                handler's).
         """
 
         def job(conn: Tx) -> None:
             stored = self._lock_checkpoint(conn, name)
             require_checkpoint(name, stored, expected=expected, moving_to=position)
-            work(conn)
+            try:
+                work(conn)
+            except Exception as exc:
+                failure = storage_failure(exc)
+                if failure is None:
+                    raise
+                raise failure from exc
             conn.execute(self._sql.save_checkpoint, (position, name))
 
         await self._in_projection_transaction(job)

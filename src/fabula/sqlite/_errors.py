@@ -6,7 +6,7 @@ import sqlite3
 
 from fabula.exceptions import FabulaError, StoreError, StoreUnavailableError
 
-__all__ = ["connect", "is_busy", "translate", "translate_any"]
+__all__ = ["connect", "is_busy", "storage_failure", "translate", "translate_any"]
 
 
 def connect(target: str) -> sqlite3.Connection:
@@ -23,6 +23,41 @@ def is_busy(exc: sqlite3.OperationalError) -> bool:
     if code is not None:
         return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     return "locked" in str(exc) or "busy" in str(exc)
+
+
+# The result codes of a database that cannot do its work just now, whatever
+# the SQL asked: locked, out of memory, read-only, an I/O error, full, not
+# openable. Any other error (no such table, a constraint) is the SQL's own.
+_RESOURCE_CODES = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_PROTOCOL,
+    }
+)
+
+
+def storage_failure(exc: BaseException, path: str) -> FabulaError | None:
+    """The store's error behind `exc`, if a statement in it failed for want of resources.
+
+    For a projection handler's exception: a full disk met by the handler's
+    own INSERT is the store's failure (to wait out), not the handler's (to
+    stop at). Follows the chain of causes, as far as a handler may wrap them.
+    """
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            break
+        code = getattr(seen, "sqlite_errorcode", None)
+        if isinstance(seen, sqlite3.Error) and code is not None and code & 0xFF in _RESOURCE_CODES:
+            return translate(seen, path)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def translate_any(exc: BaseException, path: str) -> FabulaError:

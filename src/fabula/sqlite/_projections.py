@@ -27,6 +27,7 @@ from fabula._projection_store import (
 from fabula._store import RecordedEvent
 from fabula.exceptions import StoreError
 from fabula.sqlite import _schema as sql
+from fabula.sqlite._errors import storage_failure
 
 __all__ = ["ProjectionSide"]
 
@@ -71,13 +72,21 @@ class ProjectionSide:
 
         Raises:
             CheckpointError: The checkpoint is not at `expected`.
+            StoreError: The database failed, in `work` too (a full disk met
+                by a handler's write is the store's failure, not the handler's).
         """
         now = datetime.now(UTC).isoformat()
 
         def job(conn: sqlite3.Connection) -> None:
             stored = _checkpoint_of(conn, name)
             require_checkpoint(name, stored, expected=expected, moving_to=position)
-            work(conn)
+            try:
+                work(conn)
+            except Exception as exc:
+                failure = storage_failure(exc, self._path)
+                if failure is None:
+                    raise
+                raise failure from exc
             conn.execute(sql.SAVE_CHECKPOINT, (name, position, now))
 
         await self._write(job)
