@@ -48,7 +48,11 @@ MODULES: dict[str, list[str]] = {
     ],
     "_projections": ["tests/test_projections.py"],
     "_aggregate": ["tests/test_aggregate.py", "tests/test_repository.py"],
-    "_repository": ["tests/test_repository.py", "tests/test_snapshots.py"],
+    "_repository": [
+        "tests/test_repository.py",
+        "tests/test_snapshots.py",
+        "tests/test_idempotency.py",
+    ],
     "_serialization": ["tests/test_serialization.py", "tests/test_events.py"],
     "_converter": ["tests/test_serialization.py", "tests/test_events.py"],
     "_commands": ["tests/test_commands.py"],

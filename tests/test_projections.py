@@ -612,7 +612,7 @@ class TestOutages:
     async def test_a_full_disk_stalls_the_projector_until_there_is_room_again(
         self, tmp_path: Path, open_sqlite: OpenSQLite, caplog: pytest.LogCaptureFixture
     ) -> None:
-        """SQLite's "database or disk is full" is retried, shown, logged once, and recovered from."""
+        """SQLite's "database or disk is full" is retried, shown, logged once, and outlived."""
         store = open_sqlite(tmp_path / "e.db", synchronous="NORMAL")
         projector = Projector(
             store, [OrderSummary()], batch_size=50, retry_delay=0.01, max_retry_delay=0.02

@@ -8,6 +8,7 @@ import pytest
 from fabula import AggregateNotFoundError, ConcurrencyError, Repository
 from fabula.exceptions import EventTypeError
 from fabula.memory import InMemoryEventStore
+from fabula.storage import SnapshotCodec
 
 from .support.domain import ADDRESS, Order, OrderItemAdded, OrderStatus
 
@@ -71,6 +72,16 @@ class TestGet:
         await repo.save(order)
         with pytest.raises(EventTypeError, match="not a subclass"):
             await repo.get(order, order.id)  # type: ignore[arg-type]
+
+    def test_settings_are_keyword_only_and_the_store_shows_once(
+        self, store: InMemoryEventStore
+    ) -> None:
+        """`Repository(store, 5)` is refused (which setting is 5?); repr() names the store once."""
+        with pytest.raises(TypeError):
+            Repository(store, 5)  # type: ignore[call-arg]
+        with pytest.raises(TypeError):
+            Repository(store, None, SnapshotCodec())  # type: ignore[call-arg]
+        assert repr(Repository(store)).count(repr(store)) == 1
 
     def test_the_snapshot_store_is_not_an_argument(self, store: InMemoryEventStore) -> None:
         """Snapshots go to the event store itself: no second store can be slipped in."""

@@ -1,6 +1,8 @@
 """Snapshots: taken every N events, loaded with newer events, never trusted when unreadable."""
 
+import contextlib
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -29,6 +31,16 @@ class Reading(fabula.DomainEvent):
 @attrs.define
 class Gauge(fabula.Aggregate):
     last: float = 0.0
+
+    @fabula.apply
+    def _read(self, event: Reading) -> None:
+        self.last = float(event.text)
+
+
+class Meter(fabula.Aggregate):
+    """Not an attrs class: its state cannot be snapshotted."""
+
+    last = 0.0
 
     @fabula.apply
     def _read(self, event: Reading) -> None:
@@ -90,6 +102,60 @@ class TestSnapshots:
         await store.save_snapshot(doctored)
         loaded = await repo.get(Order, order.id)
         assert (loaded.status.value, loaded.version) == ("submitted", 4)
+
+    async def test_past_version_256_the_snapshot_and_the_events_after_it_load(
+        self, store: fabula.storage.SnapshotStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """The snapshot's own event is found by version, and only the newer events are applied."""
+        repo = Repository(store, snapshot_every=300)  # type: ignore[arg-type]
+        order = Order.create(uuid4(), ADDRESS)
+        for n in range(299):
+            order.add_item(PRODUCT, 1, Decimal(n % 7))
+        await repo.save(order)  # versions 1..300 in one save: a snapshot at 300
+        order.add_item(PRODUCT, 1, Decimal(1))
+        order.add_item(PRODUCT, 1, Decimal(1))
+        await repo.save(order)  # 301 and 302: no snapshot
+        snapshot = await store.load_snapshot(str(order.id))
+        assert snapshot is not None
+        assert snapshot.version == 300
+        # Labelled 301 and submitted: only event 302 is applied on top of it.
+        doctored = snapshot.state.replace('"draft"', '"submitted"')
+        await store.save_snapshot(attrs.evolve(snapshot, version=301, state=doctored))
+        with caplog.at_level(logging.WARNING, logger="fabula.snapshots"):
+            loaded = await repo.get(Order, order.id)
+        assert caplog.text == ""
+        assert (loaded.status.value, loaded.version) == ("submitted", 302)
+        assert loaded.lines[PRODUCT].quantity == 300
+
+    async def test_no_snapshot_between_two_multiples(
+        self, store: fabula.storage.SnapshotStore
+    ) -> None:
+        """A save that crosses no multiple of N takes no snapshot, at any version."""
+        repo = Repository(store, snapshot_every=2)  # type: ignore[arg-type]
+        order = Order.create(uuid4(), ADDRESS)
+        for _ in range(599):
+            order.add_item(PRODUCT, 1, Decimal(1))
+        await repo.save(order)  # version 600: a snapshot
+        order.add_item(PRODUCT, 1, Decimal(1))
+        await repo.save(order)  # version 601: none
+        snapshot = await store.load_snapshot(str(order.id))
+        assert snapshot is not None
+        assert snapshot.version == 600
+
+    async def test_an_interval_of_one_snapshots_every_save(
+        self, store: fabula.storage.SnapshotStore
+    ) -> None:
+        """snapshot_every=1 is allowed: each save leaves a snapshot of its version."""
+        repo = Repository(store, snapshot_every=1)  # type: ignore[arg-type]
+        order = Order.create(uuid4(), ADDRESS)
+        await repo.save(order)
+        versions = []
+        for _ in range(3):
+            order.add_item(PRODUCT, 1, Decimal(1))
+            await repo.save(order)
+            snapshot = await store.load_snapshot(str(order.id))
+            versions.append(None if snapshot is None else snapshot.version)
+        assert versions == [2, 3, 4]
 
     async def test_a_snapshot_beyond_the_stream_is_ignored(
         self, store: fabula.storage.SnapshotStore, caplog: pytest.LogCaptureFixture
@@ -166,6 +232,47 @@ class TestSnapshots:
         assert await store.load_snapshot(str(gauge.id)) is None
         loaded = await repo.get(Gauge, gauge.id)
         assert (loaded.version, loaded.last) == (2, float("inf"))
+
+    async def test_a_snapshot_of_a_plain_class_is_logged_and_the_save_stands(
+        self, store: fabula.storage.SnapshotStore, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An aggregate that is no attrs class cannot be snapshotted: a warning, not an error."""
+        repo = Repository(store, snapshot_every=1)  # type: ignore[arg-type]
+        meter = Meter(id=uuid4())
+        meter.record(Reading(text="2"))
+        with caplog.at_level(logging.WARNING, logger="fabula.snapshots"):
+            (result,) = await repo.save(meter)
+        assert result.version == 1
+        (record,) = caplog.records
+        assert "could not snapshot Meter" in record.getMessage()
+        assert record.exc_info is not None
+        assert "attrs aggregate" in str(record.exc_info[1])
+        assert (await repo.get(Meter, meter.id)).last == 2.0
+
+    async def test_a_snapshot_the_store_refuses_is_logged_and_the_save_stands(
+        self, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """A store error while saving the snapshot (here a trigger refusing it) loses no event."""
+        path = tmp_path / "events.db"
+        async with SQLiteEventStore(path) as store:
+            await store.save_snapshot(Snapshot("warm-up", "T", 1, 1, "{}"))  # the schema exists
+            with contextlib.closing(sqlite3.connect(path)) as other, other:
+                other.execute(
+                    "CREATE TRIGGER refuse BEFORE INSERT ON fabula_snapshots "
+                    "BEGIN SELECT RAISE(ABORT, 'snapshots refused'); END"
+                )
+            repo = Repository(store, snapshot_every=1)
+            order = Order.create(uuid4(), ADDRESS)
+            with caplog.at_level(logging.WARNING, logger="fabula.snapshots"):
+                (result,) = await repo.save(order)
+            assert result.version == 1
+            (record,) = caplog.records
+            assert f"could not snapshot Order {order.id} at version 1" in record.getMessage()
+            assert record.exc_info is not None
+            assert isinstance(record.exc_info[1], fabula.StoreError)
+            assert "snapshots refused" in str(record.exc_info[1])
+            assert await store.load_snapshot(str(order.id)) is None
+            assert await repo.get(Order, order.id) == order
 
 
 class TestConfiguration:
