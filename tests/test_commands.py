@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import random
+import time
 from decimal import Decimal
 from uuid import UUID, uuid4
 
@@ -149,6 +150,29 @@ class TestCommandBus:
         await bus.dispatch(AddItem(order_id=order_id, quantity=1))
         assert calls == ["a>", "only-add>", "b>", "<b", "<only-add", "<a"]
 
+    def test_commands_are_frozen_keyword_only_attrs_classes(self) -> None:
+        """A command takes its fields and idempotency_key by keyword, and cannot change."""
+        command = CreateOrder(customer_id=PRODUCT, idempotency_key="k-1")
+        assert (command.customer_id, command.idempotency_key) == (PRODUCT, "k-1")
+        assert CreateOrder(customer_id=PRODUCT).idempotency_key is None
+        assert "idempotency_key" in [f.name for f in attrs.fields(Command)]
+        with pytest.raises(attrs.exceptions.FrozenInstanceError):
+            command.idempotency_key = "k-2"  # type: ignore[misc]
+
+    def test_middleware_types_are_given_by_keyword(self) -> None:
+        """`use(middleware, [Type])` is refused: which types it wraps is named."""
+        bus = CommandBus()
+        with pytest.raises(TypeError):
+            bus.use(Correlation(), [CreateOrder])  # type: ignore[call-arg]
+
+    def test_a_bus_shows_what_it_holds(self) -> None:
+        """repr() counts the handlers and the middleware."""
+        bus = make_bus(Repository(InMemoryEventStore()))
+        bus.use(Correlation())
+        handlers = len([CreateOrder, AddItem])
+        assert repr(bus) == f"<CommandBus: {handlers} handlers, 1 middleware>"
+        assert repr(QueryBus()) == "<QueryBus: 0 handlers, 0 middleware>"
+
     async def test_handler_errors_propagate(self) -> None:
         """A domain error in a handler reaches the caller unchanged."""
         repo = Repository(InMemoryEventStore())
@@ -204,6 +228,57 @@ class TestRetryOnConflict:
         with pytest.raises(ConcurrencyError):
             await bus.dispatch(AddItem(order_id=uuid4(), quantity=1))
         assert attempts == 3
+
+    async def test_many_attempts_are_all_made(self) -> None:
+        """However many attempts are set (here past CPython's cache of small ints), all run."""
+        calls = 0
+
+        async def always_conflicts(_: AddItem) -> int:
+            nonlocal calls
+            calls += 1
+            raise ConcurrencyError("s", 1, 2)
+
+        bus = CommandBus()
+        bus.use(RetryOnConflict(attempts=300, base_delay=1e-9, max_delay=1e-9))
+        bus.register(AddItem, always_conflicts)
+        with pytest.raises(ConcurrencyError):
+            await bus.dispatch(AddItem(order_id=uuid4(), quantity=1))
+        assert calls == 300
+
+    async def test_pauses_double_from_the_base_up_to_the_cap_with_full_jitter(self) -> None:
+        """Each pause is drawn from [0, min(max_delay, base_delay * 2 ** (attempt - 1))]."""
+
+        class Drawn(random.Random):
+            def __init__(self) -> None:
+                super().__init__(0)
+                self.ranges: list[tuple[float, float]] = []
+
+            def uniform(self, a: float, b: float) -> float:
+                self.ranges.append((a, b))
+                return 0.0
+
+        async def always_conflicts(_: AddItem) -> int:
+            raise ConcurrencyError("s", 1, 2)
+
+        drawn = Drawn()
+        bus = CommandBus()
+        bus.use(RetryOnConflict(attempts=6, base_delay=0.001, max_delay=0.01, rng=drawn))
+        bus.register(AddItem, always_conflicts)
+        with pytest.raises(ConcurrencyError):
+            await bus.dispatch(AddItem(order_id=uuid4(), quantity=1))
+        assert drawn.ranges == [(0, 0.001), (0, 0.002), (0, 0.004), (0, 0.008), (0, 0.01)]
+
+    def test_the_defaults_are_as_documented(self) -> None:
+        """5 attempts, pauses from 2 ms doubling up to 100 ms; the random source is not shown."""
+        retry = RetryOnConflict()
+        assert (retry.attempts, retry.base_delay, retry.max_delay) == (5, 0.002, 0.1)
+        assert repr(retry) == "RetryOnConflict(attempts=5, base_delay=0.002, max_delay=0.1)"
+
+    @pytest.mark.parametrize("bad", [2.5, True, "3"])
+    def test_attempts_must_be_a_whole_number(self, bad: object) -> None:
+        """A fractional or non-int number of attempts is refused when it is set."""
+        with pytest.raises(ValueError, match="attempts"):
+            RetryOnConflict(attempts=bad)  # type: ignore[arg-type]
 
     @pytest.mark.parametrize("field", ["attempts", "base_delay", "max_delay"])
     def test_settings_must_be_positive(self, field: str) -> None:
@@ -311,3 +386,27 @@ class TestLogDispatch:
         assert (failed.levelno, failed.outcome) == (logging.WARNING, "OrderError")  # type: ignore[attr-defined]
         assert failed.exc_info is not None
         assert "AddItem" in failed.getMessage()
+
+    async def test_the_fields_name_the_correlation_and_the_time_taken(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """correlation_id is the message's (None if unset); duration_ms is the dispatch's."""
+
+        async def slow(_: AddItem) -> int:
+            await asyncio.sleep(0.05)
+            return 1
+
+        bus = CommandBus()
+        bus.use(LogDispatch())
+        bus.register(AddItem, slow)
+        correlation = uuid4()
+        with caplog.at_level(logging.INFO, logger="fabula.dispatch"):
+            started = time.perf_counter()
+            await bus.dispatch(AddItem(order_id=uuid4(), quantity=1, correlation_id=correlation))
+            took = (time.perf_counter() - started) * 1000
+            await bus.dispatch(AddItem(order_id=uuid4(), quantity=1))
+        first, second = caplog.records
+        assert first.correlation_id == str(correlation)  # type: ignore[attr-defined]
+        assert second.correlation_id is None  # type: ignore[attr-defined]
+        assert 50 <= first.duration_ms <= took  # type: ignore[attr-defined]
+        assert f"ok in {first.duration_ms:.1f} ms" in first.getMessage()  # type: ignore[attr-defined]

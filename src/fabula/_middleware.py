@@ -12,7 +12,7 @@ import attrs
 
 from fabula._commands import Message, Next
 from fabula._events import EventMetadata, _current_metadata
-from fabula._guards import positive_number
+from fabula._guards import positive_int, positive_number
 from fabula.exceptions import ConcurrencyError
 
 __all__ = ["Correlation", "LogDispatch", "RetryOnConflict"]
@@ -34,7 +34,7 @@ class RetryOnConflict:
         rng: Where the jitter comes from (seed it in tests).
     """
 
-    attempts: int = attrs.field(default=5, validator=positive_number)
+    attempts: int = attrs.field(default=5, validator=positive_int)
     base_delay: float = attrs.field(default=0.002, validator=positive_number)
     max_delay: float = attrs.field(default=0.1, validator=positive_number)
     rng: random.Random = attrs.field(factory=random.Random, repr=False)
