@@ -629,6 +629,7 @@ class TestOutages:
             await asyncio.sleep(0.3)  # many failed attempts
             (status,) = await projector.status()
             assert (status.state, status.last_error) == ("retrying", None)
+            assert projector.states() == {"order_summary": "retrying"}
             assert status.store_error is not None
             assert "full" in status.store_error
             assert 0 < status.lag <= head

@@ -273,6 +273,10 @@ class Projector(Generic[TxT]):
             for name, track in self._tracks.items()
         ]
 
+    def states(self) -> dict[str, ProjectionState]:
+        """What each projection is doing, by name, without asking the store (for health checks)."""
+        return {name: track.state for name, track in self._tracks.items()}
+
     async def wait_for(self, position: int, timeout: float, *, name: str | None = None) -> None:  # noqa: ASYNC109 - the documented API
         """Return once the projection(s) have applied everything up to `position`.
 
@@ -548,9 +552,10 @@ class Projector(Generic[TxT]):
         track.checkpoint = position
         waiting = []
         for target, future in track.waiters:
+            if future.done():
+                continue  # its caller gave up waiting
             if target <= position:
-                if not future.done():
-                    future.set_result(None)
+                future.set_result(None)
             else:
                 waiting.append((target, future))
         track.waiters = waiting

@@ -10,6 +10,8 @@ Every error is answered as `{"error": {"code": ..., "message": ...}}`:
 | 413 | the request body is larger than `MAX_BODY_BYTES` |
 | 422 | invalid input; an unknown customer or product in the body; |
 |     | an idempotency key reused with another body |
+| 503 | the database is unavailable; or, on reads of orders, the read model |
+|     | is not following the events (`read_model_unavailable`, with `Retry-After`) |
 
 Commands return once the read model reflects them, so a GET after a
 successful POST sees its effect.
@@ -46,7 +48,7 @@ from .messages import (
     SubmitOrder,
 )
 from .read_model import OrderSummaryView, OrderView
-from .service import OrdersService
+from .service import OrdersService, ReadModelUnavailableError
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -228,9 +230,15 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"model": ErrorBody} for status in (400, 413, 422, *statuses)}
 
 
-def _error(status: int, code: str, message: str) -> JSONResponse:
+def _error(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = ErrorBody(error=ErrorDetail(code=code, message=message))
-    return JSONResponse(body.model_dump(), status_code=status)
+    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+
+
+READ_MODEL_RETRY_AFTER = 5
+"""Seconds a client is asked to wait before reading orders again when the read model is down."""
 
 
 # FastAPI answers a body it cannot parse (bad UTF-8, nesting too deep) with a 400.
@@ -322,10 +330,15 @@ def _install_error_handlers(app: FastAPI) -> None:
 
         return handler
 
+    async def on_read_model(_: Request, exc: Exception) -> JSONResponse:
+        headers = {"Retry-After": str(READ_MODEL_RETRY_AFTER)}
+        return _error(503, "read_model_unavailable", str(exc), headers)
+
     async def on_unexpected(_: Request, exc: Exception) -> JSONResponse:
         logger.error("unexpected error", exc_info=exc)
         return _error(500, "internal_error", "an unexpected error occurred; it has been logged")
 
+    app.add_exception_handler(ReadModelUnavailableError, on_read_model)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     for error_type, status, code in _DOMAIN_ERRORS:
@@ -415,7 +428,7 @@ async def cancel_order(
     return StatusOut(status="cancelled")
 
 
-@router.get("/orders/{order_id}", responses=_errors(404))
+@router.get("/orders/{order_id}", responses=_errors(404, 503))
 async def get_order(order_id: UUID, service: svc) -> OrderOut:
     """Return an order with its lines."""
     view = await service.ask(GetOrderById(order_id=order_id))
@@ -424,7 +437,7 @@ async def get_order(order_id: UUID, service: svc) -> OrderOut:
     return OrderOut.of_view(view)
 
 
-@router.get("/customers/{customer_id}/orders", responses=_errors(404))
+@router.get("/customers/{customer_id}/orders", responses=_errors(404, 503))
 async def customer_orders(
     customer_id: UUID,
     service: svc,

@@ -26,16 +26,19 @@ from fabula.sqlite import SQLiteEventStore
 from .catalog import Catalog
 from .database import SQLITE, Database, SQLiteDatabase
 from .handlers import OrderHandlers
+from .messages import GetCustomerOrders, GetOrderById
 from .read_model import OrderSummaryProjection, ReadModel
 
 if TYPE_CHECKING:  # only a service on PostgreSQL imports the driver
     from fabula.postgres import PostgresEventStore, Tx
 
-__all__ = ["OrdersService", "is_postgres_url", "projector"]
+__all__ = ["OrdersService", "ReadModelUnavailableError", "is_postgres_url", "projector"]
 
 logger = logging.getLogger("orders")
 
 R = TypeVar("R")
+
+_WAIT_SLICE = 0.1  # seconds between looks at the projector's health while waiting for it
 
 Store: TypeAlias = "SQLiteEventStore | PostgresEventStore"
 OrdersProjector: TypeAlias = "fabula.Projector[sqlite3.Connection] | fabula.Projector[Tx]"
@@ -48,6 +51,21 @@ def projector(store: Store) -> OrdersProjector:
     from .postgres import POSTGRES  # noqa: PLC0415 - an optional driver
 
     return fabula.Projector(store, [OrderSummaryProjection(POSTGRES)])
+
+
+class ReadModelUnavailableError(Exception):
+    """The read model is not following the events, so it cannot answer (HTTP 503).
+
+    Its message is for clients: it says what is wrong in general terms; the
+    details (which error, which event) are in the log.
+    """
+
+
+# What each unhealthy projector state means, in words fit for a client.
+_TROUBLE = {
+    fabula.ProjectionState.RETRYING: "its database is failing; it resumes when that is fixed",
+    fabula.ProjectionState.FAILING: "it is stopped at an event it cannot apply",
+}
 
 
 def is_postgres_url(database: str) -> bool:
@@ -103,9 +121,13 @@ class OrdersService:
         self.commands.use(fabula.Idempotency(store, retention=key_retention))
         # --8<-- [end:bus]
         self.queries = fabula.QueryBus()
+        # Queries of the read model are refused while it is not following the
+        # events, rather than answered stale (an order just created: 404).
+        self.queries.use(self._read_model_ready, for_types=(GetOrderById, GetCustomerOrders))
         self.handlers = OrderHandlers(self.repository, self.catalog, self.read_model)
         self.handlers.register(self.commands, self.queries)
         self._projecting: asyncio.Task[None] | None = None
+        self._reported: str | None = None  # the trouble last logged, so it is logged once
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -146,13 +168,32 @@ class OrdersService:
             finally:
                 await service._stop_projector()
 
+    def read_model_trouble(self) -> str | None:
+        """Why the read model is not following the events, or None if it is."""
+        trouble: str | None = None
+        if self._projecting is None or self._projecting.done():
+            trouble = "the read model is not being updated: its projector has stopped"
+        for state in self.projector.states().values():
+            if trouble is None and state in _TROUBLE:
+                trouble = f"the read model is not being updated: {_TROUBLE[state]}"
+        if trouble != self._reported:  # one log line as it starts, one as it ends
+            if trouble is None:
+                logger.warning("the read model follows the events again")
+            else:
+                logger.warning("%s (details above)", trouble)
+            self._reported = trouble
+        return trouble
+
+    async def _read_model_ready(self, query: fabula.Query[R], call_next: fabula.Next) -> object:
+        trouble = self.read_model_trouble()
+        if trouble is not None:
+            raise ReadModelUnavailableError(trouble)
+        return await call_next(query)
+
     def _start_projector(self) -> None:
         def report(task: asyncio.Task[None]) -> None:
             if not task.cancelled() and task.exception() is not None:
-                logger.error(
-                    "the projector stopped; the read model no longer follows the events",
-                    exc_info=task.exception(),
-                )
+                logger.error("the projector stopped", exc_info=task.exception())
 
         self._projecting = asyncio.create_task(self.projector.run(), name="orders-projector")
         self._projecting.add_done_callback(report)
@@ -176,14 +217,20 @@ class OrdersService:
         the command's result is still returned: it was committed.
         """
         result = await self.commands.dispatch(command)
-        if self._projecting is None or self._projecting.done():
-            logger.warning("the projector is not running; the read model may be stale")
-            return result
+        if self.read_model_trouble() is not None:
+            return result  # committed; reads say why they cannot answer
         head = await self.store.head_position()
-        try:
-            await self.projector.wait_for(head, timeout=self.read_timeout)
-        except TimeoutError:
-            logger.warning("the read model did not reach position %d in time", head)
+        deadline = asyncio.get_running_loop().time() + self.read_timeout
+        # In slices: a projector that gets into trouble meanwhile ends the wait.
+        while (left := deadline - asyncio.get_running_loop().time()) > 0:
+            try:
+                await self.projector.wait_for(head, timeout=min(left, _WAIT_SLICE))
+            except TimeoutError:
+                if self.read_model_trouble() is not None:
+                    return result
+            else:
+                return result
+        logger.warning("the read model did not reach position %d in time", head)
         return result
 
     # --8<-- [end:execute]
