@@ -172,6 +172,8 @@ class TestCommandBus:
         handlers = len([CreateOrder, AddItem])
         assert repr(bus) == f"<CommandBus: {handlers} handlers, 1 middleware>"
         assert repr(QueryBus()) == "<QueryBus: 0 handlers, 0 middleware>"
+        assert repr(Correlation()) == "Correlation()"
+        assert Correlation() == Correlation()  # stateless: any two are alike
 
     async def test_handler_errors_propagate(self) -> None:
         """A domain error in a handler reaches the caller unchanged."""

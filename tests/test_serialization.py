@@ -390,3 +390,72 @@ class TestWriteTimeChecks:
         """An event id that is not a UUID is refused."""
         with pytest.raises(SerializationError, match="expected a UUID"):
             EventSerializer().encode(Typed(event_id="abc"))  # type: ignore[arg-type]
+
+
+@fabula.event("tests.Measured")
+@attrs.frozen
+class Measured(DomainEvent):
+    reading: float | str = 0.0
+    samples: list[int] | None = None
+    extra: Mapping = attrs.Factory(dict)  # type: ignore[type-arg] # a bare Mapping on purpose
+
+
+@attrs.frozen
+class Ref:
+    to: UUID | str
+
+
+@fabula.event("tests.Nested")
+@attrs.frozen
+class Nested(DomainEvent):
+    refs: tuple[Ref, ...] = ()
+
+
+@fabula.event("tests.Dated")
+@attrs.frozen
+class Dated(DomainEvent):
+    day: date
+
+
+class TestFieldKinds:
+    """Values that fit their field round-trip; values that do not are refused on encode."""
+
+    def test_a_union_with_float_takes_ints_and_floats_and_strs_only(self) -> None:
+        """An int may stand for a float; a bool or bytes may not, though bool is an int."""
+        for value in (2.5, 3, "n/a"):
+            assert round_trip(Measured(reading=value)).reading == value  # type: ignore[attr-defined]
+        for bad in (True, b"2", None):
+            with pytest.raises(SerializationError, match=r"expected float \| str, got"):
+                EventSerializer().encode(Measured(reading=bad))  # type: ignore[arg-type]
+
+    def test_an_optional_container_round_trips(self) -> None:
+        """`list[int] | None`: one type and None is no ambiguous union."""
+        for value in ([1, 2], None):
+            assert round_trip(Measured(samples=value)).samples == value  # type: ignore[attr-defined]
+
+    def test_a_bare_mapping_round_trips(self) -> None:
+        """A Mapping without type arguments holds JSON values as they are."""
+        event = Measured(extra={"a": 1, "b": [True, None]})
+        assert round_trip(event).extra == {"a": 1, "b": [True, None]}  # type: ignore[attr-defined]
+
+    def test_an_ambiguous_union_inside_a_nested_class_is_refused(self) -> None:
+        """`UUID | str` would read back as str: refused, however deep it is declared."""
+        with pytest.raises(SerializationError, match="cannot store"):
+            EventSerializer().encode(Nested(refs=(Ref(to="x"),)))
+
+    def test_a_date_field_refuses_a_datetime(self) -> None:
+        """A datetime is a date subclass, but it would not read back as the date it was."""
+        with pytest.raises(SerializationError, match="expected a date, got datetime"):
+            EventSerializer().encode(Dated(day=datetime.now(UTC)))
+        assert round_trip(Dated(day=date(2026, 12, 2))).day == date(2026, 12, 2)  # type: ignore[attr-defined]
+
+    def test_int_keys_an_upcaster_builds_are_taken_as_they_are(self) -> None:
+        """A payload's keys are text in JSON; an untyped upcaster may hand over real ints."""
+        registry = EventRegistry()
+        registry.register(Typed, "t.Typed", version=2)
+        keyed = {1: 10, -2: 20}
+        registry.add_upcaster("t.Typed", 1, lambda payload: {**payload, "keyed": keyed})  # type: ignore[dict-item]
+        decoded = EventSerializer(registry).decode(
+            stored("{}", type_name="t.Typed"), stream_id="t-1", version=1
+        )
+        assert decoded.keyed == {1: 10, -2: 20}  # type: ignore[attr-defined]
