@@ -40,7 +40,7 @@ MODULES: dict[str, list[str]] = {
         "tests/test_protocols.py",
     ],
     "_store": ["tests/test_memory.py", "tests/test_repository.py", "tests/test_protocols.py"],
-    "_stored": ["tests/test_memory.py", "tests/test_sqlite.py"],
+    "_stored": ["tests/test_storage.py", "tests/test_memory.py", "tests/test_sqlite.py"],
     "_projection_store": [
         "tests/test_memory.py",
         "tests/test_projections.py",
