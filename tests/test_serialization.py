@@ -459,3 +459,42 @@ class TestFieldKinds:
             stored("{}", type_name="t.Typed"), stream_id="t-1", version=1
         )
         assert decoded.keyed == {1: 10, -2: 20}  # type: ignore[attr-defined]
+
+
+class Opaque:
+    """A class cattrs knows nothing about."""
+
+
+@fabula.event("tests.HoldsOpaque")
+@attrs.frozen
+class HoldsOpaque(DomainEvent):
+    thing: Opaque
+
+
+@fabula.event("tests.Sourced")
+@attrs.frozen
+class Sourced(DomainEvent):
+    amount: str
+    source: str = "written as v2"
+
+
+class TestSerializerEdges:
+    def test_a_field_type_without_a_converter_is_refused_by_name(self) -> None:
+        """A field of a class cattrs cannot build is a SerializationError naming the class."""
+        with pytest.raises(SerializationError, match="HoldsOpaque has a field type fabula"):
+            EventSerializer().encode(HoldsOpaque(thing=Opaque()))
+
+    def test_an_old_payload_that_also_fits_the_new_class_is_still_upcast(self) -> None:
+        """Upcasters run for every older payload, even one the new class could read as it is."""
+        registry = EventRegistry()
+        registry.register(Sourced, "t.Sourced", version=2)
+        registry.add_upcaster("t.Sourced", 1, lambda payload: {**payload, "source": "upcast"})
+        decoded = EventSerializer(registry).decode(
+            stored('{"amount": "1"}', type_name="t.Sourced"), stream_id="s-1", version=1
+        )
+        assert decoded.source == "upcast"  # type: ignore[attr-defined]
+
+    def test_caches_are_not_constructor_arguments(self) -> None:
+        """An EventSerializer is built from a registry and a converter, nothing else."""
+        with pytest.raises(TypeError):
+            EventSerializer(decoders={})  # type: ignore[call-arg]
