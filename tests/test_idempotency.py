@@ -25,7 +25,7 @@ from fabula import (
     Repository,
     RetryOnConflict,
 )
-from fabula.exceptions import SerializationError
+from fabula.exceptions import InvalidIdempotencyKeyError, SerializationError
 from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore
 from fabula.storage import IdempotencyRecord
@@ -280,11 +280,37 @@ class TestIdempotency:
         with pytest.raises(TypeError, match="cannot keep idempotency records"):
             Idempotency(Plain())  # type: ignore[arg-type]
 
-    async def test_bad_keys_are_refused(self, store: InMemoryEventStore | SQLiteEventStore) -> None:
-        """An empty key is refused rather than treated as no key."""
+    @pytest.mark.parametrize(
+        ("key", "why"),
+        [
+            ("", "must not be empty"),
+            (7, "must be a str, not int"),
+            ("k" * 257, "must be at most 256 characters long, not 257"),
+            ("k\x00", "must not contain a NUL character"),
+            ("k\udc80", "must be valid UTF-8"),
+        ],
+    )
+    async def test_bad_keys_are_refused(
+        self, store: InMemoryEventStore | SQLiteEventStore, key: object, why: str
+    ) -> None:
+        """A key no store can keep is refused, saying why, before the handler runs."""
         bus = bus_for(store, Counter(Repository(store)))
-        with pytest.raises(ValueError, match="non-empty str"):
-            await bus.dispatch(PlaceOrder(customer_id=uuid4(), idempotency_key=""))
+        command = PlaceOrder(customer_id=uuid4(), idempotency_key=key)  # type: ignore[arg-type]
+        with pytest.raises(InvalidIdempotencyKeyError, match=why) as info:
+            await bus.dispatch(command)
+        assert isinstance(info.value, ValueError)
+        assert info.value.key == key
+        assert await store.read_all() == []
+
+    async def test_the_longest_keys_work(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """256 characters of four UTF-8 bytes each make a key like any other."""
+        counter = Counter(Repository(store))
+        bus = bus_for(store, counter)
+        command = PlaceOrder(customer_id=uuid4(), idempotency_key="\U0001f600" * 256)
+        assert await bus.dispatch(command) == await bus.dispatch(command)
+        assert counter.runs == 1
 
 
 class TestUnitOfWork:

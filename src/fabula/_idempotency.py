@@ -23,11 +23,12 @@ import cattrs
 from fabula._aggregate import Aggregate
 from fabula._commands import Command, Next
 from fabula._converter import decode_json, encode_json, make_converter
-from fabula._guards import utcnow
+from fabula._guards import text_problem, utcnow
 from fabula._store import AppendResult, StreamAppend
 from fabula.exceptions import (
     IdempotencyConflictError,
     IdempotencyKeyTakenError,
+    InvalidIdempotencyKeyError,
     SerializationError,
 )
 
@@ -136,6 +137,8 @@ class Idempotency:
     A repeat with the same key and an equal payload returns the first
     call's result and records no events; the same key with another payload
     raises `IdempotencyConflictError`. Commands without a key pass through.
+    A key must be a non-empty str of at most 256 characters, without NUL
+    and valid as UTF-8; any other raises `InvalidIdempotencyKeyError`.
 
     Add `RetryOnConflict` before (outside) this middleware: the handler's
     saves are appended when it returns, so a conflict surfaces here, after
@@ -163,9 +166,9 @@ class Idempotency:
         key = getattr(message, "idempotency_key", None)
         if key is None:
             return await call_next(message)
-        if not isinstance(key, str) or not key:
-            msg = f"an idempotency key must be a non-empty str, not {key!r}"
-            raise ValueError(msg)
+        problem = text_problem(key)
+        if problem is not None:
+            raise InvalidIdempotencyKeyError(key, problem)
         fingerprint = self.fingerprint(message)
         now = self.clock()
         if not isinstance(now, datetime) or now.utcoffset() is None:

@@ -10,7 +10,7 @@ from typing import Protocol, Self, TypeAlias, runtime_checkable
 import attrs
 
 from fabula._events import DomainEvent, EventRegistry
-from fabula._guards import MAX_INT, is_int
+from fabula._guards import MAX_INT, is_int, text_problem
 from fabula._serialization import EventSerializer
 from fabula.exceptions import (
     ConcurrencyError,
@@ -206,8 +206,10 @@ def validate_append(
     Raises:
         InvalidAppendError: For each kind of bad input, a specific subclass.
     """
-    if not _is_text(stream_id):
-        raise InvalidAppendError(repr(stream_id), "a stream id must be a non-empty UTF-8 str")
+    problem = text_problem(stream_id)
+    if problem is not None:
+        shown = stream_id if isinstance(stream_id, str) else repr(stream_id)
+        raise InvalidAppendError(shown, f"a stream id {problem}")
     check_expected_version(stream_id, expected_version)
     if isinstance(events, DomainEvent | str | bytes) or not isinstance(events, Iterable):
         raise InvalidAppendError(
@@ -334,8 +336,9 @@ def validate_read_stream(stream_id: str, from_version: int, limit: int | None) -
         InvalidReadError: The stream id is empty, `from_version` is below 1 or
             `limit` is not positive.
     """
-    if not _is_text(stream_id):
-        raise InvalidReadError("stream_id", stream_id, "must be a non-empty UTF-8 str")
+    problem = text_problem(stream_id)
+    if problem is not None:
+        raise InvalidReadError("stream_id", stream_id, problem)
     _check_int("from_version", from_version, minimum=1)
     if limit is not None:
         _check_int("limit", limit, minimum=1)
@@ -346,15 +349,7 @@ def _check_int(argument: str, value: object, *, minimum: int) -> None:
         raise InvalidReadError(argument, value, f"must be an int from {minimum} to 2**63 - 1")
 
 
-def _is_text(value: object) -> bool:
-    """Return whether `value` is a non-empty str that can be stored (valid UTF-8)."""
-    if not isinstance(value, str) or not value:
-        return False
-    try:
-        value.encode()
-    except UnicodeEncodeError:
-        return False
-    return True
+_NAME_LIMIT = 1024  # event type names are not ids: only absurd ones are refused
 
 
 def event_type_names(
@@ -375,7 +370,7 @@ def event_type_names(
         )
     names: set[str] = set()
     for item in event_types:
-        if isinstance(item, str) and _is_text(item):
+        if isinstance(item, str) and text_problem(item, limit=_NAME_LIMIT) is None:
             names.add(item)
         elif isinstance(item, type) and issubclass(item, DomainEvent):
             names.add(registry.by_class(item).name)

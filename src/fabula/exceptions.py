@@ -31,6 +31,7 @@ FabulaError
 ├── DuplicateHandlerError (ValueError)
 ├── MessageTypeError (TypeError)
 ├── IdempotencyConflictError (ValueError)
+├── InvalidIdempotencyKeyError (ValueError)
 ├── IdempotencyKeyTakenError
 ├── CheckpointError
 ├── ProjectionError
@@ -41,6 +42,7 @@ FabulaError
 
 from __future__ import annotations
 
+import reprlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # only for annotations: fabula's modules import this one
@@ -63,6 +65,7 @@ __all__ = [
     "IdempotencyKeyTakenError",
     "InvalidAppendError",
     "InvalidCursorError",
+    "InvalidIdempotencyKeyError",
     "InvalidPageSizeError",
     "InvalidReadError",
     "MessageTypeError",
@@ -79,6 +82,15 @@ __all__ = [
     "UnregisteredEventError",
     "UpcastError",
 ]
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 80
+
+
+def _shown(value: object) -> str:
+    """`repr(value)`, shortened in the middle past 80 characters (a message holds no megabytes)."""
+    return _SHORT.repr(value)
 
 
 class FabulaError(Exception):
@@ -272,7 +284,7 @@ class InvalidAppendError(FabulaError, ValueError):
 
     def __init__(self, stream_id: str, message: str) -> None:
         self.stream_id = stream_id
-        super().__init__(f"append to stream {stream_id!r} refused: {message}")
+        super().__init__(f"append to stream {_shown(stream_id)} refused: {message}")
 
 
 class EmptyAppendError(InvalidAppendError):
@@ -347,7 +359,7 @@ class InvalidReadError(FabulaError, ValueError):
     def __init__(self, argument: str, value: object, requirement: str) -> None:
         self.argument = argument
         self.value = value
-        super().__init__(f"{argument}={value!r} is invalid: {requirement}")
+        super().__init__(f"{argument}={_shown(value)} is invalid: {requirement}")
 
 
 class HandlerNotFoundError(FabulaError, LookupError):
@@ -390,6 +402,18 @@ class IdempotencyConflictError(FabulaError, ValueError):
         super().__init__(
             f"idempotency key {key!r} was already used for a different command or payload"
         )
+
+
+class InvalidIdempotencyKeyError(FabulaError, ValueError):
+    """An idempotency key that no store can keep: not a str, empty, too long, a NUL, not UTF-8.
+
+    Attributes:
+        key: The key, as given.
+    """
+
+    def __init__(self, key: object, problem: str) -> None:
+        self.key = key
+        super().__init__(f"the idempotency key {_shown(key)} {problem}")
 
 
 class IdempotencyKeyTakenError(FabulaError):

@@ -53,14 +53,47 @@ class TestCatalogs:
             {"name": "   ", "price": "1.00"},
             {"price": "1.00"},
             {"name": "pen", "price": "1.00", "colour": "red"},
+            {"name": "pen", "price": "-0.00"},
+            {"name": "pen", "price": "\u0661\u0662\u0663"},  # Arabic-Indic 123
+            {"name": "pen", "price": "1_000"},
+            {"name": "pen", "price": " 1.00"},
+            {"name": "pen", "price": "1e3"},
+            {"name": "pen", "price": "+1"},
+            {"name": "pen", "price": 1.5},
+            {"name": "pen", "price": 2},
+            {"name": "pen\u0000", "price": "1.00"},
+            {"name": "pen\nlamp", "price": "1.00"},
         ],
     )
     async def test_invalid_products_are_422(self, client: httpx.AsyncClient, body: object) -> None:
         assert_error(await client.post("/products", json=body), 422, "validation_error")
 
-    async def test_negative_zero_is_zero(self, shop: Shop) -> None:
-        await shop.product("gift", "-0.00")
-        assert (await shop.get("/products"))[0]["price"] == "0.00"
+    async def test_prices_are_plain_decimals(self, shop: Shop) -> None:
+        """Whole units or up to two decimals, in ASCII digits, up to a million."""
+        for price, shown in [("0", "0.00"), ("7.5", "7.50"), ("1000000.00", "1000000.00")]:
+            await shop.product(f"p{price}", price)
+            assert (await shop.get("/products"))[-1]["price"] == shown
+
+    @pytest.mark.parametrize("text", ["Ada\u0000", "Ada\u001b[31m", "Ada\r\nX-Injected: 1"])
+    async def test_control_characters_are_422_everywhere(
+        self, shop: Shop, client: httpx.AsyncClient, text: str
+    ) -> None:
+        """NUL, escapes and line breaks are refused in every text field, on every store."""
+        customer = await shop.customer()
+        bodies = [
+            ("/customers", {"name": text, "email": "ada@example.org"}),
+            ("/customers", {"name": "Ada", "email": f"{text}@example.org"}),
+            ("/orders", {"customer_id": customer, "shipping_address": {**ADDRESS, "city": text}}),
+            (
+                "/orders",
+                {"customer_id": customer, "shipping_address": {**ADDRESS, "postal_code": text}},
+            ),
+        ]
+        for path, body in bodies:
+            assert_error(await client.post(path, json=body), 422, "validation_error")
+        order = await shop.order(customer)
+        response = await client.post(f"/orders/{order}/cancel", json={"reason": text})
+        assert_error(response, 422, "validation_error")
 
     @pytest.mark.parametrize("email", ["", "ada", "ada@", "a b@example.org"])
     async def test_invalid_emails_are_422(self, client: httpx.AsyncClient, email: str) -> None:

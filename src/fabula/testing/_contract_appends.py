@@ -419,18 +419,38 @@ class BadInputContract:
         assert await store.read_all() == []
 
     @_store_test
-    async def test_stream_ids_must_be_non_empty_text(self, store: EventStore) -> None:
-        """An empty or non-str stream id is refused, for appends and for reads."""
-        for stream_id in ("", None, 7, b"acc-1"):
-            with pytest.raises(InvalidAppendError):
+    async def test_stream_ids_must_be_text_every_store_can_hold(self, store: EventStore) -> None:
+        """Empty, non-str, over 256 characters, a NUL, a lone surrogate: refused, saying why."""
+        bad: list[tuple[object, str]] = [
+            ("", "must not be empty"),
+            (None, "must be a str, not NoneType"),
+            (7, "must be a str, not int"),
+            (b"acc-1", "must be a str, not bytes"),
+            ("a" * 257, "must be at most 256 characters long, not 257"),
+            ("x" * 1_000_000, "not 1000000"),
+            ("acc\x00-1", "must not contain a NUL character"),
+            ("acc-\udc80", "must be valid UTF-8"),
+        ]
+        for stream_id, why in bad:
+            with pytest.raises(InvalidAppendError, match=why) as info:
                 await store.append(stream_id, [deposit()], expected_version=0)  # type: ignore[arg-type]
-            with pytest.raises(InvalidAppendError):
+            assert len(str(info.value)) < 300  # the message does not hold the whole id
+            with pytest.raises(InvalidAppendError, match=why):
                 await store.append_many(
                     [StreamAppend(stream_id, [deposit()], expected_version=0)]  # type: ignore[arg-type]
                 )
-            with pytest.raises(InvalidReadError):
+            with pytest.raises(InvalidReadError, match=why) as read:
                 await store.read_stream(stream_id)  # type: ignore[arg-type]
+            assert len(str(read.value)) < 300
         assert await store.read_all() == []
+
+    @_store_test
+    async def test_the_longest_and_the_widest_stream_ids_are_kept(self, store: EventStore) -> None:
+        """256 characters, of up to four UTF-8 bytes each, are stored and read back exactly."""
+        for stream_id in ("a" * 256, "\U0001f600" * 256, "tab\there é\u200b"):
+            await store.append(stream_id, [deposit()], expected_version=0)
+            (recorded,) = await store.read_stream(stream_id)
+            assert recorded.stream_id == stream_id
 
     @_store_test
     async def test_bad_reads_raise_invalid_read_error(self, store: EventStore) -> None:

@@ -19,6 +19,8 @@ successful POST sees its effect.
 
 import contextlib
 import logging
+import re
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import datetime
 from decimal import Decimal
@@ -57,7 +59,35 @@ logger = logging.getLogger("orders.api")
 MAX_BODY_BYTES = 64 * 1024
 """The largest request body accepted."""
 
-Text = Annotated[str, pydantic.Field(min_length=1, max_length=200, pattern=r"\S")]
+
+def _printable(value: str) -> str:
+    """Refuse control characters (NUL, escapes, line breaks): names are one line of text."""
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        msg = "must not contain control characters"
+        raise ValueError(msg)
+    return value
+
+
+def _plain_decimal(value: object) -> object:
+    """Take a price only as plain ASCII decimal text: no float, no "1_000", no other digits."""
+    if not isinstance(value, str) or _PLAIN_DECIMAL.fullmatch(value) is None:
+        msg = 'must be a decimal string such as "12.50": ASCII digits, at most 2 decimals'
+        raise ValueError(msg)
+    return value
+
+
+_PLAIN_DECIMAL = re.compile(r"[0-9]{1,7}(\.[0-9]{1,2})?")
+
+Text = Annotated[
+    str,
+    pydantic.Field(min_length=1, max_length=200, pattern=r"\S"),
+    pydantic.AfterValidator(_printable),
+]
+Price = Annotated[
+    Decimal,
+    pydantic.BeforeValidator(_plain_decimal),
+    pydantic.Field(ge=0, le=Decimal("1000000.00"), max_digits=9, decimal_places=2),
+]
 IdempotencyKey = Annotated[
     str | None,
     Header(
@@ -77,16 +107,18 @@ class NewCustomer(_Model):
     """A customer to add."""
 
     name: Text
-    email: Annotated[str, pydantic.Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")]
+    email: Annotated[
+        str,
+        pydantic.Field(max_length=254, pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$"),
+        pydantic.AfterValidator(_printable),
+    ]
 
 
 class NewProduct(_Model):
     """A product to add; the price is a decimal string such as "12.50"."""
 
     name: Text
-    price: Annotated[
-        Decimal, pydantic.Field(ge=0, le=Decimal("1000000.00"), max_digits=9, decimal_places=2)
-    ]
+    price: Price
 
 
 class Address(_Model):
@@ -94,7 +126,11 @@ class Address(_Model):
 
     street: Text
     city: Text
-    postal_code: Annotated[str, pydantic.Field(min_length=1, max_length=20, pattern=r"\S")]
+    postal_code: Annotated[
+        str,
+        pydantic.Field(min_length=1, max_length=20, pattern=r"\S"),
+        pydantic.AfterValidator(_printable),
+    ]
     country: Text
 
 
@@ -115,7 +151,11 @@ class NewItem(_Model):
 class Cancellation(_Model):
     """Why an order is cancelled."""
 
-    reason: Annotated[str, pydantic.Field(min_length=1, max_length=500, pattern=r"\S")]
+    reason: Annotated[
+        str,
+        pydantic.Field(min_length=1, max_length=500, pattern=r"\S"),
+        pydantic.AfterValidator(_printable),
+    ]
 
 
 class CustomerCreated(_Model):
@@ -258,6 +298,7 @@ _DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (InvalidOrderError, 422, "invalid_order"),
     (fabula.ConcurrencyError, 409, "conflict"),
     (fabula.IdempotencyConflictError, 422, "idempotency_key_reused"),
+    (fabula.exceptions.InvalidIdempotencyKeyError, 422, "validation_error"),
     (fabula.InvalidCursorError, 400, "invalid_cursor"),
     (fabula.InvalidPageSizeError, 422, "validation_error"),
     (fabula.StoreUnavailableError, 503, "unavailable"),
