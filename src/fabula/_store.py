@@ -284,6 +284,7 @@ def check_concurrency(
 
     Raises:
         ConcurrencyError: The stream is not where the writer expected it.
+        EventVersionError: The events are numbered past the stream's end.
     """
     match expected_version:
         case ExpectedVersion.ANY:
@@ -297,7 +298,11 @@ def check_concurrency(
     if not ok:
         raise ConcurrencyError(stream_id, expected_version, actual)
     first = batch[0].version
-    if first not in (0, actual + 1):
+    if first > actual + 1:
+        # Numbered past the stream's end: a stream never shrinks, so no race
+        # explains it. The numbering is wrong (an aggregate built by hand?).
+        raise EventVersionError(stream_id, first, actual + 1)
+    if first not in (0, actual + 1):  # another writer got there first
         raise ConcurrencyError(stream_id, first - 1, actual)
 
 

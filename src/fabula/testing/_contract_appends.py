@@ -166,6 +166,22 @@ class AppendContract:
         assert (await store.append("acc-1", [fresh], expected_version=2)).version == 3
 
     @_store_test
+    async def test_events_numbered_past_the_stream_are_invalid_not_a_conflict(
+        self, store: EventStore
+    ) -> None:
+        """Version 5 on a stream at 1 is wrong numbering, not a race, whatever was expected."""
+        await store.append("acc-1", [deposit()], expected_version=0)
+        ahead = attrs.evolve(deposit(), aggregate_id="acc-1", version=5)
+        for expected in (ExpectedVersion.ANY, ExpectedVersion.STREAM_EXISTS, 1):
+            with pytest.raises(EventVersionError, match="version 5 where version 2 is required"):
+                await store.append("acc-1", [ahead], expected_version=expected)
+        new = attrs.evolve(deposit(), aggregate_id="acc-2", version=3)
+        for expected in (ExpectedVersion.ANY, ExpectedVersion.NO_STREAM, 0):
+            with pytest.raises(EventVersionError, match="version 3 where version 1 is required"):
+                await store.append("acc-2", [new], expected_version=expected)
+        assert len(await store.read_all()) == 1
+
+    @_store_test
     async def test_a_batch_numbered_by_an_aggregate_is_stored_as_numbered(
         self, store: EventStore
     ) -> None:
