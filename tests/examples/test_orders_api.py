@@ -350,6 +350,17 @@ class TestValidation:
         response = await client.request(method, path, json=body)
         assert_error(response, 422, "validation_error")
 
+    async def test_a_number_of_5000_digits_is_422_not_malformed(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """It is valid JSON: the answer says what is wrong with it."""
+        body = '{"name": "pen", "price": ' + "9" * 5000 + "}"
+        response = await client.post(
+            "/products", content=body, headers={"content-type": "application/json"}
+        )
+        error = assert_error(response, 422, "validation_error")
+        assert error["message"] == "a number in the body has more than 4300 digits"
+
     async def test_malformed_json_is_400(self, client: httpx.AsyncClient) -> None:
         headers = {"content-type": "application/json"}
         for content in [b"{", b'{"name": "pen",}', b"\xff\xfe", b'{"name": "\xc3\x28"}']:

@@ -20,6 +20,7 @@ successful POST sees its effect.
 import contextlib
 import logging
 import re
+import sys
 import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from datetime import datetime
@@ -350,6 +351,11 @@ class _LimitBody:
         return f"the request body is larger than {self.limit} bytes"
 
 
+def _too_many_digits(cause: BaseException | None) -> bool:
+    """Whether parsing the body failed on an integer longer than Python converts."""
+    return isinstance(cause, ValueError) and "integer string conversion" in str(cause)
+
+
 def _install_error_handlers(app: FastAPI) -> None:
     async def on_validation(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
@@ -360,6 +366,11 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     async def on_http(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 400 and _too_many_digits(exc.__cause__):  # noqa: PLR2004
+            # Valid JSON that Python will not turn into an int (CVE-2020-10735's limit).
+            limit = sys.get_int_max_str_digits()
+            message = f"a number in the body has more than {limit} digits"
+            return _error(422, "validation_error", message)
         code = _HTTP_CODES.get(exc.status_code, "http_error")
         return _error(exc.status_code, code, str(exc.detail))
 
