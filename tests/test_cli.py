@@ -468,11 +468,35 @@ class TestErrors:
 
 def test_locations_never_show_a_password() -> None:
     """A password in the URL's user part or in its query is masked where the command shows it."""
-    from fabula.postgres._inspect import _without_password  # noqa: PLC0415 - a private helper
+    from fabula.postgres._connections import redacted  # noqa: PLC0415 - a private helper
 
-    assert _without_password("postgresql://app:s3cret@db/x") == "postgresql://app:***@db/x"
-    hidden = _without_password("postgresql://app@db/x?sslmode=require&password=hunter2")
-    assert hidden == "postgresql://app@db/x?sslmode=require&password=***"
+    url = "postgresql://app:s3cret@db/x"
+    assert redacted(url, url) == "postgresql://app:***@db/x"
+    url = "postgresql://app@db/x?sslmode=require&password=hunter2"
+    assert redacted(url, url) == "postgresql://app@db/x?sslmode=require&password=***"
+    assert redacted("password='a b' host=db", "") == "password=*** host=db"
+    told = 'bad "hunter2" here'  # a message quoting the password alone
+    assert redacted(told, "host=db password=hunter2") == 'bad "***" here'
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("postgresql://app:s3cret@[::1/x", "not a PostgreSQL connection string"),
+        ("postgresql://app:s3cret@127.0.0.1/x?bogus=1", "invalid URI query parameter"),
+        ("postgresql://app:s3cret@127.0.0.1:5432/test?sslmode=bogus", "invalid sslmode value"),
+        ("postgresql://app:s3cret@127.0.0.1:notaport/test", 'connection option "port"'),
+    ],
+)
+def test_a_bad_postgresql_url_is_one_line_without_its_password(
+    url: str, why: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Malformed or refused at once by the driver: said in one line, the password masked."""
+    code, out, err = run(capsys, "--store", url, "info")
+    assert code in (1, 2)
+    assert (out, err.count("\n")) == ("", 1), err
+    assert why in err
+    assert "s3cret" not in err
 
 
 class TestTerminal:

@@ -612,3 +612,25 @@ class TestStandbyProjectors:
         found, total, behind = asyncio.run(asyncio.wait_for(scenario(), timeout=120))
         assert behind >= 0, "the standby did not catch up"
         assert found == total
+
+
+class TestConnectionStrings:
+    def test_a_malformed_url_is_refused_at_once_without_its_password(self) -> None:
+        """The driver's message quotes the whole string: the password is masked, no cause kept."""
+        with pytest.raises(ValueError, match="not a PostgreSQL connection string") as info:
+            PostgresEventStore("postgresql://app:s3cret@[::1/x")
+        assert "s3cret" not in str(info.value)
+        assert info.value.__cause__ is None
+        assert info.value.__suppress_context__
+
+    async def test_a_bad_option_is_reported_as_the_server_would(self) -> None:
+        """sslmode=bogus fails the first connection with the driver's reason, not a pool timeout."""
+        url = require_postgres()
+        url += ("&" if "?" in url else "?") + "password=s3cret&sslmode=bogus"
+        store = PostgresEventStore(url, connect_timeout=30)
+        with pytest.raises(
+            fabula.StoreUnavailableError, match='invalid sslmode value: "bogus"'
+        ) as info:
+            await store.open()
+        assert "s3cret" not in str(info.value)
+        await store.close()

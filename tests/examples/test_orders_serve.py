@@ -271,6 +271,34 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert "invalid choice" in result.stderr
 
 
+def test_a_database_that_cannot_be_opened_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    """Not a SQLite file, or a server refusing an option: one line, no traceback, no password."""
+    not_sqlite = tmp_path / "notes.txt"
+    not_sqlite.write_text("these are not the tables you are looking for\n" * 50)
+    refused = require_postgres() + "?password=s3cret&sslmode=bogus"
+    cases = [
+        (("serve", "--port", "1", "--database", str(not_sqlite)), "not an SQLite database"),
+        (("rebuild-read-model", "--database", str(not_sqlite)), "not an SQLite database"),
+        (("serve", "--port", "1", "--database", refused), 'invalid sslmode value: "bogus"'),
+        (("rebuild-read-model", "--database", refused), 'invalid sslmode value: "bogus"'),
+    ]
+    for args, message in cases:
+        result = orders_command(*args)
+        assert (result.returncode, result.stdout) == (1, ""), result
+        assert message in result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "s3cret" not in result.stderr
+
+
+def test_a_malformed_url_is_one_line_without_its_password() -> None:
+    for command in ("serve", "rebuild-read-model", "demo"):
+        result = orders_command(command, "--database", "postgresql://app:s3cret@[::1/x")
+        assert result.returncode == 2, result
+        assert "not a PostgreSQL connection string" in result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "s3cret" not in result.stderr
+
+
 def test_the_demo_never_prints_a_password() -> None:
     from orders.demo import _without_password  # noqa: PLC0415 - a private helper
 

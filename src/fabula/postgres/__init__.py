@@ -9,13 +9,15 @@ The package's parts, each doing the I/O for decisions made in the kernel:
 - `_notify`: LISTEN/NOTIFY between processes.
 - `_projections`: checkpoints, leases and rebuilds (a collaborator of the store).
 - `_schema`: the schema, its migrations and every statement.
-- `_errors`: psycopg's errors mapped to fabula's, in one place.
+- `_connections`: the pool, psycopg's errors mapped to fabula's in one
+  place, and connection strings checked and shown without their password.
 - `_inspect`: the `fabula` command's read-only view.
 """
 
 from fabula._public import publish as _publish
+from fabula.postgres._connections import check_conninfo
 from fabula.postgres._store import PostgresEventStore, Tx
 
-__all__ = ["PostgresEventStore", "Tx"]
+__all__ = ["PostgresEventStore", "Tx", "check_conninfo"]
 
 _publish(__name__, globals(), __all__)

@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, TypeAlias
 
 import psycopg
 import psycopg_pool
+from psycopg.conninfo import conninfo_to_dict
 
 from fabula.exceptions import FabulaError, StoreError, StoreUnavailableError
 
 __all__ = [
     "ConnectionLostError",
     "Connections",
+    "check_conninfo",
     "map_errors",
+    "redacted",
     "storage_failure",
     "unknown_outcome",
 ]
@@ -63,6 +67,40 @@ def map_errors(
         raise StoreUnavailableError(msg) from exc
     except psycopg.Error as exc:
         raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+
+# A password in a URL (scheme://user:secret@host) or a keyword (password=secret).
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+_KEYWORD_PASSWORD = re.compile(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)")
+
+
+def redacted(text: str, conninfo: str) -> str:
+    """`text` with every password masked: the one in `conninfo`, and any a URL or keyword holds.
+
+    For messages that may quote a connection string (psycopg's parse
+    errors do, password and all) on their way to a log or a terminal.
+    """
+    masked = _KEYWORD_PASSWORD.sub(r"\1***", _URL_PASSWORD.sub(r"\1***@", text))
+    try:
+        password = conninfo_to_dict(conninfo).get("password")
+    except psycopg.Error:
+        password = None
+    if password:
+        masked = masked.replace(str(password), "***")
+    return masked
+
+
+def check_conninfo(conninfo: str) -> None:
+    """Check that `conninfo` parses as a PostgreSQL connection string (a URL or key=value pairs).
+
+    Raises:
+        ValueError: It does not; the message says why, without its password.
+    """
+    try:
+        conninfo_to_dict(conninfo)
+    except psycopg.Error as exc:
+        msg = f"not a PostgreSQL connection string: {redacted(str(exc).strip(), conninfo)}"
+        raise ValueError(msg) from None  # the cause quotes the password
 
 
 def storage_failure(exc: BaseException) -> FabulaError | None:
@@ -135,6 +173,7 @@ class Connections:
         if isinstance(conninfo, psycopg_pool.AsyncConnectionPool):
             given = conninfo.conninfo if isinstance(conninfo.conninfo, str) else None
             return cls(conninfo, own_pool=False, conninfo=given, connect_timeout=connect_timeout)
+        check_conninfo(conninfo)
         pool = psycopg_pool.AsyncConnectionPool(
             conninfo,
             min_size=min_size,
@@ -154,12 +193,26 @@ class Connections:
         """
         if not self.own_pool:
             return
+        assert self.conninfo is not None  # noqa: S101 - a pool made here has it
+        # One connection first: a refused password, an unknown host or a bad
+        # option (sslmode=bogus) is reported at once, as the server said it,
+        # rather than as a pool that did not fill in `connect_timeout`.
+        try:
+            probe = await psycopg.AsyncConnection.connect(
+                self.conninfo, autocommit=True, connect_timeout=max(1, round(self.connect_timeout))
+            )
+        except psycopg.Error as exc:
+            raise StoreUnavailableError(self._cannot_connect(exc)) from None
+        await probe.close()
         try:
             await self.pool.open(wait=True, timeout=self.connect_timeout)
         except (psycopg_pool.PoolTimeout, psycopg.Error) as exc:
             await self.pool.close()
-            msg = f"cannot connect to PostgreSQL: {exc}"
-            raise StoreUnavailableError(msg) from exc
+            raise StoreUnavailableError(self._cannot_connect(exc)) from None
+
+    def _cannot_connect(self, exc: Exception) -> str:
+        why = str(exc).strip().removeprefix("connection is bad: ") or type(exc).__name__
+        return f"cannot connect to PostgreSQL: {redacted(why, self.conninfo or '')}"
 
     async def close(self) -> None:
         """Close the pool if the store made it."""

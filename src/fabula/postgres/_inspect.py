@@ -16,6 +16,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from fabula._inspect import Inspector, StoredEvent, StoreInfo, StreamSummary, _stored, _summaries
 from fabula.exceptions import StoreError, StoreUnavailableError
 from fabula.postgres import _schema as sql
+from fabula.postgres._connections import check_conninfo, redacted
 
 __all__ = ["PostgresInspector"]
 
@@ -44,16 +45,16 @@ class PostgresInspector(Inspector):
         self.schema = schema
         self._sql = sql.Statements.for_schema(schema)
         self._table = f"{self._sql.schema}.fabula_events"
-        self.location = f"{_without_password(url)} (schema {schema})"
+        check_conninfo(url)
+        self.location = f"{redacted(url, url)} (schema {schema})"
         try:
             self._conn = psycopg.connect(
                 url, autocommit=True, connect_timeout=5, application_name="fabula-cli"
             )
-        except psycopg.OperationalError as exc:
+        except psycopg.Error as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreUnavailableError(f"cannot connect to PostgreSQL: {first}") from exc
-        except psycopg.ProgrammingError as exc:
-            raise ValueError(f"not a PostgreSQL connection string: {exc}") from exc
+            first = redacted(first.removeprefix("connection is bad: "), url)
+            raise StoreUnavailableError(f"cannot connect to PostgreSQL: {first}") from None
         self._conn.read_only = True
         found = self._rows(
             "SELECT to_regclass(%s) IS NOT NULL", (f"{self._sql.schema}.fabula_meta",)
@@ -171,8 +172,3 @@ class PostgresInspector(Inspector):
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
-
-
-def _without_password(url: str) -> str:
-    masked = re.sub(r"(://[^:/@]*:)[^/]*@", r"\1***@", url)
-    return re.sub(r"(password=)[^&\s]*", r"\1***", masked)

@@ -32,6 +32,12 @@ def database_path(value: str) -> str:
         UsageError: It names a database this service cannot open.
     """
     if is_postgres_url(value):
+        from fabula.postgres import check_conninfo  # noqa: PLC0415 - an optional driver
+
+        try:
+            check_conninfo(value)
+        except ValueError as exc:
+            raise UsageError(f"--database: {exc}") from None  # the cause quotes the password
         return value
     if value.startswith("sqlite:///"):
         value = value.removeprefix("sqlite:///")
@@ -57,13 +63,18 @@ def _check_schema(value: str) -> None:
 _SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 
 
-def _serve(args: argparse.Namespace) -> int:
+async def _serve(args: argparse.Namespace) -> int:
+    """Open the service first, so a database that cannot be opened is one line; then serve."""
     import uvicorn  # noqa: PLC0415 - only `serve` needs the server
 
     from .api import create_app  # noqa: PLC0415
 
-    app = create_app(database=database_path(args.database), schema=args.schema)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    database = database_path(args.database)
+    async with OrdersService.open(database, schema=args.schema) as service:
+        config = uvicorn.Config(
+            create_app(service), host=args.host, port=args.port, log_level=args.log_level
+        )
+        await uvicorn.Server(config).serve()
     return 0
 
 
@@ -138,7 +149,7 @@ def _build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     _check_schema(args.schema)
     if args.command == "serve":
-        return _serve(args)
+        return asyncio.run(_serve(args))
     if args.command == "demo":
         from .demo import run_demo  # noqa: PLC0415 - only the demo needs an HTTP client
 
@@ -152,6 +163,10 @@ def _run(args: argparse.Namespace) -> int:
     return asyncio.run(_rebuild(database, args.schema))
 
 
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `orders` command; return its exit code."""
     args = _build_parser().parse_args(argv)
@@ -161,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"orders: error: {exc}", file=sys.stderr)
         return 2
     except fabula.StoreError as exc:
-        print(f"orders: error: {exc}", file=sys.stderr)
+        print(f"orders: error: {_first_line(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
