@@ -419,7 +419,9 @@ async def test_twenty_parallel_adds_to_one_order(shop: Shop) -> None:
     assert view["total_amount"] == str(total)
 
 
-async def test_a_locked_database_is_503_not_500(tmp_path: Path) -> None:
+async def test_a_locked_database_is_503_not_500(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Another process holding the write lock past the busy timeout: 503, then recovery."""
     path = str(tmp_path / "orders.db")
     async with OrdersService.open(path, busy_timeout=0.2, read_timeout=5) as service:
@@ -428,10 +430,55 @@ async def test_a_locked_database_is_503_not_500(tmp_path: Path) -> None:
             body = {"name": "Ada", "email": "ada@example.org"}
             with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
                 other.execute("BEGIN IMMEDIATE")
-                assert_error(await api.post("/customers", json=body), 503, "unavailable")
+                response = await api.post("/customers", json=body, headers={"X-Request-ID": "r-1"})
+                error = assert_error(response, 503, "unavailable")
+                assert error["message"] == (
+                    "the database is unavailable; try again shortly (request r-1)"
+                )
+                assert (response.headers["retry-after"], response.headers["x-request-id"]) == (
+                    "1",
+                    "r-1",
+                )
                 assert (await api.get("/products")).status_code == 200  # reads go on
                 other.execute("COMMIT")
             assert (await api.post("/customers", json=body)).status_code == 201
+    (logged,) = [r for r in caplog.records if r.name == "orders.api"]
+    assert logged.getMessage().startswith("request r-1: the database is unavailable: ")
+    assert path in logged.getMessage()  # the details are in the log, not in the answer
+
+
+async def test_a_crash_is_a_500_logged_once_with_the_request_id(
+    client: httpx.AsyncClient,
+    service: OrdersService,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An unexpected error: one log record with the traceback, an answer that names no internals."""
+
+    async def broken(*_: object) -> None:
+        msg = "the secret recipe is at /srv/internal/path"
+        raise RuntimeError(msg)
+
+    monkeypatch.setattr(service.catalog, "products", broken)
+    response = await client.get("/products", headers={"X-Request-ID": "abc-123"})
+    error = assert_error(response, 500, "internal_error")
+    assert error["message"] == "an unexpected error occurred (request abc-123); it has been logged"
+    assert response.headers["x-request-id"] == "abc-123"
+    (record,) = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert record.getMessage() == "request abc-123 failed with an unexpected error"
+    assert record.exc_info is not None
+    assert "secret recipe" in str(record.exc_info[1])
+
+
+@pytest.mark.parametrize("given", [None, "", "has space", "x" * 65, "a/b"])
+async def test_every_answer_has_a_request_id(client: httpx.AsyncClient, given: str | None) -> None:
+    """A client's id that is not a plain token of up to 64 characters is replaced by a new one."""
+    headers = {} if given is None else {"X-Request-ID": given}
+    first = (await client.get("/products", headers=headers)).headers["x-request-id"]
+    second = (await client.get("/products", headers=headers)).headers["x-request-id"]
+    assert len(first) == 32
+    assert first != second
+    assert first != given
 
 
 @contextlib.contextmanager
@@ -494,7 +541,7 @@ async def test_a_read_model_that_cannot_follow_answers_503_until_it_can(
     said = [r.getMessage() for r in caplog.records if r.name == "orders"]
     trouble = (
         "the read model is not being updated: its database is failing; it resumes when that "
-        "is fixed (details above)"
+        "is fixed (the projector's own log lines say why)"
     )
     assert said == [trouble, "the read model follows the events again"]
 
@@ -517,9 +564,11 @@ async def test_a_dead_projector_is_logged_and_commands_do_not_wait(
         assert len(await service.store.read_all()) == 2
         with pytest.raises(ReadModelUnavailableError, match="its projector has stopped"):
             await service.ask(GetOrderById(order_id=order))
-    said = [r.getMessage() for r in caplog.records if r.name == "orders"]
-    assert said == [
-        "the projector stopped",
-        "the read model is not being updated: its projector has stopped (details above)",
-    ]
+    # Two lines, in either order: the task's end is reported by a callback.
+    said = sorted(r.getMessage() for r in caplog.records if r.name == "orders")
+    stopped = (
+        "the read model is not being updated: its projector has stopped "
+        "(the projector's own log lines say why)"
+    )
+    assert said == ["the projector stopped", stopped]
     # Leaving the block closed everything without raising the projector's error.

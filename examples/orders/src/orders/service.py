@@ -180,7 +180,7 @@ class OrdersService:
             if trouble is None:
                 logger.warning("the read model follows the events again")
             else:
-                logger.warning("%s (details above)", trouble)
+                logger.warning("%s (the projector's own log lines say why)", trouble)
             self._reported = trouble
         return trouble
 
