@@ -1,6 +1,7 @@
 """Encoding events for storage and decoding them back, with upcasting."""
 
 import enum
+import inspect
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -489,12 +490,45 @@ class TestSerializerEdges:
         registry = EventRegistry()
         registry.register(Sourced, "t.Sourced", version=2)
         registry.add_upcaster("t.Sourced", 1, lambda payload: {**payload, "source": "upcast"})
+        old = '{"amount": "1", "source": "as v1 wrote it"}'  # every field of the new class
         decoded = EventSerializer(registry).decode(
-            stored('{"amount": "1"}', type_name="t.Sourced"), stream_id="s-1", version=1
+            stored(old, type_name="t.Sourced"), stream_id="s-1", version=1
         )
         assert decoded.source == "upcast"  # type: ignore[attr-defined]
 
     def test_caches_are_not_constructor_arguments(self) -> None:
         """An EventSerializer is built from a registry and a converter, nothing else."""
+        assert list(inspect.signature(EventSerializer).parameters) == ["registry", "converter"]
         with pytest.raises(TypeError):
             EventSerializer(decoders={})  # type: ignore[call-arg]
+
+    def test_a_payload_of_a_newer_schema_is_refused_even_if_it_fits(self) -> None:
+        """Code older than the data must not read it as if it knew it, even when the fields fit."""
+        registry = EventRegistry()
+        registry.register(Sourced, "t.Sourced", version=2)
+        for newer in (3, 300):
+            with pytest.raises(UpcastError, match=f"schema version {newer}, newer than"):
+                EventSerializer(registry).decode(
+                    stored('{"amount": "1", "source": "v3"}', type_name="t.Sourced", version=newer),
+                    stream_id="s-1",
+                    version=1,
+                )
+
+    def test_a_field_type_without_a_converter_is_refused_on_read_too(self) -> None:
+        """Stored data of such a class is a SerializationError, whichever decoder meets it first."""
+        with pytest.raises(SerializationError, match="Opaque"):
+            EventSerializer().decode(
+                stored('{"thing": {}}', type_name="tests.HoldsOpaque"), stream_id="s-1", version=1
+            )
+
+    def test_a_payload_that_is_no_object_is_quoted_up_to_80_characters(self) -> None:
+        """The message shows the start of the stored text, not all of it."""
+        data = "[" + ", ".join(["1234567"] * 40) + "]"
+        with pytest.raises(SerializationError) as info:
+            EventSerializer().decode(stored(data), stream_id="s-1", version=1)
+        assert f"not a JSON object: {data[:80]!r}" in str(info.value)
+        assert data[:81] not in str(info.value)
+
+    def test_a_serializer_shows_its_registry(self) -> None:
+        """repr() is short: the registry it reads, not its caches."""
+        assert repr(EventSerializer()).startswith("<EventSerializer")
