@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import inspect
+import os
 import random
 import signal
 import sqlite3
@@ -787,6 +788,43 @@ class TestRebuild:
             running.cancel()
             await asyncio.gather(running, return_exceptions=True)
             assert read_summary(store) == fold(r.event for r in await all_events(store))
+
+    async def test_a_rebuild_removes_what_killed_rebuilds_left_and_only_that(
+        self, tmp_path: Path
+    ) -> None:
+        """Side files of processes that are gone are removed; a live process's are kept."""
+        path = tmp_path / "e.db"
+        gone = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+        await gone.wait()
+        dead_pid = gone.pid
+        alive = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", "import time; time.sleep(60)"
+        )
+        try:
+            hexes = [uuid4().hex for _ in range(3)]
+            stale = [
+                tmp_path / f"e.db.rebuild-order_summary-{dead_pid}-{hexes[0]}",
+                tmp_path / f"e.db.rebuild-order_summary-{dead_pid}-{hexes[0]}-journal",
+                tmp_path / f"e.db.rebuild-other-{dead_pid}-{hexes[1]}",
+            ]
+            kept = [
+                tmp_path / f"e.db.rebuild-order_summary-{alive.pid}-{hexes[2]}",
+                tmp_path / "e.db.rebuild-notes.txt",  # not a side file's name
+                tmp_path / f"other.db.rebuild-order_summary-{dead_pid}-{hexes[0]}",
+            ]
+            for file in stale + kept:
+                file.write_bytes(b"left behind")
+            async with SQLiteEventStore(path, synchronous="NORMAL") as store:
+                await play(Repository(store), [("create",)] * 3, [])
+                await Projector(store, [OrderSummary()]).rebuild("order_summary")
+                assert read_summary(store) == fold(r.event for r in await all_events(store))
+            assert [file.exists() for file in stale] == [False] * 3
+            assert [file.exists() for file in kept] == [True] * 3
+            ours = f"e.db.rebuild-order_summary-{os.getpid()}-*"
+            assert not list(tmp_path.glob(ours))  # noqa: ASYNC240 - a test's own folder
+        finally:
+            alive.kill()
+            await alive.wait()
 
     async def test_rebuild_needs_the_tables(self) -> None:
         """A projection that does not list its tables cannot be rebuilt side by side."""

@@ -9,6 +9,9 @@ log are decided in `fabula._projection_store`; this module runs the SQL.
 from __future__ import annotations
 
 import asyncio
+import glob
+import os
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -133,7 +136,9 @@ class ProjectionSide:
             raise StoreError(msg)
         # A side file of its own: two rebuilds of one projection never share one.
         in_memory = self._path == ":memory:"
-        side_path = "" if in_memory else f"{self._path}.rebuild-{name}-{uuid4().hex}"
+        if not in_memory:
+            await asyncio.to_thread(remove_stale_side_files, self._path)
+        side_path = "" if in_memory else side_file(self._path, name)
         side = sqlite3.connect(side_path, isolation_level=None, check_same_thread=False)
         try:
             side.execute("PRAGMA synchronous = OFF")  # a crash just means: rebuild again
@@ -158,6 +163,47 @@ class ProjectionSide:
             if side_path:
                 await asyncio.to_thread(Path(side_path).unlink, missing_ok=True)
         return position
+
+
+def side_file(path: str, name: str) -> str:
+    """A new side file for rebuilding projection `name` of the database at `path`.
+
+    Its name holds this process's id, so a later rebuild can tell the side
+    file of a process that was killed from one still in use.
+    """
+    return f"{path}.rebuild-{name}-{os.getpid()}-{uuid4().hex}"
+
+
+def remove_stale_side_files(path: str) -> list[Path]:
+    """Delete the side files (and their journals) that rebuilds killed mid-way left beside `path`.
+
+    A side file is stale when the process named in it is gone. Returns the
+    files removed.
+    """
+    database = Path(path)
+    removed = []
+    for candidate in database.parent.glob(f"{glob.escape(database.name)}.rebuild-*"):
+        found = _SIDE_FILE.fullmatch(candidate.name[len(database.name) :])
+        if found is None or _alive(int(found["pid"])):
+            continue
+        candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed
+
+
+_SIDE_FILE = re.compile(r"\.rebuild-.+-(?P<pid>[0-9]+)-[0-9a-f]{32}(-journal|-wal|-shm)?")
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
 
 
 def _checkpoint_of(conn: sqlite3.Connection, name: str) -> int:
