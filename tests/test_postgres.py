@@ -614,6 +614,18 @@ class TestStandbyProjectors:
         assert found == total
 
 
+class TestSchemaNames:
+    @pytest.mark.parametrize("schema", ["information_schema", "pg_catalog", "PG_temp_1", "pg_x"])
+    def test_postgresqls_own_schemas_are_refused(self, schema: str) -> None:
+        with pytest.raises(ValueError, match="belongs to PostgreSQL itself"):
+            PostgresEventStore(require_postgres(), schema=schema)
+
+    @pytest.mark.parametrize("schema", ["", "a-b", "x" * 42, "1abc", 'a"b'])
+    def test_only_plain_identifiers(self, schema: str) -> None:
+        with pytest.raises(ValueError, match="plain identifier"):
+            PostgresEventStore(require_postgres(), schema=schema)
+
+
 class TestConnectionStrings:
     def test_a_malformed_url_is_refused_at_once_without_its_password(self) -> None:
         """The driver's message quotes the whole string: the password is masked, no cause kept."""

@@ -259,6 +259,9 @@ def test_bad_arguments_are_one_line_and_exit_2(tmp_path: Path) -> None:
         (("serve", "--database", "orders.db", "--schema", "no-dashes"), "plain identifier"),
         (("demo", "--database", str(tmp_path / "no" / "such" / "dir.db")), "does not exist"),
         (("serve", "--database", "mysql://x"), "postgresql:// URL"),
+        (("serve", "--schema", "information_schema"), "belongs to PostgreSQL itself"),
+        (("rebuild-read-model", "--schema", "pg_catalog"), "belongs to PostgreSQL itself"),
+        (("demo", "--schema", "PG_toast"), "belongs to PostgreSQL itself"),
     ]
     for args, message in cases:
         result = orders_command(*args)

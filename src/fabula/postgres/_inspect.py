@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from datetime import date
 from typing import Any
@@ -20,7 +19,6 @@ from fabula.postgres._connections import check_conninfo, redacted
 
 __all__ = ["PostgresInspector"]
 
-_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 
 
 class PostgresInspector(Inspector):
@@ -39,9 +37,7 @@ class PostgresInspector(Inspector):
     kind = "postgresql"
 
     def __init__(self, url: str, *, schema: str = "public") -> None:
-        if not _SCHEMA_NAME.fullmatch(schema):
-            msg = f"schema must be a plain identifier (letters, digits, _), not {schema!r}"
-            raise ValueError(msg)
+        sql.check_schema_name(schema)
         self.schema = schema
         self._sql = sql.Statements.for_schema(schema)
         self._table = f"{self._sql.schema}.fabula_events"

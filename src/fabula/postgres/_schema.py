@@ -15,6 +15,7 @@ a smaller id has ended, so nothing can ever commit below that horizon
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 import attrs
@@ -353,3 +354,24 @@ class Statements:
             },
             **{name: template.format(s=s) for name, template in TEMPLATES.items()},
         )
+
+
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
+
+
+def check_schema_name(schema: object) -> str:
+    """Check that `schema` may hold a store: a plain identifier, and not one of PostgreSQL's own.
+
+    `information_schema` and names starting with `pg_` belong to the server
+    (it reserves `pg_` for system schemas).
+
+    Raises:
+        ValueError: It may not.
+    """
+    if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
+        msg = f"schema must be a plain identifier (letters, digits, _), not {schema!r}"
+        raise ValueError(msg)
+    if schema.lower() == "information_schema" or schema.lower().startswith("pg_"):
+        msg = f"schema {schema!r} belongs to PostgreSQL itself: choose another"
+        raise ValueError(msg)
+    return schema

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
@@ -64,7 +63,6 @@ from fabula.postgres._projections import ProjectionSide, Tx
 
 __all__ = ["PostgresEventStore", "Tx"]
 
-_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 _HELD_BACK_RECHECK = 0.005  # seconds: look again soon when an open transaction holds readers
 
 
@@ -107,9 +105,7 @@ class PostgresEventStore(StoreBase):
         connect_timeout: float = 10.0,
         serializer: EventSerializer | None = None,
     ) -> None:
-        if not isinstance(schema, str) or not _SCHEMA_NAME.fullmatch(schema):
-            msg = f"schema must be a plain identifier (letters, digits, _), not {schema!r}"
-            raise ValueError(msg)
+        sql.check_schema_name(schema)
         self.serializer = EventSerializer() if serializer is None else serializer
         self.schema = schema
         self._sql = sql.Statements.for_schema(schema)

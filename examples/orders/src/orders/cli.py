@@ -58,6 +58,9 @@ def _check_schema(value: str) -> None:
     if not _SCHEMA.fullmatch(value):
         msg = f"--schema must be a plain identifier (letters, digits, _), not {value!r}"
         raise UsageError(msg)
+    if value.lower() == "information_schema" or value.lower().startswith("pg_"):
+        msg = f"--schema {value!r} belongs to PostgreSQL itself: choose another"
+        raise UsageError(msg)
 
 
 _SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
