@@ -1,11 +1,21 @@
 """The decisions `fabula.storage` gives store authors: checked batches and duplicate ids."""
 
+from decimal import Decimal
+from uuid import UUID
+
 import attrs
 import pytest
 
-from fabula import EventSerializer, StreamAppend
+from fabula import EventSerializer, ExpectedVersion, StreamAppend
 from fabula.exceptions import DuplicateEventIdError
-from fabula.storage import explain_duplicate, prepare_append, prepare_appends
+from fabula.storage import (
+    PendingAppend,
+    StoredEvent,
+    explain_duplicate,
+    match_retry,
+    prepare_append,
+    prepare_appends,
+)
 from fabula.testing import Deposited, deposit
 
 SERIALIZER = EventSerializer()
@@ -53,12 +63,67 @@ class TestDuplicateIds:
             SERIALIZER,
         )
         first, second = parts[0].records[0].event_id, parts[1].records[0].event_id
-        elsewhere = explain_duplicate(parts, {second: "acc-9"})
-        assert (elsewhere.stream_id, elsewhere.event_id) == ("acc-2", second)
-        assert "in stream 'acc-9', and this batch is not a retry" in str(elsewhere)
-        here = explain_duplicate(parts, {first: "acc-1"})
+        for other in ("acc-9", "acc-0"):  # sorting after the stream and before it
+            elsewhere = explain_duplicate(parts, {second: other})
+            assert (elsewhere.stream_id, elsewhere.event_id) == ("acc-2", second)
+            assert f"in stream {other!r}, and this batch is not a retry" in str(elsewhere)
+        same = "".join(["acc", "-1"])  # noqa: FLY002 - equal to the stream id, not the same object
+        here = explain_duplicate(parts, {first: same})
         assert (here.stream_id, here.event_id) == ("acc-1", first)
         assert "in this stream" in str(here)
         racing = explain_duplicate(parts, {})
         assert (racing.stream_id, racing.event_id) == ("acc-1", first)
         assert str(racing).endswith("stored concurrently")
+
+
+def stored_as(
+    part: PendingAppend, *, stream_id: str, versions: list[int]
+) -> dict[UUID, StoredEvent]:
+    """The part's records as a store would hold them, at `versions` in `stream_id`."""
+    return {
+        record.event_id: StoredEvent(
+            position=version,
+            stream_id=stream_id,
+            version=version,
+            event_id=record.event_id,
+            type_name=record.type_name,
+            schema_version=record.schema_version,
+            timestamp=record.timestamp,
+            data=record.data,
+            metadata=record.metadata,
+        )
+        for record, version in zip(part.records, versions, strict=True)
+    }
+
+
+class TestMatchRetry:
+    def test_a_retry_of_the_stored_append_gets_its_result(self) -> None:
+        (part,) = prepare_append("acc-1", [deposit(1), deposit(2)], 4, SERIALIZER)
+        result = match_retry(part, stored_as(part, stream_id="acc-1", versions=[5, 6]))
+        assert result is not None
+        assert (result.stream_id, result.version, result.position) == ("acc-1", 6, 6)
+        assert match_retry(part, {}) is None
+
+    @pytest.mark.parametrize("other", ["acc-0", "acc-2"])
+    def test_the_same_ids_in_another_stream_are_no_retry(self, other: str) -> None:
+        (part,) = prepare_append("acc-1", [deposit(1), deposit(2)], 4, SERIALIZER)
+        with pytest.raises(DuplicateEventIdError, match=f"in stream {other!r}"):
+            match_retry(part, stored_as(part, stream_id=other, versions=[5, 6]))
+
+    @pytest.mark.parametrize("versions", [[5, 7], [6, 5]])
+    def test_events_stored_apart_or_swapped_are_no_retry(self, versions: list[int]) -> None:
+        """Stored with a gap between them (two appends), or in the other order."""
+        (part,) = prepare_append("acc-1", [deposit(1), deposit(2)], ExpectedVersion.ANY, SERIALIZER)
+        with pytest.raises(DuplicateEventIdError, match="another order"):
+            match_retry(part, stored_as(part, stream_id="acc-1", versions=versions))
+
+    @pytest.mark.parametrize("stored_amount", ["1", "3"])
+    def test_other_content_under_the_same_ids_is_no_retry(self, stored_amount: str) -> None:
+        """Whether the stored JSON sorts before or after the retry's, it is not the same."""
+        event = deposit(2)
+        (part,) = prepare_append("acc-1", [event], 0, SERIALIZER)
+        (other,) = prepare_append(
+            "acc-1", [attrs.evolve(event, amount=Decimal(stored_amount))], 0, SERIALIZER
+        )
+        with pytest.raises(DuplicateEventIdError, match="other content"):
+            match_retry(part, stored_as(other, stream_id="acc-1", versions=[1]))
