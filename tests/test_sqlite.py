@@ -280,6 +280,58 @@ class TestWriting:
         await store.close()
 
 
+class TestWriteAheadLog:
+    LIMIT = 1 << 20  # 1 MiB
+
+    @pytest.mark.parametrize("synchronous", ["FULL", "NORMAL"])
+    async def test_the_wal_stays_bounded_under_sustained_writers_and_readers(
+        self, tmp_path: Path, synchronous: Synchronous, open_sqlite: OpenSQLite
+    ) -> None:
+        """8 writers and a reader taking snapshots: the WAL stays within a few times its limit."""
+        path = tmp_path / "e.db"
+        store = open_sqlite(path, synchronous=synchronous, wal_limit=self.LIMIT)
+        wal = Path(f"{path}-wal")
+        sizes: list[int] = []
+        writing = True
+
+        def hold_snapshots() -> int:
+            """Another process's reader: short transactions, one after another."""
+            held = 0
+            with closing(sqlite3.connect(path, isolation_level=None)) as reader:
+                while writing:
+                    reader.execute("BEGIN")
+                    reader.execute("SELECT count(*) FROM fabula_events").fetchone()
+                    time.sleep(0.01)
+                    reader.execute("COMMIT")
+                    held += 1
+            return held
+
+        async def write(n: int) -> None:
+            for version in range(0, 1500, 5):
+                batch = [deposit(note="x" * 300) for _ in range(5)]
+                await store.append(f"acc-{n}", batch, expected_version=version)
+                sizes.append(wal.stat().st_size)  # noqa: ASYNC240 - one stat, on purpose
+
+        reading = asyncio.create_task(asyncio.to_thread(hold_snapshots))
+        try:
+            await asyncio.gather(*(write(n) for n in range(8)))
+        finally:
+            writing = False
+            snapshots = await reading
+        written = await store.head_position()
+        assert written == 8 * 1500
+        assert snapshots > 10
+        # Far more went through the WAL than the bound: without restarts it would hold it all.
+        assert path.stat().st_size > 4 * self.LIMIT
+        assert max(sizes) <= 3 * self.LIMIT, f"the WAL reached {max(sizes)} bytes"
+        assert len(await store.read_all(limit=20_000)) == written
+
+    def test_the_limit_must_be_a_sane_size(self, tmp_path: Path) -> None:
+        for bad in (0, 1000, True, 2.5e6, "64MB"):
+            with pytest.raises(ValueError, match="wal_limit"):
+                SQLiteEventStore(tmp_path / "e.db", wal_limit=bad)  # type: ignore[arg-type]
+
+
 class TestFailures:
     """What happens when the disk, the file or the caller misbehaves."""
 

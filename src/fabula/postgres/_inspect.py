@@ -20,7 +20,6 @@ from fabula.postgres._connections import check_conninfo, redacted
 __all__ = ["PostgresInspector"]
 
 
-
 class PostgresInspector(Inspector):
     """Reads a PostgreSQL store's schema over one read-only, autocommit connection.
 

@@ -172,7 +172,7 @@ LOAD_SKIPS: Final = """
 
 
 def open_writer(
-    conn: sqlite3.Connection, *, path: str, synchronous: str, busy_timeout: float
+    conn: sqlite3.Connection, *, path: str, synchronous: str, busy_timeout: float, wal_limit: int
 ) -> None:
     """Configure the writer connection, then create or migrate the schema.
 
@@ -192,6 +192,9 @@ def open_writer(
         # Checkpoints run in a worker thread (see Writer._maybe_checkpoint),
         # never inside a commit on the event loop.
         conn.execute("PRAGMA wal_autocheckpoint = 0")
+        # When the writer starts the WAL over (see Writer._restart), the file
+        # is cut back to this size.
+        conn.execute(f"PRAGMA journal_size_limit = {int(wal_limit)}")
         _create_or_migrate(conn, path)
         # From now on the writer never sleeps in SQLite's busy handler: it
         # retries without blocking the event loop (see Writer._begin).

@@ -25,11 +25,12 @@ import os
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar, Literal, TypeAlias, TypeVar
+from typing import Any, ClassVar, Final, Literal, TypeAlias, TypeVar
 from uuid import UUID
 
 from fabula._converter import encode_json
 from fabula._events import DomainEvent
+from fabula._guards import is_int
 from fabula._idempotency import IdempotencyRecord
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
@@ -87,6 +88,13 @@ class _DuplicateIdsError(ExplainedAfterUndoError):
         return explain_duplicate([self.part], _streams_of(conn, self.part.records))
 
 
+DEFAULT_WAL_LIMIT: Final = 64 * 1024 * 1024
+"""The default `wal_limit`: 64 MiB."""
+
+MIN_WAL_LIMIT: Final = 64 * 1024
+"""The smallest `wal_limit` accepted: 64 KiB (16 pages of 4 KiB)."""
+
+
 class SQLiteEventStore(StoreBase):
     """An `EventStore` in one SQLite file (or in memory), with snapshots.
 
@@ -101,6 +109,11 @@ class SQLiteEventStore(StoreBase):
             store wake subscribers at once).
         serializer: Encodes and decodes events; one over `default_registry`
             if omitted.
+        wal_limit: The most the write-ahead log (`PATH-wal`) may grow to, in
+            bytes, while readers do not hold old snapshots. Past it, the
+            writer checkpoints the whole log between two commits (waiting up
+            to 0.1 s for readers), and the next commit writes it from its
+            start and cuts the file back to this size. Default 64 MiB.
 
     Raises:
         StoreUnavailableError: The file cannot be opened or stays locked.
@@ -119,9 +132,13 @@ class SQLiteEventStore(StoreBase):
         busy_timeout: float = 5.0,
         poll_interval: float = 0.5,
         serializer: EventSerializer | None = None,
+        wal_limit: int = DEFAULT_WAL_LIMIT,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL"):
             msg = f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}"
+            raise ValueError(msg)
+        if not is_int(wal_limit) or wal_limit < MIN_WAL_LIMIT:
+            msg = f"wal_limit must be an int of at least {MIN_WAL_LIMIT} bytes, not {wal_limit!r}"
             raise ValueError(msg)
         self.serializer = EventSerializer() if serializer is None else serializer
         self.path = str(path)
@@ -135,7 +152,11 @@ class SQLiteEventStore(StoreBase):
         writer = connect(self.path)
         try:
             sql.open_writer(
-                writer, path=self.path, synchronous=synchronous, busy_timeout=busy_timeout
+                writer,
+                path=self.path,
+                synchronous=synchronous,
+                busy_timeout=busy_timeout,
+                wal_limit=wal_limit,
             )
             self._reader = writer if in_memory else connect(self.path)
             self._reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
@@ -148,6 +169,7 @@ class SQLiteEventStore(StoreBase):
             busy_timeout=busy_timeout,
             commit_inline=in_memory or synchronous == "NORMAL",
             committed=self._wakeup.notify,
+            wal_limit=wal_limit,
         )
         self._projections = ProjectionSide(
             path=self.path,

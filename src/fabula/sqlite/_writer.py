@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -42,7 +43,8 @@ class _Undo(enum.Enum):
     """The whole transaction: an inline write."""
 
 
-_CHECKPOINT_EVERY = 5000
+_CHECKPOINT_EVERY = 5000  # events between two side checkpoints (PASSIVE, beside the writer)
+_RESTART_WAIT = 0.1  # seconds a restart waits for readers of older frames to finish
 
 
 class ExplainedAfterUndoError(Exception):
@@ -72,6 +74,7 @@ class Writer:
         busy_timeout: Seconds to wait for another process's write lock.
         commit_inline: Commits do not wait for the disk (NORMAL, or in memory).
         committed: Called after each commit that stored something.
+        wal_limit: The size in bytes past which the WAL is restarted (see `_restart`).
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class Writer:
         busy_timeout: float,
         commit_inline: bool,
         committed: Callable[[], None],
+        wal_limit: int,
     ) -> None:
         self._writer = conn
         self.path = path
@@ -97,6 +101,11 @@ class Writer:
         self._committer: ThreadPoolExecutor | None = None
         self._since_checkpoint = 0
         self._checkpointing: asyncio.Task[None] | None = None
+        self._wal = f"{path}-wal"
+        self._wal_limit = wal_limit
+        self._restart_at = wal_limit  # the WAL size that makes the next restart due
+        self._restart_due = False  # the WAL passed its limit: restart it before the next write
+        self._restarting = False
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -133,7 +142,12 @@ class Writer:
             one_statement: It writes at most one statement, after any check
                 that can fail: it needs no savepoint in a group.
         """
-        if self._commit_inline and not self._queue and not self._writer.in_transaction:
+        if (
+            self._commit_inline
+            and not self._queue
+            and not self._writer.in_transaction
+            and not (self._restart_due or self._restarting)
+        ):
             done, inline_result = self._try_inline(work, events)
             if done:
                 return inline_result
@@ -187,6 +201,8 @@ class Writer:
                 ready.clear()
                 await ready.wait()
                 continue
+            if self._restart_due:
+                await self._restart()
             group, self._queue = self._queue, []
             await self._write_group(group)
 
@@ -306,7 +322,11 @@ class Writer:
             raise translate(exc, self.path) from exc
 
     def _maybe_checkpoint(self) -> None:
-        if self._in_memory or self._since_checkpoint < _CHECKPOINT_EVERY:
+        if self._in_memory:
+            return
+        if not self._restart_due and _size(self._wal) > self._restart_at:
+            self._restart_due = True  # the next write restarts the WAL first
+        if self._since_checkpoint < _CHECKPOINT_EVERY:
             return
         if self._checkpointing is not None and not self._checkpointing.done():
             return
@@ -314,6 +334,52 @@ class Writer:
         self._checkpointing = asyncio.get_running_loop().create_task(
             asyncio.to_thread(self._checkpoint)
         )
+
+    async def _restart(self) -> None:
+        """Checkpoint the whole WAL between two commits, so that the next commit starts it over.
+
+        Side checkpoints run beside the writer, so under sustained writes
+        they never catch up with it, and SQLite writes the WAL from its start
+        again only after a checkpoint that left no frame behind: without
+        this, the WAL grows for as long as the writes go on. Here the writer
+        itself checkpoints, so no frame can arrive meanwhile; it waits up to
+        `_RESTART_WAIT` for readers of older frames. The next commit then
+        writes the WAL from its start, and cuts the file back to the limit
+        (`journal_size_limit`). If readers still hold older frames, it tries
+        again once the WAL has grown by another half of the limit.
+        """
+        self._restart_due, self._restarting = False, True
+        try:
+            if self._checkpointing is not None and not self._checkpointing.done():
+                await asyncio.wait({self._checkpointing})  # one checkpointer at a time
+            done = await asyncio.get_running_loop().run_in_executor(
+                self._committer, self._restart_now
+            )
+        finally:
+            self._restarting = False
+        self._since_checkpoint = 0
+        self._restart_at = self._wal_limit if done else _size(self._wal) + self._wal_limit // 2
+
+    def _restart_now(self) -> bool:
+        """Checkpoint everything and wait for readers; return whether the WAL may start over.
+
+        SQLite's own wait (the busy handler) keeps retrying one lock and
+        misses a reader that starts its next transaction at once; trying the
+        whole checkpoint again sees that reader on the newest snapshot,
+        which no longer holds the WAL back.
+        """
+        conn = self._writer
+        deadline = time.monotonic() + _RESTART_WAIT
+        while True:
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+            except sqlite3.Error:
+                return False  # an I/O error: a later checkpoint or restart tries again
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.002)
 
     def _checkpoint(self) -> None:
         # A separate connection, so the checkpoint's disk syncs happen beside
@@ -325,6 +391,13 @@ class Writer:
             pass  # busy readers: the next checkpoint catches up
         finally:
             conn.close()
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size  # noqa: PTH116 - one call per commit: no Path object
+    except OSError:
+        return 0
 
 
 def _settle(
