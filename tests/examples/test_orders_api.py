@@ -13,9 +13,18 @@ import httpx
 import psycopg
 import pytest
 from orders.api import MAX_BODY_BYTES, create_app
-from orders.domain import ShippingAddress
-from orders.messages import CreateCustomer, CreateOrder, GetOrderById, SubmitOrder
-from orders.service import OrdersService, ReadModelUnavailableError
+from orders.domain import Order, ShippingAddress
+from orders.messages import (
+    AddOrderItem,
+    CreateCustomer,
+    CreateOrder,
+    CreateProduct,
+    GetOrderById,
+    SubmitOrder,
+)
+from orders.service import SNAPSHOT_EVERY, OrdersService, ReadModelUnavailableError
+
+import fabula
 
 from .conftest import ADDRESS, Place, Shop
 
@@ -572,3 +581,24 @@ async def test_a_dead_projector_is_logged_and_commands_do_not_wait(
     )
     assert said == ["the projector stopped", stopped]
     # Leaving the block closed everything without raising the projector's error.
+
+
+async def test_orders_are_snapshotted_and_load_from_their_snapshot(service: OrdersService) -> None:
+    """Every 100 events an order is snapshotted; loading it reads the snapshot and what follows."""
+    customer = await service.execute(CreateCustomer(name="Ada", email="a@x.org"))
+    pen = await service.execute(CreateProduct(name="pen", price=Decimal("1.99")))
+    order = await service.execute(
+        CreateOrder(customer_id=customer, shipping_address=ShippingAddress(**ADDRESS))
+    )
+    for _ in range(SNAPSHOT_EVERY + 49):
+        await service.execute(AddOrderItem(order_id=order, product_id=pen, quantity=1))
+    snapshot = await service.store.load_snapshot(str(order))
+    assert snapshot is not None
+    assert snapshot.version == SNAPSHOT_EVERY
+    loaded = await service.repository.get(Order, order)
+    replayed = await fabula.Repository(service.store).get(Order, order)
+    assert loaded == replayed
+    assert (loaded.version, loaded.lines[pen].quantity) == (
+        SNAPSHOT_EVERY + 50,
+        SNAPSHOT_EVERY + 49,
+    )

@@ -8,6 +8,7 @@ from decimal import Decimal
 from pathlib import Path
 from uuid import UUID, uuid4
 
+import attrs
 import psycopg
 import pytest
 from hypothesis import HealthCheck, settings
@@ -16,6 +17,8 @@ from hypothesis import strategies as st
 from orders.database import SQLITE, Database, SQLiteDatabase
 from orders.domain import (
     MAX_LINE_QUANTITY,
+    MAX_LINES,
+    MAX_ORDER_EVENTS,
     InvalidOrderError,
     Order,
     OrderCancelled,
@@ -110,6 +113,33 @@ class TestTransitions:
         given(Order, CREATED, pens(MAX_LINE_QUANTITY - 1)).when(
             lambda o: o.add_item(PEN, "pen", 2, Decimal("1.99"))
         ).then_raises(InvalidOrderError, match="at most")
+
+    def test_an_order_holds_at_most_100_products(self) -> None:
+        """A 101st product is refused (422); more of a product already held is not."""
+        lines = [
+            OrderItemAdded(product_id=uuid4(), product_name="p", quantity=1, unit_price=Decimal(1))
+            for _ in range(MAX_LINES)
+        ]
+        given(Order, CREATED, *lines).when(
+            lambda o: o.add_item(uuid4(), "one too many", 1, Decimal(1))
+        ).then_raises(InvalidOrderError, match=f"at most {MAX_LINES} different products")
+        more = attrs.evolve(lines[0], quantity=2)
+        given(Order, CREATED, *lines).when(
+            lambda o: o.add_item(lines[0].product_id, "p", 2, Decimal(1))
+        ).then(more)
+
+    def test_an_order_holds_at_most_1000_events(self) -> None:
+        """Its history stays short to load: a full order is refused further items (409)."""
+        history = [pens(1) for _ in range(MAX_ORDER_EVENTS - 2)]
+        given(Order, CREATED, *history).when(
+            lambda o: o.add_item(PEN, "pen", 1, Decimal("1.99"))
+        ).then(pens(1))
+        given(Order, CREATED, *history, pens(1)).when(
+            lambda o: o.add_item(PEN, "pen", 1, Decimal("1.99"))
+        ).then_raises(OrderStateError, match="is full: it holds 1000 events")
+        given(Order, CREATED, *history, pens(1)).when(lambda o: o.submit()).then(
+            OrderSubmitted(total_amount=Decimal("1.99") * (MAX_ORDER_EVENTS - 1))
+        )
 
     @pytest.mark.parametrize("price", ["-0.01", "0.001", "NaN", "Infinity"])
     def test_prices_are_cents_and_not_negative(self, price: str) -> None:

@@ -18,7 +18,9 @@ import fabula
 
 __all__ = [
     "CENT",
+    "MAX_LINES",
     "MAX_LINE_QUANTITY",
+    "MAX_ORDER_EVENTS",
     "InvalidOrderError",
     "Order",
     "OrderCancelled",
@@ -35,6 +37,12 @@ __all__ = [
 
 CENT = Decimal("0.01")
 """The unit amounts are kept in."""
+
+MAX_LINES = 100
+"""The most products (lines) one order holds."""
+
+MAX_ORDER_EVENTS = 1_000
+"""The most events one order's stream holds: its history stays quick to load."""
 
 MAX_LINE_QUANTITY = 10_000
 """The most units of one product one order may hold."""
@@ -182,17 +190,25 @@ class Order(fabula.Aggregate):
         """Add `quantity` units of a product at `price` (or at its line's price).
 
         Raises:
-            OrderStateError: The order is not a draft.
+            OrderStateError: The order is not a draft, or it has
+                `MAX_ORDER_EVENTS` events already (submit it, or open another).
             InvalidOrderError: The quantity is not between 1 and
-                `MAX_LINE_QUANTITY` in all, or the price is negative or not
-                in cents.
+                `MAX_LINE_QUANTITY` in all, the order has `MAX_LINES` other
+                products already, or the price is negative or not in cents.
         """
         self._check_draft("add items to")
+        if self.version >= MAX_ORDER_EVENTS:
+            raise OrderStateError(
+                f"order {self.id} is full: it holds {MAX_ORDER_EVENTS} events; "
+                f"submit it, or open another order"
+            )
         if isinstance(quantity, bool) or not isinstance(quantity, int) or quantity < 1:
             raise InvalidOrderError(
                 f"a quantity must be a whole number of at least 1, not {quantity!r}"
             )
         line = self.lines.get(product_id)
+        if line is None and len(self.lines) >= MAX_LINES:
+            raise InvalidOrderError(f"an order holds at most {MAX_LINES} different products")
         held = line.quantity if line else 0
         if held + quantity > MAX_LINE_QUANTITY:
             raise InvalidOrderError(

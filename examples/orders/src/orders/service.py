@@ -25,6 +25,7 @@ from fabula.sqlite import SQLiteEventStore
 
 from .catalog import Catalog
 from .database import SQLITE, Database, SQLiteDatabase
+from .domain import Order
 from .handlers import OrderHandlers
 from .messages import GetCustomerOrders, GetOrderById
 from .read_model import OrderSummaryProjection, ReadModel
@@ -32,11 +33,20 @@ from .read_model import OrderSummaryProjection, ReadModel
 if TYPE_CHECKING:  # only a service on PostgreSQL imports the driver
     from fabula.postgres import PostgresEventStore, Tx
 
-__all__ = ["OrdersService", "ReadModelUnavailableError", "is_postgres_url", "projector"]
+__all__ = [
+    "SNAPSHOT_EVERY",
+    "OrdersService",
+    "ReadModelUnavailableError",
+    "is_postgres_url",
+    "projector",
+]
 
 logger = logging.getLogger("orders")
 
 R = TypeVar("R")
+
+SNAPSHOT_EVERY = 100
+"""How many events of an order between two of its snapshots."""
 
 _WAIT_SLICE = 0.1  # seconds between looks at the projector's health while waiting for it
 
@@ -109,7 +119,10 @@ class OrdersService:
         self.read_model = ReadModel(database, codec)
         self.read_timeout = read_timeout
         # --8<-- [start:bus]
-        self.repository = fabula.Repository(store)
+        # Orders are snapshotted every SNAPSHOT_EVERY events, so loading one
+        # reads at most that many events (and an order holds at most
+        # MAX_ORDER_EVENTS).
+        self.repository = fabula.Repository(store, snapshot_every={Order: SNAPSHOT_EVERY})
         self.commands = fabula.CommandBus()
         self.commands.use(fabula.Correlation())
         # Outside idempotency: an idempotent command's events are appended
