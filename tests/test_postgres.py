@@ -26,7 +26,14 @@ from fabula.testing import (
     deposit,
 )
 
-from .support.postgres import Balances, HeldWriter, drop_schemas, new_schema, require_postgres
+from .support.postgres import (
+    Balances,
+    HeldWriter,
+    drop_schemas,
+    horizon_holders,
+    new_schema,
+    require_postgres,
+)
 
 
 @pytest.fixture
@@ -237,7 +244,8 @@ class TestProjections:
             states = [await p.status() for p in projectors]
             stored = await store.load_checkpoint("balances")
             pytest.fail(
-                f"head {head}, stored checkpoint {stored}, projectors {states}, runs {runs}"
+                f"head {head}, stored checkpoint {stored}, projectors {states}, runs {runs}, "
+                f"horizon held by {horizon_holders()}"
             )
         for run in runs:
             run.cancel()

@@ -45,6 +45,25 @@ def require_postgres() -> str:
     return URL
 
 
+def horizon_holders() -> list[tuple[object, ...]]:
+    """The sessions whose transactions hold the cluster's horizon back, oldest first.
+
+    For failure messages: a PostgreSQL reader sees an event only once every
+    older transaction in the cluster has ended, so a test that times out
+    waiting for one names who was in the way.
+    """
+    with psycopg.connect(URL, autocommit=True) as conn:
+        mine = conn.info.backend_pid
+        rows = conn.execute(
+            "SELECT pid, application_name, state, backend_xid, backend_xmin, "
+            "now() - xact_start AS open_for, left(query, 80) "
+            "FROM pg_stat_activity "
+            "WHERE backend_xid IS NOT NULL OR backend_xmin IS NOT NULL "
+            "ORDER BY xact_start"
+        ).fetchall()
+    return [tuple(row) for row in rows if row[0] != mine]
+
+
 def new_schema() -> str:
     """A schema name no other test uses."""
     return f"fabula_test_{uuid.uuid4().hex[:16]}"
