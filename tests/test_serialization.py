@@ -529,6 +529,26 @@ class TestSerializerEdges:
         assert f"not a JSON object: {data[:80]!r}" in str(info.value)
         assert data[:81] not in str(info.value)
 
+    def test_a_current_payload_without_a_defaulted_field_takes_the_default(self) -> None:
+        """A field added with a default needs no upcaster: payloads without it still decode."""
+        registry = EventRegistry()
+        registry.register(Sourced, "t.Sourced", version=2)
+        decoded = EventSerializer(registry).decode(
+            stored('{"amount": "1"}', type_name="t.Sourced", version=2), stream_id="s-1", version=1
+        )
+        assert decoded.source == "written as v2"  # type: ignore[attr-defined]
+
+    def test_only_the_canonical_text_of_a_uuid_makes_a_uuid_id(self) -> None:
+        """Hyphens elsewhere, capitals or braces: the stream id stays the text it is."""
+        canonical = "1234abcd-1234-1234-1234-123456781234"
+        assert aggregate_id_from_stream(canonical) == UUID(canonical)
+        for other in (
+            "1234abcd-1234-1234-12341234-56781234",  # 36 characters, hyphens moved
+            canonical.upper(),
+            "{1234abcd-1234-1234-1234-12345678123}",
+        ):
+            assert aggregate_id_from_stream(other) == other
+
     def test_a_serializer_shows_its_registry(self) -> None:
         """repr() is short: the registry it reads, not its caches."""
         assert repr(EventSerializer()).startswith("<EventSerializer")

@@ -57,7 +57,7 @@ class TestDuplicateIds:
         """Stored in another stream, in this one, or nowhere to be found (a racing writer)."""
         parts = prepare_appends(
             [
-                StreamAppend("acc-1", [deposit()], expected_version=0),
+                StreamAppend("acc-1", [deposit(), deposit()], expected_version=0),
                 StreamAppend("acc-2", [deposit()], expected_version=0),
             ],
             SERIALIZER,
