@@ -11,12 +11,14 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from orders.api import create_app
+from orders.auth import Role, Tokens
 from orders.service import OrdersService
 
 from tests.support.postgres import drop_schemas, new_schema, require_postgres
@@ -24,6 +26,17 @@ from tests.support.postgres import drop_schemas, new_schema, require_postgres
 ADDRESS = {"street": "Main 1", "city": "Utrecht", "postal_code": "3511 AA", "country": "NL"}
 
 BACKENDS = ["sqlite", "postgresql"]
+
+SECRET = "tests-only-secret-" + "x" * 32
+TOKENS = Tokens(SECRET)
+
+
+def bearer(role: Role = Role.ADMIN, subject: str = "tests") -> dict[str, str]:
+    """The Authorization header of a token for `subject` in `role`."""
+    return {"Authorization": f"Bearer {TOKENS.issue(role, subject, timedelta(hours=1))}"}
+
+
+ADMIN = bearer()
 
 
 class Place:
@@ -64,8 +77,11 @@ async def service(place: Place) -> AsyncIterator[OrdersService]:
 
 @pytest.fixture
 async def client(service: OrdersService) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=create_app(service))
-    async with httpx.AsyncClient(transport=transport, base_url="http://orders/api/v1") as api:
+    """The API in-process, authentication on, called as an administrator."""
+    transport = httpx.ASGITransport(app=create_app(service, tokens=TOKENS))
+    async with httpx.AsyncClient(
+        transport=transport, base_url="http://orders/api/v1", headers=ADMIN
+    ) as api:
         yield api
 
 
@@ -116,8 +132,12 @@ def free_port() -> int:
 class Server:
     """`orders serve` running as a real process."""
 
-    def __init__(self, place: Place) -> None:
+    def __init__(
+        self, place: Place, *, extra: tuple[str, ...] = (), secret: str | None = SECRET
+    ) -> None:
         self.place = place
+        self.extra = extra
+        self.secret = secret
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen[str] | None = None
@@ -126,9 +146,13 @@ class Server:
         command = [
             sys.executable, "-m", "orders.cli", "serve",
             "--port", str(self.port), *self.place.args(), "--log-level", "warning",
+            *self.extra,
         ]  # fmt: skip
+        env = {key: value for key, value in os.environ.items() if key != "ORDERS_JWT_SECRET"}
+        if self.secret is not None:
+            env["ORDERS_JWT_SECRET"] = self.secret
         self.process = subprocess.Popen(  # noqa: S603 - our own command
-            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=os.environ
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

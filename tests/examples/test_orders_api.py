@@ -26,7 +26,7 @@ from orders.service import SNAPSHOT_EVERY, OrdersService, ReadModelUnavailableEr
 
 import fabula
 
-from .conftest import ADDRESS, Place, Shop
+from .conftest import ADDRESS, ADMIN, TOKENS, Place, Shop
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -45,7 +45,7 @@ class TestCatalogs:
         await shop.customer("Ada")
         pen = await shop.product("pen", "1.99")
         lamp = await shop.product("lamp", "39")
-        products = await shop.get("/products")
+        products = (await shop.get("/products"))["items"]
         assert products == [
             {"product_id": pen, "name": "pen", "price": "1.99"},
             {"product_id": lamp, "name": "lamp", "price": "39.00"},
@@ -81,7 +81,7 @@ class TestCatalogs:
         """Whole units or up to two decimals, in ASCII digits, up to a million."""
         for price, shown in [("0", "0.00"), ("7.5", "7.50"), ("1000000.00", "1000000.00")]:
             await shop.product(f"p{price}", price)
-            assert (await shop.get("/products"))[-1]["price"] == shown
+            assert (await shop.get("/products"))["items"][-1]["price"] == shown
 
     @pytest.mark.parametrize("text", ["Ada\u0000", "Ada\u001b[31m", "Ada\r\nX-Injected: 1"])
     async def test_control_characters_are_422_everywhere(
@@ -152,7 +152,7 @@ class TestOrders:
         pen = await shop.product("pen", "2.00")
         await shop.add(order_id, pen, 1)
         await service.catalog.reprice(UUID(pen), Decimal("3.00"))
-        assert (await shop.get("/products"))[0]["price"] == "3.00"
+        assert (await shop.get("/products"))["items"][0]["price"] == "3.00"
         await shop.add(order_id, pen, 1)
         view = await shop.get(f"/orders/{order_id}")
         assert view["items"][0]["qty"] == 2
@@ -434,8 +434,10 @@ async def test_a_locked_database_is_503_not_500(
     """Another process holding the write lock past the busy timeout: 503, then recovery."""
     path = str(tmp_path / "orders.db")
     async with OrdersService.open(path, busy_timeout=0.2, read_timeout=5) as service:
-        transport = httpx.ASGITransport(app=create_app(service))
-        async with httpx.AsyncClient(transport=transport, base_url="http://o/api/v1") as api:
+        transport = httpx.ASGITransport(app=create_app(service, tokens=TOKENS))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://o/api/v1", headers=ADMIN
+        ) as api:
             body = {"name": "Ada", "email": "ada@example.org"}
             with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as other:
                 other.execute("BEGIN IMMEDIATE")
@@ -464,7 +466,7 @@ async def test_a_crash_is_a_500_logged_once_with_the_request_id(
 ) -> None:
     """An unexpected error: one log record with the traceback, an answer that names no internals."""
 
-    async def broken(*_: object) -> None:
+    async def broken(*_: object, **__: object) -> None:
         msg = "the secret recipe is at /srv/internal/path"
         raise RuntimeError(msg)
 
@@ -524,8 +526,10 @@ async def test_a_read_model_that_cannot_follow_answers_503_until_it_can(
     # A read timeout beyond the test's own limit: a command that waited for a
     # read model in trouble would fail the test rather than pass slowly.
     async with OrdersService.open(place.database, schema=place.schema, read_timeout=600) as service:
-        transport = httpx.ASGITransport(app=create_app(service))
-        async with httpx.AsyncClient(transport=transport, base_url="http://o/api/v1") as api:
+        transport = httpx.ASGITransport(app=create_app(service, tokens=TOKENS))
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://o/api/v1", headers=ADMIN
+        ) as api:
             shop = Shop(api)
             customer = await shop.customer()
             await shop.order(customer)

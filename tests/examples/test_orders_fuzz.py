@@ -7,10 +7,13 @@ operation, so it runs in seconds.
 """
 
 from typing import Any
+from uuid import uuid4
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
 from orders.api import create_app
+from orders.auth import Role
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -18,7 +21,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from .conftest import Server
+from .conftest import ADMIN, TOKENS, Server, bearer
+
+CUSTOMER = bearer(Role.CUSTOMER, str(uuid4()))
 
 CHECKS = [
     not_a_server_error,
@@ -29,7 +34,7 @@ CHECKS = [
 
 
 # The schema comes from the application itself; the requests go to a served process.
-schema = schemathesis.openapi.from_dict(create_app().openapi())
+schema = schemathesis.openapi.from_dict(create_app(tokens=TOKENS).openapi())
 
 
 @schema.parametrize()
@@ -39,5 +44,10 @@ schema = schemathesis.openapi.from_dict(create_app().openapi())
     derandomize=True,
     suppress_health_check=list(HealthCheck),
 )
-def test_no_server_errors_and_schema_conformant_answers(case: Any, server: Server) -> None:
-    case.call_and_validate(base_url=server.url, checks=CHECKS)
+@pytest.mark.parametrize("caller", ["admin", "customer", "nobody"])
+def test_no_server_errors_and_schema_conformant_answers(
+    case: Any, server: Server, caller: str
+) -> None:
+    """As an administrator, as a customer (mostly 403 and 404), and without a token (401)."""
+    headers = {"admin": ADMIN, "customer": CUSTOMER, "nobody": {}}[caller]
+    case.call_and_validate(base_url=server.url, headers=headers, checks=CHECKS)

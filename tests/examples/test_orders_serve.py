@@ -2,6 +2,7 @@
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -14,11 +15,12 @@ import psycopg
 
 from tests.support.postgres import drop_schemas, new_schema, require_postgres
 
-from .conftest import ADDRESS, Place, Server
+from .conftest import ADDRESS, ADMIN, SECRET, TOKENS, Place, Server
 
 
 def call(server: Server, method: str, path: str, body: object = None, expect: int = 200) -> Any:
-    response = httpx.request(method, f"{server.url}/api/v1{path}", json=body, timeout=30)
+    url = f"{server.url}/api/v1{path}"
+    response = httpx.request(method, url, json=body, timeout=30, headers=ADMIN)
     assert response.status_code == expect, response.text
     return response.json()
 
@@ -33,7 +35,8 @@ def populate(server: Server) -> tuple[str, str, str]:
 
 def test_every_route_answers(server: Server) -> None:
     customer, pen, order = populate(server)
-    assert {"product_id": pen, "name": "pen", "price": "1.99"} in call(server, "GET", "/products")
+    listed = call(server, "GET", "/products")["items"]
+    assert {"product_id": pen, "name": "pen", "price": "1.99"} in listed
     item = {"product_id": pen, "quantity": 3}
     assert call(server, "POST", f"/orders/{order}/items", item) == {"status": "item_added"}
     assert call(server, "POST", f"/orders/{order}/submit") == {"status": "submitted"}
@@ -49,7 +52,7 @@ def test_every_route_answers(server: Server) -> None:
     malformed = httpx.post(
         f"{server.url}/api/v1/products",
         content=b"{nope",
-        headers={"content-type": "application/json"},
+        headers={"content-type": "application/json", **ADMIN},
         timeout=30,
     )
     assert malformed.status_code == 400
@@ -60,7 +63,9 @@ def test_twenty_parallel_adds_over_http(server: Server) -> None:
     _, pen, order = populate(server)
 
     async def burst() -> list[int]:
-        async with httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=60) as client:
+        async with httpx.AsyncClient(
+            base_url=f"{server.url}/api/v1", timeout=60, headers=ADMIN
+        ) as client:
             responses = await asyncio.gather(
                 *(
                     client.post(f"/orders/{order}/items", json={"product_id": pen, "quantity": n})
@@ -116,7 +121,7 @@ def test_two_servers_share_one_postgresql_schema(tmp_path: Path) -> None:
 
         async def burst() -> list[int]:
             clients = [
-                httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=60)
+                httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=60, headers=ADMIN)
                 for server in (first, second)
             ]
             try:
@@ -157,7 +162,9 @@ def test_reads_during_writes_are_never_torn(server: Server) -> None:
     async def run() -> list[dict[str, Any]]:
         views: list[dict[str, Any]] = []
         done = asyncio.Event()
-        async with httpx.AsyncClient(base_url=f"{server.url}/api/v1", timeout=60) as client:
+        async with httpx.AsyncClient(
+            base_url=f"{server.url}/api/v1", timeout=60, headers=ADMIN
+        ) as client:
 
             async def read() -> None:
                 while not done.is_set():
@@ -186,7 +193,12 @@ def test_reads_during_writes_are_never_torn(server: Server) -> None:
         assert view["item_count"] == len(view["items"])
 
 
-def orders_command(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def orders_command(
+    *args: str, cwd: Path | None = None, secret: str | None = SECRET
+) -> subprocess.CompletedProcess[str]:
+    env = {key: value for key, value in os.environ.items() if key != "ORDERS_JWT_SECRET"}
+    if secret is not None:
+        env["ORDERS_JWT_SECRET"] = secret
     return subprocess.run(  # noqa: S603 - our own command
         [sys.executable, "-m", "orders.cli", *args],
         capture_output=True,
@@ -194,6 +206,7 @@ def orders_command(*args: str, cwd: Path | None = None) -> subprocess.CompletedP
         timeout=120,
         cwd=cwd,
         check=False,
+        env=env,
     )
 
 
@@ -310,3 +323,51 @@ def test_the_demo_never_prints_a_password() -> None:
     )
     assert _without_password("postgresql://app@db/x") == "postgresql://app@db/x"
     assert _without_password("orders.db") == "orders.db"
+
+
+def test_serve_needs_a_secret_of_32_characters_or_no_auth(tmp_path: Path) -> None:
+    """No secret, a short one, or a secret with --no-auth: one line, exit 2, the secret unsaid."""
+    database = str(tmp_path / "o.db")
+    cases = [
+        ((), None, "no token secret: set ORDERS_JWT_SECRET or give --jwt-secret"),
+        ((), "short-secret", "at least 32 characters"),
+        (("--jwt-secret", "also-short"), None, "at least 32 characters"),
+        (("--no-auth",), SECRET, "contradict each other"),
+    ]
+    for extra, secret, message in cases:
+        result = orders_command("serve", "--database", database, *extra, secret=secret)
+        assert (result.returncode, result.stdout) == (2, ""), result
+        assert message in result.stderr
+        assert result.stderr.count("\n") == 1
+        for said in ("short-secret", "also-short", SECRET):
+            assert said not in result.stderr
+
+
+def test_orders_token_prints_tokens_the_server_accepts(server: Server) -> None:
+    """`orders token` issues with the same secret; the served API takes its tokens."""
+    admin = orders_command("token", "--admin")
+    assert admin.returncode == 0, admin.stderr
+    assert TOKENS.check(admin.stdout.strip()).is_admin
+    customer_id = call(server, "POST", "/customers", {"name": "Bo", "email": "b@x.org"}, 201)
+    mine = orders_command("token", "--customer", customer_id["customer_id"], "--ttl", "60")
+    assert mine.returncode == 0, mine.stderr
+    headers = {"Authorization": f"Bearer {mine.stdout.strip()}"}
+    listed = httpx.get(f"{server.url}/api/v1/products", headers=headers, timeout=30)
+    assert listed.status_code == 200
+    refused = httpx.post(
+        f"{server.url}/api/v1/products", json={"name": "x", "price": "1"}, headers=headers
+    )
+    assert refused.status_code == 403
+    bad = orders_command("token", "--customer", "not-a-uuid")
+    assert (bad.returncode, bad.stdout) == (2, "")
+
+
+def test_serve_without_auth_warns_on_every_start(place: Place) -> None:
+    """--no-auth serves, and says loudly that it does."""
+    server = Server(place, extra=("--no-auth",), secret=None)
+    server.start()
+    try:
+        assert httpx.get(f"{server.url}/api/v1/products", timeout=30).status_code == 200
+    finally:
+        output = server.stop()
+    assert "authentication is OFF (--no-auth)" in output

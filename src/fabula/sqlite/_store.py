@@ -95,6 +95,15 @@ MIN_WAL_LIMIT: Final = 64 * 1024
 """The smallest `wal_limit` accepted: 64 KiB (16 pages of 4 KiB)."""
 
 
+def _check_options(synchronous: object, wal_limit: object) -> None:
+    if synchronous not in ("FULL", "NORMAL"):
+        msg = f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}"
+        raise ValueError(msg)
+    if not is_int(wal_limit) or wal_limit < MIN_WAL_LIMIT:
+        msg = f"wal_limit must be an int of at least {MIN_WAL_LIMIT} bytes, not {wal_limit!r}"
+        raise ValueError(msg)
+
+
 class SQLiteEventStore(StoreBase):
     """An `EventStore` in one SQLite file (or in memory), with snapshots.
 
@@ -134,12 +143,7 @@ class SQLiteEventStore(StoreBase):
         serializer: EventSerializer | None = None,
         wal_limit: int = DEFAULT_WAL_LIMIT,
     ) -> None:
-        if synchronous not in ("FULL", "NORMAL"):
-            msg = f"synchronous must be 'FULL' or 'NORMAL', not {synchronous!r}"
-            raise ValueError(msg)
-        if not is_int(wal_limit) or wal_limit < MIN_WAL_LIMIT:
-            msg = f"wal_limit must be an int of at least {MIN_WAL_LIMIT} bytes, not {wal_limit!r}"
-            raise ValueError(msg)
+        _check_options(synchronous, wal_limit)
         self.serializer = EventSerializer() if serializer is None else serializer
         self.path = str(path)
         self.synchronous: Synchronous = synchronous

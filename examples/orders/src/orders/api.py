@@ -27,6 +27,7 @@ from fastapi import FastAPI, Header, Query, Request
 
 import fabula
 
+from .auth import NOBODY, AuthError, Caller, Forbidden, RateLimit, Tokens
 from .catalog import UnknownCustomerError
 from .domain import OrderStatus, ShippingAddress
 from .errors import install_error_handlers, responses
@@ -55,6 +56,7 @@ from .schemas import (
     OrderSummaryOut,
     ProductCreated,
     ProductOut,
+    ProductPage,
     StatusOut,
 )
 from .service import OrdersService
@@ -79,99 +81,155 @@ def _current(request: Request) -> OrdersService:
     return service
 
 
+async def _caller(request: Request) -> Caller:
+    """Who is calling: the bearer token's caller (401 without a valid one), rate-limited."""
+    tokens: Tokens | None = request.app.state.tokens
+    if tokens is None:
+        who = NOBODY
+    else:
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("this request needs a bearer token (Authorization: Bearer ...)")
+        who = tokens.check(token.strip())
+    limit: RateLimit | None = request.app.state.rate_limit
+    if limit is not None:
+        client = request.client.host if request.client else "-"
+        limit.take(f"{who.role}:{who.subject}" if tokens is not None else client)
+    return who
+
+
+def _admin(who: Caller) -> None:
+    if not who.is_admin:
+        raise Forbidden("only an administrator may do this")
+
+
 svc = Annotated[OrdersService, fastapi.Depends(_current)]
+caller = Annotated[Caller, fastapi.Depends(_caller)]
 router = fastapi.APIRouter(prefix="/api/v1")
+_AUTH = (401, 403, 429)
 
 
-@router.post("/customers", status_code=201, responses=responses())
-async def create_customer(body: NewCustomer, service: svc) -> CustomerCreated:
-    """Add a customer."""
+@router.post("/customers", status_code=201, responses=responses(*_AUTH))
+async def create_customer(body: NewCustomer, service: svc, who: caller) -> CustomerCreated:
+    """Add a customer (administrators)."""
+    _admin(who)
     customer_id = await service.execute(CreateCustomer(name=body.name, email=body.email))
     return CustomerCreated(customer_id=customer_id)
 
 
-@router.post("/products", status_code=201, responses=responses())
-async def create_product(body: NewProduct, service: svc) -> ProductCreated:
-    """Add a product at a price."""
+@router.post("/products", status_code=201, responses=responses(*_AUTH))
+async def create_product(body: NewProduct, service: svc, who: caller) -> ProductCreated:
+    """Add a product at a price (administrators)."""
+    _admin(who)
     product_id = await service.execute(CreateProduct(name=body.name, price=body.price))
     return ProductCreated(product_id=product_id)
 
 
-@router.get("/products", responses=responses())
-async def list_products(service: svc) -> list[ProductOut]:
-    """List the products, oldest first."""
-    products = await service.ask(ListProducts())
-    return [ProductOut(product_id=p.id, name=p.name, price=f"{p.price:.2f}") for p in products]
+@router.get("/products", responses=responses(401, 429))
+async def list_products(
+    service: svc,
+    who: caller,
+    page_size: Annotated[int, Query(ge=1, le=100)] = 20,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
+) -> ProductPage:
+    """Page through the products, oldest first (anyone signed in)."""
+    del who
+    page = await service.ask(ListProducts(page_size=page_size, cursor=cursor))
+    items = [ProductOut(product_id=p.id, name=p.name, price=f"{p.price:.2f}") for p in page.items]
+    return ProductPage(items=items, next_cursor=page.next_cursor)
 
 
 # --8<-- [start:route]
-@router.post("/orders", status_code=201, responses=responses(409))
+@router.post("/orders", status_code=201, responses=responses(409, *_AUTH))
 async def create_order(
-    body: NewOrder, service: svc, idempotency_key: IdempotencyKey = None
+    body: NewOrder, service: svc, who: caller, idempotency_key: IdempotencyKey = None
 ) -> OrderCreatedOut:
-    """Open a draft order for a customer."""
+    """Open a draft order for a customer (a customer: only for themselves)."""
+    if not who.is_admin and body.customer_id != who.customer_id:
+        raise Forbidden("a customer may open orders only for themselves")
     address = ShippingAddress(**body.shipping_address.model_dump())
     command = CreateOrder(
         customer_id=body.customer_id,
         shipping_address=address,
-        idempotency_key=idempotency_key,
+        idempotency_key=who.scoped(idempotency_key),
     )
     return OrderCreatedOut(order_id=await service.execute(command))
 
 
 # --8<-- [end:route]
-@router.post("/orders/{order_id}/items", responses=responses(404, 409))
+@router.post("/orders/{order_id}/items", responses=responses(404, 409, *_AUTH))
 async def add_item(
-    order_id: UUID, body: NewItem, service: svc, idempotency_key: IdempotencyKey = None
+    order_id: UUID,
+    body: NewItem,
+    service: svc,
+    who: caller,
+    idempotency_key: IdempotencyKey = None,
 ) -> StatusOut:
     """Add units of a product to a draft order (to its line, if it has one)."""
     command = AddOrderItem(
         order_id=order_id,
         product_id=body.product_id,
         quantity=body.quantity,
-        idempotency_key=idempotency_key,
+        owner=who.customer_id,
+        idempotency_key=who.scoped(idempotency_key),
     )
     await service.execute(command)
     return StatusOut(status="item_added")
 
 
-@router.post("/orders/{order_id}/submit", responses=responses(404, 409))
+@router.post("/orders/{order_id}/submit", responses=responses(404, 409, *_AUTH))
 async def submit_order(
-    order_id: UUID, service: svc, idempotency_key: IdempotencyKey = None
+    order_id: UUID, service: svc, who: caller, idempotency_key: IdempotencyKey = None
 ) -> StatusOut:
     """Submit a draft order."""
-    await service.execute(SubmitOrder(order_id=order_id, idempotency_key=idempotency_key))
+    command = SubmitOrder(
+        order_id=order_id, owner=who.customer_id, idempotency_key=who.scoped(idempotency_key)
+    )
+    await service.execute(command)
     return StatusOut(status="submitted")
 
 
-@router.post("/orders/{order_id}/cancel", responses=responses(404, 409))
+@router.post("/orders/{order_id}/cancel", responses=responses(404, 409, *_AUTH))
 async def cancel_order(
-    order_id: UUID, body: Cancellation, service: svc, idempotency_key: IdempotencyKey = None
+    order_id: UUID,
+    body: Cancellation,
+    service: svc,
+    who: caller,
+    idempotency_key: IdempotencyKey = None,
 ) -> StatusOut:
     """Cancel a draft or submitted order."""
-    command = CancelOrder(order_id=order_id, reason=body.reason, idempotency_key=idempotency_key)
+    command = CancelOrder(
+        order_id=order_id,
+        reason=body.reason,
+        owner=who.customer_id,
+        idempotency_key=who.scoped(idempotency_key),
+    )
     await service.execute(command)
     return StatusOut(status="cancelled")
 
 
-@router.get("/orders/{order_id}", responses=responses(404, 503))
-async def get_order(order_id: UUID, service: svc) -> OrderOut:
-    """Return an order with its lines."""
+@router.get("/orders/{order_id}", responses=responses(404, 503, *_AUTH))
+async def get_order(order_id: UUID, service: svc, who: caller) -> OrderOut:
+    """Return an order with its lines (a customer: only their own)."""
     view = await service.ask(GetOrderById(order_id=order_id))
-    if view is None:
+    if view is None or (not who.is_admin and view.customer_id != who.customer_id):
         raise fastapi.HTTPException(404, f"there is no order {order_id}")
     return OrderOut.of_view(view)
 
 
-@router.get("/customers/{customer_id}/orders", responses=responses(404, 503))
+@router.get("/customers/{customer_id}/orders", responses=responses(404, 503, *_AUTH))
 async def customer_orders(
     customer_id: UUID,
     service: svc,
+    who: caller,
+    *,
     status: OrderStatus | None = None,
     page_size: Annotated[int, Query(ge=1, le=100)] = 20,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
 ) -> OrderPage:
-    """Page through a customer's orders, newest first."""
+    """Page through a customer's orders, newest first (a customer: only their own)."""
+    if not who.is_admin and customer_id != who.customer_id:
+        raise Forbidden("a customer may list only their own orders")
     query = GetCustomerOrders(
         customer_id=customer_id, status=status, page_size=page_size, cursor=cursor
     )
@@ -185,14 +243,24 @@ async def customer_orders(
 
 
 def create_app(
-    service: OrdersService | None = None, *, database: str = "orders.db", schema: str = "public"
+    service: OrdersService | None = None,
+    *,
+    tokens: Tokens | None,
+    rate_limit: RateLimit | None = None,
+    database: str = "orders.db",
+    schema: str = "public",
 ) -> FastAPI:
     """Build the API.
 
     Args:
         service: A running service to serve; the caller opens and closes it.
             Without one, the app opens an `OrdersService` on `database` for
-            its lifespan (what `orders serve` does).
+            its lifespan.
+        tokens: Checks the callers' bearer tokens. None turns authentication
+            off: every request then acts as an administrator (for local
+            development only; there is no default, so it is always a choice).
+        rate_limit: Requests a second allowed per caller (per client address
+            without authentication); None for no limit.
         database: The SQLite file or PostgreSQL URL, when the app opens the
             service itself.
         schema: The PostgreSQL schema, when the app opens the service itself.
@@ -212,8 +280,13 @@ def create_app(
         summary="The fabula reference order service.",
         version="1.0.0",
         lifespan=lifespan,
+        # A path with a trailing slash is a 404, not a redirect that would
+        # echo the request's Host header back in its Location.
+        redirect_slashes=False,
     )
     app.state.service = service
+    app.state.tokens = tokens
+    app.state.rate_limit = rate_limit
     app.add_middleware(LimitBody)
     app.add_middleware(Guard)
     install_error_handlers(app)

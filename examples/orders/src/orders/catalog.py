@@ -15,7 +15,7 @@ import attrs
 
 import fabula
 
-from .database import Database, as_money, as_uuid
+from .database import Database, as_moment, as_money, as_uuid
 from .domain import InvalidOrderError, money
 
 __all__ = ["Catalog", "Customer", "Product", "UnknownCustomerError", "UnknownProductError"]
@@ -58,6 +58,10 @@ class Product:
     id: UUID
     name: str
     price: Decimal
+
+
+MAX_PAGE_SIZE = 100
+"""The largest page of products."""
 
 
 class Catalog:
@@ -137,10 +141,34 @@ class Catalog:
         ((name, price),) = rows
         return Product(product_id, str(name), as_money(price))
 
-    async def products(self) -> list[Product]:
-        """Return every product, in the order they were added."""
-        rows = await self._db.fetch("SELECT id, name, price FROM products ORDER BY created_at, id")
-        return [Product(as_uuid(i), str(n), as_money(p)) for i, n, p in rows]
+    async def products(
+        self, *, page_size: int, cursor: str | None, codec: fabula.CursorCodec
+    ) -> fabula.Page[Product]:
+        """Return a page of products, in the order they were added.
+
+        Raises:
+            InvalidPageSizeError: `page_size` is not between 1 and 100.
+            InvalidCursorError: `cursor` is malformed, altered, or of another listing.
+        """
+        size = fabula.check_page_size(page_size, maximum=MAX_PAGE_SIZE)
+        where, params = "", []
+        if cursor is not None:
+            created, after_id, listing = codec.decode(cursor, (datetime, UUID, str))
+            if listing != "products":
+                raise fabula.InvalidCursorError("the cursor belongs to another listing")
+            where, params = "WHERE (created_at, id) > (?, ?)", [created, after_id]
+        rows = await self._db.fetch(
+            f"SELECT id, name, price, created_at FROM products {where} "  # noqa: S608 - our own SQL
+            "ORDER BY created_at, id LIMIT ?",
+            (*params, size + 1),
+        )
+        added = {as_uuid(i): as_moment(c) for i, _, _, c in rows}
+        return fabula.Page.from_rows(
+            [Product(as_uuid(i), str(n), as_money(p)) for i, n, p, _ in rows],
+            size,
+            key=lambda product: (added[product.id], product.id, "products"),
+            codec=codec,
+        )
 
     async def secret(self, name: str) -> bytes:
         """Return the secret called `name`, made and kept in the database on first use."""

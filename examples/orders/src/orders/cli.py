@@ -1,21 +1,30 @@
-"""The `orders` command: `serve`, `demo` and `rebuild-read-model`."""
+"""The `orders` command: `serve`, `token`, `demo` and `rebuild-read-model`."""
 
 import argparse
 import asyncio
+import logging
+import os
 import re
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TextIO
 
 import fabula
 
+from .auth import MIN_SECRET_LENGTH, RateLimit, Role, Tokens
 from .service import OrdersService, is_postgres_url
 
-__all__ = ["main"]
+__all__ = ["SECRET_VARIABLE", "main"]
+
+SECRET_VARIABLE = "ORDERS_JWT_SECRET"  # noqa: S105 - the name of a variable, not a secret
+"""The environment variable that holds the token secret."""
+
+logger = logging.getLogger("orders")
 
 
 class UsageError(Exception):
@@ -66,6 +75,37 @@ def _check_schema(value: str) -> None:
 _SCHEMA = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,40}")
 
 
+def _tokens(args: argparse.Namespace) -> Tokens | None:
+    """The token checker, from --jwt-secret or ORDERS_JWT_SECRET; None for `serve --no-auth`."""
+    secret = args.jwt_secret or os.environ.get(SECRET_VARIABLE)
+    if getattr(args, "no_auth", False):
+        if secret:
+            raise UsageError("--no-auth and a token secret contradict each other: choose one")
+        return None
+    if not secret:
+        raise UsageError(
+            f"no token secret: set {SECRET_VARIABLE} or give --jwt-secret "
+            f"(at least {MIN_SECRET_LENGTH} characters), or --no-auth for local development"
+        )
+    try:
+        return Tokens(secret)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _rate(value: str) -> RateLimit:
+    """Parse `--rate-limit`: `N/s`, N requests a second per caller."""
+    number, _, unit = value.partition("/")
+    try:
+        rate = float(number)
+        if unit != "s":
+            raise ValueError(value)  # noqa: TRY301 - reported below
+        return RateLimit(rate)
+    except ValueError:
+        msg = f"--rate-limit must look like 20/s (requests a second per caller), not {value!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+
+
 async def _serve(args: argparse.Namespace) -> int:
     """Open the service first, so a database that cannot be opened is one line; then serve."""
     import uvicorn  # noqa: PLC0415 - only `serve` needs the server
@@ -73,11 +113,36 @@ async def _serve(args: argparse.Namespace) -> int:
     from .api import create_app  # noqa: PLC0415
 
     database = database_path(args.database)
+    tokens = _tokens(args)
     async with OrdersService.open(database, schema=args.schema) as service:
+        app = create_app(service, tokens=tokens, rate_limit=args.rate_limit)
         config = uvicorn.Config(
-            create_app(service), host=args.host, port=args.port, log_level=args.log_level
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            limit_concurrency=args.max_connections,
+            timeout_keep_alive=args.keep_alive,
+            h11_max_incomplete_event_size=args.max_header_bytes,
+            server_header=False,
         )
+        if tokens is None:
+            logger.warning(
+                "authentication is OFF (--no-auth): every request acts as an administrator; "
+                "never expose this server"
+            )
         await uvicorn.Server(config).serve()
+    return 0
+
+
+def _token(args: argparse.Namespace) -> int:
+    tokens = _tokens(args)
+    assert tokens is not None
+    role, subject = (Role.ADMIN, args.admin_name) if args.admin else (Role.CUSTOMER, args.customer)
+    try:
+        print(tokens.issue(role, subject, timedelta(seconds=args.ttl)))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return 0
 
 
@@ -138,6 +203,51 @@ def _build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )
+    _add_secret(serve)
+    serve.add_argument(
+        "--no-auth",
+        action="store_true",
+        help="serve without authentication: everyone is an administrator (development only)",
+    )
+    serve.add_argument(
+        "--rate-limit",
+        type=_rate,
+        default=None,
+        metavar="N/s",
+        help="at most N requests a second per caller (429 beyond); default: no limit",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=_positive,
+        default=200,
+        help="connections served at once; more are answered 503 (default: 200)",
+    )
+    serve.add_argument(
+        "--keep-alive",
+        type=_positive,
+        default=5,
+        metavar="SECONDS",
+        help="how long an idle connection is kept open (default: 5)",
+    )
+    serve.add_argument(
+        "--max-header-bytes",
+        type=_positive,
+        default=16 * 1024,
+        metavar="BYTES",
+        help="the largest request line and headers accepted (default: 16384)",
+    )
+
+    token = commands.add_parser("token", help="print a bearer token (for development and tests)")
+    _add_secret(token)
+    who = token.add_mutually_exclusive_group(required=True)
+    who.add_argument("--admin", action="store_true", help="an administrator's token")
+    who.add_argument("--customer", metavar="UUID", help="the token of the customer with this id")
+    token.add_argument(
+        "--admin-name", default="admin", help="the administrator's name in the token (sub)"
+    )
+    token.add_argument(
+        "--ttl", type=_positive, default=3600, metavar="SECONDS", help="lifetime (default: 3600)"
+    )
 
     demo = commands.add_parser("demo", help="run a scripted session against a fresh database")
     _add_database(demo, None, "a temporary SQLite file")
@@ -149,7 +259,25 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_secret(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--jwt-secret",
+        default=None,
+        help=f"the token secret (default: ${SECRET_VARIABLE}); prefer the variable, "
+        "which other users cannot see in the process list",
+    )
+
+
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        msg = f"expected a whole number of at least 1, not {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return int(value)
+
+
 def _run(args: argparse.Namespace) -> int:
+    if args.command == "token":
+        return _token(args)
     _check_schema(args.schema)
     if args.command == "serve":
         return asyncio.run(_serve(args))

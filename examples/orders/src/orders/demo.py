@@ -1,11 +1,14 @@
 """`orders demo`: a scripted session through the HTTP API, printed as it goes."""
 
 import re
+import secrets
+from datetime import timedelta
 from typing import Any
 
 import httpx
 
 from .api import create_app
+from .auth import Role, Tokens
 from .service import OrdersService
 
 __all__ = ["run_demo"]
@@ -21,20 +24,26 @@ ADDRESS = {
 
 
 class _Client:
-    """Sends requests and prints each with its answer."""
+    """Sends requests with one caller's token and prints each with its answer."""
 
-    def __init__(self, api: httpx.AsyncClient) -> None:
+    def __init__(self, api: httpx.AsyncClient, token: str) -> None:
         self.api = api
+        self.auth = {"Authorization": f"Bearer {token}"}
 
     async def post(self, path: str, body: object = None, key: str | None = None) -> JSON:
-        headers = {"Idempotency-Key": key} if key else {}
+        headers = {**self.auth, **({"Idempotency-Key": key} if key else {})}
         response = await self.api.post(path, json=body, headers=headers)
         print(f"  POST {path} -> {response.status_code} {response.text}")
         answer: JSON = response.json()
         return answer
 
-    async def get(self, path: str, params: dict[str, str | int] | None = None) -> JSON:
-        answer: JSON = (await self.api.get(path, params=params)).json()
+    async def get(
+        self, path: str, params: dict[str, str | int] | None = None, *, show: bool = False
+    ) -> JSON:
+        response = await self.api.get(path, params=params, headers=self.auth)
+        if show:
+            print(f"  GET {path} -> {response.status_code} {response.text}")
+        answer: JSON = response.json()
         return answer
 
 
@@ -49,7 +58,7 @@ def _print_order(order: JSON) -> None:
 
 
 async def _catalogs(client: _Client) -> tuple[list[str], dict[str, str]]:
-    print("1. The catalogs")
+    print("1. The catalogs, kept by an administrator")
     customers = [
         (await client.post("/customers", {"name": name, "email": email}))["customer_id"]
         for name, email in [
@@ -65,9 +74,11 @@ async def _catalogs(client: _Client) -> tuple[list[str], dict[str, str]]:
     return customers, products
 
 
-async def _orders(client: _Client, customers: list[str], products: dict[str, str]) -> list[str]:
+async def _orders(
+    client: _Client, grace_client: _Client, customers: list[str], products: dict[str, str]
+) -> list[str]:
     ada, grace = customers
-    print("\n2. An order, created twice with one Idempotency-Key: one order")
+    print("\n2. Ada's order, created twice with one Idempotency-Key: one order")
     body = {"customer_id": ada, "shipping_address": ADDRESS}
     first = (await client.post("/orders", body, key="ada-order-1"))["order_id"]
     again = (await client.post("/orders", body, key="ada-order-1"))["order_id"]
@@ -88,19 +99,23 @@ async def _orders(client: _Client, customers: list[str], products: dict[str, str
     await client.post(f"/orders/{second}/cancel", {"reason": "changed my mind"})
     third = (await client.post("/orders", body))["order_id"]
     await client.post(f"/orders/{third}/items", {"product_id": products["pen"], "quantity": 10})
-    graces = (await client.post("/orders", {"customer_id": grace, "shipping_address": ADDRESS}))[
-        "order_id"
-    ]
-    await client.post(f"/orders/{graces}/items", {"product_id": products["lamp"], "quantity": 2})
+    grace_body = {"customer_id": grace, "shipping_address": ADDRESS}
+    graces = (await grace_client.post("/orders", grace_body))["order_id"]
+    item = {"product_id": products["lamp"], "quantity": 2}
+    await grace_client.post(f"/orders/{graces}/items", item)
+
+    print("\n6. Ada may not open orders for Grace, nor see Grace's order")
+    await client.post("/orders", grace_body)
+    await client.get(f"/orders/{graces}", show=True)
     return [first, second, third]
 
 
 async def _read_back(client: _Client, customer: str, orders: list[str]) -> None:
-    print("\n6. Ada's orders, read back from the read model")
+    print("\n7. Ada's orders, read back from the read model")
     for order_id in orders:
         _print_order(await client.get(f"/orders/{order_id}"))
 
-    print("\n7. Ada's orders two to a page, newest first")
+    print("\n8. Ada's orders two to a page, newest first")
     cursor: str | None = None
     number = 0
     while number == 0 or cursor is not None:
@@ -123,13 +138,19 @@ def _without_password(database: str) -> str:
 async def run_demo(database: str, *, schema: str = "public") -> int:
     """Run the demo against `database` (a SQLite file or a PostgreSQL URL); return the exit code."""
     print(f"orders demo on {_without_password(database)}\n")
+    # Authentication is on, with a secret made for this run.
+    tokens = Tokens(secrets.token_urlsafe(32))
+    hour = timedelta(hours=1)
     async with OrdersService.open(database, schema=schema) as service:
-        transport = httpx.ASGITransport(app=create_app(service))
+        transport = httpx.ASGITransport(app=create_app(service, tokens=tokens))
         async with httpx.AsyncClient(transport=transport, base_url="http://demo/api/v1") as api:
-            client = _Client(api)
-            customers, products = await _catalogs(client)
-            orders = await _orders(client, customers, products)
-            await _read_back(client, customers[0], orders)
+            admin = _Client(api, tokens.issue(Role.ADMIN, "demo-admin", hour))
+            customers, products = await _catalogs(admin)
+            ada, grace = (
+                _Client(api, tokens.issue(Role.CUSTOMER, customer, hour)) for customer in customers
+            )
+            orders = await _orders(ada, grace, customers, products)
+            await _read_back(ada, customers[0], orders)
         statuses = await service.projector.status()
     summary = ", ".join(f"{s.name} at position {s.checkpoint}, {s.state}" for s in statuses)
     print(f"\nThe read model: {summary}")

@@ -17,6 +17,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 import fabula
 
+from .auth import AuthError, Forbidden, RateLimited
 from .catalog import UnknownCustomerError, UnknownProductError
 from .domain import InvalidOrderError, OrderStateError
 from .schemas import Model
@@ -106,48 +107,65 @@ def request_id(request: Request) -> str:
     return str(getattr(request.state, "request_id", "-"))
 
 
+async def _on_validation(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(error.get("type") == "json_invalid" for error in errors):
+        return error_response(400, "malformed_json", "the request body is not valid JSON")
+    return error_response(422, "validation_error", _describe(errors))
+
+
+async def _on_http(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code == 400 and _too_many_digits(exc.__cause__):  # noqa: PLR2004
+        # Valid JSON that Python will not turn into an int (CVE-2020-10735's limit).
+        limit = sys.get_int_max_str_digits()
+        message = f"a number in the body has more than {limit} digits"
+        return error_response(422, "validation_error", message)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail))
+
+
+def _on_domain(status: int, code: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    async def handler(_: Request, exc: Exception) -> JSONResponse:
+        return error_response(status, code, str(exc))
+
+    return handler
+
+
+async def _on_read_model(_: Request, exc: Exception) -> JSONResponse:
+    headers = {"Retry-After": str(READ_MODEL_RETRY_AFTER)}
+    return error_response(503, "read_model_unavailable", str(exc), headers)
+
+
+async def _on_unauthenticated(request: Request, exc: Exception) -> JSONResponse:
+    given = request.headers.get("authorization") is not None
+    challenge = 'Bearer error="invalid_token"' if given else "Bearer"
+    return error_response(401, "unauthenticated", str(exc), {"WWW-Authenticate": challenge})
+
+
+async def _on_rate_limited(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RateLimited)
+    headers = {"Retry-After": str(exc.retry_after)}
+    return error_response(429, "too_many_requests", str(exc), headers)
+
+
+async def _on_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # What failed (a file path, the server's words) is for the log, not the client.
+    rid = request_id(request)
+    logger.warning("request %s: the database is unavailable: %s", rid, exc)
+    message = f"the database is unavailable; try again shortly (request {rid})"
+    return error_response(503, "unavailable", message, {"Retry-After": "1"})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error the application raises in the API's shape, with its status."""
-
-    async def on_validation(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, RequestValidationError)
-        errors = list(exc.errors())
-        if any(error.get("type") == "json_invalid" for error in errors):
-            return error_response(400, "malformed_json", "the request body is not valid JSON")
-        return error_response(422, "validation_error", _describe(errors))
-
-    async def on_http(_: Request, exc: Exception) -> JSONResponse:
-        assert isinstance(exc, StarletteHTTPException)
-        if exc.status_code == 400 and _too_many_digits(exc.__cause__):  # noqa: PLR2004
-            # Valid JSON that Python will not turn into an int (CVE-2020-10735's limit).
-            limit = sys.get_int_max_str_digits()
-            message = f"a number in the body has more than {limit} digits"
-            return error_response(422, "validation_error", message)
-        code = _HTTP_CODES.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail))
-
-    def on_domain(
-        status: int, code: str
-    ) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-        async def handler(_: Request, exc: Exception) -> JSONResponse:
-            return error_response(status, code, str(exc))
-
-        return handler
-
-    async def on_read_model(_: Request, exc: Exception) -> JSONResponse:
-        headers = {"Retry-After": str(READ_MODEL_RETRY_AFTER)}
-        return error_response(503, "read_model_unavailable", str(exc), headers)
-
-    async def on_unavailable(request: Request, exc: Exception) -> JSONResponse:
-        # What failed (a file path, the server's words) is for the log, not the client.
-        rid = request_id(request)
-        logger.warning("request %s: the database is unavailable: %s", rid, exc)
-        message = f"the database is unavailable; try again shortly (request {rid})"
-        return error_response(503, "unavailable", message, {"Retry-After": "1"})
-
-    app.add_exception_handler(ReadModelUnavailableError, on_read_model)
-    app.add_exception_handler(RequestValidationError, on_validation)
-    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(ReadModelUnavailableError, _on_read_model)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
     for error_type, status, code in _DOMAIN_ERRORS:
-        app.add_exception_handler(error_type, on_domain(status, code))
-    app.add_exception_handler(fabula.StoreUnavailableError, on_unavailable)
+        app.add_exception_handler(error_type, _on_domain(status, code))
+    app.add_exception_handler(fabula.StoreUnavailableError, _on_unavailable)
+    app.add_exception_handler(AuthError, _on_unauthenticated)
+    app.add_exception_handler(Forbidden, _on_domain(403, "forbidden"))
+    app.add_exception_handler(RateLimited, _on_rate_limited)

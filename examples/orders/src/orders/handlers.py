@@ -81,7 +81,7 @@ class OrderHandlers:
     # --8<-- [start:handler]
     async def add_item(self, command: AddOrderItem) -> None:
         """Add a catalog product to a draft order, at the catalog's price."""
-        order = await self.repository.get(Order, command.order_id)
+        order = await self._order(command.order_id, command.owner)
         product = await self.catalog.product(command.product_id)
         order.add_item(product.id, product.name, command.quantity, product.price)
         await self.repository.save(order)
@@ -89,14 +89,14 @@ class OrderHandlers:
     # --8<-- [end:handler]
     async def submit(self, command: SubmitOrder) -> Decimal:
         """Submit a draft order; return its total."""
-        order = await self.repository.get(Order, command.order_id)
+        order = await self._order(command.order_id, command.owner)
         total = order.submit()
         await self.repository.save(order)
         return total
 
     async def cancel(self, command: CancelOrder) -> None:
         """Cancel an order that has not shipped."""
-        order = await self.repository.get(Order, command.order_id)
+        order = await self._order(command.order_id, command.owner)
         order.cancel(command.reason)
         await self.repository.save(order)
 
@@ -111,6 +111,19 @@ class OrderHandlers:
             query.customer_id, status=query.status, page_size=query.page_size, cursor=query.cursor
         )
 
-    async def products(self, _: ListProducts) -> list[Product]:
-        """Every product in the catalog."""
-        return await self.catalog.products()
+    async def products(self, query: ListProducts) -> fabula.Page[Product]:
+        """A page of the catalog's products."""
+        return await self.catalog.products(
+            page_size=query.page_size, cursor=query.cursor, codec=self.read_model.codec
+        )
+
+    async def _order(self, order_id: UUID, owner: UUID | None) -> Order:
+        """Load an order; one of another customer than `owner` is not found, as if absent.
+
+        Raises:
+            AggregateNotFoundError: There is no such order, or it is not `owner`'s.
+        """
+        order = await self.repository.get(Order, order_id)
+        if owner is not None and order.customer_id != owner:
+            raise fabula.AggregateNotFoundError(Order, order_id)
+        return order

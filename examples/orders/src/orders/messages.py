@@ -62,6 +62,8 @@ class AddOrderItem(fabula.Command[None]):
     order_id: UUID
     product_id: UUID
     quantity: int
+    owner: UUID | None = None
+    """If set, only that customer's order may be changed (another's is not found)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -69,6 +71,8 @@ class SubmitOrder(fabula.Command[Decimal]):
     """Submit a draft order; returns its total."""
 
     order_id: UUID
+    owner: UUID | None = None
+    """If set, only that customer's order may be submitted (another's is not found)."""
 
 
 @attrs.frozen(kw_only=True)
@@ -77,6 +81,8 @@ class CancelOrder(fabula.Command[None]):
 
     order_id: UUID
     reason: str
+    owner: UUID | None = None
+    """If set, only that customer's order may be cancelled (another's is not found)."""
 
 
 # --8<-- [end:commands]
@@ -98,5 +104,8 @@ class GetCustomerOrders(fabula.Query[fabula.Page[OrderSummaryView]]):
 
 
 @attrs.frozen(kw_only=True)
-class ListProducts(fabula.Query[list[Product]]):
-    """Every product in the catalog."""
+class ListProducts(fabula.Query[fabula.Page[Product]]):
+    """A page of the catalog's products, in the order they were added."""
+
+    page_size: int = 20
+    cursor: str | None = None

@@ -227,6 +227,11 @@ class ReadModel:
         self._db = database
         self._codec = codec
 
+    @property
+    def codec(self) -> fabula.CursorCodec:
+        """The codec of the service's page cursors (the catalog's listings use it too)."""
+        return self._codec
+
     def __repr__(self) -> str:
         return f"<ReadModel in {self._db!r}>"
 

@@ -27,6 +27,7 @@ __all__ = [
     "OrderSummaryOut",
     "ProductCreated",
     "ProductOut",
+    "ProductPage",
     "StatusOut",
 ]
 
@@ -140,6 +141,13 @@ class ProductOut(Model):
     product_id: UUID
     name: str
     price: Annotated[str, pydantic.Field(examples=["12.50"])]
+
+
+class ProductPage(Model):
+    """A page of products, oldest first, and the cursor of the next page (null on the last)."""
+
+    items: list[ProductOut]
+    next_cursor: str | None
 
 
 class OrderCreatedOut(Model):
