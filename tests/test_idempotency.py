@@ -129,6 +129,26 @@ class TestIdempotency:
         assert handler.runs == 1
         assert len(await store.read_all()) == 2
 
+    async def test_every_other_payload_conflicts(
+        self, store: InMemoryEventStore | SQLiteEventStore
+    ) -> None:
+        """Whichever way the payloads' fingerprints compare, any difference is a conflict."""
+        handler = Counter(Repository(store))
+        bus = bus_for(store, handler)
+        customer = UUID(int=7)  # fixed: the fingerprints are the same on every run
+        await bus.dispatch(PlaceOrder(customer_id=customer, quantity=5, idempotency_key="k-1"))
+        fingerprints = set()
+        for quantity in (1, 2, 3, 4, 6, 7, 8, 9):
+            other = PlaceOrder(customer_id=customer, quantity=quantity, idempotency_key="k-1")
+            fingerprints.add(Idempotency(store).fingerprint(other))
+            with pytest.raises(IdempotencyConflictError):
+                await bus.dispatch(other)
+        first = Idempotency(store).fingerprint(
+            PlaceOrder(customer_id=customer, quantity=5, idempotency_key="k-1")
+        )
+        assert min(fingerprints) < first < max(fingerprints)  # some sort before, some after
+        assert handler.runs == 1
+
     async def test_commands_without_a_key_run_every_time(
         self, store: InMemoryEventStore | SQLiteEventStore
     ) -> None:

@@ -826,6 +826,30 @@ class TestRebuild:
             alive.kill()
             await alive.wait()
 
+    async def test_a_failing_handler_stops_a_rebuild_and_leaves_the_live_model(
+        self, tmp_path: Path
+    ) -> None:
+        """The rebuild raises ProjectionError naming the event; readers keep the old model."""
+        async with SQLiteEventStore(tmp_path / "e.db", synchronous="NORMAL") as store:
+            await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 7)], [])
+            await Projector(store, [OrderSummary()]).catch_up()
+            before = read_summary(store)
+            failing = Projector(store, [OrderSummary(fail_on_quantity=7)])
+            with pytest.raises(ProjectionError) as info:
+                await failing.rebuild("order_summary")
+            assert (info.value.position, info.value.event_class) == (2, "OrderItemAdded")
+            assert read_summary(store) == before
+            assert await store.load_checkpoint("order_summary") == 2
+
+    async def test_a_rebuild_reads_a_log_longer_than_256_events(self, tmp_path: Path) -> None:
+        """Past CPython's small ints, the rebuild still sees where the log ends."""
+        async with SQLiteEventStore(tmp_path / "e.db", synchronous="NORMAL") as store:
+            await play(Repository(store), [("create",)] * 300, [])
+            projector = Projector(store, [OrderSummary()], batch_size=1000)
+            await asyncio.wait_for(projector.rebuild("order_summary"), 30)
+            assert await store.load_checkpoint("order_summary") == 300
+            assert read_summary(store) == fold(r.event for r in await all_events(store))
+
     async def test_rebuild_needs_the_tables(self) -> None:
         """A projection that does not list its tables cannot be rebuilt side by side."""
 
