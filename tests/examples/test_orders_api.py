@@ -359,6 +359,20 @@ class TestValidation:
         response = await client.request(method, path, json=body)
         assert_error(response, 422, "validation_error")
 
+    async def test_an_idempotency_key_on_the_catalogs_is_400(
+        self, client: httpx.AsyncClient
+    ) -> None:
+        """Catalog writes are not events: a key there would promise what it cannot keep."""
+        key = {"Idempotency-Key": "k-1"}
+        for path, body in [
+            ("/customers", {"name": "Ada", "email": "ada@example.org"}),
+            ("/products", {"name": "pen", "price": "1.99"}),
+        ]:
+            response = await client.post(path, json=body, headers=key)
+            error = assert_error(response, 400, "idempotency_key_not_accepted")
+            assert "accepted on orders only" in error["message"]
+        assert (await client.get("/products")).json()["items"] == []
+
     async def test_a_number_of_5000_digits_is_422_not_malformed(
         self, client: httpx.AsyncClient
     ) -> None:

@@ -30,7 +30,7 @@ import fabula
 from .auth import NOBODY, AuthError, Caller, Forbidden, RateLimit, Tokens
 from .catalog import UnknownCustomerError
 from .domain import OrderStatus, ShippingAddress
-from .errors import install_error_handlers, responses
+from .errors import KeyNotAcceptedError, install_error_handlers, responses
 from .messages import (
     AddOrderItem,
     CancelOrder,
@@ -109,18 +109,31 @@ router = fastapi.APIRouter(prefix="/api/v1")
 _AUTH = (401, 403, 429)
 
 
+def _no_key(key: str | None) -> None:
+    # A catalog write is not an event: its record could not commit with it.
+    if key is not None:
+        msg = "Idempotency-Key has no effect on this route: it is accepted on orders only"
+        raise KeyNotAcceptedError(msg)
+
+
 @router.post("/customers", status_code=201, responses=responses(*_AUTH))
-async def create_customer(body: NewCustomer, service: svc, who: caller) -> CustomerCreated:
-    """Add a customer (administrators)."""
+async def create_customer(
+    body: NewCustomer, service: svc, who: caller, idempotency_key: IdempotencyKey = None
+) -> CustomerCreated:
+    """Add a customer (administrators). An `Idempotency-Key` is refused here (400)."""
     _admin(who)
+    _no_key(idempotency_key)
     customer_id = await service.execute(CreateCustomer(name=body.name, email=body.email))
     return CustomerCreated(customer_id=customer_id)
 
 
 @router.post("/products", status_code=201, responses=responses(*_AUTH))
-async def create_product(body: NewProduct, service: svc, who: caller) -> ProductCreated:
-    """Add a product at a price (administrators)."""
+async def create_product(
+    body: NewProduct, service: svc, who: caller, idempotency_key: IdempotencyKey = None
+) -> ProductCreated:
+    """Add a product at a price (administrators). An `Idempotency-Key` is refused here (400)."""
     _admin(who)
+    _no_key(idempotency_key)
     product_id = await service.execute(CreateProduct(name=body.name, price=body.price))
     return ProductCreated(product_id=product_id)
 

@@ -27,6 +27,7 @@ __all__ = [
     "READ_MODEL_RETRY_AFTER",
     "ErrorBody",
     "ErrorDetail",
+    "KeyNotAcceptedError",
     "error_response",
     "install_error_handlers",
     "request_id",
@@ -47,6 +48,10 @@ class ErrorBody(Model):
     """The body of every error response."""
 
     error: ErrorDetail
+
+
+class KeyNotAcceptedError(Exception):
+    """An `Idempotency-Key` sent where it would have no effect (HTTP 400)."""
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -83,6 +88,7 @@ _DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (InvalidOrderError, 422, "invalid_order"),
     (fabula.ConcurrencyError, 409, "conflict"),
     (fabula.IdempotencyConflictError, 422, "idempotency_key_reused"),
+    (KeyNotAcceptedError, 400, "idempotency_key_not_accepted"),
     (fabula.exceptions.InvalidIdempotencyKeyError, 422, "validation_error"),
     (fabula.InvalidCursorError, 400, "invalid_cursor"),
     (fabula.InvalidPageSizeError, 422, "validation_error"),
