@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+import fabula
 from fabula import (
     AppendResult,
     ConcurrencyError,
@@ -32,6 +33,7 @@ from fabula.exceptions import (
     SerializationError,
     StoreClosedError,
 )
+from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore, Synchronous
 from fabula.sqlite import _schema as sql
 from fabula.sqlite._schema import SCHEMA_VERSION
@@ -278,6 +280,28 @@ class TestWriting:
             "fabula.testing.Deposited",
         )
         await store.close()
+
+
+class TestLargeAppends:
+    @pytest.mark.parametrize("kind", ["memory", "FULL", "NORMAL"])
+    async def test_a_large_append_leaves_the_event_loop_running(
+        self, tmp_path: Path, kind: str, open_sqlite: OpenSQLite
+    ) -> None:
+        """5,000 events are encoded (and, on SQLite, written) in a thread: other tasks go on."""
+        store: fabula.EventStore = (
+            InMemoryEventStore()
+            if kind == "memory"
+            else open_sqlite(tmp_path / "e.db", synchronous=kind)
+        )
+        batch = [deposit(note="x" * 100) for _ in range(5000)]
+        appending = asyncio.create_task(store.append("big", batch, expected_version=0))
+        turns = 0
+        while turns < 5:  # other work gets the loop while the append is under way
+            await asyncio.sleep(0)
+            turns += 1
+            assert not appending.done(), f"the append kept the loop to itself ({turns} turns)"
+        result = await appending
+        assert (result.version, len(await store.read_stream("big"))) == (5000, 5000)
 
 
 class TestWriteAheadLog:

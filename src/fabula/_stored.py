@@ -15,9 +15,11 @@ gets back an answer or an error with one wording for every store:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import asyncio
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 from uuid import UUID
 
 import attrs
@@ -41,13 +43,16 @@ from fabula.exceptions import (
 )
 
 __all__ = [
+    "LARGE_APPEND",
     "PendingAppend",
     "StoredEvent",
     "decode_rows",
     "explain_duplicate",
     "match_retry",
     "prepare_append",
+    "prepare_append_off_loop",
     "prepare_appends",
+    "prepare_appends_off_loop",
     "reads_stored_first",
 ]
 
@@ -155,6 +160,44 @@ def prepare_appends(
         parts.append(PendingAppend(item.stream_id, batch, item.expected_version, records))
     _check_unique_ids(parts)
     return parts
+
+
+LARGE_APPEND: Final = 1000
+"""Appends of more events than this are checked and encoded in a worker thread."""
+
+
+async def prepare_append_off_loop(
+    stream_id: str, events: Sequence[DomainEvent], expected: Expected, serializer: EventSerializer
+) -> list[PendingAppend]:
+    """`prepare_append`, in a worker thread when the batch is large.
+
+    Encoding 100,000 events takes seconds: done on the event loop, it would
+    stop every other task for that long. In a thread, the loop runs on
+    beside it (the GIL is handed over every few milliseconds).
+    """
+    if _count(events) > LARGE_APPEND:
+        return await asyncio.to_thread(prepare_append, stream_id, events, expected, serializer)
+    return prepare_append(stream_id, events, expected, serializer)
+
+
+async def prepare_appends_off_loop(
+    appends: Sequence[StreamAppend], serializer: EventSerializer, *, allow_empty: bool = False
+) -> list[PendingAppend]:
+    """`prepare_appends`, in a worker thread when the parts hold many events in all."""
+    total = sum(_count(getattr(item, "events", ())) for item in appends) if _sized(appends) else 0
+    if total > LARGE_APPEND:
+        return await asyncio.to_thread(
+            functools.partial(prepare_appends, appends, serializer, allow_empty=allow_empty)
+        )
+    return prepare_appends(appends, serializer, allow_empty=allow_empty)
+
+
+def _sized(value: object) -> bool:
+    return isinstance(value, Sized) and not isinstance(value, str | bytes)
+
+
+def _count(events: object) -> int:
+    return len(events) if _sized(events) else 0  # type: ignore[arg-type] # checked by _sized
 
 
 def _check_unique_ids(parts: list[PendingAppend]) -> None:

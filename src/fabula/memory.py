@@ -33,8 +33,8 @@ from fabula._stored import (
     PendingAppend,
     StoredEvent,
     match_retry,
-    prepare_append,
-    prepare_appends,
+    prepare_append_off_loop,
+    prepare_appends_off_loop,
 )
 from fabula.exceptions import (
     IdempotencyKeyTakenError,
@@ -101,11 +101,12 @@ class InMemoryEventStore(StoreBase):
         self, stream_id: str, events: Sequence[DomainEvent], *, expected_version: Expected
     ) -> AppendResult:
         """Append events to one stream atomically (see `EventStore.append`)."""
-        return self._commit(prepare_append(stream_id, events, expected_version, self.serializer))[0]
+        parts = await prepare_append_off_loop(stream_id, events, expected_version, self.serializer)
+        return self._commit(parts)[0]
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Append to several streams atomically (see `EventStore.append_many`)."""
-        return self._commit(prepare_appends(appends, self.serializer))
+        return self._commit(await prepare_appends_off_loop(appends, self.serializer))
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
@@ -121,7 +122,7 @@ class InMemoryEventStore(StoreBase):
         self, appends: Sequence[StreamAppend], record: IdempotencyRecord
     ) -> list[AppendResult]:
         """Append events and keep an idempotency record, atomically (see `IdempotencyStore`)."""
-        parts = prepare_appends(appends, self.serializer, allow_empty=True)
+        parts = await prepare_appends_off_loop(appends, self.serializer, allow_empty=True)
         self._check_open()
         existing = self._records.get(record.key)
         if existing is not None and not existing.expired(record.created_at):

@@ -16,7 +16,8 @@ the matching contract suite in `fabula.testing`:
 
 Backends do I/O and shared code decides. A store calls these instead of
 deciding again: `prepare_append` / `prepare_appends` check and encode a
-call before any I/O; `check_concurrency` and `match_retry` decide between
+call before any I/O (`*_off_loop`: in a worker thread past 1,000 events,
+so a huge batch does not stop the event loop); `check_concurrency` and `match_retry` decide between
 a new append, a retry and a conflict from what the store read;
 `explain_duplicate` words a unique-index violation; `decode_rows` turns
 stored rows into events; `require_checkpoint` guards a checkpoint's move;
@@ -59,7 +60,9 @@ from fabula._stored import (
     explain_duplicate,
     match_retry,
     prepare_append,
+    prepare_append_off_loop,
     prepare_appends,
+    prepare_appends_off_loop,
     reads_stored_first,
 )
 
@@ -90,7 +93,9 @@ __all__ = [
     "explain_duplicate",
     "match_retry",
     "prepare_append",
+    "prepare_append_off_loop",
     "prepare_appends",
+    "prepare_appends_off_loop",
     "reads_stored_first",
     "require_checkpoint",
     "validate_append",

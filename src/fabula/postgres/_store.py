@@ -53,7 +53,7 @@ from fabula._store import (
     validate_read_stream,
 )
 from fabula._store_base import StoreBase, Wakeup
-from fabula._stored import decode_rows, prepare_append, prepare_appends
+from fabula._stored import decode_rows, prepare_append_off_loop, prepare_appends_off_loop
 from fabula.exceptions import SchemaVersionError, StoreClosedError
 from fabula.postgres import _schema as sql
 from fabula.postgres._append import Appender, load_record
@@ -216,13 +216,13 @@ class PostgresEventStore(StoreBase):
         self, stream_id: str, events: Sequence[DomainEvent], *, expected_version: Expected
     ) -> AppendResult:
         """Append events to one stream atomically (see `EventStore.append`)."""
-        parts = prepare_append(stream_id, events, expected_version, self.serializer)
+        parts = await prepare_append_off_loop(stream_id, events, expected_version, self.serializer)
         await self._ready()
         return (await self._appender.append(parts, None))[0]
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Append to several streams atomically (see `EventStore.append_many`)."""
-        parts = prepare_appends(appends, self.serializer)
+        parts = await prepare_appends_off_loop(appends, self.serializer)
         await self._ready()
         return await self._appender.append(parts, None)
 
@@ -235,7 +235,7 @@ class PostgresEventStore(StoreBase):
             IdempotencyKeyTakenError: An unexpired record holds the key
                 (a concurrent duplicate waits for the first to commit).
         """
-        parts = prepare_appends(appends, self.serializer, allow_empty=True)
+        parts = await prepare_appends_off_loop(appends, self.serializer, allow_empty=True)
         await self._ready()
         return await self._appender.append(parts, record)
 

@@ -51,8 +51,8 @@ from fabula._stored import (
     decode_rows,
     explain_duplicate,
     match_retry,
-    prepare_append,
-    prepare_appends,
+    prepare_append_off_loop,
+    prepare_appends_off_loop,
     reads_stored_first,
 )
 from fabula.exceptions import (
@@ -216,7 +216,7 @@ class SQLiteEventStore(StoreBase):
         self, stream_id: str, events: Sequence[DomainEvent], *, expected_version: Expected
     ) -> AppendResult:
         """Append events to one stream atomically (see `EventStore.append`)."""
-        parts = prepare_append(stream_id, events, expected_version, self.serializer)
+        parts = await prepare_append_off_loop(stream_id, events, expected_version, self.serializer)
         count = len(parts[0].records)
         results: list[AppendResult] = await self._submit(
             lambda conn: _append_parts(conn, parts), count, one_statement=count == 1
@@ -225,7 +225,7 @@ class SQLiteEventStore(StoreBase):
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Append to several streams atomically (see `EventStore.append_many`)."""
-        parts = prepare_appends(appends, self.serializer)
+        parts = await prepare_appends_off_loop(appends, self.serializer)
         count = sum(len(part.records) for part in parts)
         results: list[AppendResult] = await self._submit(
             lambda conn: _append_parts(conn, parts), count, one_statement=count == 1
@@ -359,7 +359,7 @@ class SQLiteEventStore(StoreBase):
 
         See `IdempotencyStore`. Expired records are purged now and then.
         """
-        parts = prepare_appends(appends, self.serializer, allow_empty=True)
+        parts = await prepare_appends_off_loop(appends, self.serializer, allow_empty=True)
         row = (
             record.key,
             record.fingerprint,

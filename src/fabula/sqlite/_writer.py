@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from fabula._stored import LARGE_APPEND
 from fabula.exceptions import FabulaError, StoreUnavailableError
 from fabula.sqlite._errors import is_busy, translate, translate_any
 
@@ -144,6 +145,7 @@ class Writer:
         """
         if (
             self._commit_inline
+            and events <= LARGE_APPEND
             and not self._queue
             and not self._writer.in_transaction
             and not (self._restart_due or self._restarting)
@@ -216,7 +218,11 @@ class Writer:
         outcomes: list[tuple[_Job, Any, BaseException | None]] = []
         try:
             await self._begin()
-            outcomes = self._run_jobs(group)
+            if sum(job.events for job in group) > LARGE_APPEND:
+                # Seconds of inserts: in the writer's thread, while the loop goes on.
+                outcomes = await self._in_worker(lambda: self._run_jobs(group))
+            else:
+                outcomes = self._run_jobs(group)
             await self._commit()
         except BaseException as exc:
             if self._writer.in_transaction:
@@ -281,6 +287,31 @@ class Writer:
             return translate(exc, self.path)
         return exc
 
+    def _worker(self) -> ThreadPoolExecutor:
+        """The one thread that commits (at FULL) and runs large groups of writes."""
+        if self._committer is None:
+            self._committer = ThreadPoolExecutor(1, thread_name_prefix="fabula-sqlite-writer")
+        return self._committer
+
+    async def _in_worker(self, work: Callable[[], T]) -> T:
+        """Run `work` on the writer connection in the worker thread; return its result.
+
+        A cancellation waits for `work` to end (it holds the connection), then
+        is raised: the caller undoes the transaction only once it is done.
+        """
+        done = asyncio.wrap_future(self._worker().submit(work))
+        cancelled = False
+        while not done.done():
+            try:
+                await asyncio.shield(done)
+            except asyncio.CancelledError:
+                cancelled = True
+            except Exception:  # noqa: BLE001 - raised by done.result() below
+                break
+        if cancelled:
+            raise asyncio.CancelledError
+        return done.result()
+
     async def _begin(self) -> None:
         deadline = time.monotonic() + self._busy_timeout
         delay = 0.001
@@ -306,9 +337,7 @@ class Writer:
             if self._commit_inline:
                 self._writer.execute("COMMIT")
                 return
-            if self._committer is None:
-                self._committer = ThreadPoolExecutor(1, thread_name_prefix="fabula-sqlite-commit")
-            done = self._committer.submit(self._writer.execute, "COMMIT")
+            done = self._worker().submit(self._writer.execute, "COMMIT")
             try:
                 await asyncio.wrap_future(done)
             except asyncio.CancelledError:
@@ -353,7 +382,7 @@ class Writer:
             if self._checkpointing is not None and not self._checkpointing.done():
                 await asyncio.wait({self._checkpointing})  # one checkpointer at a time
             done = await asyncio.get_running_loop().run_in_executor(
-                self._committer, self._restart_now
+                self._worker(), self._restart_now
             )
         finally:
             self._restarting = False
