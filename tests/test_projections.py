@@ -928,6 +928,149 @@ class TestLive:
             Projector(InMemoryEventStore(), [MemorySummary(), MemorySummary()])
 
 
+class FailsOnSeven(MemorySummary):
+    """MemorySummary whose item handler fails on a quantity of 7."""
+
+    @handles
+    def _item_added(self, event: OrderItemAdded, tx: None) -> None:
+        del tx
+        if event.quantity == 7:
+            msg = "seven"
+            raise RuntimeError(msg)
+
+
+def failing_reads(store: InMemoryEventStore, errors: list[str]) -> None:
+    """Make the store's next `len(errors)` log reads fail, each with its message."""
+    read_log = store.read_log
+    pending = list(errors)
+
+    async def flaky(**arguments: Any) -> Any:
+        if pending:
+            raise fabula.StoreError(pending.pop(0))
+        return await read_log(**arguments)
+
+    store.read_log = flaky  # type: ignore[method-assign]
+
+
+class TestOutageBookkeeping:
+    async def test_each_new_error_is_logged_and_the_recovery_counts_the_attempts(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Three failures, the message changing twice (sorting down, then up): three lines."""
+        store = InMemoryEventStore()
+        await play(Repository(store), [("create",)], [])
+        failing_reads(store, ["b: disk", "a: disk", "c: network"])
+        projector = Projector(store, [MemorySummary()], retry_delay=0.001, idle_wait=0.01)
+        started = time.monotonic()
+        running = asyncio.create_task(projector.run())
+        try:
+            await projector.wait_for(1, timeout=5)
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        took = time.monotonic() - started
+        lines = outage_lines(caplog)
+        first = (
+            "WARNING projection order_summary: the store failed (b: disk); "
+            "retrying with backoff until it is back"
+        )
+        assert lines[:3] == [
+            first,
+            "WARNING projection order_summary: the store now fails with: a: disk",
+            "WARNING projection order_summary: the store now fails with: c: network",
+        ]
+        back = lines[3]
+        assert back.startswith(
+            "WARNING projection order_summary: the store is back after 3 failed attempts in "
+        )
+        assert 0 <= float(back.split(" in ")[1].removesuffix(" s")) <= took + 0.05
+        assert len(lines) == 4
+
+    async def test_a_lease_that_cannot_be_had_is_retried(self) -> None:
+        """A store that leases projections and cannot grant one yet: retried, then run."""
+        store = LeasingMemoryStore()
+        await play(Repository(store), [("create",)], [])
+        store.refusals = 2
+        projector = Projector(store, [Counting()], retry_delay=0.001, idle_wait=0.01)
+        Counting.applied = {}
+        running = asyncio.create_task(projector.run())
+        try:
+            await projector.wait_for(1, timeout=5)
+            assert await states(projector) == ["running"]
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        assert (store.refusals, Counting.applied) == (0, {1: 1})
+
+    async def test_a_closed_leasing_store_ends_the_projector(self) -> None:
+        store = LeasingMemoryStore()
+        await store.close()
+        with pytest.raises(ExceptionGroup) as info:
+            await asyncio.wait_for(Projector(store, [Counting()]).run(), 5)
+        assert info.group_contains(StoreClosedError)
+
+
+class TestWaitersAndNames:
+    async def test_wait_for_a_position_already_passed_returns_at_once(self) -> None:
+        """Behind the checkpoint or exactly at it (past 256 too), nothing is awaited."""
+        store = InMemoryEventStore()
+        await play(Repository(store), [("create",)] * 300, [])
+        projector = Projector(store, [MemorySummary()])
+        await projector.catch_up()
+        for position in (1, 299, 300):
+            await projector.wait_for(position, timeout=0.5)
+
+    async def test_a_waiter_that_gave_up_does_not_hold_back_the_others(self) -> None:
+        store = InMemoryEventStore()
+        repo = Repository(store)
+        projector = Projector(store, [MemorySummary()])
+        with pytest.raises(TimeoutError):
+            await projector.wait_for(1, timeout=0.01)  # gives up: its future stays behind
+        patient = asyncio.create_task(projector.wait_for(1, timeout=5))
+        await asyncio.sleep(0)
+        await play(repo, [("create",)], [])
+        await projector.catch_up()
+        await asyncio.wait_for(patient, 1)
+
+    async def test_a_skip_past_position_256_is_taken(self) -> None:
+        """The failing event's position is compared by value, however large."""
+        store = InMemoryEventStore()
+        await play(Repository(store), [("create",)] * 299 + [("add", 0, PRODUCTS[0], 7)], [])
+        projector = Projector(store, [FailsOnSeven()])
+        with pytest.raises(ProjectionError):
+            await projector.catch_up()
+        await projector.skip("order_summary", 300, reason="test")
+        (status,) = await projector.status()
+        assert (status.checkpoint, status.last_error) == (300, None)
+
+    async def test_a_skip_while_running_leaves_it_running(self) -> None:
+        store = InMemoryEventStore()
+        await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 7)], [])
+        projector = Projector(store, [FailsOnSeven()], retry_delay=0.01, idle_wait=0.01)
+        running = asyncio.create_task(projector.run())
+        try:
+            await until(lambda: failing_at(projector, 2))
+            await projector.skip("order_summary", 2, reason="test")
+            assert await states(projector) == ["running"]
+        finally:
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+
+    @pytest.mark.parametrize("name", ["", None, 7])
+    def test_a_projection_needs_a_name(self, name: object) -> None:
+        class Nameless(MemorySummary):
+            pass
+
+        Nameless.name = name  # type: ignore[assignment]
+        with pytest.raises(fabula.exceptions.EventTypeError, match="non-empty str `name`"):
+            Projector(InMemoryEventStore(), [Nameless()])
+
+    def test_a_projector_shows_its_projections(self) -> None:
+        assert repr(Projector(InMemoryEventStore(), [MemorySummary()])) == (
+            "<Projector: order_summary>"
+        )
+
+
 CHILD = Path(__file__).parent / "support" / "projection_child.py"
 
 

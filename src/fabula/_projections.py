@@ -387,8 +387,7 @@ class Projector(Generic[TxT]):
                 async with lease(track.projection.name) as lost:
                     await _cancel_and_wait(shadowing)
                     logger.info("projection %s: this process is now active", track.projection.name)
-                    if await self._follow_until(track, lost):
-                        return
+                    await self._follow_until(track, lost)
                 logger.warning("projection %s: lost the lease; standing by", track.projection.name)
             except StoreClosedError:
                 raise
@@ -399,8 +398,8 @@ class Projector(Generic[TxT]):
             if failed is not None:
                 await self._pause_for_store(track, failed)
 
-    async def _follow_until(self, track: _Track, lost: asyncio.Event) -> bool:
-        """Follow the log until `lost` is set (False) or following ends (True, or raises)."""
+    async def _follow_until(self, track: _Track, lost: asyncio.Event) -> None:
+        """Follow the log until `lost` is set; raise what ended the following otherwise."""
         following = asyncio.create_task(self._follow_log(track))
         losing = asyncio.create_task(lost.wait())
         try:
@@ -409,10 +408,8 @@ class Projector(Generic[TxT]):
             await _cancel_and_wait(losing)
             if not following.done():
                 await _cancel_and_wait(following)
-        if following.cancelled():
-            return False
-        following.result()  # raises what ended it
-        return True
+        if not following.cancelled():
+            following.result()  # following only ends by raising: a closed store, a bug
 
     async def _shadow(self, track: _Track) -> None:
         """While standing by, follow the active process's checkpoint, for `wait_for` callers."""

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+from fabula.exceptions import StoreUnavailableError
 from fabula.memory import InMemoryEventStore
 
 
@@ -19,10 +20,16 @@ class LeasingMemoryStore(InMemoryEventStore):
         super().__init__()
         self.locks: dict[str, asyncio.Lock] = {}
         self.held: dict[str, asyncio.Event] = {}
+        self.refusals = 0  # how many lease requests fail, as if the server were away
 
     @contextlib.asynccontextmanager
     async def projection_lease(self, name: str) -> AsyncIterator[asyncio.Event]:
         """Hold projection `name`'s lease until the block ends; the event is set if it is lost."""
+        self._check_open()
+        if self.refusals:
+            self.refusals -= 1
+            msg = "the lease table cannot be reached"
+            raise StoreUnavailableError(msg)
         lock = self.locks.setdefault(name, asyncio.Lock())
         async with lock:
             lost = asyncio.Event()
