@@ -66,6 +66,21 @@ class AppendContract:
         assert read.event == attrs.evolve(sent, aggregate_id="acc-1", version=1)
 
     @_store_test
+    async def test_any_text_in_an_event_round_trips_exactly(self, store: EventStore) -> None:
+        """NUL, control characters, astral characters, in payload and headers: kept as sent.
+
+        (Stream ids may not hold NUL: PostgreSQL's text cannot. Payloads are
+        JSON, where NUL is written as an escape, so every store keeps it.)
+        """
+        text = "nul\x00 bell\x07 tab\t astral\U0001f600 bidi\u202e end"
+        meta = EventMetadata(headers={"note": text, text: "key"})
+        sent = Deposited(amount=Decimal(1), note=text, metadata=meta)
+        first = await store.append("acc-1", [sent], expected_version=0)
+        (read,) = await store.read_stream("acc-1")
+        assert read.event == attrs.evolve(sent, aggregate_id="acc-1", version=1)
+        assert await store.append("acc-1", [sent], expected_version=0) == first  # a retry
+
+    @_store_test
     async def test_any_utc_offset_round_trips_exactly(self, store: EventStore) -> None:
         """Timestamps with sub-minute offsets (historical zones) read back as the same instant.
 
@@ -451,6 +466,9 @@ class BadInputContract:
             with pytest.raises(InvalidAppendError, match=why) as info:
                 await store.append(stream_id, [deposit()], expected_version=0)  # type: ignore[arg-type]
             assert len(str(info.value)) < 300  # the message does not hold the whole id
+            assert info.value.stream_id == (
+                stream_id if isinstance(stream_id, str) else repr(stream_id)
+            )
             with pytest.raises(InvalidAppendError, match=why):
                 await store.append_many(
                     [StreamAppend(stream_id, [deposit()], expected_version=0)]  # type: ignore[arg-type]
