@@ -190,6 +190,9 @@ class AppendContract:
         for expected in (ExpectedVersion.ANY, ExpectedVersion.STREAM_EXISTS, 1):
             with pytest.raises(EventVersionError, match="version 5 where version 2 is required"):
                 await store.append("acc-1", [ahead], expected_version=expected)
+        just_past = attrs.evolve(deposit(), aggregate_id="acc-1", version=3)  # one gap
+        with pytest.raises(EventVersionError, match="version 3 where version 2 is required"):
+            await store.append("acc-1", [just_past], expected_version=ExpectedVersion.ANY)
         new = attrs.evolve(deposit(), aggregate_id="acc-2", version=3)
         for expected in (ExpectedVersion.ANY, ExpectedVersion.NO_STREAM, 0):
             with pytest.raises(EventVersionError, match="version 3 where version 1 is required"):
@@ -503,11 +506,13 @@ class BadInputContract:
             (lambda: store.read_all(event_types=[""]), "''"),
             (lambda: store.read_all(event_types=["bad\udc80"]), "bad"),
             (lambda: store.read_all(event_types=[42]), "42"),  # type: ignore[list-item]
+            (lambda: store.read_all(event_types=["n" * 1025]), "nnn"),
         ]
         for call, offending in calls:
             with pytest.raises(InvalidReadError) as info:
                 await call()
             assert offending in str(info.value)
+        assert await store.read_all(event_types=["n" * 1024]) == []  # long, but a name
 
     @_store_test
     async def test_store_works_as_an_async_context_manager(self, store: EventStore) -> None:
