@@ -1010,6 +1010,55 @@ class TestOutageBookkeeping:
         assert info.group_contains(StoreClosedError)
 
 
+class CancellationToError(InMemoryEventStore):
+    """A store whose log read, once blocked, turns a cancellation into an error, as a pool may."""
+
+    blocked = False
+
+    async def read_log(self, **arguments: Any) -> Any:
+        if self.blocked:
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                msg = "the pool turned a cancellation into this"
+                raise fabula.StoreUnavailableError(msg) from None
+        return await super().read_log(**arguments)
+
+
+class TestStoppingMidRead:
+    async def test_a_stop_is_not_taken_for_an_outage(self) -> None:
+        """A cancellation that comes back as a store error still stops the projector."""
+        store = CancellationToError()
+        await play(Repository(store), [("create",)], [])
+        projector = Projector(store, [MemorySummary()], retry_delay=0.001, idle_wait=0.01)
+        running = asyncio.create_task(projector.run())
+        try:
+            await projector.wait_for(1, timeout=5)
+            store.blocked = True
+            await asyncio.sleep(0.05)  # the projector is now waiting in read_log
+            running.cancel()
+            done, _ = await asyncio.wait({running}, timeout=5)
+            assert running in done
+            assert running.cancelled()
+            assert await states(projector) == ["stopped"]
+        finally:  # a projector that took the stop for an outage: let it stop now
+            store.blocked = False
+            running.cancel()
+            await asyncio.wait({running}, timeout=5)
+
+    async def test_after_a_stop_a_skip_leaves_it_stopped(self) -> None:
+        """Clearing a failure once the projector has stopped does not make it look running."""
+        store = InMemoryEventStore()
+        await play(Repository(store), [("create",), ("add", 0, PRODUCTS[0], 7)], [])
+        projector = Projector(store, [FailsOnSeven()], retry_delay=0.01, idle_wait=0.01)
+        running = asyncio.create_task(projector.run())
+        await until(lambda: failing_at(projector, 2))
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await projector.skip("order_summary", 2, reason="test")
+        assert await states(projector) == ["stopped"]
+
+
 class TestWaitersAndNames:
     async def test_wait_for_a_position_already_passed_returns_at_once(self) -> None:
         """Behind the checkpoint or exactly at it (past 256 too), nothing is awaited."""
