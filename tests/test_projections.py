@@ -1059,6 +1059,51 @@ class TestStoppingMidRead:
         assert await states(projector) == ["stopped"]
 
 
+class TestStandbyOutages:
+    async def test_a_standby_whose_store_fails_recovers_to_standby(self) -> None:
+        """Failed checkpoint reads while standing by: retrying, then standing by again."""
+        store = LeasingMemoryStore()
+        await play(Repository(store), [("create",)], [])
+        Counting.applied = {}
+        active = Projector(store, [Counting()], idle_wait=0.01)
+        standby = Projector(store, [Counting()], retry_delay=0.001, idle_wait=0.01)
+        tasks = [asyncio.create_task(active.run())]
+        try:
+            await active.wait_for(1, timeout=5)
+            tasks.append(asyncio.create_task(standby.run()))
+            await until(lambda: _is(standby, "standby"))
+            load = store.load_checkpoint
+            failures = 3
+
+            async def failing(name: str) -> int:
+                nonlocal failures
+                if failures:
+                    failures -= 1
+                    msg = "the checkpoint table is away"
+                    raise fabula.StoreError(msg)
+                return await load(name)
+
+            store.load_checkpoint = failing  # type: ignore[method-assign]
+            await until(lambda: _is(standby, "retrying"))
+            await until(lambda: _is(standby, "standby"))
+            (status,) = await standby.status()
+            assert (failures, status.store_error) == (0, None)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def test_a_batch_past_the_awaited_position_releases_the_waiter(self) -> None:
+        """Waiting for position 2 ends when one batch takes the checkpoint from 0 to 5."""
+        store = InMemoryEventStore()
+        projector = Projector(store, [MemorySummary()], batch_size=100)
+        waiting = asyncio.create_task(projector.wait_for(2, timeout=5))
+        await asyncio.sleep(0)
+        await play(Repository(store), [("create",)] * 5, [])
+        await projector.catch_up()
+        await asyncio.wait_for(waiting, 1)
+
+
 class TestWaitersAndNames:
     async def test_wait_for_a_position_already_passed_returns_at_once(self) -> None:
         """Behind the checkpoint or exactly at it (past 256 too), nothing is awaited."""
