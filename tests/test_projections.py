@@ -1104,6 +1104,40 @@ class TestStandbyOutages:
         await asyncio.wait_for(waiting, 1)
 
 
+class TestStarting:
+    async def test_run_alone_sets_the_read_model_up(self) -> None:
+        """Without a catch_up first, run() creates the tables and builds the model."""
+        async with SQLiteEventStore(":memory:") as store:
+            await play(Repository(store), [("create",)] * 3, [])
+            projector = Projector(store, [OrderSummary()], idle_wait=0.01)
+            running = asyncio.create_task(projector.run())
+            try:
+                await projector.wait_for(3, timeout=5)
+            finally:
+                running.cancel()
+                await asyncio.gather(running, return_exceptions=True)
+            assert read_summary(store) == fold(r.event for r in await all_events(store))
+
+    async def test_a_setup_another_projector_overtook_is_not_an_error(self) -> None:
+        """Read at 0, then found moved on at setup (another process ran it): carry on from there."""
+        store = InMemoryEventStore()
+        await play(Repository(store), [("create",)] * 3, [])
+        first = MemorySummary()
+        await Projector(store, [first]).catch_up()
+        load = store.load_checkpoint
+        stale = [0]  # the second projector's first read predates the first one's batch
+
+        async def racing(name: str) -> int:
+            return stale.pop() if stale else await load(name)
+
+        store.load_checkpoint = racing  # type: ignore[method-assign]
+        second = MemorySummary()
+        projector = Projector(store, [second])
+        await projector.catch_up()
+        (status,) = await projector.status()
+        assert (status.checkpoint, second.rows) == (3, {})
+
+
 class TestWaitersAndNames:
     async def test_wait_for_a_position_already_passed_returns_at_once(self) -> None:
         """Behind the checkpoint or exactly at it (past 256 too), nothing is awaited."""
