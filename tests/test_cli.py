@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -259,7 +259,65 @@ class TestProjections:
 
         asyncio.run(more())
         _, out, _ = run(capsys, "--store", path, "projections", "status", "--app", self.APP)
-        assert out.splitlines()[1].split() == ["order_summary", "12", "1", "0"]
+        header, row = out.splitlines()
+        assert header.split("  ")[-1] == "last moved"  # no "running in": SQLite leases nothing
+        assert row.split()[:4] == ["order_summary", "12", "1", "0"]
+        assert re.fullmatch(r"\d+ (s|min) ago", row.split(maxsplit=4)[4])
+
+    def test_when_the_checkpoint_last_moved(
+        self, fresh: Store, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A projector stuck behind its events shows as events behind with an old "last moved"."""
+        before = datetime.now(UTC)
+        run(capsys, *fresh.args, "projections", "rebuild", "order_summary", "--app", self.APP)
+        _, out, _ = run(capsys, *fresh.args, "projections", "status", "--app", self.APP, "--json")
+        (status,) = json_lines(out)
+        moved = datetime.fromisoformat(status["moved_at"])
+        assert before - timedelta(seconds=5) <= moved <= datetime.now(UTC)
+        age = (datetime.now(UTC) - moved).total_seconds()
+        code, out, _ = run(capsys, *fresh.args, "projections", "status", "--app", self.APP)
+        assert code == 0
+        shown = out.splitlines()[1]
+        assert f"{int(age)} s ago" in shown or f"{int(age) + 1} s ago" in shown, shown
+
+    def test_who_runs_a_projection_on_postgresql(self, capsys: pytest.CaptureFixture[str]) -> None:
+        """The process holding a projection's lease is named; once it lets go, no process is."""
+        url, schema = require_postgres(), new_schema()
+        demo(url, "--schema", schema)
+        args = ["--store", url, "--schema", schema, "projections", "status", "--app", self.APP]
+
+        def application_of(pid: int) -> str:
+            import psycopg  # noqa: PLC0415
+
+            with psycopg.connect(url, autocommit=True) as conn:
+                row = conn.execute(
+                    "SELECT application_name FROM pg_stat_activity WHERE pid = %s", (pid,)
+                ).fetchone()
+            return "" if row is None else str(row[0])
+
+        async def status_while_leased() -> tuple[dict[str, Any], list[str], str]:
+            async with (
+                PostgresEventStore(url, schema=schema) as store,
+                store.projection_lease("order_summary"),
+            ):
+                _, out, _ = await asyncio.to_thread(run, capsys, *args, "--json")
+                _, table, _ = await asyncio.to_thread(run, capsys, *args)
+                holder = json_lines(out)[0]["running_in"]
+                assert holder is not None
+                application = await asyncio.to_thread(application_of, holder["pid"])
+            return holder, table.splitlines(), application
+
+        try:
+            holder, table, application = asyncio.run(status_while_leased())
+            assert application == f"fabula-lease:{schema}:order_summary"[:63]
+            assert table[0].endswith("running in")
+            assert re.search(rf"pid {holder['pid']}( at \S+)?$", table[1]), table[1]
+            _, out, _ = run(capsys, *args, "--json")
+            assert json_lines(out)[0]["running_in"] is None
+            _, out, _ = run(capsys, *args)
+            assert out.splitlines()[1].endswith("no process")
+        finally:
+            drop_schemas([schema])
 
 
 class Tail:
@@ -539,3 +597,48 @@ class TestTerminal:
         pipe = io.StringIO()
         _Out(pipe, color=False).line("x" * 100)
         assert pipe.getvalue() == "x" * 100 + "\n"
+
+
+def test_lease_holders_whatever_the_sign_of_the_lock_key() -> None:
+    """A lease whose lock key hashes below zero is found as surely as one above."""
+    import psycopg  # noqa: PLC0415
+
+    from fabula._inspect import open_inspector  # noqa: PLC0415
+    from fabula.postgres._projections import lease_key  # noqa: PLC0415
+
+    url, schema = require_postgres(), new_schema()
+
+    def sign(conn: psycopg.Connection[Any], name: str) -> bool:
+        row = conn.execute("SELECT hashtext(%s) < 0", (lease_key(schema, name),)).fetchone()
+        assert row is not None
+        return bool(row[0])
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        names = [f"p{n}" for n in range(64)]
+        negative = next(name for name in names if sign(conn, name))
+        positive = next(name for name in names if not sign(conn, name))
+
+    async def holders() -> tuple[set[str], set[str]]:
+        async with (
+            PostgresEventStore(url, schema=schema) as store,
+            store.projection_lease(negative),
+            store.projection_lease(positive),
+        ):
+            inspector = open_inspector(url, schema=schema)
+            try:
+                held = set(inspector.lease_holders([negative, positive, "idle"]))
+            finally:
+                inspector.close()
+        inspector = open_inspector(url, schema=schema)
+        try:
+            after = set(inspector.lease_holders([negative, positive]))
+        finally:
+            inspector.close()
+        return held, after
+
+    try:
+        held, after = asyncio.run(holders())
+        assert held == {negative, positive}
+        assert after == set()
+    finally:
+        drop_schemas([schema])

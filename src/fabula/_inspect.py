@@ -19,7 +19,15 @@ import attrs
 
 from fabula._stored import StoredEvent
 
-__all__ = ["Inspector", "StoreInfo", "StoredEvent", "StreamSummary", "open_inspector"]
+__all__ = [
+    "Checkpoint",
+    "Inspector",
+    "LeaseHolder",
+    "StoreInfo",
+    "StoredEvent",
+    "StreamSummary",
+    "open_inspector",
+]
 
 
 @attrs.frozen
@@ -42,6 +50,30 @@ class StreamSummary:
     stream_id: str
     events: int
     last_at: datetime
+
+
+@attrs.frozen
+class Checkpoint:
+    """A projection's stored checkpoint: the last position it applied, and when it last moved."""
+
+    name: str
+    position: int
+    moved_at: datetime
+
+
+@attrs.frozen
+class LeaseHolder:
+    """The process that holds a projection's lease (PostgreSQL), so runs it now.
+
+    Attributes:
+        pid: The server process id of the lease's connection.
+        client: The client's address, if the server shows it to this user.
+        since: When that connection was opened, if shown.
+    """
+
+    pid: int
+    client: str | None
+    since: datetime | None
 
 
 class Inspector(abc.ABC):
@@ -93,6 +125,19 @@ class Inspector(abc.ABC):
     @abc.abstractmethod
     def by_day(self) -> list[tuple[date, int]]:
         """Events per day (UTC), oldest first."""
+
+    @abc.abstractmethod
+    def checkpoints(self) -> dict[str, Checkpoint]:
+        """Every stored projection checkpoint, by projection name."""
+
+    def lease_holders(self, names: Sequence[str]) -> dict[str, LeaseHolder]:
+        """Who runs each of the projections `names` now, where the store can tell.
+
+        Only PostgreSQL stores lease their projections (one process runs
+        each); on others this is empty.
+        """
+        del names
+        return {}
 
     @abc.abstractmethod
     def close(self) -> None:

@@ -26,15 +26,16 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
+import attrs
 import orjson
 
 from fabula._events import default_registry
 from fabula._guards import MAX_INT
-from fabula._inspect import Inspector, StoredEvent, open_inspector
+from fabula._inspect import Inspector, LeaseHolder, StoredEvent, open_inspector
 from fabula._projections import Projector
 from fabula._store import SerializingStore
 from fabula.exceptions import FabulaError, StoreError
@@ -323,25 +324,70 @@ def _projection_types(projector: Projector[Any], name: str) -> list[str]:
     raise UsageError(f"the projector has no projection {name!r} (it has: {known})")
 
 
+def _ago(seconds: float) -> str:
+    """A duration in the past, at a glance: `4 s ago`, `12 min ago`, `3 h ago`, `2 d ago`."""
+    seconds = max(0.0, seconds)
+    for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)} {unit} ago"
+    return f"{int(seconds)} s ago"
+
+
 def _projections_status(inspector: Inspector, args: argparse.Namespace, out: _Out) -> int:
+    """Each projection's checkpoint, lag, skips, when it last moved and (PostgreSQL) who runs it.
+
+    A projector that stopped moving while events wait (a full disk, a lost
+    connection, a failing handler) shows as events behind with an old
+    "last moved"; on PostgreSQL, "running in" names the process holding
+    its lease, or says that none does.
+    """
+
     async def work(projector: Projector[Any], store: Any) -> int:  # noqa: ANN401
-        found: list[tuple[str, int, int, int]] = []
-        for projection in projector.projections:
-            checkpoint = await store.load_checkpoint(projection.name)
-            types = _projection_types(projector, projection.name)
-            skipped = len(await store.load_skips(projection.name))
-            behind = inspector.count_after(checkpoint, types)
-            found.append((projection.name, checkpoint, behind, skipped))
+        names = [projection.name for projection in projector.projections]
+        stored = inspector.checkpoints()
+        holders = inspector.lease_holders(names)
+        leased = inspector.kind == "postgresql"
+        now = datetime.now(UTC)
+        rows: list[dict[str, Any]] = []
+        for name in names:
+            checkpoint = await store.load_checkpoint(name)
+            behind = inspector.count_after(checkpoint, _projection_types(projector, name))
+            moved = stored.get(name)
+            row: dict[str, Any] = {
+                "name": name,
+                "checkpoint": checkpoint,
+                "events_behind": behind,
+                "skipped": len(await store.load_skips(name)),
+                "moved_at": None if moved is None else moved.moved_at.isoformat(),
+            }
+            if leased:
+                holder = holders.get(name)
+                row["running_in"] = None if holder is None else attrs.asdict(holder)
+            rows.append(row)
         if args.json:
-            for name, checkpoint, behind, skipped in found:
-                row = {"name": name, "checkpoint": checkpoint, "events_behind": behind}
-                out.line(orjson.dumps({**row, "skipped": skipped}).decode())
+            for row in rows:
+                out.line(orjson.dumps(row).decode())
             return 0
-        header = ("projection", "checkpoint", "events behind", "skipped")
-        out.table(header, [(n, str(c), f"{b:,}", str(k)) for n, c, b, k in found])
+        header = ["projection", "checkpoint", "events behind", "skipped", "last moved"]
+        table = []
+        for row in rows:
+            moved = stored.get(row["name"])
+            ago = "never" if moved is None else _ago((now - moved.moved_at).total_seconds())
+            cells = [row["name"], str(row["checkpoint"]), f"{row['events_behind']:,}"]
+            cells += [str(row["skipped"]), ago]
+            if leased:
+                holder = holders.get(row["name"])
+                cells.append("no process" if holder is None else _holder(holder))
+            table.append(cells)
+        out.table([*header, "running in"] if leased else header, table)
         return 0
 
     return asyncio.run(_with_projector(args, work))
+
+
+def _holder(holder: LeaseHolder) -> str:
+    where = f" at {holder.client}" if holder.client else ""
+    return f"pid {holder.pid}{where}"
 
 
 def _progress(out: TextIO, total: int) -> tuple[Callable[[int], None], Callable[[int], None]]:

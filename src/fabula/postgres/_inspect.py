@@ -12,10 +12,21 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     msg = "reading a PostgreSQL store needs psycopg: pip install 'fabula[postgres]'"
     raise ImportError(msg) from exc
 
-from fabula._inspect import Inspector, StoredEvent, StoreInfo, StreamSummary, _stored, _summaries
+from fabula._inspect import (
+    Checkpoint,
+    Inspector,
+    LeaseHolder,
+    StoredEvent,
+    StoreInfo,
+    StreamSummary,
+    _moment,
+    _stored,
+    _summaries,
+)
 from fabula.exceptions import StoreError, StoreUnavailableError
 from fabula.postgres import _schema as sql
 from fabula.postgres._connections import check_conninfo, redacted
+from fabula.postgres._projections import lease_key
 
 __all__ = ["PostgresInspector"]
 
@@ -163,6 +174,37 @@ class PostgresInspector(Inspector):
             "GROUP BY day ORDER BY day"
         )
         return [(day, int(n)) for day, n in rows]
+
+    def checkpoints(self) -> dict[str, Checkpoint]:
+        """Every stored projection checkpoint, by projection name."""
+        rows = self._rows(
+            f"SELECT name, position, updated_at FROM {self._sql.schema}.fabula_checkpoints"  # noqa: S608
+        )
+        return {
+            str(name): Checkpoint(str(name), int(position), _moment(moved))
+            for name, position, moved in rows
+        }
+
+    def lease_holders(self, names: Sequence[str]) -> dict[str, LeaseHolder]:
+        """The sessions that hold the advisory locks `Projector.run` leases projections with."""
+        keys = {lease_key(self.schema, name): name for name in names}
+        if not keys:
+            return {}
+        # An advisory lock on a bigint key shows its high half as classid and
+        # its low half as objid (objsubid 1); hashtext's int4 widens with its sign.
+        rows = self._rows(
+            "SELECT k.key, l.pid, host(a.client_addr), a.backend_start "
+            "FROM unnest(%s::text[]) AS k(key) "
+            "JOIN pg_locks l ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND ((l.classid::bigint << 32) | l.objid::bigint) = hashtext(k.key)::bigint "
+            "LEFT JOIN pg_stat_activity a ON a.pid = l.pid",
+            (list(keys),),
+        )
+        return {
+            keys[key]: LeaseHolder(int(pid), client, None if since is None else _moment(since))
+            for key, pid, client, since in rows
+        }
 
     def close(self) -> None:
         """Close the connection."""

@@ -32,7 +32,7 @@ from fabula.exceptions import StoreError
 from fabula.postgres import _schema as sql
 from fabula.postgres._connections import Connections, map_errors, storage_failure
 
-__all__ = ["ProjectionSide", "Tx"]
+__all__ = ["ProjectionSide", "Tx", "lease_key"]
 
 logger = logging.getLogger("fabula.postgres")
 
@@ -134,7 +134,7 @@ class ProjectionSide:
         if self._db.conninfo is None:
             msg = "projection leases need a store built from a connection string"
             raise StoreError(msg)
-        key = f"fabula-projection:{self.schema}:{name}"
+        key = lease_key(self.schema, name)
         lost = asyncio.Event()
         conn = await self._lease_connection(key, name)
         watching = asyncio.create_task(self._watch_lease(conn, lost))
@@ -304,6 +304,11 @@ class ProjectionSide:
             conn.execute(f"DROP TABLE IF EXISTS {live}.{name} CASCADE")
             conn.execute(f"ALTER TABLE {side}.{name} SET SCHEMA {live}")
         conn.execute(self._sql.save_checkpoint, (position, projection.name))
+
+
+def lease_key(schema: str, name: str) -> str:
+    """The text whose `hashtext` is the advisory lock that leases projection `name`."""
+    return f"fabula-projection:{schema}:{name}"
 
 
 def _use_side(conn: Tx, side: str) -> None:

@@ -9,7 +9,16 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from fabula._inspect import Inspector, StoredEvent, StoreInfo, StreamSummary, _stored, _summaries
+from fabula._inspect import (
+    Checkpoint,
+    Inspector,
+    StoredEvent,
+    StoreInfo,
+    StreamSummary,
+    _moment,
+    _stored,
+    _summaries,
+)
 from fabula.exceptions import StoreError, StoreUnavailableError
 from fabula.sqlite import _schema as schema
 
@@ -144,6 +153,14 @@ class SQLiteInspector(Inspector):
             "FROM fabula_events GROUP BY day ORDER BY day"
         )
         return [(date.fromisoformat(day), int(n)) for day, n in rows]
+
+    def checkpoints(self) -> dict[str, Checkpoint]:
+        """Every stored projection checkpoint, by projection name."""
+        rows = self._rows("SELECT name, position, updated_at FROM fabula_checkpoints")
+        return {
+            str(name): Checkpoint(str(name), int(position), _moment(moved))
+            for name, position, moved in rows
+        }
 
     def close(self) -> None:
         """Close the connection."""
