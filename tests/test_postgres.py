@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import psycopg
 import pytest
@@ -333,6 +334,88 @@ class TestProjections:
                 "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'fabula_rebuild_%%'"
             ).fetchone()
         assert left == (0,)
+
+    async def test_a_rebuild_drops_what_killed_rebuilds_left_and_only_that(
+        self, store: PostgresEventStore
+    ) -> None:
+        """A rebuild killed with -9 leaves its side schema; the next rebuild drops it.
+
+        A side schema whose claim a live session holds is a rebuild still
+        running, and stays.
+        """
+        url = require_postgres()
+        expected = await fill(store, 2, 6)
+        child = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            SLOW_REBUILD,
+            url,
+            store.schema,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=Path(__file__).parents[1],
+        )
+        live = f"fabula_rebuild_{uuid4().hex[:16]}"
+        with psycopg.connect(url, autocommit=True) as claim:
+            try:
+                assert child.stdout is not None
+                line = await asyncio.wait_for(child.stdout.readline(), timeout=30)
+                assert line == b"rebuilding\n"
+            finally:
+                child.kill()
+                await child.wait()
+            gone = f"fabula-rebuild:{store.schema}"[:63]
+            for _ in range(100):  # the server notices the dead client's closed sockets
+                rows = claim.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = %s", (gone,)
+                ).fetchall()
+                if not rows:
+                    break
+                await asyncio.sleep(0.1)
+            left = side_schemas(claim) - {live}
+            assert len(left) == 1  # the killed rebuild's
+            claim.execute("SELECT pg_advisory_lock(hashtext(%s))", (live,))
+            claim.execute(f'CREATE SCHEMA "{live}"')
+            try:
+                await fabula.Projector(store, [Balances()]).rebuild("balances")
+                assert balances(store) == expected
+                assert side_schemas(claim) == {live}
+            finally:
+                for name in {live, *left}:  # whatever a failure left
+                    claim.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+SLOW_REBUILD = """
+import asyncio, sys, time
+import fabula
+from fabula.postgres import PostgresEventStore
+from fabula.testing import Deposited
+
+class Slow(fabula.Projection):
+    name = "balances"
+    tables = ("balances",)
+
+    def setup(self, tx):
+        tx.execute("CREATE TABLE balances (account text PRIMARY KEY, total numeric NOT NULL)")
+
+    @fabula.handles
+    def _deposited(self, event: Deposited, tx):
+        print("rebuilding", flush=True)
+        time.sleep(120)
+
+async def main():
+    async with PostgresEventStore(sys.argv[1], schema=sys.argv[2]) as store:
+        await fabula.Projector(store, [Slow()]).rebuild("balances")
+
+asyncio.run(main())
+"""
+"""A rebuild that stops in its first handler, for a test to kill."""
+
+
+def side_schemas(conn: psycopg.Connection[Any]) -> set[str]:
+    rows = conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, 'fabula_rebuild_')"
+    ).fetchall()
+    return {str(name) for (name,) in rows}
 
 
 WRITER = Path(__file__).parent / "support" / "postgres_child.py"

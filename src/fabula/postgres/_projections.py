@@ -37,6 +37,9 @@ __all__ = ["ProjectionSide", "Tx", "lease_key"]
 logger = logging.getLogger("fabula.postgres")
 
 T = TypeVar("T")
+
+_SIDE_PREFIX = "fabula_rebuild_"
+"""The start of a rebuild's side schema's name; the rest is random."""
 Tx = psycopg.Connection[Any]
 """What projection handlers get: a synchronous connection, inside the batch's transaction."""
 
@@ -266,7 +269,8 @@ class ProjectionSide:
         if not projection.tables:
             msg = f"projection {projection.name!r} must list its read-model tables to be rebuilt"
             raise StoreError(msg)
-        side = sql.quote_identifier(f"fabula_rebuild_{uuid4().hex[:16]}")
+        side_name = f"{_SIDE_PREFIX}{uuid4().hex[:16]}"
+        side = sql.quote_identifier(side_name)
 
         def prepare(conn: Tx) -> None:
             conn.execute(f"CREATE SCHEMA {side}")
@@ -280,19 +284,49 @@ class ProjectionSide:
 
             await self._in_projection_transaction(apply)
 
-        await self._in_projection_transaction(prepare)
-        try:
-            position = await build_from_log(
-                self._log, projection, apply_batch, batch_size=batch_size, progress=progress
-            )
-            await self._in_projection_transaction(
-                lambda conn: self._swap_in(conn, projection, side, position)
-            )
-        finally:
-            await self._in_projection_transaction(
-                lambda conn: conn.execute(f"DROP SCHEMA IF EXISTS {side} CASCADE")
-            )
+        async with self._side_claim(side_name):
+            await self._in_projection_transaction(prepare)
+            try:
+                position = await build_from_log(
+                    self._log, projection, apply_batch, batch_size=batch_size, progress=progress
+                )
+                await self._in_projection_transaction(
+                    lambda conn: self._swap_in(conn, projection, side, position)
+                )
+            finally:
+                await self._in_projection_transaction(
+                    lambda conn: conn.execute(f"DROP SCHEMA IF EXISTS {side} CASCADE")
+                )
         return position
+
+    @contextlib.asynccontextmanager
+    async def _side_claim(self, side_name: str) -> AsyncIterator[None]:
+        """Hold the claim on side schema `side_name` while the body runs, dropping abandoned ones.
+
+        The claim is a session advisory lock on a connection of its own,
+        taken before the side schema exists: a rebuild that dies (killed,
+        its connection lost) lets it go with its session, so a later
+        rebuild finds the claim free and drops what the dead one left.
+        """
+        await self._ready()
+        if self._db.conninfo is None:
+            msg = "projections need a store built from a connection string"
+            raise StoreError(msg)
+        with map_errors(self._db.connect_timeout):
+            conn = await psycopg.AsyncConnection.connect(
+                self._db.conninfo,
+                autocommit=True,
+                connect_timeout=max(1, round(self._db.connect_timeout)),
+                application_name=f"fabula-rebuild:{self.schema}"[:63],
+            )
+        try:
+            with map_errors(self._db.connect_timeout):
+                await conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (side_name,))
+                await _drop_abandoned_sides(conn, side_name)
+            yield
+        finally:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()  # closing the session lets the claim go
 
     def _swap_in(self, conn: Tx, projection: Projection[Tx], side: str, position: int) -> None:
         """Replace the live tables with the side schema's and set the checkpoint."""
@@ -304,6 +338,26 @@ class ProjectionSide:
             conn.execute(f"DROP TABLE IF EXISTS {live}.{name} CASCADE")
             conn.execute(f"ALTER TABLE {side}.{name} SET SCHEMA {live}")
         conn.execute(self._sql.save_checkpoint, (position, projection.name))
+
+
+async def _drop_abandoned_sides(conn: psycopg.AsyncConnection[Any], own: str) -> None:
+    """Drop the side schemas of rebuilds that died: those no session holds the claim of."""
+    cursor = await conn.execute(
+        "SELECT nspname FROM pg_namespace WHERE starts_with(nspname, %s) AND nspname <> %s",
+        (_SIDE_PREFIX, own),
+    )
+    for (name,) in await cursor.fetchall():
+        cursor = await conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (name,))
+        free = await cursor.fetchone()
+        if not (free and free[0]):
+            continue  # a live rebuild's
+        try:
+            await conn.execute(f"DROP SCHEMA IF EXISTS {sql.quote_identifier(name)} CASCADE")
+            logger.warning("dropped side schema %s, which a rebuild that stopped left", name)
+        except psycopg.Error as exc:  # another user's, say: leave it
+            logger.warning("cannot drop side schema %s, which a rebuild left: %s", name, exc)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (name,))
 
 
 def lease_key(schema: str, name: str) -> str:
