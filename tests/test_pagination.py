@@ -244,6 +244,85 @@ class TestTheCursorFormat:
         assert "golden" not in repr(CursorCodec(secret=b"golden"))
 
 
+GOLDEN_SCOPED = (
+    "WyIyIixbWyJkIiwiMjAyNi0wMS0wMlQwMzowNDowNS42NzgwMDArMDU6MzAiXSxbInUiLCIxMjM0NTY3OC0xMjM0"
+    "LTU2NzgtMTIzNC01Njc4MTIzNDU2NzgiXSxbImkiLCItNDIiXSxbInMiLCJ6b1x1MDBlYiJdXSwiYXZyY29JSWhM"
+    "bG5CMFAtLSJd"
+)
+
+
+class TestScopes:
+    """A cursor is accepted only by the listing (scope) it was made for."""
+
+    def test_the_scoped_format_is_pinned(self) -> None:
+        """Version 2: the parts, then the first 12 bytes of the scope's SHA-256, base64."""
+        tag = base64.urlsafe_b64encode(hashlib.sha256(b"orders-of:ada").digest()[:12]).decode()
+        parts = json.loads(base64.urlsafe_b64decode(GOLDEN_PLAIN + "=="))[1]
+        assert plain_cursor(["2", parts, tag]) == GOLDEN_SCOPED
+        assert PLAIN.encode(GOLDEN_KEY, scope="orders-of:ada") == GOLDEN_SCOPED
+        assert PLAIN.decode(GOLDEN_SCOPED, GOLDEN_TYPES, scope="orders-of:ada") == GOLDEN_KEY
+
+    @pytest.mark.parametrize("codec", [SIGNED, PLAIN], ids=["signed", "plain"])
+    @pytest.mark.parametrize(
+        ("made_for", "used_for"),
+        [
+            ("orders-of:ada", "orders-of:bob"),
+            ("orders-of:ada", "orders-of:ada:submitted"),
+            ("orders-of:ada", ""),
+            ("", "orders-of:ada"),
+            ("products", "Products"),
+        ],
+    )
+    def test_another_listing_refuses_the_cursor(
+        self, codec: CursorCodec, made_for: str, used_for: str
+    ) -> None:
+        """Another customer, another filter, no scope where one was used, or the reverse."""
+        cursor = codec.encode((7, "x"), scope=made_for)
+        assert codec.decode(cursor, (int, str), scope=made_for) == (7, "x")
+        with pytest.raises(InvalidCursorError, match="another listing"):
+            codec.decode(cursor, (int, str), scope=used_for)
+
+    def test_a_signed_cursor_s_scope_cannot_be_swapped(self) -> None:
+        """Replacing the scope tag of a signed cursor breaks its signature."""
+        cursor = SIGNED.encode((7,), scope="orders-of:ada")
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        body, mac = raw[:-16], raw[-16:]
+        version, parts, _ = json.loads(body)
+        bob = base64.urlsafe_b64encode(hashlib.sha256(b"orders-of:bob").digest()[:12]).decode()
+        forged = json.dumps([version, parts, bob], separators=(",", ":")).encode() + mac
+        token = base64.urlsafe_b64encode(forged).rstrip(b"=").decode()
+        with pytest.raises(InvalidCursorError, match="signature"):
+            SIGNED.decode(token, (int,), scope="orders-of:bob")
+
+    def test_pages_bind_their_cursor_to_the_scope(self) -> None:
+        """Page.from_rows makes the next cursor for its scope."""
+        page = Page.from_rows([1, 2, 3], 2, lambda n: (n,), SIGNED, scope="numbers")
+        assert page.next_cursor is not None
+        assert SIGNED.decode(page.next_cursor, (int,), scope="numbers") == (2,)
+        with pytest.raises(InvalidCursorError, match="another listing"):
+            SIGNED.decode(page.next_cursor, (int,))
+
+    def test_a_scope_is_text(self) -> None:
+        """A scope of another type is a TypeError, when encoding and when decoding."""
+        with pytest.raises(TypeError, match="scope must be a str"):
+            PLAIN.encode((1,), scope=b"x")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="scope must be a str"):
+            PLAIN.decode(PLAIN.encode((1,)), (int,), scope=1)  # type: ignore[call-overload]
+
+    @pytest.mark.parametrize("tag", [None, 1, ["x"], ""])
+    def test_a_forged_scope_tag_is_refused(self, tag: object) -> None:
+        """A version-2 body whose tag is not the scope's is refused, whatever it holds."""
+        with pytest.raises(InvalidCursorError, match="another listing"):
+            PLAIN.decode(plain_cursor(["2", [["i", "1"]], tag]), [int], scope="s")
+
+    def test_typed_parts(self) -> None:
+        """With up to four types given as a tuple, each part has its own static type."""
+        moment, ident = datetime(2026, 1, 1, tzinfo=UTC), uuid4()
+        when, which = SIGNED.decode(SIGNED.encode((moment, ident)), (datetime, UUID))
+        assert when.utcoffset() == timedelta(0)  # a datetime to mypy: no narrowing needed
+        assert which.version == 4  # a UUID to mypy
+
+
 class TestCanonicalForm:
     @pytest.mark.parametrize("raw", [b"A", b"\xff", b'["1",[["i","1"]]]', b'["1",[]]'])
     def test_every_other_spelling_of_the_same_bytes_is_refused(self, raw: bytes) -> None:
@@ -265,7 +344,7 @@ class TestCursorText:
     def test_a_cursor_must_be_non_empty_text(self, cursor: object) -> None:
         """Empty text and values that are not str are refused before any decoding."""
         with pytest.raises(InvalidCursorError, match="non-empty string"):
-            PLAIN.decode(cursor, [int])  # type: ignore[arg-type]
+            PLAIN.decode(cursor, [int])  # type: ignore[call-overload]
 
     def test_the_length_limit_is_4096_characters(self) -> None:
         """4,096 characters pass the length check (and fail later); 4,097 do not."""

@@ -153,9 +153,7 @@ class Catalog:
         size = fabula.check_page_size(page_size, maximum=MAX_PAGE_SIZE)
         where, params = "", []
         if cursor is not None:
-            created, after_id, listing = codec.decode(cursor, (datetime, UUID, str))
-            if listing != "products":
-                raise fabula.InvalidCursorError("the cursor belongs to another listing")
+            created, after_id = codec.decode(cursor, (datetime, UUID), scope="products")
             where, params = "WHERE (created_at, id) > (?, ?)", [created, after_id]
         rows = await self._db.fetch(
             f"SELECT id, name, price, created_at FROM products {where} "  # noqa: S608 - our own SQL
@@ -166,8 +164,9 @@ class Catalog:
         return fabula.Page.from_rows(
             [Product(as_uuid(i), str(n), as_money(p)) for i, n, p, _ in rows],
             size,
-            key=lambda product: (added[product.id], product.id, "products"),
+            key=lambda product: (added[product.id], product.id),
             codec=codec,
+            scope="products",
         )
 
     async def secret(self, name: str) -> bytes:

@@ -258,8 +258,8 @@ class ReadModel:
     ) -> fabula.Page[OrderSummaryView]:
         """Return a page of a customer's orders, newest first.
 
-        A cursor carries the customer and the status filter it was made
-        for, besides the sort key of the last row.
+        A cursor is bound to the customer and the status filter it was
+        made for (its scope), besides the sort key of the last row.
 
         Raises:
             InvalidPageSizeError: `page_size` is not between 1 and 100.
@@ -273,13 +273,9 @@ class ReadModel:
         if status is not None:
             where.append("s.status = ?")
             params.append(status.value)
+        scope = f"orders-of:{customer_id}:{listing}"
         if cursor is not None:
-            created, after_id, for_customer, for_listing = self._codec.decode(
-                cursor, (datetime, UUID, UUID, str)
-            )
-            if (for_customer, for_listing) != (customer_id, listing):
-                msg = "the cursor belongs to another customer's or another status's listing"
-                raise fabula.InvalidCursorError(msg)
+            created, after_id = self._codec.decode(cursor, (datetime, UUID), scope=scope)
             where.append("(s.created_at, s.id) < (?, ?)")
             params += [created, after_id]
         statement = _PAGE.format(where=" AND ".join(where))
@@ -287,8 +283,9 @@ class ReadModel:
         return fabula.Page.from_rows(
             [_summary(row) for row in rows],
             size,
-            key=lambda view: (view.created_at, view.id, customer_id, listing),
+            key=lambda view: (view.created_at, view.id),
             codec=self._codec,
+            scope=scope,
         )
 
     # --8<-- [end:page]
