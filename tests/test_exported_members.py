@@ -148,3 +148,31 @@ def test_exception_tree_in_the_docstring_names_every_error() -> None:
     doc = fabula.exceptions.__doc__ or ""
     for name in fabula.exceptions.__all__:
         assert name in doc
+
+
+def test_the_store_packages_are_reachable_from_fabula_and_imported_only_when_used() -> None:
+    """`fabula.sqlite` and `fabula.postgres` work after `import fabula`; psycopg loads late."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    program = """
+import sys
+import fabula
+assert "fabula.sqlite" not in sys.modules and "psycopg" not in sys.modules
+assert {"sqlite", "postgres"} <= set(dir(fabula))
+print(fabula.sqlite.SQLiteEventStore.__name__, "psycopg" in sys.modules)
+print(fabula.postgres.PostgresEventStore.__name__, "psycopg" in sys.modules)
+try:
+    fabula.no_such_thing
+except AttributeError as error:
+    print(error)
+"""
+    result = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "SQLiteEventStore False",
+        "PostgresEventStore True",
+        "module 'fabula' has no attribute 'no_such_thing'",
+    ]

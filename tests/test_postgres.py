@@ -253,6 +253,29 @@ class TestProjections:
         await asyncio.gather(*runs, return_exceptions=True)
         assert balances(store) == {k: expected[k] + more.get(k, Decimal(0)) for k in expected}
 
+    async def test_catch_up_waits_for_events_committed_before_it_behind_an_open_one(
+        self, store: PostgresEventStore, holds: list[HeldWriter]
+    ) -> None:
+        """An event saved before catch_up is in the read model after it, whatever else is open.
+
+        A writer that drew an earlier position and has not committed holds
+        readers below the later, committed event: catch_up waits for it
+        rather than return without the event that was saved first.
+        """
+        expected = await fill(store, 2, 4)
+        held = HeldWriter(store, "held", holds)
+        await held.begin([deposit(100)])
+        await store.append("acc-0", [deposit(7)], expected_version=ExpectedVersion.ANY)
+        projector = fabula.Projector(store, [Balances()], idle_wait=0.05)
+        catching_up = asyncio.create_task(projector.catch_up())
+        await asyncio.sleep(0.5)
+        assert not catching_up.done()  # it waits for the open writer
+        await held.commit()
+        await asyncio.wait_for(catching_up, timeout=20)
+        expected["acc-0"] += 7
+        expected["held"] = Decimal(100)
+        assert balances(store) == expected
+
     async def test_concurrent_catch_ups_apply_each_event_once(
         self, store: PostgresEventStore
     ) -> None:

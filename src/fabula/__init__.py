@@ -26,8 +26,11 @@ This module exports what an application uses every day; every error is in
 `fabula.exceptions`, the most common ones here too.
 """
 
+from importlib import import_module as _import_module
 from importlib.metadata import PackageNotFoundError as _PackageNotFoundError
 from importlib.metadata import version as _version
+from types import ModuleType as _ModuleType
+from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from fabula import exceptions, memory, storage
 from fabula._aggregate import Aggregate, apply
@@ -83,6 +86,10 @@ from fabula.exceptions import (
     StoreError,
     StoreUnavailableError,
 )
+
+if _TYPE_CHECKING:
+    from fabula import postgres as postgres
+    from fabula import sqlite as sqlite
 
 try:
     __version__ = _version("fabula")
@@ -153,3 +160,17 @@ __all__ = [
 ]
 
 _publish(__name__, globals(), __all__)
+
+_LAZY = frozenset({"sqlite", "postgres"})
+
+
+def __getattr__(name: str) -> _ModuleType:
+    """Import `fabula.sqlite` and `fabula.postgres` on first use (psycopg only when needed)."""
+    if name in _LAZY:
+        return _import_module(f"fabula.{name}")
+    msg = f"module 'fabula' has no attribute {name!r}"
+    raise AttributeError(msg)
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -235,11 +235,18 @@ class Projector(Generic[TxT]):
     async def catch_up(self) -> None:
         """Apply every event committed so far to every projection, then return.
 
+        "So far" is the head of the log when the call starts. On PostgreSQL
+        an event committed before the call may not be readable yet, while a
+        transaction that drew an earlier position is still open; this waits
+        for it (as `wait_for` does), so that a read model queried after
+        `catch_up` holds every event saved before it.
+
         Raises:
             ProjectionError: A handler failed; that projection stopped at the
                 event (the others caught up).
         """
         failures = []
+        head = await self.store.head_position()
         for track in self._tracks.values():
             await self._start(track)
             while True:
@@ -253,8 +260,12 @@ class Projector(Generic[TxT]):
                     # that batch: carry on from where the store says it is.
                     await self._reload(track)
                     continue
-                if not moved:
+                if moved:
+                    continue
+                if track.checkpoint >= head:
                     break
+                # Events up to the head are committed but not yet readable.
+                await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
         if failures:
             raise failures[0]
 
