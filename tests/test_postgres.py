@@ -276,6 +276,16 @@ class TestProjections:
         expected["held"] = Decimal(100)
         assert balances(store) == expected
 
+    async def test_lag_counts_events_not_positions(self, store: PostgresEventStore) -> None:
+        """One event behind is a lag of 1, though positions leave gaps of 2**20 between appends."""
+        await fill(store, 2, 3)
+        projector = fabula.Projector(store, [Balances()])
+        await projector.catch_up()
+        await store.append("acc-0", [deposit(5)], expected_version=ExpectedVersion.ANY)
+        (status,) = await projector.status()
+        assert await store.head_position() - status.checkpoint >= 2**20
+        assert status.lag == 1
+
     async def test_concurrent_catch_ups_apply_each_event_once(
         self, store: PostgresEventStore
     ) -> None:

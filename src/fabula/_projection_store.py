@@ -85,6 +85,12 @@ class ProjectionStore(Protocol[TxT]):
         """Return the position of the last committed event."""
         ...
 
+    async def count_events(
+        self, *, after: int = 0, event_types: EventTypeFilter | None = None
+    ) -> int:
+        """Count the committed events after `after` (of `event_types`): a projection's lag."""
+        ...
+
     async def skip_event(self, name: str, *, position: int, event_class: str, reason: str) -> None:
         """Move checkpoint `name` from `position - 1` past `position`, recording the skip."""
         ...

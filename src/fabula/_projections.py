@@ -71,7 +71,7 @@ class ProjectionStatus:
     Attributes:
         name: The projection.
         checkpoint: The position of the last event it has applied.
-        lag: How many positions it is behind the head of the log.
+        lag: How many events (of the types it handles) it has yet to apply.
         state: What it is doing (a `ProjectionState`, equal to its str value).
         last_error: The current failure, if it is failing.
         store_error: While it is retrying, the store's error, as `repr`.
@@ -271,18 +271,22 @@ class Projector(Generic[TxT]):
 
     async def status(self) -> list[ProjectionStatus]:
         """Report each projection's checkpoint, lag, state and current failure."""
-        head = await self.store.head_position()
-        return [
-            ProjectionStatus(
-                name=name,
-                checkpoint=track.checkpoint,
-                lag=max(0, head - track.checkpoint),
-                state=track.state,
-                last_error=track.failure,
-                store_error=None if track.outage is None else track.outage.error,
+        found = []
+        for name, track in self._tracks.items():
+            lag = await self.store.count_events(
+                after=track.checkpoint, event_types=track.event_types
             )
-            for name, track in self._tracks.items()
-        ]
+            found.append(
+                ProjectionStatus(
+                    name=name,
+                    checkpoint=track.checkpoint,
+                    lag=lag,
+                    state=track.state,
+                    last_error=track.failure,
+                    store_error=None if track.outage is None else track.outage.error,
+                )
+            )
+        return found
 
     def states(self) -> dict[str, ProjectionState]:
         """What each projection is doing, by name, without asking the store (for health checks)."""

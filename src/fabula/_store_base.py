@@ -87,6 +87,30 @@ class StoreBase(abc.ABC):
         events, position = await self._scan(after, limit, names)
         return LogPage(events=events, position=position)
 
+    async def count_events(
+        self, *, after: int = 0, event_types: EventTypeFilter | None = None
+    ) -> int:
+        """Count the committed events after position `after` (of `event_types`, if given).
+
+        Positions are not consecutive on every store (PostgreSQL's are
+        sparse), so this, not a difference of positions, says how many
+        events a reader has left: a projection's lag.
+
+        Raises:
+            InvalidReadError: `after` is negative, or the filter is malformed.
+            UnregisteredEventError: A class in the filter has no stored name.
+        """
+        self._check_open()
+        validate_read_all(after, 1)
+        names = event_type_names(event_types, self.serializer.registry)
+        if names is not None and not names:
+            return 0
+        return await self._count(after, names)
+
+    @abc.abstractmethod
+    async def _count(self, after: int, names: frozenset[str] | None) -> int:
+        """Count the committed events of types `names` (None: all) after `after`."""
+
     async def wait_for_commit(self, after: int, max_wait: float) -> None:
         """Return once the log may hold events after `after`, or after `max_wait` seconds.
 

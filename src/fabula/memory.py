@@ -258,6 +258,12 @@ class InMemoryEventStore(StoreBase):
                     break
         return found, scanned
 
+    async def _count(self, after: int, names: frozenset[str] | None) -> int:
+        rows = self._log[after:]
+        if names is None:
+            return len(rows)
+        return sum(row.record.type_name in names for row in rows)
+
     def _decode(self, row: _Row) -> RecordedEvent:
         event = self.serializer.decode(
             row.record, stream_id=row.stream_id, version=row.version, position=row.position

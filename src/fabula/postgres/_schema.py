@@ -218,6 +218,10 @@ TEMPLATES: Final[dict[str, str]] = {
     "scan": _SCAN.replace("<types>", ""),
     "scan_types": _SCAN.replace("<types>", "AND type = ANY(%(types)s)"),
     "head": "SELECT coalesce(max(position), 0) FROM {s}.fabula_events",
+    "count_after": "SELECT count(*) FROM {s}.fabula_events WHERE position > %s",
+    "count_after_of_types": (
+        "SELECT count(*) FROM {s}.fabula_events WHERE position > %s AND type = ANY(%s)"
+    ),
     "readable_head": (
         f"SELECT coalesce(max(position), 0) FROM {{s}}.fabula_events WHERE position < {_HORIZON}"
     ),
@@ -316,6 +320,8 @@ class Statements:
     scan: str
     scan_types: str
     head: str
+    count_after: str
+    count_after_of_types: str
     readable_head: str
     ensure_checkpoint: str
     lock_checkpoint: str

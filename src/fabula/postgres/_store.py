@@ -295,6 +295,14 @@ class PostgresEventStore(StoreBase):
         rows = await self._db.query(self._sql.head)
         return int(rows[0][0]) if rows else 0
 
+    async def _count(self, after: int, names: frozenset[str] | None) -> int:
+        await self._ready()
+        if names is None:
+            rows = await self._db.query(self._sql.count_after, (after,))
+        else:
+            rows = await self._db.query(self._sql.count_after_of_types, (after, sorted(names)))
+        return int(rows[0][0])
+
     async def wait_for_commit(self, after: int, max_wait: float) -> None:
         """Return once events after `after` may be readable, or after `max_wait` seconds."""
         await self._ready()

@@ -119,6 +119,13 @@ READ_ALL_OF_TYPES: Final = f"""
 
 HEAD_POSITION: Final = "SELECT coalesce(max(position), 0) FROM fabula_events"
 
+COUNT_AFTER: Final = "SELECT count(*) FROM fabula_events WHERE position > ?"
+
+COUNT_AFTER_OF_TYPES: Final = """
+    SELECT count(*) FROM fabula_events
+    WHERE position > ? AND type IN (SELECT value FROM json_each(?))
+"""
+
 SAVE_SNAPSHOT: Final = """
     INSERT INTO fabula_snapshots
         (stream_id, aggregate_type, version, schema_version, state, created_at)

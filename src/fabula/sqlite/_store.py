@@ -268,6 +268,12 @@ class SQLiteEventStore(StoreBase):
         reached = rows[-1][0] if len(rows) == limit else max(head, after)
         return self._decode_rows(rows), reached
 
+    async def _count(self, after: int, names: frozenset[str] | None) -> int:
+        if names is None:
+            return int(self._query(sql.COUNT_AFTER, (after,))[0][0])
+        type_list = encode_json(sorted(names))
+        return int(self._query(sql.COUNT_AFTER_OF_TYPES, (after, type_list))[0][0])
+
     def _query(self, statement: str, parameters: tuple[object, ...]) -> list[Any]:
         try:
             return self._reader.execute(statement, parameters).fetchall()

@@ -16,7 +16,7 @@ from typing import Any, TypeAlias
 import pytest
 
 from fabula._projection_store import ProjectionStore
-from fabula.exceptions import CheckpointError
+from fabula.exceptions import CheckpointError, InvalidReadError
 from fabula.testing._contract_events import Deposited, Withdrawn
 from fabula.testing._suite import deposit, store_test
 
@@ -46,6 +46,28 @@ class ProjectionStoreContract:
         """The store implements the ProjectionStore protocol, and says if it is transactional."""
         assert isinstance(store, ProjectionStore)
         assert isinstance(store.transactional, bool)
+
+    @_test
+    async def test_count_events_counts_events_not_positions(self, store: _Store) -> None:
+        """count_events says how many events follow a position, of some types or all.
+
+        It is a projection's lag, so it counts events even where positions
+        are sparse (PostgreSQL's leave gaps between appends).
+        """
+        await store.append("acc-1", [deposit(1), Withdrawn(amount=Decimal(1))], expected_version=0)
+        await store.append("acc-2", [deposit(2)], expected_version=0)
+        await store.append("acc-1", [deposit(3), Withdrawn(amount=Decimal(2))], expected_version=2)
+        log = await store.read_all()
+        first, last = log[0].position, log[-1].position
+        assert await store.count_events() == 5
+        assert await store.count_events(after=first) == 4
+        assert await store.count_events(after=log[2].position) == 2
+        assert await store.count_events(after=last) == 0
+        assert await store.count_events(after=first, event_types=[Deposited]) == 2
+        assert await store.count_events(event_types={"fabula.testing.Withdrawn"}) == 2
+        assert await store.count_events(event_types=[]) == 0
+        with pytest.raises(InvalidReadError):
+            await store.count_events(after=-1)
 
     @_test
     async def test_a_new_projection_starts_at_zero(self, store: _Store) -> None:
