@@ -385,9 +385,77 @@ class TestLogDispatch:
             "ok",
         )
         assert ok.duration_ms >= 0  # type: ignore[attr-defined]
-        assert (failed.levelno, failed.outcome) == (logging.WARNING, "OrderError")  # type: ignore[attr-defined]
-        assert failed.exc_info is not None
+        # A domain error is an answer, not a bug: one line, its message, no traceback.
+        assert failed.levelno == logging.INFO
+        assert failed.outcome.startswith("OrderError (")  # type: ignore[attr-defined]
+        assert failed.exc_info is None
         assert "AddItem" in failed.getMessage()
+        assert "\n" not in failed.getMessage()
+
+    async def test_an_unexpected_error_is_logged_with_its_traceback(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """An error that is not one of `expected` is a bug: ERROR, with the traceback."""
+
+        async def broken(_: AddItem) -> int:
+            raise KeyError("oops")
+
+        bus = CommandBus()
+        bus.use(LogDispatch())
+        bus.register(AddItem, broken)
+        with caplog.at_level(logging.INFO, logger="fabula.dispatch"), pytest.raises(KeyError):
+            await bus.dispatch(AddItem(order_id=uuid4(), quantity=1))
+        (record,) = caplog.records
+        assert (record.levelno, record.outcome) == (logging.ERROR, "KeyError")  # type: ignore[attr-defined]
+        assert record.exc_info is not None
+        assert record.exc_info[0] is KeyError
+
+    @pytest.mark.parametrize(
+        "error",
+        [
+            fabula.ConcurrencyError("s", 1, 2),
+            fabula.AggregateNotFoundError(Order, uuid4()),
+            fabula.InvalidCursorError("bad\nsecond line"),
+        ],
+        ids=lambda e: type(e).__name__,
+    )
+    async def test_expected_errors_are_one_line(
+        self, caplog: pytest.LogCaptureFixture, error: Exception
+    ) -> None:
+        """Conflicts, missing aggregates and bad cursors are answers: one line each."""
+
+        async def refuse(_: AddItem) -> int:
+            raise error
+
+        bus = CommandBus()
+        bus.use(LogDispatch(expected_level=logging.WARNING))
+        bus.register(AddItem, refuse)
+        with caplog.at_level(logging.INFO, logger="fabula.dispatch"), pytest.raises(type(error)):
+            await bus.dispatch(AddItem(order_id=uuid4(), quantity=1))
+        (record,) = caplog.records
+        assert (record.levelno, record.exc_info) == (logging.WARNING, None)
+        first = str(error).splitlines()[0]
+        assert record.outcome == f"{type(error).__name__} ({first})"  # type: ignore[attr-defined]
+
+    async def test_which_errors_are_expected_is_a_choice(
+        self, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """`expected=` replaces the defaults: a DomainError outside it gets its traceback."""
+
+        async def refuse(_: AddItem) -> int:
+            raise fabula.DomainError("no")
+
+        bus = CommandBus()
+        bus.use(LogDispatch(expected=(KeyError,)))
+        bus.register(AddItem, refuse)
+        with (
+            caplog.at_level(logging.INFO, logger="fabula.dispatch"),
+            pytest.raises(fabula.DomainError),
+        ):
+            await bus.dispatch(AddItem(order_id=uuid4(), quantity=1))
+        (record,) = caplog.records
+        assert record.levelno == logging.ERROR
+        assert record.exc_info is not None
 
     async def test_the_fields_name_the_correlation_and_the_time_taken(
         self, caplog: pytest.LogCaptureFixture

@@ -13,7 +13,14 @@ import attrs
 from fabula._commands import Message, Next
 from fabula._events import EventMetadata, _current_metadata
 from fabula._guards import positive_int, positive_number
-from fabula.exceptions import ConcurrencyError
+from fabula.exceptions import (
+    AggregateNotFoundError,
+    ConcurrencyError,
+    DomainError,
+    IdempotencyConflictError,
+    InvalidCursorError,
+    InvalidPageSizeError,
+)
 
 __all__ = ["Correlation", "LogDispatch", "RetryOnConflict"]
 
@@ -79,6 +86,16 @@ class Correlation:
             _current_metadata.reset(token)
 
 
+_EXPECTED: tuple[type[Exception], ...] = (
+    DomainError,
+    ConcurrencyError,
+    AggregateNotFoundError,
+    IdempotencyConflictError,
+    InvalidCursorError,
+    InvalidPageSizeError,
+)
+
+
 @attrs.define
 class LogDispatch:
     """Write one log record per dispatch: type, id, outcome and duration.
@@ -87,22 +104,36 @@ class LogDispatch:
     same facts are attached as `extra` fields (`message_type`, `message_id`,
     `correlation_id`, `outcome`, `duration_ms`) for structured handlers.
 
+    A dispatch that fails with an *expected* error (by default a
+    `DomainError`, a `ConcurrencyError`, an `AggregateNotFoundError`, an
+    `IdempotencyConflictError`, or a bad cursor or page size: the answers a
+    caller is told, not bugs) is one line at `expected_level`, with the
+    error's message, `PlaceOrder 1b2c... OrderError (no such product) in
+    0.4 ms`. Any other error is logged at ERROR with its traceback.
+
     Args:
         logger: Where to log; `logging.getLogger("fabula.dispatch")` if omitted.
-        level: The level of records for successful dispatches; failures are
-            logged at WARNING with the exception.
+        level: The level of records for successful dispatches.
+        expected: The exception classes logged as one line, without a traceback.
+        expected_level: The level of those lines.
     """
 
     logger: logging.Logger = attrs.field(factory=lambda: logging.getLogger("fabula.dispatch"))
     level: int = logging.INFO
+    expected: tuple[type[Exception], ...] = attrs.field(default=_EXPECTED, kw_only=True)
+    expected_level: int = attrs.field(default=logging.INFO, kw_only=True)
 
     async def __call__(self, message: Message, call_next: Next) -> object:
         """Call the rest of the chain and log how it went."""
         started = time.perf_counter()
         try:
             result = await call_next(message)
+        except self.expected as exc:
+            outcome = f"{type(exc).__name__} ({_first_line(exc)})"
+            self._log(message, outcome, started, self.expected_level, None)
+            raise
         except Exception as exc:
-            self._log(message, type(exc).__name__, started, logging.WARNING, exc)
+            self._log(message, type(exc).__name__, started, logging.ERROR, exc)
             raise
         self._log(message, "ok", started, self.level, None)
         return result
@@ -135,3 +166,10 @@ class LogDispatch:
                 "duration_ms": round(duration, 3),
             },
         )
+
+
+def _first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of an error's message, cut to `limit` characters."""
+    text = str(error).strip().splitlines()
+    first = text[0] if text else type(error).__name__
+    return first if len(first) <= limit else first[: limit - 1] + "…"
