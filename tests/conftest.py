@@ -15,10 +15,15 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, settings
 
+from fabula import default_registry
 from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore
+from fabula.testing import register_contract_events
 
 from .support.stores import OpenSQLite
+
+# Tests of our own store the contract suite's events too.
+register_contract_events(default_registry)
 
 settings.register_profile("dev", max_examples=50, deadline=None)
 settings.register_profile(

@@ -1,6 +1,8 @@
 """fabula.testing: given/when/then and the event strategies."""
 
+import re
 from decimal import Decimal
+from pathlib import Path
 from uuid import uuid4
 
 import attrs
@@ -144,3 +146,50 @@ class TestStrategies:
         mapping = data.draw(strategies.values(fabula.storage.FrozenDict[str, int]))
         assert isinstance(mapping, fabula.storage.FrozenDict)
         assert isinstance(data.draw(strategies.values(Everything)), Everything)
+
+
+def test_importing_fabula_testing_registers_nothing() -> None:
+    """A fresh interpreter that imports fabula.testing finds no fabula.testing.* names."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    program = (
+        "import fabula, fabula.testing, fabula.testing.strategies\n"
+        "print(fabula.default_registry.by_name('fabula.testing.Deposited'))\n"
+        "fabula.testing.register_contract_events(fabula.default_registry)\n"
+        "print(fabula.default_registry.by_name('fabula.testing.Deposited').cls.__name__)\n"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter
+        [sys.executable, "-c", program], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["None", "Deposited"]
+
+
+def test_the_contract_suite_registers_its_events_when_it_runs(tmp_path: Path) -> None:
+    """A user's suite with no registration of its own passes: the suite registers as it starts."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    (tmp_path / "test_mine.py").write_text(
+        "import fabula.testing\n"
+        "from fabula.memory import InMemoryEventStore\n"
+        "import pytest\n\n"
+        "class TestMine(fabula.testing.EventStoreContract):\n"
+        "    @pytest.fixture\n"
+        "    def event_store_factory(self):\n"
+        "        async def build():\n"
+        "            return InMemoryEventStore()\n"
+        "        return build\n",
+        encoding="utf-8",
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", "append or read"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert re.search(r"\d+ passed", result.stdout)

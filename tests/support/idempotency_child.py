@@ -12,10 +12,12 @@ from decimal import Decimal
 
 import attrs
 
-from fabula import Command, CommandBus, Idempotency, StreamAppend
+from fabula import Command, CommandBus, Idempotency, StreamAppend, default_registry
 from fabula.sqlite import SQLiteEventStore
 from fabula.storage import current_unit_of_work
-from fabula.testing import Deposited
+from fabula.testing import Deposited, register_contract_events
+
+register_contract_events(default_registry)
 
 
 @attrs.frozen

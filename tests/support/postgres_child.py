@@ -17,9 +17,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from fabula import ConcurrencyError
+from fabula import ConcurrencyError, default_registry
 from fabula.postgres import PostgresEventStore
-from fabula.testing import Deposited
+from fabula.testing import Deposited, register_contract_events
+
+register_contract_events(default_registry)
 
 
 async def main(url: str, schema: str, writer: int, events: int, seed: int) -> None:

@@ -13,9 +13,11 @@ import random
 import sys
 from decimal import Decimal
 
-from fabula import ConcurrencyError, ExpectedVersion
+from fabula import ConcurrencyError, ExpectedVersion, default_registry
 from fabula.sqlite import SQLiteEventStore
-from fabula.testing import Deposited
+from fabula.testing import Deposited, register_contract_events
+
+register_contract_events(default_registry)
 
 STREAMS = ["acc-1", "acc-2", "acc-3"]
 

@@ -1,4 +1,9 @@
-"""The events the store contract suite writes, registered under `fabula.testing.*` names."""
+"""The events the store contract suite writes, under `fabula.testing.*` names.
+
+Importing `fabula.testing` registers nothing: the suite registers these two
+in `default_registry` as its first test starts, and a test of one's own
+that stores them calls `register_contract_events` first.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ from decimal import Decimal
 
 import attrs
 
-from fabula._events import DomainEvent, EventRegistry, default_registry
+from fabula._events import DomainEvent, EventRegistry
 
 __all__ = ["CONTRACT_EVENTS", "Deposited", "Withdrawn", "register_contract_events"]
 
@@ -34,13 +39,12 @@ CONTRACT_EVENTS: dict[str, type[DomainEvent]] = {
 
 
 def register_contract_events(registry: EventRegistry) -> None:
-    """Register the contract suite's events in `registry`.
+    """Register the contract suite's events in `registry` (again is harmless).
 
-    They are in `default_registry` already; call this for a store under test
-    whose serializer uses another registry.
+    The contract suite does it for `default_registry`; call this for a store
+    under test whose serializer uses another registry, or before storing
+    `Deposited` or `Withdrawn` in a test of one's own.
     """
     for name, cls in CONTRACT_EVENTS.items():
         registry.register(cls, name)
 
-
-register_contract_events(default_registry)

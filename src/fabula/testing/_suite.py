@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
 from typing import Any, TypeVar
 
-from fabula.testing._contract_events import Deposited
+from fabula._events import default_registry
+from fabula.testing._contract_events import Deposited, register_contract_events
 
 __all__ = ["TIMEOUT", "deposit", "store_test"]
 
@@ -38,6 +39,7 @@ def store_test(factory: str) -> Callable[[_Body[Suite]], Callable[..., None]]:
             build = fixtures[factory]
 
             async def run() -> None:
+                register_contract_events(default_registry)
                 store = await build()
                 try:
                     async with asyncio.timeout(TIMEOUT):
