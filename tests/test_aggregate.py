@@ -8,7 +8,12 @@ import pytest
 
 import fabula
 from fabula import EventMetadata
-from fabula.exceptions import EventTypeError, EventVersionError, MissingApplyHandlerError
+from fabula.exceptions import (
+    EventTypeError,
+    EventVersionError,
+    InvalidAggregateIdError,
+    MissingApplyHandlerError,
+)
 from fabula.testing import given
 
 from .support.domain import ADDRESS, Order, OrderCreated, OrderError, OrderItemAdded, OrderSubmitted
@@ -58,11 +63,18 @@ class TestRecording:
         order.record(created())
         assert order.pending_events[0].aggregate_id == "order-42"
 
-    @pytest.mark.parametrize("bad", ["", 42, None])
-    def test_bad_ids_are_refused(self, bad: object) -> None:
-        """Ids must be UUIDs or non-empty strings."""
-        with pytest.raises(EventTypeError, match="aggregate id"):
+    @pytest.mark.parametrize(
+        ("bad", "why"),
+        [("", "must not be empty"), (42, "must be a UUID or a str"), (None, "UUID or a str")],
+    )
+    def test_bad_ids_are_refused(self, bad: object, why: str) -> None:
+        """Ids must be UUIDs or non-empty strings: the error is a TypeError and a ValueError."""
+        with pytest.raises(InvalidAggregateIdError, match=why) as refused:
             Order(id=bad)  # type: ignore[arg-type]
+        assert isinstance(refused.value, TypeError)
+        assert isinstance(refused.value, ValueError)
+        assert (refused.value.aggregate_type, refused.value.value) == (Order, bad)
+        assert str(refused.value).startswith(f"Order id {bad!r}: ")
 
 
 class TestReplay:

@@ -421,7 +421,10 @@ SLOW_REBUILD = """
 import asyncio, sys, time
 import fabula
 from fabula.postgres import PostgresEventStore
-from fabula.testing import Deposited
+from fabula.testing import Deposited, register_contract_events
+
+register_contract_events(fabula.default_registry)
+
 
 class Slow(fabula.Projection):
     name = "balances"

@@ -15,8 +15,10 @@ from fabula._store import StreamAppend
 from fabula.exceptions import (
     EventTypeError,
     EventVersionError,
+    InvalidAggregateIdError,
     MissingApplyHandlerError,
     StreamMismatchError,
+    _shown,
 )
 
 __all__ = ["Aggregate", "apply"]
@@ -48,12 +50,13 @@ def apply(method: F) -> F:
     return method
 
 
-def _check_id(value: object) -> None:
+def _check_id(cls: type, value: object) -> None:
     if isinstance(value, UUID):
         return
-    if not isinstance(value, str) or not value:
-        msg = f"an aggregate id must be a UUID or a non-empty str, not {value!r}"
-        raise EventTypeError(msg)
+    if not isinstance(value, str):
+        raise InvalidAggregateIdError(cls, value, "an aggregate id must be a UUID or a str")
+    if not value:
+        raise InvalidAggregateIdError(cls, value, "an aggregate id must not be empty")
 
 
 @attrs.define
@@ -95,7 +98,7 @@ class Aggregate:
             cls._fabula_handlers = None
 
     def __attrs_post_init__(self) -> None:
-        _check_id(self.id)
+        _check_id(type(self), self.id)
 
     @property
     def version(self) -> int:
@@ -135,14 +138,25 @@ class Aggregate:
         own_id = self.id
         for event in events:
             if not isinstance(event, DomainEvent):
-                msg = f"cannot replay {event!r}: it is not a DomainEvent"
+                msg = f"cannot replay {event!r} into {self._named()}: it is not a DomainEvent"
                 raise EventTypeError(msg)
             if event.version != self._version + 1:
-                raise EventVersionError(str(own_id), event.version, self._version + 1)
+                raise EventVersionError(
+                    str(own_id),
+                    event.version,
+                    self._version + 1,
+                    context=f"cannot replay {self._named()}",
+                )
             # Comparing ids first spares a str(UUID) per event on the usual path.
             if event.aggregate_id != own_id and str(event.aggregate_id) != str(own_id):
-                raise StreamMismatchError(str(own_id), event.aggregate_id)
+                raise StreamMismatchError(
+                    str(own_id), event.aggregate_id, context=f"cannot replay {self._named()}"
+                )
             self._apply(event)
+
+    def _named(self) -> str:
+        """The aggregate as error messages name it: its class and id."""
+        return f"{type(self).__qualname__} {_shown(str(self.id))}"
 
     def record(self, event: E) -> E:
         """Record a new event: stamp it, apply it, and keep it pending.
@@ -165,7 +179,9 @@ class Aggregate:
             msg = f"{event!r} is not a DomainEvent"
             raise EventTypeError(msg)
         if event.aggregate_id not in ("", self.id):
-            raise StreamMismatchError(str(self.id), event.aggregate_id)
+            raise StreamMismatchError(
+                str(self.id), event.aggregate_id, context=f"cannot record into {self._named()}"
+            )
         metadata = _current_metadata.get()
         if metadata is not None and event.metadata == _EMPTY_METADATA:
             stamped = attrs.evolve(
@@ -221,7 +237,7 @@ class Aggregate:
             handlers = type(self)._fabula_handlers = _resolve_handlers(type(self))  # noqa: SLF001
         handler = handlers.get(type(event))
         if handler is None:
-            raise MissingApplyHandlerError(type(self), type(event))
+            raise MissingApplyHandlerError(type(self), type(event), self.id)
         handler(self, event)
         self._version = event.version
 

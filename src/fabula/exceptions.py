@@ -17,6 +17,7 @@ FabulaError
 │   ├── DuplicateEventTypeError
 │   ├── UnregisteredEventError
 │   └── MissingApplyHandlerError
+├── InvalidAggregateIdError (TypeError, ValueError)
 ├── UnknownEventTypeError (LookupError)
 ├── SerializationError (ValueError)
 │   └── UpcastError
@@ -63,6 +64,7 @@ __all__ = [
     "HandlerNotFoundError",
     "IdempotencyConflictError",
     "IdempotencyKeyTakenError",
+    "InvalidAggregateIdError",
     "InvalidAppendError",
     "InvalidCursorError",
     "InvalidIdempotencyKeyError",
@@ -175,6 +177,23 @@ class EventTypeError(FabulaError, TypeError):
     """An event class or an aggregate is declared or used incorrectly."""
 
 
+class InvalidAggregateIdError(FabulaError, TypeError, ValueError):
+    """An aggregate id is not one its class accepts (a UUID, or a non-empty str).
+
+    Both a `TypeError` (an id of the wrong type) and a `ValueError` (an
+    empty or malformed one), so either `except` catches it.
+
+    Attributes:
+        aggregate_type: The aggregate class.
+        value: The refused id.
+    """
+
+    def __init__(self, aggregate_type: type, value: object, reason: str) -> None:
+        self.aggregate_type = aggregate_type
+        self.value = value
+        super().__init__(f"{aggregate_type.__qualname__} id {_shown(value)}: {reason}")
+
+
 class DuplicateEventTypeError(EventTypeError):
     """Two different classes were registered under one stored event name.
 
@@ -216,13 +235,18 @@ class MissingApplyHandlerError(EventTypeError):
     Attributes:
         aggregate_type: The aggregate class.
         event_class: The event class it cannot apply.
+        aggregate_id: The aggregate's id, when known.
     """
 
-    def __init__(self, aggregate_type: type, event_class: type) -> None:
+    def __init__(
+        self, aggregate_type: type, event_class: type, aggregate_id: object = None
+    ) -> None:
         self.aggregate_type = aggregate_type
         self.event_class = event_class
+        self.aggregate_id = aggregate_id
+        which = "" if aggregate_id is None else f" {_shown(str(aggregate_id))}"
         super().__init__(
-            f"{aggregate_type.__qualname__} has no apply handler for "
+            f"{aggregate_type.__qualname__}{which} has no apply handler for "
             f"{event_class.__qualname__}; add a method decorated with @fabula.apply "
             f"whose event parameter is annotated {event_class.__qualname__}"
         )
@@ -282,9 +306,10 @@ class InvalidAppendError(FabulaError, ValueError):
         stream_id: The stream that was appended to.
     """
 
-    def __init__(self, stream_id: str, message: str) -> None:
+    def __init__(self, stream_id: str, message: str, *, context: str | None = None) -> None:
         self.stream_id = stream_id
-        super().__init__(f"append to stream {_shown(stream_id)} refused: {message}")
+        doing = f"append to stream {_shown(stream_id)} refused" if context is None else context
+        super().__init__(f"{doing}: {message}")
 
 
 class EmptyAppendError(InvalidAppendError):
@@ -315,9 +340,10 @@ class StreamMismatchError(InvalidAppendError):
         aggregate_id: The event's aggregate id.
     """
 
-    def __init__(self, stream_id: str, aggregate_id: object) -> None:
+    def __init__(self, stream_id: str, aggregate_id: object, *, context: str | None = None) -> None:
         self.aggregate_id = aggregate_id
-        super().__init__(stream_id, f"an event carries aggregate_id {aggregate_id!s}")
+        message = f"an event carries aggregate_id {_shown(str(aggregate_id))}"
+        super().__init__(stream_id, message, context=context)
 
 
 class EventVersionError(InvalidAppendError):
@@ -328,12 +354,13 @@ class EventVersionError(InvalidAppendError):
         required: The version it must have.
     """
 
-    def __init__(self, stream_id: str, version: int, required: int) -> None:
+    def __init__(
+        self, stream_id: str, version: int, required: int, *, context: str | None = None
+    ) -> None:
         self.version = version
         self.required = required
-        super().__init__(
-            stream_id, f"an event has version {version} where version {required} is required"
-        )
+        message = f"an event has version {version} where version {required} is required"
+        super().__init__(stream_id, message, context=context)
 
 
 class DuplicateEventIdError(InvalidAppendError):

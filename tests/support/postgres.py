@@ -18,7 +18,7 @@ import fabula
 from fabula import ExpectedVersion
 from fabula._stored import prepare_append
 from fabula.postgres import PostgresEventStore, Tx
-from fabula.testing import Deposited
+from fabula.testing import Deposited, register_contract_events
 
 URL = os.environ.get("FABULA_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REQUIRED = os.environ.get("FABULA_REQUIRE_POSTGRES") == "1"
@@ -76,6 +76,9 @@ def drop_schemas(names: list[str]) -> None:
     with psycopg.connect(URL, autocommit=True) as conn:
         for name in names:
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+
+
+register_contract_events(fabula.default_registry)  # Balances reads the suite's events
 
 
 class Balances(fabula.Projection[Tx]):

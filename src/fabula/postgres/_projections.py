@@ -277,6 +277,25 @@ class ProjectionSide:
             _use_side(conn, side)
             projection.setup(conn)
 
+        async with self._side_claim(side_name):
+            await self._in_projection_transaction(prepare)
+            try:
+                position = await self._build_beside(projection, side, batch_size, progress)
+            finally:
+                await self._in_projection_transaction(
+                    lambda conn: conn.execute(f"DROP SCHEMA IF EXISTS {side} CASCADE")
+                )
+        return position
+
+    async def _build_beside(
+        self,
+        projection: Projection[Tx],
+        side: str,
+        batch_size: int,
+        progress: Callable[[int, int], None] | None,
+    ) -> int:
+        """Replay the log into side schema `side`, then swap its tables in."""
+
         async def apply_batch(events: list[RecordedEvent]) -> None:
             def apply(conn: Tx) -> None:
                 _use_side(conn, side)
@@ -284,19 +303,12 @@ class ProjectionSide:
 
             await self._in_projection_transaction(apply)
 
-        async with self._side_claim(side_name):
-            await self._in_projection_transaction(prepare)
-            try:
-                position = await build_from_log(
-                    self._log, projection, apply_batch, batch_size=batch_size, progress=progress
-                )
-                await self._in_projection_transaction(
-                    lambda conn: self._swap_in(conn, projection, side, position)
-                )
-            finally:
-                await self._in_projection_transaction(
-                    lambda conn: conn.execute(f"DROP SCHEMA IF EXISTS {side} CASCADE")
-                )
+        position = await build_from_log(
+            self._log, projection, apply_batch, batch_size=batch_size, progress=progress
+        )
+        await self._in_projection_transaction(
+            lambda conn: self._swap_in(conn, projection, side, position)
+        )
         return position
 
     @contextlib.asynccontextmanager

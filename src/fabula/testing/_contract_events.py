@@ -47,4 +47,3 @@ def register_contract_events(registry: EventRegistry) -> None:
     """
     for name, cls in CONTRACT_EVENTS.items():
         registry.register(cls, name)
-
