@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -211,14 +212,29 @@ def orders_command(
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:
-    result = orders_command("demo", cwd=tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert "the same order both times: True" in result.stdout
-    assert "total    43.47  (2 lines)" in result.stdout  # 3 notebooks at 12.50, 3 pens at 1.99
-    assert "-> 409" in result.stdout  # the refused item on a submitted order
-    assert "page 2:" in result.stdout
-    assert "order_summary at position 12, running" in result.stdout
-    assert list(tmp_path.iterdir()) == []  # a temporary database, removed afterwards
+    """The demo writes ./orders-demo.db afresh each time; `fabula stats` reads it after."""
+    first = orders_command("demo", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "the same order both times: True" in first.stdout
+    assert "total    43.47  (2 lines)" in first.stdout  # 3 notebooks at 12.50, 3 pens at 1.99
+    assert "-> 409" in first.stdout  # the refused item on a submitted order
+    assert "page 2:" in first.stdout
+    assert "order_summary at position 12, running" in first.stdout
+    assert "fabula --store orders-demo.db stats" in first.stdout
+    assert [p.name for p in tmp_path.iterdir()] == ["orders-demo.db"]
+    again = orders_command("demo", cwd=tmp_path)  # starts afresh: the same story
+    assert again.returncode == 0, again.stderr
+    assert "order_summary at position 12, running" in again.stdout
+    stats = subprocess.run(
+        [sys.executable, "-m", "fabula", "--store", "orders-demo.db", "stats"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert stats.returncode == 0, stats.stderr
+    assert re.search(r"orders\.OrderItemAdded\s+6\b", stats.stdout)
 
 
 def read_model_rows(place: Place) -> list[tuple[object, ...]]:

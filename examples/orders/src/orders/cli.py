@@ -7,7 +7,6 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from datetime import timedelta
@@ -21,6 +20,7 @@ from .service import OrdersService, is_postgres_url
 
 __all__ = ["SECRET_VARIABLE", "main"]
 
+DEMO_DATABASE = "orders-demo.db"  # where `orders demo` writes, in the current directory
 SECRET_VARIABLE = "ORDERS_JWT_SECRET"  # noqa: S105 - the name of a variable, not a secret
 """The environment variable that holds the token secret."""
 
@@ -250,7 +250,7 @@ def _build_parser() -> argparse.ArgumentParser:
     )
 
     demo = commands.add_parser("demo", help="run a scripted session against a fresh database")
-    _add_database(demo, None, "a temporary SQLite file")
+    _add_database(demo, None, f"./{DEMO_DATABASE}, made afresh")
 
     rebuild = commands.add_parser(
         "rebuild-read-model", help="rebuild the order read model from the events"
@@ -285,8 +285,12 @@ def _run(args: argparse.Namespace) -> int:
         from .demo import run_demo  # noqa: PLC0415 - only the demo needs an HTTP client
 
         if args.database is None:
-            with tempfile.TemporaryDirectory(prefix="orders-demo-") as folder:
-                return asyncio.run(run_demo(str(Path(folder) / "orders.db")))
+            path = Path(DEMO_DATABASE)
+            for leftover in (path, *(Path(f"{path}{end}") for end in ("-wal", "-shm", "-journal"))):
+                leftover.unlink(missing_ok=True)  # the last demo's: each demo starts afresh
+            code = asyncio.run(run_demo(str(path)))
+            print(f"\nIts events are in ./{path}: look inside with `fabula --store {path} stats`")
+            return code
         return asyncio.run(run_demo(database_path(args.database), schema=args.schema))
     database = database_path(args.database)
     if not is_postgres_url(database) and not Path(database).exists():
