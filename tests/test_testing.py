@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 import fabula
 from fabula import EventSerializer
-from fabula.testing import given, strategies
+from fabula.testing import given, scenario, strategies
 
 from .support.domain import (
     ADDRESS,
@@ -104,15 +104,38 @@ class TestGivenWhenThen:
         with pytest.raises(AssertionError, match="recorded events"):
             given(Order, created()).when(lambda o: o.add_item(PRODUCT, 1, Decimal(1))).then()
 
+    def test_the_outcome_holds_what_the_action_returned(self) -> None:
+        """`result` is the action's return value (typed as such), or None when it raised."""
+        outcome = given(Order, created(), added(2)).when(lambda o: o.total)
+        total: Decimal | None = outcome.result
+        assert total == Decimal("4.00")
+        assert outcome.error is None
+        failed = given(Order, created()).when(lambda o: o.submit())
+        assert (failed.result, type(failed.error)) == (None, OrderError)
+
+    def test_aggregate_rebuilds_the_history_afresh_each_time(self) -> None:
+        """given(...).aggregate() is the state the history leads to; each call a new object."""
+        start = given(Order, created(), added(2))
+        first, second = start.aggregate(), start.aggregate()
+        assert first is not second
+        assert (first.version, first.total, first.pending_events) == (2, Decimal("4.00"), ())
+        first.add_item(PRODUCT, 1, Decimal(1))
+        assert start.aggregate().version == 2  # nothing shared between calls
+
+    def test_scenario_is_given_by_a_name_hypothesis_does_not_use(self) -> None:
+        """`scenario` is `given`, for modules that import hypothesis's `given` too."""
+        assert scenario is given
+        scenario(Order, created()).when(lambda o: o.submit()).then_raises(OrderError)
+
     def test_given_stamps_history_with_the_id(self) -> None:
         """History events get the given id and versions from 1."""
         order_id = uuid4()
-        scenario = given(Order, created(), added(), id=order_id)
-        assert [(e.aggregate_id, e.version) for e in scenario.history] == [
+        start = given(Order, created(), added(), id=order_id)
+        assert [(e.aggregate_id, e.version) for e in start.history] == [
             (order_id, 1),
             (order_id, 2),
         ]
-        assert scenario.aggregate().id == order_id
+        assert start.aggregate().id == order_id
 
 
 class TestStrategies:

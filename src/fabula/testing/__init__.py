@@ -6,7 +6,8 @@
   and `IdempotencyStoreContract`.
 - `check_against_model`: the hypothesis state machine the suite runs, for
   use on its own.
-- `given`: given / when / then scenarios for aggregates.
+- `given` (also named `scenario`, beside hypothesis's own `given`): given /
+  when / then scenarios for aggregates.
 - `fabula.testing.strategies`: hypothesis strategies that build events.
 
 Needs the `testing` extra: `pip install 'fabula[testing]'`.
@@ -32,7 +33,7 @@ from fabula.testing._contract_idempotency import IdempotencyStoreContract
 from fabula.testing._contract_projections import ProjectionStoreContract
 from fabula.testing._contract_snapshots import SnapshotStoreContract
 from fabula.testing._model import check_against_model
-from fabula.testing._scenario import Given, Outcome, given
+from fabula.testing._scenario import Given, Outcome, given, scenario
 from fabula.testing._suite import deposit
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "deposit",
     "given",
     "register_contract_events",
+    "scenario",
     "strategies",
 ]
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic
 from uuid import uuid4
 
 import attrs
+from typing_extensions import TypeVar
 
 from fabula._aggregate import Aggregate
 from fabula._events import BASE_FIELDS, AggregateId, DomainEvent
 
-__all__ = ["Given", "Outcome", "given"]
+__all__ = ["Given", "Outcome", "given", "scenario"]
 
 A = TypeVar("A", bound=Aggregate)
+R = TypeVar("R", default=object)
 
 
 def given(
@@ -58,14 +60,23 @@ class Given(Generic[A]):
     history: tuple[DomainEvent, ...]
 
     def aggregate(self) -> A:
-        """Return a fresh aggregate rebuilt from the history."""
+        """Return a fresh aggregate rebuilt from the history, to inspect or act on yourself.
+
+        Each call rebuilds it anew (as `when` does), so a test can check the
+        state the history leads to without running an action:
+
+            >>> order = given(Order, OrderCreated(customer_id=c)).aggregate()
+            >>> order.version
+            1
+        """
         return self.aggregate_type.from_events(self.aggregate_id, self.history)
 
-    def when(self, action: Callable[[A], object]) -> Outcome[A]:
+    def when(self, action: Callable[[A], R]) -> Outcome[A, R]:
         """Run `action` on the rebuilt aggregate and capture what happened.
 
         If `action` returns an aggregate of the same type (a factory method,
-        say), that aggregate's events are the ones checked.
+        say), that aggregate's events are the ones checked. Whatever it
+        returns is the outcome's `result`.
 
         Returns:
             The outcome, to check with `then` or `then_raises`.
@@ -77,15 +88,23 @@ class Given(Generic[A]):
             return Outcome(aggregate, exc)
         if isinstance(result, self.aggregate_type) and result is not aggregate:
             aggregate = result
-        return Outcome(aggregate, None)
+        return Outcome(aggregate, None, result)
 
 
 @attrs.frozen
-class Outcome(Generic[A]):
-    """What a `when` did: the aggregate afterwards and the error, if any."""
+class Outcome(Generic[A, R]):
+    """What a `when` did.
+
+    Attributes:
+        aggregate: The aggregate afterwards (the one the action returned, if
+            it returned one of the same type).
+        error: What the action raised, or None.
+        result: What the action returned (None if it raised).
+    """
 
     aggregate: A
     error: Exception | None
+    result: R | None = None
 
     def then(self, *expected: DomainEvent) -> A:
         """Assert that the action succeeded and recorded exactly `expected`.
@@ -163,3 +182,7 @@ def _show(events: Sequence[DomainEvent]) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in own.items())
         parts.append(f"{cls.__qualname__}({args})")
     return "\n  ".join(parts)
+
+
+scenario = given
+"""`given` under a name that does not clash with `hypothesis.given`."""
