@@ -15,11 +15,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import attrs
 import pytest
 
-from fabula.cli import _Out, main
+import fabula
+from fabula._inspect import StoredEvent
+from fabula.cli import _Out, _show_events, main
 from fabula.postgres import PostgresEventStore
 from fabula.sqlite import SQLiteEventStore
 from fabula.testing import Deposited
@@ -123,6 +126,31 @@ class TestReading:
         assert [s["stream_id"] for s in json_lines(out)] == [first]
         _, out, _ = run(capsys, *filled.args, "streams", "--limit", "2")
         assert len(out.splitlines()) == 1 + 2  # the header and two streams
+
+    def test_streams_say_what_kind_each_is(
+        self, filled: Store, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Each stream is shown with its first event's type: every demo stream is an order."""
+        _, out, _ = run(capsys, *filled.args, "streams", "--json")
+        assert {s["first_type"] for s in json_lines(out)} == {"orders.OrderCreated"}
+        _, out, _ = run(capsys, *filled.args, "stats", "--limit", "1")
+        _, table, _ = run(capsys, *filled.args, "streams")
+        header, *rows = table.splitlines()
+        assert header.endswith("kind (first event)")
+        assert all(row.endswith("  orders.OrderCreated") for row in rows)
+
+    def test_a_class_name_for_a_stored_type_is_explained(
+        self, filled: Store, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """--type OrderCreated (the class) finds nothing: the error names the stored name."""
+        code, out, err = run(capsys, *filled.args, "log", "--type", "OrderCreated")
+        assert (code, out) == (2, "")
+        assert "did you mean orders.OrderCreated?" in err
+        assert "stored name" in err
+        code, out, err = run(capsys, *filled.args, "log", "--type", "no.Such")
+        assert code == 2
+        assert "'no.Such'" in err
+        assert "did you mean" not in err
 
     def test_events_of_a_stream(self, filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
         """events shows a stream in version order, as stored JSON; --from-version skips."""
@@ -597,6 +625,45 @@ class TestTerminal:
         pipe = io.StringIO()
         _Out(pipe, color=False).line("x" * 100)
         assert pipe.getvalue() == "x" * 100 + "\n"
+
+    @pytest.mark.parametrize("columns", [60, 80, 100, 200])
+    def test_an_event_s_type_is_never_cut(
+        self, columns: int, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """At any width, the payload is cut first, then the stream id, then the date."""
+        monkeypatch.setenv("COLUMNS", str(columns))
+        terminal = self.Terminal()
+        stream = "c137c2c7-796f-4941-b56a-4ff737c27660"
+        event = StoredEvent(
+            position=123456,
+            stream_id=stream,
+            version=17,
+            event_id=uuid4(),
+            type_name="orders.OrderItemAdded",
+            schema_version=1,
+            timestamp=datetime(2026, 12, 2, 4, 7, 25, tzinfo=UTC),
+            data='{"product_id":"' + "p" * 200 + '"}',
+            metadata="{}",
+        )
+        _show_events(_Out(terminal, color=False), [event], as_json=False)
+        (line,) = terminal.getvalue().splitlines()
+        assert len(line) == columns
+        assert "  orders.OrderItemAdded  {" in line
+        assert line.startswith("123456  ")
+        whole = f"{stream}@17  2026-12-02 04:07:25"
+        if columns >= 120:
+            assert whole in line
+        else:
+            assert stream not in line  # cut in its middle, both ends kept
+            assert re.search(r"  c137c\S*…\S*60@17  ", line), line
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """`fabula --version` names the installed version."""
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"fabula {fabula.__version__}"
 
 
 def test_lease_holders_whatever_the_sign_of_the_lock_key() -> None:

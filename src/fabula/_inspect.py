@@ -45,11 +45,20 @@ class StoreInfo:
 
 @attrs.frozen
 class StreamSummary:
-    """A stream: its id, how many events it has, and when it last changed."""
+    """A stream: its id, how many events it has, when it last changed and what kind it is.
+
+    Attributes:
+        stream_id: The stream's id.
+        events: How many events it holds.
+        last_at: Its last event's timestamp.
+        first_type: Its first event's stored type: what kind of stream it is
+            (`orders.OrderCreated` starts an order).
+    """
 
     stream_id: str
     events: int
     last_at: datetime
+    first_type: str = ""
 
 
 @attrs.frozen
@@ -162,8 +171,11 @@ def open_inspector(store: str, *, schema: str = "public") -> Inspector:
 
 
 def _summaries(rows: list[tuple[Any, ...]]) -> list[StreamSummary]:
-    """(stream id, event count, last timestamp) rows as summaries."""
-    return [StreamSummary(str(stream), int(n), _moment(last)) for stream, n, last in rows]
+    """(stream id, event count, last timestamp, first type) rows as summaries."""
+    return [
+        StreamSummary(str(stream), int(n), _moment(last), str(first or ""))
+        for stream, n, last, first in rows
+    ]
 
 
 def _moment(value: object) -> datetime:

@@ -48,6 +48,8 @@ _TOKENS = re.compile(r"(\x1b\[[0-9;]*m)|(.)", re.DOTALL)
 _RESET = "\x1b[0m"
 _KIB = 1024
 _REDRAW_EVERY = 0.1  # seconds between redraws of a progress bar
+_MIN_STREAM = 12  # the fewest characters a cut stream id (with its @version) keeps
+_MIN_PAYLOAD = 24  # the payload room a line at the terminal's width keeps, cutting the rest first
 
 
 class UsageError(Exception):
@@ -140,11 +142,27 @@ def _show_events(out: _Out, events: Sequence[StoredEvent], *, as_json: bool) -> 
             out.stream.write(_event_json(event).decode() + "\n")
             continue
         stamp = event.timestamp.strftime("%Y-%m-%d %H:%M:%S")
+        stream = f"{event.stream_id}@{event.version}"
+        if out.width:
+            # The payload is cut first (by `line`); then the stream id, in
+            # its middle, then the date: the event's type is never cut.
+            fixed = len(f"{event.position}    {stamp}  {event.type_name}  ") + _MIN_PAYLOAD
+            stream = _middle(stream, max(_MIN_STREAM, out.width - fixed))
+            if fixed + len(stream) > out.width:
+                stamp = stamp[11:]  # the time of day only
         out.line(
-            f"{out.paint(str(event.position), '2')}  {event.stream_id}@{event.version}  "
+            f"{out.paint(str(event.position), '2')}  {stream}  "
             f"{stamp}  {out.paint(event.type_name, '36')}  {event.data}"
         )
     out.stream.flush()
+
+
+def _middle(text: str, room: int) -> str:
+    """`text`, cut in its middle to `room` characters: the start and end of an id stay."""
+    if len(text) <= room:
+        return text
+    head = (room - 1) // 2
+    return text[:head] + "…" + text[len(text) - (room - 1 - head) :]
 
 
 # -- the subcommands ------------------------------------------------------------------
@@ -183,11 +201,14 @@ def _streams(inspector: Inspector, args: argparse.Namespace, out: _Out) -> int:
     if args.json:
         for s in found:
             row = {"stream_id": s.stream_id, "events": s.events, "last_at": s.last_at.isoformat()}
-            out.line(orjson.dumps(row).decode())
+            out.line(orjson.dumps({**row, "first_type": s.first_type}).decode())
         return 0
     out.table(
-        ("stream", "events", "last event"),
-        [(s.stream_id, f"{s.events:,}", s.last_at.strftime("%Y-%m-%d %H:%M:%S")) for s in found],
+        ("stream", "events", "last event", "kind (first event)"),
+        [
+            (s.stream_id, f"{s.events:,}", s.last_at.strftime("%Y-%m-%d %H:%M:%S"), s.first_type)
+            for s in found
+        ],
     )
     return 0
 
@@ -202,11 +223,36 @@ def _events(inspector: Inspector, args: argparse.Namespace, out: _Out) -> int:
 
 def _log(inspector: Inspector, args: argparse.Namespace, out: _Out) -> int:
     events, _ = inspector.log(args.after, args.limit, args.type or None)
+    if not events and args.type:
+        problem = _unknown_types(inspector, args.type)
+        if problem:
+            raise UsageError(problem)
     _show_events(out, events, as_json=args.json)
     return 0
 
 
+def _unknown_types(inspector: Inspector, types: Sequence[str]) -> str | None:
+    """Say which `--type` values no stored event has, and the stored names they may mean."""
+    stored = [name for name, _ in inspector.by_type()]
+    unknown = [name for name in types if name not in stored]
+    if not unknown:
+        return None
+    parts = []
+    for name in unknown:
+        like = [s for s in stored if s.rsplit(".", 1)[-1] == name.rsplit(".", 1)[-1]]
+        hint = f" (did you mean {' or '.join(like)}?)" if like else ""
+        parts.append(f"{name!r}{hint}")
+    return (
+        f"no stored event has the type {', '.join(parts)}; --type takes the stored name "
+        "that @fabula.event gave, not the class name"
+    )
+
+
 def _tail(inspector: Inspector, args: argparse.Namespace, out: _Out) -> int:
+    if args.type:
+        problem = _unknown_types(inspector, args.type)
+        if problem:  # it may be a type not stored yet: say so, and follow anyway
+            sys.stderr.write(f"fabula: note: {problem}\n")
     # Not from the head: on PostgreSQL an earlier transaction may still commit below it.
     position = inspector.readable_head() if args.after is None else args.after
     try:
@@ -456,6 +502,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--schema", default="public", help="the PostgreSQL schema (default public)")
     parser.add_argument("--no-color", action="store_true", help="no colour, even on a terminal")
+    parser.add_argument("--version", action="version", version=f"fabula {_fabula_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help_text: str, run: Any) -> argparse.ArgumentParser:  # noqa: ANN401
@@ -501,6 +548,12 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--app", required=True, help="module:attr of the projector")
     json_flag(status)
     return parser
+
+
+def _fabula_version() -> str:
+    from fabula import __version__  # noqa: PLC0415 - the package imports this module's siblings
+
+    return __version__
 
 
 def _positive(text: str) -> int:

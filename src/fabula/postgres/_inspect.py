@@ -51,6 +51,11 @@ class PostgresInspector(Inspector):
         self.schema = schema
         self._sql = sql.Statements.for_schema(schema)
         self._table = f"{self._sql.schema}.fabula_events"
+        # A grouped stream's first event's type, through the (stream_id, version) index.
+        self._first_type = (
+            f"(SELECT f.type FROM {self._table} f "  # noqa: S608 - a checked identifier
+            "WHERE f.stream_id = g.stream_id AND f.version = 1)"
+        )
         check_conninfo(url)
         self.location = f"{redacted(url, url)} (schema {schema})"
         try:
@@ -105,8 +110,8 @@ class PostgresInspector(Inspector):
     def streams(self, prefix: str, limit: int) -> list[StreamSummary]:
         """Streams whose id starts with `prefix`, by id."""
         rows = self._rows(
-            f"SELECT stream_id, max(version), max(timestamp) FROM {self._table} "  # noqa: S608
-            "WHERE left(stream_id, length(%s)) = %s "
+            f"SELECT stream_id, max(version), max(timestamp), {self._first_type} "  # noqa: S608
+            f"FROM {self._table} g WHERE left(stream_id, length(%s)) = %s "
             "GROUP BY stream_id ORDER BY stream_id LIMIT %s",
             (prefix, prefix, limit),
         )
@@ -115,8 +120,8 @@ class PostgresInspector(Inspector):
     def largest_streams(self, limit: int) -> list[StreamSummary]:
         """The streams with the most events."""
         rows = self._rows(
-            f"SELECT stream_id, max(version) AS n, max(timestamp) FROM {self._table} "  # noqa: S608
-            "GROUP BY stream_id ORDER BY n DESC, stream_id LIMIT %s",
+            f"SELECT stream_id, max(version) AS n, max(timestamp), {self._first_type} "  # noqa: S608
+            f"FROM {self._table} g GROUP BY stream_id ORDER BY n DESC, stream_id LIMIT %s",
             (limit,),
         )
         return _summaries(rows)

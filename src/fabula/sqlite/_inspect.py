@@ -30,6 +30,12 @@ _EVENT_COLUMNS = "position, stream_id, version, event_id, type, schema_version, 
 _EVENT_COLUMNS += "metadata"
 
 
+# A grouped stream's first event's type, through the (stream_id, version) index.
+_FIRST_TYPE = (
+    "(SELECT f.type FROM fabula_events f WHERE f.stream_id = g.stream_id AND f.version = 1)"
+)
+
+
 class SQLiteInspector(Inspector):
     """Reads a SQLite store through a read-only connection.
 
@@ -90,7 +96,7 @@ class SQLiteInspector(Inspector):
     def streams(self, prefix: str, limit: int) -> list[StreamSummary]:
         """Streams whose id starts with `prefix`, by id."""
         rows = self._rows(
-            "SELECT stream_id, max(version), timestamp FROM fabula_events "
+            f"SELECT stream_id, max(version), timestamp, {_FIRST_TYPE} FROM fabula_events g "  # noqa: S608 - a constant
             "WHERE substr(stream_id, 1, length(?)) = ? "
             "GROUP BY stream_id ORDER BY stream_id LIMIT ?",
             (prefix, prefix, limit),
@@ -100,7 +106,7 @@ class SQLiteInspector(Inspector):
     def largest_streams(self, limit: int) -> list[StreamSummary]:
         """The streams with the most events."""
         rows = self._rows(
-            "SELECT stream_id, max(version) AS n, timestamp FROM fabula_events "
+            f"SELECT stream_id, max(version) AS n, timestamp, {_FIRST_TYPE} FROM fabula_events g "  # noqa: S608
             "GROUP BY stream_id ORDER BY n DESC, stream_id LIMIT ?",
             (limit,),
         )
