@@ -125,7 +125,7 @@ def raw_read_all(url: str, name: str) -> float:
 async def writer(url: str, name: str, tag: str, commands: int) -> float:
     """One W5 writer: `commands` single-event appends to streams of its own. Returns cmd/s."""
     async with PostgresEventStore(url, schema=name, max_size=2) as store:
-        streams = [f"{tag}-{n}" for n in range(20)]
+        streams = [str(uuid.uuid5(uuid.NAMESPACE_URL, f"{tag}-{n}")) for n in range(20)]
         versions = dict.fromkeys(streams, 0)
         start = time.perf_counter()
         for n in range(commands):

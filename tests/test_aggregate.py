@@ -1,6 +1,7 @@
 """The Aggregate base: recording, applying, replaying, and the apply-handler rules."""
 
 from decimal import Decimal
+from typing import NewType
 from uuid import UUID, uuid4
 
 import attrs
@@ -16,9 +17,18 @@ from fabula.exceptions import (
 )
 from fabula.testing import given
 
-from .support.domain import ADDRESS, Order, OrderCreated, OrderError, OrderItemAdded, OrderSubmitted
+from .support.domain import (
+    ADDRESS,
+    Order,
+    OrderCreated,
+    OrderError,
+    OrderItemAdded,
+    OrderSubmitted,
+    Tally,
+)
 
 PRODUCT = UUID("00000000-0000-4000-8000-000000000001")
+Sku = NewType("Sku", str)
 ORDER_ID = UUID("00000000-0000-4000-8000-0000000000aa")
 
 
@@ -58,23 +68,70 @@ class TestRecording:
             order.record("created")  # type: ignore[type-var]
 
     def test_string_ids_work(self) -> None:
-        """Aggregates may use non-empty string ids."""
-        order = Order(id="order-42")
+        """An Aggregate[str] has string ids, and its DomainEvent[str] events carry them."""
+        tally = Tally(id="tally-42")
+        tally.add(2)
+        (event,) = tally.pending_events
+        assert (tally.id, event.aggregate_id, tally.count) == ("tally-42", "tally-42", 2)
+        assert Tally(id=ORDER_ID).id == str(ORDER_ID)  # type: ignore[arg-type] # a UUID: its text
+
+    def test_uuid_ids_given_as_text_are_uuids(self) -> None:
+        """The id's declared type holds at run time: text of a UUID becomes the UUID."""
+        order = Order(id=str(ORDER_ID))  # type: ignore[arg-type] # text, on purpose
+        assert order.id == ORDER_ID
+        assert type(order.id) is UUID
         order.record(created())
-        assert order.pending_events[0].aggregate_id == "order-42"
+        assert type(order.pending_events[0].aggregate_id) is UUID
+        assert Order.coerce_id(str(ORDER_ID).upper()) == ORDER_ID
+
+    def test_a_string_id_for_a_uuid_aggregate_says_how_to_declare_one(self) -> None:
+        """Order (UUID ids) refuses "order-42", and names Aggregate[str]."""
+        with pytest.raises(InvalidAggregateIdError, match=r"Aggregate\[str\]"):
+            Order(id="order-42")  # type: ignore[arg-type]
+
+    def test_an_event_of_uuid_ids_in_a_string_aggregate_is_a_declaration_error(self) -> None:
+        """Recording a UUID event into an aggregate with "tally-1" ids says what to declare."""
+
+        @attrs.define
+        class Mixed(fabula.Aggregate[str]):
+            @fabula.apply
+            def _created(self, event: OrderCreated) -> None:
+                del event
+
+        with pytest.raises(EventTypeError, match=r"DomainEvent\[str\]"):
+            Mixed(id="m-1").record(created())
+        Mixed(id=str(ORDER_ID)).record(created())  # a UUID's text converts: allowed
+
+    def test_new_types_of_ids(self) -> None:
+        """A NewType over UUID or str stands for the type it wraps."""
+
+        @attrs.define
+        class Product(fabula.Aggregate[Sku]):
+            pass
+
+        product = Product(id=Sku("p-1"))
+        assert product.id == "p-1"
+        assert isinstance(Product.new_id(), str)
+        assert isinstance(Order.new_id(), UUID)
 
     @pytest.mark.parametrize(
-        ("bad", "why"),
-        [("", "must not be empty"), (42, "must be a UUID or a str"), (None, "UUID or a str")],
+        ("kind", "bad", "why"),
+        [
+            (Order, "", "not the text of a UUID"),
+            (Order, 42, "must be a UUID, or the text of one"),
+            (Order, None, "must be a UUID, or the text of one"),
+            (Tally, "", "must not be empty"),
+            (Tally, 42, "must be a UUID or a str"),
+        ],
     )
-    def test_bad_ids_are_refused(self, bad: object, why: str) -> None:
-        """Ids must be UUIDs or non-empty strings: the error is a TypeError and a ValueError."""
+    def test_bad_ids_are_refused(self, kind: type[fabula.Aggregate], bad: object, why: str) -> None:
+        """Ids must be of the declared kind: the error is a TypeError and a ValueError."""
         with pytest.raises(InvalidAggregateIdError, match=why) as refused:
-            Order(id=bad)  # type: ignore[arg-type]
+            kind(id=bad)  # type: ignore[arg-type]
         assert isinstance(refused.value, TypeError)
         assert isinstance(refused.value, ValueError)
-        assert (refused.value.aggregate_type, refused.value.value) == (Order, bad)
-        assert str(refused.value).startswith(f"Order id {bad!r}: ")
+        assert (refused.value.aggregate_type, refused.value.value) == (kind, bad)
+        assert str(refused.value).startswith(f"{kind.__name__} id {bad!r}: ")
 
 
 class TestReplay:
@@ -253,7 +310,7 @@ class TestMoreRules:
         """A UUID id and its text are the same aggregate, whichever side holds which."""
         as_uuid = attrs.evolve(created(), aggregate_id=ORDER_ID, version=1)
         assert Order.from_events(str(ORDER_ID), [as_uuid]).version == 1
-        as_text = attrs.evolve(created(), aggregate_id=str(ORDER_ID), version=1)
+        as_text = attrs.evolve(created(), aggregate_id=str(ORDER_ID), version=1)  # type: ignore[arg-type]
         assert Order.from_events(ORDER_ID, [as_text]).version == 1
 
     def test_snapshots_are_of_version_1_unless_a_class_says_otherwise(self) -> None:
@@ -273,7 +330,7 @@ class TestMoreRules:
     )
     def test_replay_refuses_events_of_any_other_aggregate(self, other: UUID | str) -> None:
         """Another aggregate's event is refused whether its id sorts before or after this one."""
-        event = attrs.evolve(created(), aggregate_id=other, version=1)
+        event = attrs.evolve(created(), aggregate_id=other, version=1)  # type: ignore[arg-type]
         with pytest.raises(fabula.exceptions.StreamMismatchError):
             Order.from_events(ORDER_ID, [event])
 

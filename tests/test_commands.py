@@ -59,7 +59,7 @@ def make_bus(repo: Repository) -> CommandBus:
     async def create(command: CreateOrder) -> UUID:
         order = Order.create(command.customer_id, ADDRESS)
         await repo.save(order)
-        return UUID(str(order.id))
+        return order.id
 
     async def add(command: AddItem) -> int:
         order = await repo.get(Order, command.order_id)
@@ -211,7 +211,7 @@ class TestRetryOnConflict:
         bus = CommandBus()
         bus.use(RetryOnConflict(rng=random.Random(1)))
         bus.register(AddItem, add_with_interference)
-        assert await bus.dispatch(AddItem(order_id=UUID(str(order.id)), quantity=2)) == 12
+        assert await bus.dispatch(AddItem(order_id=order.id, quantity=2)) == 12
         assert attempts == 2
         assert (await repo.get(Order, order.id)).version == 3
 
@@ -356,7 +356,7 @@ class TestCorrelation:
                 )
             )
             await repo.save(order)
-            return UUID(str(order.id))
+            return order.id
 
         await bus.dispatch(CreateOrder(customer_id=uuid4()))
         (recorded,) = await store.read_all()

@@ -85,7 +85,7 @@ async def play(repo: Repository, history: list[tuple[Any, ...]], orders: list[UU
         if step[0] == "create":
             order = Order.create(uuid4(), ADDRESS)
             await repo.save(order)
-            orders.append(UUID(str(order.id)))
+            orders.append(order.id)
             continue
         if not orders:
             continue

@@ -1,7 +1,7 @@
 """Repository: loading and saving aggregates through a store."""
 
 from decimal import Decimal
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -10,7 +10,7 @@ from fabula.exceptions import EventTypeError
 from fabula.memory import InMemoryEventStore
 from fabula.storage import SnapshotCodec
 
-from .support.domain import ADDRESS, Order, OrderItemAdded, OrderStatus
+from .support.domain import ADDRESS, Order, OrderStatus, Tally
 
 PRODUCT = uuid4()
 
@@ -50,13 +50,27 @@ class TestGet:
         )
 
     async def test_string_ids(self, repo: Repository) -> None:
-        """Aggregates with string ids save and load."""
-        order = Order(id="order-7")
-        order.record(OrderItemAdded(product_id=PRODUCT, quantity=1, unit_price=Decimal(1)))
+        """Aggregates with string ids save and load; their events read back with string ids."""
+        tally = Tally(id="tally-7")
+        tally.add(3)
+        await repo.save(tally)
+        again = await repo.get(Tally, "tally-7")
+        assert (again.id, again.count) == ("tally-7", 3)
+        (recorded,) = await repo.store.read_stream("tally-7")
+        assert recorded.event.aggregate_id == "tally-7"
+
+    async def test_ids_come_back_as_declared(self, repo: Repository) -> None:
+        """get(Order, text) gives a UUID id; a str aggregate with a UUID-like id keeps a str."""
+        order = Order.create(uuid4(), ADDRESS)
         await repo.save(order)
-        again = await repo.get(Order, "order-7")
-        assert again.id == "order-7"
-        assert again.lines[PRODUCT].quantity == 1
+        again = await repo.get(Order, str(order.id).upper())
+        assert (type(again.id), again.id) == (UUID, order.id)
+        tally = Tally(id=str(uuid4()))
+        tally.add(1)
+        await repo.save(tally)
+        (recorded,) = await repo.store.read_stream(tally.id)
+        assert type(recorded.event.aggregate_id) is str
+        assert type((await repo.get(Tally, tally.id)).id) is str
 
     @pytest.mark.parametrize("bad", [object, "Order", 42, None])
     async def test_get_refuses_what_is_not_an_aggregate_class(

@@ -14,7 +14,7 @@ from hypothesis import given
 
 import fabula
 from fabula import DomainEvent, EventRegistry, EventSerializer, JSONObject
-from fabula._serialization import aggregate_id_from_stream
+from fabula._events import IdKind, stream_id_as
 from fabula.exceptions import SerializationError, UpcastError
 from fabula.memory import InMemoryEventStore
 from fabula.storage import SerializedEvent
@@ -101,18 +101,20 @@ class TestRoundTrip:
         assert round_trip(event).metadata == metadata
 
     @pytest.mark.parametrize(
-        ("stream_id", "expected"),
+        ("kind", "stream_id", "expected"),
         [
-            (STREAM, UUID(STREAM)),
-            (STREAM.upper(), STREAM.upper()),
-            ("order-1", "order-1"),
-            ("x" * 36, "x" * 36),
+            (UUID, STREAM, UUID(STREAM)),
+            (str, STREAM, STREAM),
+            (str, "order-1", "order-1"),
+            (str, "x" * 36, "x" * 36),
         ],
     )
-    def test_aggregate_id_comes_from_the_stream(self, stream_id: str, expected: object) -> None:
-        """Canonical UUID text stands for a UUID id; any other stream id stays a string."""
-        assert aggregate_id_from_stream(stream_id) == expected
-        assert type(aggregate_id_from_stream(stream_id)) is type(expected)
+    def test_aggregate_id_comes_from_the_stream_as_declared(
+        self, kind: IdKind, stream_id: str, expected: object
+    ) -> None:
+        """A UUID class reads its stream id as a UUID; a str class keeps the text."""
+        assert stream_id_as(kind, stream_id) == expected
+        assert type(stream_id_as(kind, stream_id)) is type(expected)
 
 
 class TestRefusals:
@@ -168,15 +170,15 @@ class TestDecodeErrors:
         """A stored name no class has raises UnknownEventTypeError with its context."""
         with pytest.raises(fabula.exceptions.UnknownEventTypeError) as info:
             EventSerializer().decode(
-                stored("{}", type_name="gone.Event"), stream_id="s-1", version=1, position=9
+                stored("{}", type_name="gone.Event"), stream_id=STREAM, version=1, position=9
             )
         assert (info.value.type_name, info.value.stream_id, info.value.position) == (
             "gone.Event",
-            "s-1",
+            STREAM,
             9,
         )
         assert "gone.Event" in str(info.value)
-        assert "s-1" in str(info.value)
+        assert STREAM in str(info.value)
         assert "9" in str(info.value)
 
     @pytest.mark.parametrize(
@@ -199,10 +201,10 @@ class TestDecodeErrors:
     def test_bad_payloads_raise_serialization_error(self, data: str, match: str) -> None:
         """Payloads that do not fit the class name the field, type, stream and position."""
         with pytest.raises(SerializationError, match=match) as info:
-            EventSerializer().decode(stored(data), stream_id="s-1", version=1, position=9)
+            EventSerializer().decode(stored(data), stream_id=STREAM, version=1, position=9)
         assert (info.value.type_name, info.value.stream_id, info.value.position) == (
             "tests.OrderItemAdded",
-            "s-1",
+            STREAM,
             9,
         )
         assert "position 9" in str(info.value)
@@ -242,10 +244,10 @@ class TestUpcasting:
         old = EventRegistry()
         old.register(PriceV1, "t.Price", version=1)
         store = InMemoryEventStore(serializer=EventSerializer(old))
-        await store.append("p-1", [PriceV1(amount="12,50")], expected_version=0)
+        await store.append(STREAM, [PriceV1(amount="12,50")], expected_version=0)
 
         store.serializer = EventSerializer(registry_v3())
-        (recorded,) = await store.read_stream("p-1")
+        (recorded,) = await store.read_stream(STREAM)
         assert isinstance(recorded.event, PriceV3)
         assert (recorded.event.amount, recorded.event.currency, recorded.event.source) == (
             Decimal("12.50"),
@@ -259,11 +261,11 @@ class TestUpcasting:
         """A v2 payload only runs the v2→v3 upcaster."""
         decoded = EventSerializer(registry_v3()).decode(
             stored('{"amount": "3,00", "currency": "USD"}', type_name="t.Price", version=2),
-            stream_id="p-1",
+            stream_id=STREAM,
             version=1,
         )
         assert decoded == PriceV3(
-            aggregate_id="p-1",
+            aggregate_id=UUID(STREAM),
             version=1,
             event_id=decoded.event_id,
             timestamp=decoded.timestamp,
@@ -279,14 +281,14 @@ class TestUpcasting:
         registry.add_upcaster("t.Price", 2, dict)
         with pytest.raises(UpcastError, match="no upcaster from schema version 1 to 2"):
             EventSerializer(registry).decode(
-                stored('{"amount": "1"}', type_name="t.Price"), stream_id="p-1", version=1
+                stored('{"amount": "1"}', type_name="t.Price"), stream_id=STREAM, version=1
             )
 
     def test_newer_schema_than_the_code_raises(self) -> None:
         """A payload written by newer code is refused, not guessed at."""
         with pytest.raises(UpcastError, match="newer than the registered version 3"):
             EventSerializer(registry_v3()).decode(
-                stored("{}", type_name="t.Price", version=4), stream_id="p-1", version=1
+                stored("{}", type_name="t.Price", version=4), stream_id=STREAM, version=1
             )
 
     def test_failing_upcaster_is_reported(self) -> None:
@@ -300,7 +302,7 @@ class TestUpcasting:
         registry.add_upcaster("t.Price", 1, broken)
         with pytest.raises(UpcastError, match="upcaster from version 1 failed") as info:
             EventSerializer(registry).decode(
-                stored("{}", type_name="t.Price"), stream_id="p-1", version=1, position=3
+                stored("{}", type_name="t.Price"), stream_id=STREAM, version=1, position=3
             )
         assert info.value.position == 3
 
@@ -457,7 +459,7 @@ class TestFieldKinds:
         keyed = {1: 10, -2: 20}
         registry.add_upcaster("t.Typed", 1, lambda payload: {**payload, "keyed": keyed})  # type: ignore[dict-item]
         decoded = EventSerializer(registry).decode(
-            stored("{}", type_name="t.Typed"), stream_id="t-1", version=1
+            stored("{}", type_name="t.Typed"), stream_id=STREAM, version=1
         )
         assert decoded.keyed == {1: 10, -2: 20}  # type: ignore[attr-defined]
 
@@ -492,7 +494,7 @@ class TestSerializerEdges:
         registry.add_upcaster("t.Sourced", 1, lambda payload: {**payload, "source": "upcast"})
         old = '{"amount": "1", "source": "as v1 wrote it"}'  # every field of the new class
         decoded = EventSerializer(registry).decode(
-            stored(old, type_name="t.Sourced"), stream_id="s-1", version=1
+            stored(old, type_name="t.Sourced"), stream_id=STREAM, version=1
         )
         assert decoded.source == "upcast"  # type: ignore[attr-defined]
 
@@ -510,7 +512,7 @@ class TestSerializerEdges:
             with pytest.raises(UpcastError, match=f"schema version {newer}, newer than"):
                 EventSerializer(registry).decode(
                     stored('{"amount": "1", "source": "v3"}', type_name="t.Sourced", version=newer),
-                    stream_id="s-1",
+                    stream_id=STREAM,
                     version=1,
                 )
 
@@ -518,14 +520,14 @@ class TestSerializerEdges:
         """Stored data of such a class is a SerializationError, whichever decoder meets it first."""
         with pytest.raises(SerializationError, match="Opaque"):
             EventSerializer().decode(
-                stored('{"thing": {}}', type_name="tests.HoldsOpaque"), stream_id="s-1", version=1
+                stored('{"thing": {}}', type_name="tests.HoldsOpaque"), stream_id=STREAM, version=1
             )
 
     def test_a_payload_that_is_no_object_is_quoted_up_to_80_characters(self) -> None:
         """The message shows the start of the stored text, not all of it."""
         data = "[" + ", ".join(["1234567"] * 40) + "]"
         with pytest.raises(SerializationError) as info:
-            EventSerializer().decode(stored(data), stream_id="s-1", version=1)
+            EventSerializer().decode(stored(data), stream_id=STREAM, version=1)
         assert f"not a JSON object: {data[:80]!r}" in str(info.value)
         assert data[:81] not in str(info.value)
 
@@ -534,20 +536,22 @@ class TestSerializerEdges:
         registry = EventRegistry()
         registry.register(Sourced, "t.Sourced", version=2)
         decoded = EventSerializer(registry).decode(
-            stored('{"amount": "1"}', type_name="t.Sourced", version=2), stream_id="s-1", version=1
+            stored('{"amount": "1"}', type_name="t.Sourced", version=2), stream_id=STREAM, version=1
         )
         assert decoded.source == "written as v2"  # type: ignore[attr-defined]
 
     def test_only_the_canonical_text_of_a_uuid_makes_a_uuid_id(self) -> None:
-        """Hyphens elsewhere, capitals or braces: the stream id stays the text it is."""
+        """Hyphens elsewhere, capitals or braces: not a UUID stream; a str id stays the text."""
         canonical = "1234abcd-1234-1234-1234-123456781234"
-        assert aggregate_id_from_stream(canonical) == UUID(canonical)
+        assert stream_id_as(UUID, canonical) == UUID(canonical)
         for other in (
             "1234abcd-1234-1234-12341234-56781234",  # 36 characters, hyphens moved
             canonical.upper(),
             "{1234abcd-1234-1234-1234-12345678123}",
         ):
-            assert aggregate_id_from_stream(other) == other
+            with pytest.raises(ValueError, match="not the canonical text of a UUID"):
+                stream_id_as(UUID, other)
+            assert stream_id_as(str, other) == other
 
     def test_a_serializer_shows_its_registry(self) -> None:
         """repr() is short: the registry it reads, not its caches."""

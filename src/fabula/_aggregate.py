@@ -5,12 +5,24 @@ from __future__ import annotations
 import inspect
 import typing
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, ClassVar, Self, TypeVar
-from uuid import UUID
+from typing import Any, ClassVar, Generic, Self
+from uuid import UUID, uuid4
 
 import attrs
+from typing_extensions import TypeVar
 
-from fabula._events import _EMPTY_METADATA, AggregateId, DomainEvent, _current_metadata
+from fabula._events import (
+    _EMPTY_METADATA,
+    AggregateId,
+    DomainEvent,
+    IdKind,
+    IdT,
+    _current_metadata,
+    coerce_id,
+    declared_id_type,
+    id_problem,
+    id_type,
+)
 from fabula._store import StreamAppend
 from fabula.exceptions import (
     EventTypeError,
@@ -24,7 +36,7 @@ from fabula.exceptions import (
 __all__ = ["Aggregate", "apply"]
 
 F = TypeVar("F", bound=Callable[..., None])
-E = TypeVar("E", bound=DomainEvent)
+E = TypeVar("E", bound=DomainEvent[Any])
 
 _MARK = "__fabula_apply__"
 _Handler = Callable[[Any, Any], None]
@@ -50,17 +62,8 @@ def apply(method: F) -> F:
     return method
 
 
-def _check_id(cls: type, value: object) -> None:
-    if isinstance(value, UUID):
-        return
-    if not isinstance(value, str):
-        raise InvalidAggregateIdError(cls, value, "an aggregate id must be a UUID or a str")
-    if not value:
-        raise InvalidAggregateIdError(cls, value, "an aggregate id must not be empty")
-
-
 @attrs.define
-class Aggregate:
+class Aggregate(Generic[IdT]):
     """Base class of event-sourced aggregates.
 
     Subclass it (an `@attrs.define` subclass is the natural form; give every
@@ -70,25 +73,32 @@ class Aggregate:
     call `record`, which stamps the event, applies it through its `@apply`
     handler, and keeps it as pending until the repository saves it.
 
+    The id's type is the class's parameter: `class Book(fabula.Aggregate)`
+    has UUID ids, `class Shelf(fabula.Aggregate[str])` string ones (a
+    `typing.NewType` of either works too). An id given as text of the
+    declared kind is converted (`Book(id="1b2c...")` holds a UUID), so
+    `repo.get(Book, text).id` is a UUID for mypy and at run time.
+
     Attributes:
-        id: The aggregate's id: a UUID, or a non-empty string. Its stream in
-            the event store is `str(id)`.
+        id: The aggregate's id. Its stream in the event store is `str(id)`.
     """
 
     # The id is checked in __attrs_post_init__, not by an attrs validator: a
     # validator would make every attribute assignment of every subclass run
     # attrs' on_setattr machinery, which costs apply handlers dearly.
-    id: AggregateId = attrs.field(kw_only=True)
+    id: IdT = attrs.field(kw_only=True)
     _version: int = attrs.field(default=0, init=False)
-    _pending: list[DomainEvent] = attrs.field(factory=list, init=False, eq=False, repr=False)
+    _pending: list[DomainEvent[Any]] = attrs.field(factory=list, init=False, eq=False, repr=False)
 
     snapshot_version: ClassVar[int] = 1
     """The schema version of this class's snapshots: bump it when its state fields change."""
 
-    _fabula_handlers: ClassVar[dict[type[DomainEvent], _Handler] | None] = None
+    _fabula_handlers: ClassVar[dict[type[DomainEvent[Any]], _Handler] | None] = None
+    _fabula_id_type: ClassVar[IdKind] = UUID
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
+        cls._fabula_id_type = declared_id_type(cls, Aggregate)
         cls._fabula_handlers = None
         try:
             cls._fabula_handlers = _collect_handlers(cls)
@@ -98,7 +108,26 @@ class Aggregate:
             cls._fabula_handlers = None
 
     def __attrs_post_init__(self) -> None:
-        _check_id(type(self), self.id)
+        self.id = type(self).coerce_id(self.id)
+
+    @classmethod
+    def coerce_id(cls, value: object) -> IdT:
+        """`value` as an id of this class: a UUID (or its text) or a str, as declared.
+
+        Raises:
+            InvalidAggregateIdError: It cannot be one.
+        """
+        kind = cls._fabula_id_type
+        problem = id_problem(kind, value)
+        if problem is not None:
+            raise InvalidAggregateIdError(cls, value, _id_reason(kind, problem))
+        return coerce_id(kind, value)  # type: ignore[arg-type, return-value] # checked above
+
+    @classmethod
+    def new_id(cls) -> IdT:
+        """A fresh, random id of this class's declared type (from a UUID 4)."""
+        fresh = uuid4()
+        return cls.coerce_id(fresh if issubclass(cls._fabula_id_type, UUID) else str(fresh))
 
     @property
     def version(self) -> int:
@@ -106,12 +135,12 @@ class Aggregate:
         return self._version
 
     @property
-    def pending_events(self) -> tuple[DomainEvent, ...]:
+    def pending_events(self) -> tuple[DomainEvent[Any], ...]:
         """The events recorded since the last load or save, oldest first."""
         return tuple(self._pending)
 
     @classmethod
-    def from_events(cls, id: AggregateId, events: Iterable[DomainEvent]) -> Self:  # noqa: A002
+    def from_events(cls, id: AggregateId, events: Iterable[DomainEvent[Any]]) -> Self:  # noqa: A002
         """Rebuild an aggregate by replaying its history.
 
         Args:
@@ -123,11 +152,11 @@ class Aggregate:
             StreamMismatchError: An event belongs to another aggregate.
             MissingApplyHandlerError: An event has no apply handler here.
         """
-        aggregate = cls(id=id)
+        aggregate = cls(id=cls.coerce_id(id))
         aggregate.replay(events)
         return aggregate
 
-    def replay(self, events: Iterable[DomainEvent]) -> None:
+    def replay(self, events: Iterable[DomainEvent[Any]]) -> None:
         """Apply stored events that follow on from the current version.
 
         Raises:
@@ -178,17 +207,32 @@ class Aggregate:
         if not isinstance(event, DomainEvent):
             msg = f"{event!r} is not a DomainEvent"
             raise EventTypeError(msg)
-        if event.aggregate_id not in ("", self.id):
+        own_id = self.id
+        given_id = event.aggregate_id
+        if given_id not in ("", own_id) and str(given_id) != str(own_id):
             raise StreamMismatchError(
-                str(self.id), event.aggregate_id, context=f"cannot record into {self._named()}"
+                str(own_id), given_id, context=f"cannot record into {self._named()}"
             )
+        kind = id_type(type(event))
+        # The event carries the id as its own class declares it (a str event of a UUID aggregate).
+        if isinstance(own_id, kind):
+            stamp_id: UUID | str = own_id
+        elif id_problem(kind, own_id) is None:
+            stamp_id = coerce_id(kind, own_id)
+        else:
+            msg = (
+                f"{type(event).__qualname__}'s aggregate_id is a {kind.__name__}, but "
+                f"{self._named()} has {type(own_id).__name__} ids: declare it "
+                f"{type(event).__qualname__}(fabula.DomainEvent[{type(own_id).__name__}])"
+            )
+            raise EventTypeError(msg)
         metadata = _current_metadata.get()
         if metadata is not None and event.metadata == _EMPTY_METADATA:
             stamped = attrs.evolve(
-                event, aggregate_id=self.id, version=self._version + 1, metadata=metadata
+                event, aggregate_id=stamp_id, version=self._version + 1, metadata=metadata
             )
         else:
-            stamped = attrs.evolve(event, aggregate_id=self.id, version=self._version + 1)
+            stamped = attrs.evolve(event, aggregate_id=stamp_id, version=self._version + 1)
         self._apply(stamped)
         self._pending.append(stamped)
         return stamped
@@ -203,7 +247,7 @@ class Aggregate:
             return None
         return StreamAppend(str(self.id), events, expected_version=self._version - len(events))
 
-    def mark_saved(self, events: Sequence[DomainEvent]) -> None:
+    def mark_saved(self, events: Sequence[DomainEvent[Any]]) -> None:
         """Drop `events` from the pending events once they are stored.
 
         The repository calls this after a successful append; `events` must be
@@ -231,7 +275,7 @@ class Aggregate:
             raise ValueError(msg)
         self._version = version
 
-    def _apply(self, event: DomainEvent) -> None:
+    def _apply(self, event: DomainEvent[Any]) -> None:
         handlers = type(self)._fabula_handlers  # noqa: SLF001 - our own class attribute
         if handlers is None:
             handlers = type(self)._fabula_handlers = _resolve_handlers(type(self))  # noqa: SLF001
@@ -242,7 +286,7 @@ class Aggregate:
         self._version = event.version
 
 
-def _resolve_handlers(cls: type) -> dict[type[DomainEvent], _Handler]:
+def _resolve_handlers(cls: type) -> dict[type[DomainEvent[Any]], _Handler]:
     try:
         return _collect_handlers(cls)
     except NameError as exc:
@@ -253,13 +297,13 @@ def _resolve_handlers(cls: type) -> dict[type[DomainEvent], _Handler]:
         raise EventTypeError(msg) from exc
 
 
-def _collect_handlers(cls: type) -> dict[type[DomainEvent], _Handler]:
+def _collect_handlers(cls: type) -> dict[type[DomainEvent[Any]], _Handler]:
     return collect_marked(cls, _MARK, "apply handler", ("self", "event"))
 
 
 def collect_marked(
     cls: type, mark: str, kind: str, signature: tuple[str, ...]
-) -> dict[type[DomainEvent], Any]:
+) -> dict[type[DomainEvent[Any]], Any]:
     """Find the methods of `cls` (and its bases) marked with `mark`, by their event type.
 
     The event type is the annotation of each method's second parameter; a
@@ -270,9 +314,9 @@ def collect_marked(
             parameter is not annotated with an event class, or one class has
             two handlers for one type.
     """
-    handlers: dict[type[DomainEvent], Any] = {}
+    handlers: dict[type[DomainEvent[Any]], Any] = {}
     for klass in reversed(cls.__mro__):
-        own: dict[type[DomainEvent], str] = {}
+        own: dict[type[DomainEvent[Any]], str] = {}
         for name, member in vars(klass).items():
             if not getattr(member, mark, False):
                 continue
@@ -290,7 +334,7 @@ def collect_marked(
 
 def _event_type_of(
     where: str, method: Callable[..., None], signature: tuple[str, ...]
-) -> type[DomainEvent]:
+) -> type[DomainEvent[Any]]:
     parameters = list(inspect.signature(method).parameters.values())
     if len(parameters) != len(signature):
         msg = f"{where} must take exactly ({', '.join(signature)})"
@@ -304,3 +348,9 @@ def _event_type_of(
         )
         raise EventTypeError(msg)
     return event_type
+
+
+def _id_reason(kind: IdKind, problem: str) -> str:
+    if issubclass(kind, UUID):
+        return f"{problem} (declare the class Aggregate[str] for other ids)"
+    return problem

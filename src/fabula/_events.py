@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import contextvars
+import functools
 import inspect
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
-from typing import TypeAlias, TypeVar
+from typing import Any, ClassVar, Generic, TypeAlias
 from uuid import UUID, uuid4
 
 import attrs
+from typing_extensions import TypeVar
 
 from fabula._frozen import FrozenDict
 from fabula._guards import is_int, utcnow
@@ -22,6 +25,7 @@ __all__ = [
     "EventMetadata",
     "EventRegistration",
     "EventRegistry",
+    "IdT",
     "JSONObject",
     "JSONValue",
     "Upcaster",
@@ -31,7 +35,13 @@ __all__ = [
 ]
 
 AggregateId: TypeAlias = UUID | str
-"""The type of aggregate ids: a UUID (the default) or a non-empty string."""
+"""Any aggregate id: a UUID (the default) or a non-empty string."""
+
+IdT = TypeVar("IdT", bound="UUID | str", default=UUID)
+"""The id type an aggregate or an event declares: `Aggregate[str]`; UUID if unsaid."""
+
+IdKind: TypeAlias = type[UUID] | type[str]
+"""An id type at run time: UUID or str, or a subclass of either."""
 
 JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
 """Any value JSON can hold."""
@@ -42,7 +52,7 @@ JSONObject: TypeAlias = dict[str, JSONValue]
 Upcaster: TypeAlias = Callable[[JSONObject], JSONObject]
 """A function that turns a stored payload of schema version N into version N + 1."""
 
-E = TypeVar("E", bound="DomainEvent")
+E = TypeVar("E", bound="DomainEvent[Any]")
 
 
 def _frozen_headers(headers: Mapping[str, str]) -> FrozenDict[str, str]:
@@ -78,13 +88,19 @@ _EMPTY_METADATA = EventMetadata()
 
 
 @attrs.frozen(kw_only=True)
-class DomainEvent:
+class DomainEvent(Generic[IdT]):
     """Base class of every event: subclass it as a frozen attrs class.
 
     Users declare only their own fields; the base fields are filled in for
     them (the aggregate, or the store on a direct append, sets `aggregate_id`
     and `version`). Give each event class a stable stored name with
     `fabula.event`.
+
+    The type of `aggregate_id` is the class's parameter: a UUID unless said
+    otherwise (`class Deposited(fabula.DomainEvent[str])` for string ids;
+    a `typing.NewType` of either works too). Events read back carry that
+    type, and a store refuses to append an event to a stream whose id is
+    not one of that type.
 
     Example:
         >>> import attrs, fabula
@@ -105,11 +121,115 @@ class DomainEvent:
         metadata: Correlation and causation ids.
     """
 
-    aggregate_id: AggregateId = ""
+    # "" until recorded: typed as the declared id, which every recorded event carries.
+    aggregate_id: IdT = ""  # type: ignore[assignment]
     version: int = 0
     event_id: UUID = attrs.field(factory=uuid4)
     timestamp: datetime = attrs.field(factory=utcnow)
     metadata: EventMetadata = _EMPTY_METADATA
+
+    _fabula_id_type: ClassVar[IdKind] = UUID
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:  # noqa: ANN401 - passed on as given
+        super().__init_subclass__(**kwargs)
+        cls._fabula_id_type = declared_id_type(cls, DomainEvent)
+
+
+def declared_id_type(cls: type, generic: type) -> IdKind:
+    """The id type `cls` declares through `generic` (`Aggregate` or `DomainEvent`): UUID if none.
+
+    The nearest `generic[X]` among the class's bases decides; a NewType
+    stands for the type it wraps.
+
+    Raises:
+        EventTypeError: X is neither UUID, str, nor a subclass or NewType of one.
+    """
+    for klass in cls.__mro__:
+        for base in klass.__dict__.get("__orig_bases__", ()):
+            if typing.get_origin(base) is not generic:
+                continue
+            (declared,) = typing.get_args(base)
+            kind = declared
+            while isinstance(getattr(kind, "__supertype__", None), type | typing.NewType):
+                kind = kind.__supertype__
+            if isinstance(kind, TypeVar | typing.TypeVar):
+                break  # a generic subclass that leaves the choice to its own subclasses
+            if isinstance(kind, type) and issubclass(kind, UUID):
+                return kind
+            if isinstance(kind, type) and issubclass(kind, str):
+                return kind
+            msg = (
+                f"{cls.__qualname__}: an id type must be UUID or str (or a subclass or "
+                f"NewType of one), not {declared!r}"
+            )
+            raise EventTypeError(msg)
+    return UUID
+
+
+def id_type(cls: type) -> IdKind:
+    """The id type an aggregate or event class declares (UUID unless it says otherwise)."""
+    kind: IdKind = getattr(cls, "_fabula_id_type", UUID)
+    return kind
+
+
+def id_problem(kind: IdKind, value: object) -> str | None:
+    """Why `value` cannot be an id of type `kind` (a UUID or str type), or None if it can."""
+    if issubclass(kind, UUID):
+        if isinstance(value, UUID):
+            return None
+        if isinstance(value, str):
+            return None if _uuid_text(value) is not None else "it is not the text of a UUID"
+        return "an id must be a UUID, or the text of one"
+    if isinstance(value, UUID):
+        return None
+    if not isinstance(value, str):
+        return "an id must be a UUID or a str"
+    return None if value else "an id must not be empty"
+
+
+def coerce_id(kind: IdKind, value: UUID | str) -> UUID | str:
+    """`value` as an id of type `kind`; check it with `id_problem` first."""
+    if isinstance(value, kind):
+        return value
+    if issubclass(kind, UUID):
+        parsed = _uuid_text(value) if isinstance(value, str) else value
+        if parsed is None:
+            msg = f"{value!r} is not the text of a UUID"
+            raise ValueError(msg)
+        return parsed if kind is UUID else kind(str(parsed))
+    return kind(str(value))
+
+
+def stream_id_as(kind: IdKind, stream_id: str) -> UUID | str:
+    """The id of type `kind` that stream `stream_id` stands for (a stream id is `str(id)`).
+
+    Raises:
+        ValueError: `kind` is a UUID type and the stream id is not the
+            canonical text of a UUID (as `str(uuid)` writes it).
+    """
+    if kind is str:
+        return stream_id
+    if issubclass(kind, UUID):
+        parsed = _canonical_uuid(stream_id)
+        if parsed is None:
+            msg = f"stream {stream_id!r} is not the canonical text of a UUID"
+            raise ValueError(msg)
+        return parsed if kind is UUID else kind(stream_id)
+    return kind(stream_id)
+
+
+@functools.lru_cache(maxsize=8192)
+def _canonical_uuid(text: str) -> UUID | None:
+    """The UUID whose `str` is `text`, or None (cached: a stream's events share their id)."""
+    parsed = _uuid_text(text) if len(text) == 36 else None  # noqa: PLR2004 - len(str(uuid))
+    return parsed if parsed is not None and str(parsed) == text else None
+
+
+def _uuid_text(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
 
 
 BASE_FIELDS: frozenset[str] = frozenset(a.name for a in attrs.fields(DomainEvent))
@@ -127,7 +247,7 @@ class EventRegistration:
     """
 
     name: str
-    cls: type[DomainEvent]
+    cls: type[DomainEvent[Any]]
     version: int
 
 
@@ -141,7 +261,7 @@ class EventRegistry:
     """
 
     _by_name: dict[str, EventRegistration] = attrs.Factory(dict)
-    _by_class: dict[type[DomainEvent], EventRegistration] = attrs.Factory(dict)
+    _by_class: dict[type[DomainEvent[Any]], EventRegistration] = attrs.Factory(dict)
     _upcasters: dict[tuple[str, int], Upcaster] = attrs.Factory(dict)
 
     def __repr__(self) -> str:
@@ -149,7 +269,9 @@ class EventRegistry:
             f"<EventRegistry: {len(self._by_name)} event types, {len(self._upcasters)} upcasters>"
         )
 
-    def register(self, cls: type[DomainEvent], name: str, *, version: int = 1) -> EventRegistration:
+    def register(
+        self, cls: type[DomainEvent[Any]], name: str, *, version: int = 1
+    ) -> EventRegistration:
         """Register `cls` under the stored `name` at schema `version`.
 
         Registering the same class again (same module and qualified name, as
@@ -213,7 +335,7 @@ class EventRegistry:
         """Return the registration of the stored `name`, or None."""
         return self._by_name.get(name)
 
-    def by_class(self, cls: type[DomainEvent]) -> EventRegistration:
+    def by_class(self, cls: type[DomainEvent[Any]]) -> EventRegistration:
         """Return the registration of `cls`.
 
         Raises:

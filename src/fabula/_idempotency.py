@@ -91,7 +91,7 @@ class UnitOfWork:
 
     appends: list[StreamAppend] = attrs.Factory(list)
 
-    def add(self, aggregate: Aggregate) -> None:
+    def add(self, aggregate: Aggregate[Any]) -> None:
         """Take `aggregate`'s pending events into this unit of work."""
         append = aggregate.pending_append()
         if append is not None:

@@ -53,7 +53,7 @@ class Projection(Generic[TxT]):
     tables: ClassVar[tuple[str, ...]] = ()
     """The read-model tables it owns (created by `setup`); `rebuild` replaces them."""
 
-    _fabula_handlers: ClassVar[dict[type[DomainEvent], Any] | None] = None
+    _fabula_handlers: ClassVar[dict[type[DomainEvent[Any]], Any] | None] = None
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -63,7 +63,7 @@ class Projection(Generic[TxT]):
             cls._fabula_handlers = None
 
     @classmethod
-    def handlers(cls) -> dict[type[DomainEvent], Any]:
+    def handlers(cls) -> dict[type[DomainEvent[Any]], Any]:
         """Return the handler of each event type this projection handles."""
         if cls._fabula_handlers is None:
             try:
@@ -104,7 +104,7 @@ class VersionGuard:
 
     versions: dict[str, int] = attrs.Factory(dict)
 
-    def fresh(self, event: DomainEvent) -> bool:
+    def fresh(self, event: DomainEvent[Any]) -> bool:
         """Return True, and remember it, if `event` is newer than any applied for its aggregate."""
         key = str(event.aggregate_id)
         if event.version <= self.versions.get(key, 0):

@@ -105,7 +105,7 @@ def _apply_all(projection: Projection[Any], events: Sequence[RecordedEvent], tx:
 @attrs.define
 class _Track:
     projection: Projection[Any]
-    event_types: tuple[type[DomainEvent], ...]
+    event_types: tuple[type[DomainEvent[Any]], ...]
     checkpoint: int = 0
     state: ProjectionState = ProjectionState.STOPPED
     following: bool = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -18,7 +18,7 @@ from fabula.exceptions import AggregateNotFoundError, EventTypeError, FabulaErro
 
 __all__ = ["Repository"]
 
-A = TypeVar("A", bound=Aggregate)
+A = TypeVar("A", bound=Aggregate[Any])
 
 logger = logging.getLogger("fabula.repository")
 
@@ -61,7 +61,7 @@ class Repository:
     """
 
     store: EventStore
-    snapshot_every: int | Mapping[type[Aggregate], int] | None = attrs.field(
+    snapshot_every: int | Mapping[type[Aggregate[Any]], int] | None = attrs.field(
         default=None, kw_only=True
     )
     snapshots: SnapshotCodec = attrs.field(factory=SnapshotCodec, kw_only=True)
@@ -77,13 +77,18 @@ class Repository:
     async def get(self, aggregate_type: type[A], aggregate_id: AggregateId) -> A:
         """Load the aggregate with `aggregate_id` from its latest snapshot and newer events.
 
+        The id may be given as the aggregate declares it or as its text: the
+        aggregate comes back with its declared id type either way.
+
         Raises:
             AggregateNotFoundError: No events are stored for `aggregate_id`.
             EventTypeError: `aggregate_type` is not an Aggregate subclass.
+            InvalidAggregateIdError: `aggregate_id` cannot be an id of that class.
         """
         if not (isinstance(aggregate_type, type) and issubclass(aggregate_type, Aggregate)):
             msg = f"{aggregate_type!r} is not a subclass of fabula.Aggregate"
             raise EventTypeError(msg)
+        aggregate_id = aggregate_type.coerce_id(aggregate_id)
         stream_id = str(aggregate_id)
         aggregate = await self._from_snapshot(aggregate_type, aggregate_id)
         if aggregate is not None:
@@ -100,7 +105,7 @@ class Repository:
             raise AggregateNotFoundError(aggregate_type, aggregate_id)
         return aggregate_type.from_events(aggregate_id, (r.event for r in recorded))
 
-    async def save(self, *aggregates: Aggregate) -> list[AppendResult]:
+    async def save(self, *aggregates: Aggregate[Any]) -> list[AppendResult]:
         """Append the pending events of one or several aggregates, atomically.
 
         Each aggregate's events are appended with the version it was loaded
@@ -154,14 +159,14 @@ class Repository:
             )
         ]
 
-    async def _snapshot_if_due(self, aggregate: Aggregate, *, saved: int) -> None:
+    async def _snapshot_if_due(self, aggregate: Aggregate[Any], *, saved: int) -> None:
         """Snapshot `aggregate` if the `saved` events just stored passed its interval."""
         interval = self._interval(type(aggregate))
         before = aggregate.version - saved
         if interval and aggregate.version // interval > before // interval:
             await self._snapshot(aggregate)
 
-    def _interval(self, cls: type[Aggregate]) -> int | None:
+    def _interval(self, cls: type[Aggregate[Any]]) -> int | None:
         if self._snapshot_store is None:
             return None
         if isinstance(self.snapshot_every, Mapping):
@@ -177,7 +182,7 @@ class Repository:
             return None
         return self.snapshots.decode(snapshot, cls, aggregate_id)
 
-    async def _snapshot(self, aggregate: Aggregate) -> None:
+    async def _snapshot(self, aggregate: Aggregate[Any]) -> None:
         assert self._snapshot_store is not None  # noqa: S101 - checked by _interval
         try:
             await self._snapshot_store.save_snapshot(self.snapshots.encode(aggregate))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -26,13 +25,14 @@ from fabula._converter import (
 from fabula._events import (
     _EMPTY_METADATA,
     BASE_FIELDS,
-    AggregateId,
     DomainEvent,
     EventMetadata,
     EventRegistration,
     EventRegistry,
     JSONObject,
     default_registry,
+    id_type,
+    stream_id_as,
 )
 from fabula._frozen import FrozenDict
 from fabula.exceptions import (
@@ -67,23 +67,6 @@ class SerializedEvent(NamedTuple):
     metadata: str
 
 
-@functools.lru_cache(maxsize=8192)
-def aggregate_id_from_stream(stream_id: str) -> AggregateId:
-    """Return the aggregate id a stream id stands for.
-
-    A stream id that is the canonical text of a UUID (as `str(uuid)` writes
-    it) stands for that UUID; any other stream id is a string id.
-    """
-    if len(stream_id) == 36:  # noqa: PLR2004 - the length of str(UUID)
-        try:
-            parsed = UUID(stream_id)
-        except ValueError:
-            return stream_id
-        if str(parsed) == stream_id:
-            return parsed
-    return stream_id
-
-
 # Base fields are passed to the decoder already built, and never encoded in `data`.
 _PASS_BASE: dict[str, Any] = dict.fromkeys(
     BASE_FIELDS, override(struct_hook=lambda value, _: value)
@@ -91,7 +74,7 @@ _PASS_BASE: dict[str, Any] = dict.fromkeys(
 _OMIT_BASE: dict[str, Any] = dict.fromkeys(BASE_FIELDS, override(omit=True))
 
 
-def _no_fast_path(*_: object) -> DomainEvent:
+def _no_fast_path(*_: object) -> DomainEvent[Any]:
     raise Mismatch
 
 
@@ -110,23 +93,23 @@ class EventSerializer:
 
     registry: EventRegistry = attrs.field(factory=lambda: default_registry)
     converter: cattrs.Converter = attrs.field(factory=make_converter)
-    _encoders: dict[type[DomainEvent], Callable[[Any], dict[str, Any]]] = attrs.field(
+    _encoders: dict[type[DomainEvent[Any]], Callable[[Any], dict[str, Any]]] = attrs.field(
         init=False, factory=dict
     )
-    _decoders: dict[type[DomainEvent], Callable[[Any, Any], Any]] = attrs.field(
+    _decoders: dict[type[DomainEvent[Any]], Callable[[Any, Any], Any]] = attrs.field(
         init=False, factory=dict
     )
-    _fast_encoders: dict[type[DomainEvent], Callable[[Any], dict[str, Any]]] = attrs.field(
+    _fast_encoders: dict[type[DomainEvent[Any]], Callable[[Any], dict[str, Any]]] = attrs.field(
         init=False, factory=dict
     )
-    _fast_decoders: dict[type[DomainEvent], Callable[..., Any]] = attrs.field(
+    _fast_decoders: dict[type[DomainEvent[Any]], Callable[..., Any]] = attrs.field(
         init=False, factory=dict
     )
 
     def __repr__(self) -> str:
         return f"<EventSerializer: {self.registry!r}>"
 
-    def encode(self, event: DomainEvent) -> SerializedEvent:
+    def encode(self, event: DomainEvent[Any]) -> SerializedEvent:
         """Encode `event` for storage.
 
         Raises:
@@ -171,7 +154,7 @@ class EventSerializer:
         stream_id: str,
         version: int,
         position: int | None = None,
-    ) -> DomainEvent:
+    ) -> DomainEvent[Any]:
         """Decode a stored record into its event object.
 
         Args:
@@ -209,7 +192,7 @@ class EventSerializer:
         stream_id: str,
         version: int,
         position: int | None = None,
-    ) -> DomainEvent:
+    ) -> DomainEvent[Any]:
         """Decode an event from its stored columns (what `decode` does, without the record).
 
         Stores call this on their read path to skip building a `SerializedEvent`.
@@ -229,7 +212,7 @@ class EventSerializer:
             try:
                 return fast(  # type: ignore[no-any-return]
                     decode_json(data),
-                    aggregate_id_from_stream(stream_id),
+                    stream_id_as(id_type(entry.cls), stream_id),
                     version,
                     event_id,
                     timestamp,
@@ -254,7 +237,7 @@ class EventSerializer:
         stream_id: str,
         version: int,
         position: int | None,
-    ) -> DomainEvent:
+    ) -> DomainEvent[Any]:
         context = {"type_name": record.type_name, "stream_id": stream_id, "position": position}
         try:
             payload = decode_json(record.data)
@@ -263,7 +246,7 @@ class EventSerializer:
                 raise FieldValueError(msg)
             if record.schema_version != entry.version:
                 payload = self._upcast(payload, record, entry.version, context)
-            payload["aggregate_id"] = aggregate_id_from_stream(stream_id)
+            payload["aggregate_id"] = _aggregate_id(entry.cls, stream_id)
             payload["version"] = version
             payload["event_id"] = record.event_id
             payload["timestamp"] = record.timestamp
@@ -282,7 +265,7 @@ class EventSerializer:
         ) as exc:
             raise SerializationError(f"cannot decode: {exc}", **context) from exc  # type: ignore[arg-type]
 
-    def _encoder(self, cls: type[DomainEvent], name: str) -> Callable[[Any], dict[str, Any]]:
+    def _encoder(self, cls: type[DomainEvent[Any]], name: str) -> Callable[[Any], dict[str, Any]]:
         """Build (and cache) the class's encoder, after checking it can be decoded too."""
         attrs.resolve_types(cls)
         own = (f.type for f in attrs.fields(cls) if f.name not in BASE_FIELDS)
@@ -304,13 +287,13 @@ class EventSerializer:
             self._fast_encoders[cls] = fast_encoder(cls)
         return encoder
 
-    def _build_fast_decoder(self, cls: type[DomainEvent]) -> Callable[..., Any]:
+    def _build_fast_decoder(self, cls: type[DomainEvent[Any]]) -> Callable[..., Any]:
         try:
             return fast_decoder(cls, self.converter)
         except Exception:  # noqa: BLE001 - a field type only the checked path handles
             return _no_fast_path
 
-    def _decoder(self, cls: type[DomainEvent]) -> Callable[[Any, Any], Any]:
+    def _decoder(self, cls: type[DomainEvent[Any]]) -> Callable[[Any, Any], Any]:
         try:
             return self._decoders[cls]
         except KeyError:
@@ -374,3 +357,17 @@ class EventSerializer:
             causation_id=None if causation is None else UUID(causation),
             headers=FrozenDict(raw.get("headers", {})),
         )
+
+
+def _aggregate_id(cls: type[DomainEvent[Any]], stream_id: str) -> UUID | str:
+    """The `aggregate_id` an event of `cls` read from stream `stream_id` carries."""
+    kind = id_type(cls)
+    try:
+        return stream_id_as(kind, stream_id)
+    except ValueError:
+        msg = (
+            f"{cls.__qualname__}'s aggregate_id is a {kind.__name__}, and stream "
+            f"{stream_id!r} is not the text of one (declare the class "
+            f"DomainEvent[str] for streams of other ids)"
+        )
+        raise ValueError(msg) from None

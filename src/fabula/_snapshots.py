@@ -18,7 +18,7 @@ __all__ = ["Snapshot", "SnapshotCodec", "SnapshotStore"]
 
 logger = logging.getLogger("fabula.snapshots")
 
-A = TypeVar("A", bound=Aggregate)
+A = TypeVar("A", bound=Aggregate[Any])
 
 
 @attrs.frozen
@@ -77,7 +77,7 @@ class SnapshotCodec:
     def __repr__(self) -> str:
         return f"<SnapshotCodec: {len(self._encoders)} aggregate types>"
 
-    def encode(self, aggregate: Aggregate) -> Snapshot:
+    def encode(self, aggregate: Aggregate[Any]) -> Snapshot:
         """Take a snapshot of `aggregate`'s saved state.
 
         Raises:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from types import TracebackType
-from typing import Protocol, Self, TypeAlias, runtime_checkable
+from typing import Any, Protocol, Self, TypeAlias, runtime_checkable
 
 import attrs
 
-from fabula._events import DomainEvent, EventRegistry
+from fabula._events import DomainEvent, EventRegistry, IdKind, id_type, stream_id_as
 from fabula._guards import MAX_INT, is_int, text_problem
 from fabula._serialization import EventSerializer
 from fabula.exceptions import (
@@ -57,7 +57,7 @@ class ExpectedVersion(enum.Enum):
 Expected: TypeAlias = int | ExpectedVersion
 """An expected version: an exact int (0 for a new stream) or an `ExpectedVersion`."""
 
-EventTypeFilter: TypeAlias = Collection[type[DomainEvent] | str]
+EventTypeFilter: TypeAlias = Collection[type[DomainEvent[Any]] | str]
 """Event types to filter a read by: classes or their stored names."""
 
 
@@ -86,12 +86,12 @@ class RecordedEvent:
         stream_id: The stream it is stored in.
     """
 
-    event: DomainEvent
+    event: DomainEvent[Any]
     position: int
     stream_id: str
 
 
-def _to_tuple(events: Sequence[DomainEvent]) -> tuple[DomainEvent, ...]:
+def _to_tuple(events: Sequence[DomainEvent[Any]]) -> tuple[DomainEvent[Any], ...]:
     return tuple(events) if not isinstance(events, DomainEvent) else (events,)
 
 
@@ -106,7 +106,7 @@ class StreamAppend:
     """
 
     stream_id: str
-    events: Sequence[DomainEvent] = attrs.field(converter=_to_tuple)
+    events: Sequence[DomainEvent[Any]] = attrs.field(converter=_to_tuple)
     expected_version: Expected = attrs.field(kw_only=True)
 
 
@@ -119,7 +119,7 @@ class EventStore(Protocol):
     """
 
     async def append(
-        self, stream_id: str, events: Sequence[DomainEvent], *, expected_version: Expected
+        self, stream_id: str, events: Sequence[DomainEvent[Any]], *, expected_version: Expected
     ) -> AppendResult:
         """Append events to one stream, atomically.
 
@@ -196,8 +196,8 @@ class SerializingStore(Protocol):
 
 
 def validate_append(
-    stream_id: str, events: Sequence[DomainEvent], expected_version: Expected
-) -> tuple[DomainEvent, ...]:
+    stream_id: str, events: Sequence[DomainEvent[Any]], expected_version: Expected
+) -> tuple[DomainEvent[Any], ...]:
     """Check an append's arguments before a store touches its storage.
 
     Returns:
@@ -220,9 +220,14 @@ def validate_append(
         raise EmptyAppendError(stream_id)
     seen = set()
     belongs: set[object] = {"", stream_id}  # aggregate ids already matched to the stream
+    kinds: set[type] = set()  # the id types whose ids the stream id was checked to be
     for event in batch:
         if not isinstance(event, DomainEvent):
             raise NotAnEventError(stream_id, event)
+        kind = id_type(type(event))
+        if kind not in kinds:
+            _check_stream_kind(stream_id, type(event), kind)
+            kinds.add(kind)
         aggregate_id = event.aggregate_id
         if aggregate_id not in belongs:
             if str(aggregate_id) != stream_id:
@@ -233,6 +238,22 @@ def validate_append(
         seen.add(event.event_id)
     _check_batch_versions(stream_id, batch, expected_version)
     return batch
+
+
+def _check_stream_kind(stream_id: str, event_class: type, kind: IdKind) -> None:
+    """Refuse a stream whose id is not an id of the type the event class declares."""
+    try:
+        stream_id_as(kind, stream_id)
+    except ValueError:
+        raise StreamMismatchError(
+            stream_id,
+            stream_id,
+            reason=(
+                f"{event_class.__qualname__}'s aggregate_id is a {kind.__name__}, and the stream "
+                f"id is not the text of one (declare {event_class.__qualname__}"
+                f"(fabula.DomainEvent[str]) for streams of other ids)"
+            ),
+        ) from None
 
 
 def check_expected_version(stream_id: str, expected_version: object) -> None:
@@ -252,7 +273,7 @@ def check_expected_version(stream_id: str, expected_version: object) -> None:
 
 
 def _check_batch_versions(
-    stream_id: str, batch: tuple[DomainEvent, ...], expected_version: Expected
+    stream_id: str, batch: tuple[DomainEvent[Any], ...], expected_version: Expected
 ) -> None:
     first = batch[0].version
     if first == 0:
@@ -273,7 +294,7 @@ def _check_batch_versions(
 
 def check_concurrency(
     stream_id: str,
-    batch: tuple[DomainEvent, ...],
+    batch: tuple[DomainEvent[Any], ...],
     expected_version: Expected,
     actual: int,
 ) -> None:

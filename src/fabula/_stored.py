@@ -72,7 +72,7 @@ class PendingAppend(NamedTuple):
     """
 
     stream_id: str
-    events: tuple[DomainEvent, ...]
+    events: tuple[DomainEvent[Any], ...]
     expected: Expected
     records: tuple[SerializedEvent, ...]
 
@@ -120,7 +120,10 @@ class StoredEvent:
 
 
 def prepare_append(
-    stream_id: str, events: Sequence[DomainEvent], expected: Expected, serializer: EventSerializer
+    stream_id: str,
+    events: Sequence[DomainEvent[Any]],
+    expected: Expected,
+    serializer: EventSerializer,
 ) -> list[PendingAppend]:
     """Check and encode a single-stream `append`.
 
@@ -167,7 +170,10 @@ LARGE_APPEND: Final = 1000
 
 
 async def prepare_append_off_loop(
-    stream_id: str, events: Sequence[DomainEvent], expected: Expected, serializer: EventSerializer
+    stream_id: str,
+    events: Sequence[DomainEvent[Any]],
+    expected: Expected,
+    serializer: EventSerializer,
 ) -> list[PendingAppend]:
     """`prepare_append`, in a worker thread when the batch is large.
 

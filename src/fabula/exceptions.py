@@ -336,13 +336,23 @@ class NotAnEventError(InvalidAppendError, TypeError):
 class StreamMismatchError(InvalidAppendError):
     """An event belongs to another aggregate than the stream it was appended to.
 
+    Also raised when the stream's id is not an id of the type the event's
+    class declares (a `DomainEvent[UUID]` appended to stream "acc-1").
+
     Attributes:
         aggregate_id: The event's aggregate id.
     """
 
-    def __init__(self, stream_id: str, aggregate_id: object, *, context: str | None = None) -> None:
+    def __init__(
+        self,
+        stream_id: str,
+        aggregate_id: object,
+        *,
+        context: str | None = None,
+        reason: str | None = None,
+    ) -> None:
         self.aggregate_id = aggregate_id
-        message = f"an event carries aggregate_id {_shown(str(aggregate_id))}"
+        message = reason or f"an event carries aggregate_id {_shown(str(aggregate_id))}"
         super().__init__(stream_id, message, context=context)
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from typing import ClassVar
+from typing import Any, ClassVar
 from uuid import UUID
 
 import attrs
@@ -98,7 +98,7 @@ class InMemoryEventStore(StoreBase):
         self._wakeup.notify()
 
     async def append(
-        self, stream_id: str, events: Sequence[DomainEvent], *, expected_version: Expected
+        self, stream_id: str, events: Sequence[DomainEvent[Any]], *, expected_version: Expected
     ) -> AppendResult:
         """Append events to one stream atomically (see `EventStore.append`)."""
         parts = await prepare_append_off_loop(stream_id, events, expected_version, self.serializer)

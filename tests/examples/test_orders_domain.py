@@ -178,10 +178,10 @@ def run(order: Order, action: Action) -> None:
         order.cancel("changed my mind")
 
 
-async def read_back(database: Database, order_id: object) -> OrderView:
+async def read_back(database: Database, order_id: UUID) -> OrderView:
     """The order as the read model's query returns it."""
     try:
-        view = await ReadModel(database, fabula.CursorCodec(secret=b"s")).order(UUID(str(order_id)))
+        view = await ReadModel(database, fabula.CursorCodec(secret=b"s")).order(order_id)
     finally:
         await database.close()
     assert view is not None

@@ -137,3 +137,26 @@ class Order(fabula.Aggregate):
 
 
 ADDRESS = Address(street="Main 1", city="Utrecht")
+
+
+# -- an aggregate with string ids ---------------------------------------------
+
+
+@fabula.event("tests.Counted")
+@attrs.frozen
+class Counted(fabula.DomainEvent[str]):
+    by: int
+
+
+@attrs.define
+class Tally(fabula.Aggregate[str]):
+    """A counter whose ids are strings ("tally-1"), with an event that says so."""
+
+    count: int = 0
+
+    def add(self, by: int) -> None:
+        self.record(Counted(by=by))
+
+    @fabula.apply
+    def _counted(self, event: Counted) -> None:
+        self.count += event.by

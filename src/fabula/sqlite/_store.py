@@ -213,7 +213,7 @@ class SQLiteEventStore(StoreBase):
     # -- appending ---------------------------------------------------------------
 
     async def append(
-        self, stream_id: str, events: Sequence[DomainEvent], *, expected_version: Expected
+        self, stream_id: str, events: Sequence[DomainEvent[Any]], *, expected_version: Expected
     ) -> AppendResult:
         """Append events to one stream atomically (see `EventStore.append`)."""
         parts = await prepare_append_off_loop(stream_id, events, expected_version, self.serializer)

@@ -8,6 +8,7 @@ that stores them calls `register_contract_events` first.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import attrs
 
@@ -17,7 +18,7 @@ __all__ = ["CONTRACT_EVENTS", "Deposited", "Withdrawn", "register_contract_event
 
 
 @attrs.frozen
-class Deposited(DomainEvent):
+class Deposited(DomainEvent[str]):
     """Money paid into an account (contract-suite event)."""
 
     amount: Decimal
@@ -25,13 +26,13 @@ class Deposited(DomainEvent):
 
 
 @attrs.frozen
-class Withdrawn(DomainEvent):
+class Withdrawn(DomainEvent[str]):
     """Money taken out of an account (contract-suite event)."""
 
     amount: Decimal
 
 
-CONTRACT_EVENTS: dict[str, type[DomainEvent]] = {
+CONTRACT_EVENTS: dict[str, type[DomainEvent[Any]]] = {
     "fabula.testing.Deposited": Deposited,
     "fabula.testing.Withdrawn": Withdrawn,
 }

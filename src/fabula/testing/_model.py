@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
-from typing import ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 from uuid import UUID
 
 import attrs
@@ -34,7 +34,7 @@ class _Entry:
     stream_id: str
     version: int
     position: int
-    kind: type[DomainEvent]
+    kind: type[DomainEvent[Any]]
 
 
 def _expectation(how: str, version: int) -> tuple[Expected, bool]:
@@ -54,7 +54,7 @@ def _expectation(how: str, version: int) -> tuple[Expected, bool]:
             return ExpectedVersion.STREAM_EXISTS, version > 0
 
 
-def _events(batch: list[tuple[bool, int]]) -> list[DomainEvent]:
+def _events(batch: list[tuple[bool, int]]) -> list[DomainEvent[Any]]:
     return [
         Withdrawn(amount=Decimal(n)) if out else Deposited(amount=Decimal(n)) for out, n in batch
     ]
@@ -68,7 +68,7 @@ class _StoreModel(RuleBasedStateMachine):
         self.runner = asyncio.Runner()
         self.log: list[_Entry] = []
         self.store: EventStore = self.run(type(self).factory())
-        self.last: tuple[str, list[DomainEvent], Expected, AppendResult] | None = None
+        self.last: tuple[str, list[DomainEvent[Any]], Expected, AppendResult] | None = None
 
     def teardown(self) -> None:
         try:
@@ -85,7 +85,9 @@ class _StoreModel(RuleBasedStateMachine):
     def version(self, stream_id: str) -> int:
         return sum(1 for e in self.log if e.stream_id == stream_id)
 
-    def remember(self, stream_id: str, events: list[DomainEvent], result: AppendResult) -> None:
+    def remember(
+        self, stream_id: str, events: list[DomainEvent[Any]], result: AppendResult
+    ) -> None:
         first = result.version - len(events) + 1
         stored = self.run(self.store.read_stream(stream_id, from_version=first))
         assert [r.event.event_id for r in stored] == [e.event_id for e in events]
@@ -162,7 +164,7 @@ class _StoreModel(RuleBasedStateMachine):
         kinds=st.sampled_from([None, (Deposited,), (Withdrawn,), (Deposited, Withdrawn)]),
     )
     def read_all(
-        self, data: st.DataObject, limit: int, kinds: tuple[type[DomainEvent], ...] | None
+        self, data: st.DataObject, limit: int, kinds: tuple[type[DomainEvent[Any]], ...] | None
     ) -> None:
         index = data.draw(st.integers(0, len(self.log)))
         after = self.log[index - 1].position if index else 0

@@ -5,23 +5,23 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from typing import Any, Generic
-from uuid import uuid4
+from uuid import UUID
 
 import attrs
 from typing_extensions import TypeVar
 
 from fabula._aggregate import Aggregate
-from fabula._events import BASE_FIELDS, AggregateId, DomainEvent
+from fabula._events import BASE_FIELDS, AggregateId, DomainEvent, coerce_id, id_type
 
 __all__ = ["Given", "Outcome", "given", "scenario"]
 
-A = TypeVar("A", bound=Aggregate)
+A = TypeVar("A", bound=Aggregate[Any])
 R = TypeVar("R", default=object)
 
 
 def given(
     aggregate_type: type[A],
-    *history: DomainEvent,
+    *history: DomainEvent[Any],
     id: AggregateId | None = None,  # noqa: A002
 ) -> Given[A]:
     """Start a scenario: an aggregate of `aggregate_type` with `history` behind it.
@@ -38,17 +38,24 @@ def given(
     Args:
         aggregate_type: The aggregate class.
         *history: Past events, oldest first.
-        id: The aggregate's id; a new UUID if omitted.
+        id: The aggregate's id (or its text); a new one of the class's id
+            type if omitted.
 
     Returns:
         The scenario, ready for `when`.
     """
-    aggregate_id = uuid4() if id is None else id
+    aggregate_id = aggregate_type.new_id() if id is None else aggregate_type.coerce_id(id)
     stamped = tuple(
-        attrs.evolve(event, aggregate_id=aggregate_id, version=number)
+        attrs.evolve(event, aggregate_id=_as_kind(type(event), aggregate_id), version=number)
         for number, event in enumerate(history, start=1)
     )
     return Given(aggregate_type, aggregate_id, stamped)
+
+
+def _as_kind(event_class: type, aggregate_id: UUID | str) -> UUID | str:
+    """The aggregate's id as `event_class` declares its `aggregate_id`."""
+    kind = id_type(event_class)
+    return aggregate_id if isinstance(aggregate_id, kind) else coerce_id(kind, aggregate_id)
 
 
 @attrs.frozen
@@ -57,7 +64,7 @@ class Given(Generic[A]):
 
     aggregate_type: type[A]
     aggregate_id: AggregateId
-    history: tuple[DomainEvent, ...]
+    history: tuple[DomainEvent[Any], ...]
 
     def aggregate(self) -> A:
         """Return a fresh aggregate rebuilt from the history, to inspect or act on yourself.
@@ -106,7 +113,7 @@ class Outcome(Generic[A, R]):
     error: Exception | None
     result: R | None = None
 
-    def then(self, *expected: DomainEvent) -> A:
+    def then(self, *expected: DomainEvent[Any]) -> A:
         """Assert that the action succeeded and recorded exactly `expected`.
 
         Events are compared by type and their own fields; ids, timestamps,
@@ -166,14 +173,14 @@ class Outcome(Generic[A, R]):
         return error
 
 
-def _essence(event: DomainEvent) -> tuple[type, dict[str, Any]]:
+def _essence(event: DomainEvent[Any]) -> tuple[type, dict[str, Any]]:
     fields = attrs.fields(type(event))
     return type(event), {
         f.name: getattr(event, f.name) for f in fields if f.name not in BASE_FIELDS
     }
 
 
-def _show(events: Sequence[DomainEvent]) -> str:
+def _show(events: Sequence[DomainEvent[Any]]) -> str:
     if not events:
         return "(none)"
     parts = []

@@ -72,7 +72,7 @@ def events(event_type: type[E]) -> st.SearchStrategy[E]:
     return st.builds(event_type, **fields)
 
 
-def any_event(registry: EventRegistry | None = None) -> st.SearchStrategy[DomainEvent]:
+def any_event(registry: EventRegistry | None = None) -> st.SearchStrategy[DomainEvent[Any]]:
     """Build an instance of any event class registered in `registry`.
 
     Args:

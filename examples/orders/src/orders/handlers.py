@@ -76,7 +76,7 @@ class OrderHandlers:
             shipping_address=command.shipping_address,
         )
         await self.repository.save(order)
-        return UUID(str(order.id))
+        return order.id
 
     # --8<-- [start:handler]
     async def add_item(self, command: AddOrderItem) -> None:
