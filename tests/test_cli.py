@@ -22,7 +22,8 @@ import pytest
 
 import fabula
 from fabula._inspect import StoredEvent
-from fabula.cli import _Out, _show_events, main
+from fabula.cli import main
+from fabula.cli._output import _Out, _show_events
 from fabula.postgres import PostgresEventStore
 from fabula.sqlite import SQLiteEventStore
 from fabula.testing import Deposited
