@@ -102,7 +102,7 @@ class TestInMemoryEventStore:
         with pytest.raises(InvalidReadError, match="event_types"):
             await store.read_all(event_types="fabula.testing.Deposited")
         with pytest.raises(InvalidReadError, match="event_types"):
-            await store.read_all(event_types=[42])  # type: ignore[list-item]
+            await store.read_all(event_types=[42])  # type: ignore[arg-type]
 
     async def test_it_is_an_event_store(self) -> None:
         """InMemoryEventStore satisfies the EventStore protocol."""

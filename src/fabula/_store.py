@@ -5,9 +5,10 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncIterator, Collection, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeAlias, runtime_checkable
+from typing import Any, Generic, Protocol, Self, TypeAlias, overload, runtime_checkable
 
 import attrs
+from typing_extensions import TypeVar
 
 from fabula._events import DomainEvent, EventRegistry, IdKind, id_type, stream_id_as
 from fabula._guards import MAX_INT, is_int, text_problem
@@ -76,9 +77,17 @@ class AppendResult:
     position: int
 
 
+E = TypeVar("E", bound=DomainEvent[Any])
+Ev_co = TypeVar("Ev_co", bound=DomainEvent[Any], default=DomainEvent[Any], covariant=True)
+
+
 @attrs.frozen
-class RecordedEvent:
+class RecordedEvent(Generic[Ev_co]):
     """A stored event with its place in the global log.
+
+    Generic in the event's type: `read_all(event_types=[Deposited])` returns
+    `RecordedEvent[Deposited]`s, whose `event` mypy knows is a `Deposited`;
+    a plain `RecordedEvent` holds any event.
 
     Attributes:
         event: The decoded event (`event.version` is its place in its stream).
@@ -86,7 +95,7 @@ class RecordedEvent:
         stream_id: The stream it is stored in.
     """
 
-    event: DomainEvent[Any]
+    event: Ev_co
     position: int
     stream_id: str
 
@@ -151,15 +160,34 @@ class EventStore(Protocol):
         """
         ...
 
+    @overload
+    async def read_all(
+        self, *, after: int = 0, limit: int = 1000, event_types: Collection[type[E]]
+    ) -> list[RecordedEvent[E]]: ...
+    @overload
     async def read_all(
         self, *, after: int = 0, limit: int = 1000, event_types: EventTypeFilter | None = None
-    ) -> list[RecordedEvent]:
-        """Read the global log after position `after`, in position order."""
+    ) -> list[RecordedEvent]: ...
+    async def read_all(
+        self, *, after: int = 0, limit: int = 1000, event_types: EventTypeFilter | None = None
+    ) -> list[RecordedEvent] | list[RecordedEvent[Any]]:
+        """Read the global log after position `after`, in position order.
+
+        With `event_types` given as classes, the events are typed as those.
+        """
         ...
 
+    @overload
+    def subscribe(
+        self, *, after: int = 0, event_types: Collection[type[E]]
+    ) -> AsyncIterator[RecordedEvent[E]]: ...
+    @overload
     def subscribe(
         self, *, after: int = 0, event_types: EventTypeFilter | None = None
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncIterator[RecordedEvent]: ...
+    def subscribe(
+        self, *, after: int = 0, event_types: EventTypeFilter | None = None
+    ) -> AsyncIterator[RecordedEvent[Any]]:
         """Yield every event after `after`: first the stored ones, then new ones live.
 
         The iterator ends when the store is closed; cancel the consuming task

@@ -5,12 +5,13 @@ from __future__ import annotations
 import abc
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar, overload
 
 import attrs
 
+from fabula._events import DomainEvent
 from fabula._serialization import EventSerializer
 from fabula._store import (
     EventTypeFilter,
@@ -22,6 +23,9 @@ from fabula._store import (
 __all__ = ["LogPage", "StoreBase", "Wakeup", "follow"]
 
 _SUBSCRIBE_BATCH = 500
+
+
+E = TypeVar("E", bound=DomainEvent[Any])
 
 
 @attrs.frozen
@@ -123,18 +127,34 @@ class StoreBase(abc.ABC):
             return
         await _wait(waiter, max_wait)
 
+    @overload
+    async def read_all(
+        self, *, after: int = 0, limit: int = 1000, event_types: Collection[type[E]]
+    ) -> list[RecordedEvent[E]]: ...
+    @overload
     async def read_all(
         self, *, after: int = 0, limit: int = 1000, event_types: EventTypeFilter | None = None
-    ) -> list[RecordedEvent]:
+    ) -> list[RecordedEvent]: ...
+    async def read_all(
+        self, *, after: int = 0, limit: int = 1000, event_types: EventTypeFilter | None = None
+    ) -> list[RecordedEvent] | list[RecordedEvent[Any]]:
         """Read the global log after `after` (see `EventStore.read_all`)."""
         self._check_open()
         validate_read_all(after, limit)
         names = event_type_names(event_types, self.serializer.registry)
         return (await self._scan(after, limit, names))[0]
 
+    @overload
+    def subscribe(
+        self, *, after: int = 0, event_types: Collection[type[E]]
+    ) -> AsyncIterator[RecordedEvent[E]]: ...
+    @overload
     def subscribe(
         self, *, after: int = 0, event_types: EventTypeFilter | None = None
-    ) -> AsyncIterator[RecordedEvent]:
+    ) -> AsyncIterator[RecordedEvent]: ...
+    def subscribe(
+        self, *, after: int = 0, event_types: EventTypeFilter | None = None
+    ) -> AsyncIterator[RecordedEvent[Any]]:
         """Yield stored events after `after`, then new ones as they are committed.
 
         Commits through this store wake the subscription at once; stores

@@ -505,7 +505,7 @@ class BadInputContract:
             (lambda: store.read_stream("acc-1", limit=2**63), "2**63"),
             (lambda: store.read_all(event_types=[""]), "''"),
             (lambda: store.read_all(event_types=["bad\udc80"]), "bad"),
-            (lambda: store.read_all(event_types=[42]), "42"),  # type: ignore[list-item]
+            (lambda: store.read_all(event_types=[42]), "42"),  # type: ignore[arg-type]
             (lambda: store.read_all(event_types=["n" * 1025]), "nnn"),
         ]
         for call, offending in calls:
