@@ -1,9 +1,12 @@
-"""Every check the project runs: `nox` runs lint, typing, tests and docs, as CI does."""
+"""Every check the project runs: `nox` runs lint, typing, tests, docs and build, as CI does."""
+
+import zipfile
+from pathlib import Path
 
 import nox
 
 nox.options.default_venv_backend = "venv"
-nox.options.sessions = ["lint", "typing", "tests", "docs"]
+nox.options.sessions = ["lint", "typing", "tests", "docs", "build"]
 nox.options.error_on_missing_interpreters = True
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
@@ -42,6 +45,44 @@ def docs(session: nox.Session) -> None:
     build = ["mkdocs", "build", "--strict", "--site-dir", "build/site"]
     # The variable silences the theme's end-of-life banner, not a build problem.
     session.run(*build, *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    """Build the sdist and the wheel, install the wheel alone in a fresh venv, run the quickstart.
+
+    The quickstart runs from a scratch folder, so it imports the installed
+    wheel and nothing from this checkout.
+    """
+    session.install("build>=1.2")
+    out = Path(session.create_tmp()) / "dist"
+    session.run("python", "-m", "build", "--outdir", str(out), silent=True)
+    (wheel,) = out.glob("fabula-*.whl")
+    (sdist,) = out.glob("fabula-*.tar.gz")
+    names = zipfile.ZipFile(wheel).namelist()
+    for needed in ("fabula/py.typed", "fabula/__init__.py", "fabula/postgres/__init__.py"):
+        if needed not in names:
+            session.error(f"{wheel.name} lacks {needed}")
+    if any(name.startswith(("tests/", "examples/", "benchmarks/")) for name in names):
+        session.error(f"{wheel.name} holds files that are not the package")
+    scratch = Path(session.create_tmp()) / "scratch"
+    scratch.mkdir(exist_ok=True)
+    venv = scratch / "venv"
+    session.run("python", "-m", "venv", "--clear", str(venv), silent=True)
+    python = str(venv / "bin" / "python")
+    session.run(python, "-m", "pip", "install", "--quiet", str(wheel), external=True)
+    quickstart = Path("examples/quickstart.py").resolve()
+    output = session.run(
+        python, str(quickstart), external=True, silent=True, env={"PYTHONPATH": ""}
+    )
+    if "cart at version 2, total 5.75" not in str(output):
+        session.error(f"the quickstart, run from the wheel, printed: {output}")
+    where = session.run(
+        python, "-c", "import fabula; print(fabula.__file__)", external=True, silent=True
+    )
+    if str(venv) not in str(where):
+        session.error(f"the quickstart imported fabula from {where}, not the wheel")
+    session.log(f"built {wheel.name} and {sdist.name}; the quickstart runs from the wheel")
 
 
 @nox.session

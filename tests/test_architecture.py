@@ -1,6 +1,9 @@
 """The house's shape: layers that import downwards only, no import cycles, and its size limits."""
 
 import ast
+import re
+import sys
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -141,3 +144,57 @@ def test_modules_classes_and_functions_stay_within_the_limits() -> None:
         if lines > LIMITS[kind] and name not in TABLES
     ]
     assert over == []
+
+
+def third_party_imports(name: str) -> set[str]:
+    """The top-level names of the packages module `name` imports, anywhere in it."""
+    found = set()
+    for node in ast.walk(ast.parse(MODULES[name].read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name.partition(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module.partition(".")[0])
+    return {top for top in found if top not in sys.stdlib_module_names and top != "fabula"}
+
+
+# What each import name is declared as in pyproject.toml.
+DISTRIBUTIONS = {
+    "attrs": "attrs",
+    "attr": "attrs",
+    "cattrs": "cattrs",
+    "orjson": "orjson",
+    "typing_extensions": "typing-extensions",
+    "psycopg": "psycopg",
+    "psycopg_pool": "psycopg-pool",
+    "pytest": "pytest",
+    "hypothesis": "hypothesis",
+}
+
+
+def declared(requirements: list[str]) -> set[str]:
+    return {re.split(r"[\[<>=!~; ]", requirement, maxsplit=1)[0] for requirement in requirements}
+
+
+def test_the_declared_dependencies_are_the_imported_ones() -> None:
+    """Each dependency is imported, and each import is declared, in the part that needs it.
+
+    The core needs only the core dependencies; fabula.postgres adds the
+    `postgres` extra's, fabula.testing the `testing` extra's.
+    """
+    project = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
+    core = declared(project["project"]["dependencies"])
+    extras = {
+        name: declared(requirements)
+        for name, requirements in project["project"]["optional-dependencies"].items()
+    }
+    parts = {"fabula.postgres": "postgres", "fabula.testing": "testing"}
+    used: dict[str, set[str]] = {"core": set(), **{extra: set() for extra in parts.values()}}
+    for name in MODULES:
+        part = next((extra for prefix, extra in parts.items() if name.startswith(prefix)), "core")
+        imported = third_party_imports(name)
+        unknown = imported - set(DISTRIBUTIONS)
+        assert unknown == set(), f"{name} imports {unknown}: declare and list them"
+        used[part] |= {DISTRIBUTIONS[top] for top in imported}
+    assert used["core"] == core
+    for extra in parts.values():
+        assert used[extra] - core == extras[extra], extra
