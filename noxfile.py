@@ -26,9 +26,12 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def typing(session: nox.Session) -> None:
-    """Mypy --strict over src, tests and examples (the orders app included)."""
+    """Mypy --strict over src, tests and examples (the orders app included), and the docs' code."""
     session.install("-e", ".[postgres]", "-e", "examples/orders", *group("typing"))
     session.run("mypy")
+    blocks = str(Path(session.create_tmp()) / "doc-blocks")
+    session.run("python", "scripts/doc_blocks.py", blocks)
+    session.run("mypy", "--strict", blocks)
 
 
 @nox.session

@@ -153,3 +153,15 @@ def test_included_code_comes_from_tested_files() -> None:
     assert len(includes) >= 10
     for path, _ in includes:
         assert path.startswith(("examples/orders/src/orders/", "tests/examples/")), path
+
+
+def test_docs_code_needs_no_casts_ignores_or_any() -> None:
+    """The docs' code type-checks as a user's would (nox -s typing runs mypy --strict on it).
+
+    It may not get there by casting, ignoring or falling back to Any.
+    """
+    shortcuts = re.compile(r"\bcast\(|type:\s*ignore|\bAny\b")
+    for page in [ROOT / "README.md", *DOCS]:
+        for marker, code in BLOCK.findall(page.read_text(encoding="utf-8")):
+            if not marker:
+                assert not shortcuts.search(code), f"{page.name}:\n{code}"

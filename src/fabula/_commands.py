@@ -45,7 +45,7 @@ class Message:
 
 
 @attrs.frozen(kw_only=True)
-class Command(Message, Generic[R]):
+class Command(Message, Generic[R_co]):
     """Base class of commands: frozen attrs classes that ask for a change.
 
     Parametrise it with the handler's result type, so `await
@@ -60,7 +60,7 @@ class Command(Message, Generic[R]):
 
 
 @attrs.frozen(kw_only=True)
-class Query(Message, Generic[R]):
+class Query(Message, Generic[R_co]):
     """Base class of queries: frozen attrs classes that ask for a view.
 
     Parametrise it with the result type: `class GetOrder(Query[OrderView]): ...`.
