@@ -66,6 +66,7 @@ from fabula._projections import ProjectionFailure, ProjectionState, ProjectionSt
 from fabula._public import publish as _publish
 from fabula._repository import Repository
 from fabula._serialization import EventSerializer, make_converter
+from fabula._sql import Dialect, ReadModel, Sql, SqlProjection
 from fabula._store import (
     AppendResult,
     EventStore,
@@ -106,6 +107,7 @@ __all__ = [
     "ConcurrencyError",
     "Correlation",
     "CursorCodec",
+    "Dialect",
     "DomainError",
     "DomainEvent",
     "EventMetadata",
@@ -137,9 +139,12 @@ __all__ = [
     "Projector",
     "Query",
     "QueryBus",
+    "ReadModel",
     "RecordedEvent",
     "Repository",
     "RetryOnConflict",
+    "Sql",
+    "SqlProjection",
     "StoreError",
     "StoreUnavailableError",
     "StreamAppend",

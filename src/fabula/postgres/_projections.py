@@ -85,6 +85,10 @@ class ProjectionSide:
         if self._pool is not None:
             await asyncio.to_thread(self._pool.close)
 
+    async def in_transaction(self, job: Callable[[Tx], T]) -> T:
+        """Run `job` in one transaction on the projections' pool (the read model's queries too)."""
+        return await self._in_projection_transaction(job)
+
     async def _in_projection_transaction(self, job: Callable[[Tx], T]) -> T:
         await self._ready()
         if self._pool is None:

@@ -45,6 +45,7 @@ from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
 from fabula._serialization import EventSerializer
 from fabula._snapshots import Snapshot
+from fabula._sql import ReadModel
 from fabula._store import (
     AppendResult,
     Expected,
@@ -60,6 +61,7 @@ from fabula.postgres._append import Appender, load_record
 from fabula.postgres._connections import Connections
 from fabula.postgres._notify import Announcer, listen
 from fabula.postgres._projections import ProjectionSide, Tx
+from fabula.postgres._read_model import PostgresReadModel
 
 __all__ = ["PostgresEventStore", "Tx"]
 
@@ -347,6 +349,14 @@ class PostgresEventStore(StoreBase):
         return Snapshot(stream, aggregate_type, version, schema_version, state)
 
     # -- projections (forwarded to the ProjectionSide) ----------------------------
+
+    def read_model(self) -> ReadModel:
+        """The SQL read model in this store's schema, for queries (see `fabula.SqlProjection`).
+
+        Its statements run on the projections' pool, with the store's schema
+        first on the `search_path`, each `transaction` in a worker thread.
+        """
+        return PostgresReadModel(self.schema, self._projections.in_transaction)
 
     def projection_lease(self, name: str) -> contextlib.AbstractAsyncContextManager[asyncio.Event]:
         """Hold the right to run projection `name` among every process using this schema.

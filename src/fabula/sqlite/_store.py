@@ -36,6 +36,7 @@ from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
 from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
+from fabula._sql import ReadModel
 from fabula._store import (
     AppendResult,
     Expected,
@@ -63,6 +64,7 @@ from fabula.exceptions import (
 from fabula.sqlite import _schema as sql
 from fabula.sqlite._errors import connect, translate
 from fabula.sqlite._projections import ProjectionSide
+from fabula.sqlite._read_model import SQLiteReadModel
 from fabula.sqlite._writer import ExplainedAfterUndoError, Writer
 
 __all__ = ["SQLiteEventStore", "Synchronous"]
@@ -181,9 +183,21 @@ class SQLiteEventStore(StoreBase):
             query=self._query,
             log=self,
         )
+        self._read_model = SQLiteReadModel(
+            self.path, lambda job: self._submit(job, 0, one_statement=False), busy_timeout
+        )
 
     def __repr__(self) -> str:
         return f"<SQLiteEventStore {self.path!r} synchronous={self.synchronous}>"
+
+    def read_model(self) -> ReadModel:
+        """The SQL read model in this store's file: what queries read (see `fabula.SqlProjection`).
+
+        Its writes run on the store's writer, its reads on a read-only
+        connection of their own, off the event loop.
+        """
+        self._check_open()
+        return self._read_model
 
     async def close(self) -> None:
         """Finish queued appends, end subscriptions and close the database.
@@ -200,6 +214,7 @@ class SQLiteEventStore(StoreBase):
     async def _shut_down(self) -> None:
         await self._writer.finish()
         self._wakeup.notify()
+        self._read_model.close()
         if self._reader is not self._writer.connection:
             self._reader.close()
         await self._writer.close()
