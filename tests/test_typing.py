@@ -5,8 +5,10 @@ no-op when the test runs); the assertions beside them check that the
 program gets, at run time, the types mypy was told.
 """
 
+import asyncio
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, assert_type
 from uuid import UUID, uuid4
 
@@ -15,6 +17,8 @@ import attrs
 import fabula
 from fabula import RecordedEvent, Repository
 from fabula.memory import InMemoryEventStore
+from fabula.postgres import PostgresEventStore
+from fabula.sqlite import SQLiteEventStore
 from fabula.testing import Deposited, Withdrawn, given
 
 from .support.domain import ADDRESS, Order, OrderCreated, OrderItemAdded, Tally
@@ -105,3 +109,26 @@ def test_cursor_keys_are_typed() -> None:
     assert_type(when, datetime)
     assert_type(which, UUID)
     assert (when, which) == (moment, ident)
+
+
+def test_one_type_for_any_fabula_store(tmp_path: Path) -> None:
+    """fabula.Store takes every store, fabula.SqlStore those with a SQL read model."""
+
+    def kind(store: fabula.Store) -> str:
+        return type(store).__name__
+
+    def sql_kind(store: fabula.SqlStore) -> str:
+        return store.read_model().dialect.name
+
+    memory, sqlite = InMemoryEventStore(), SQLiteEventStore(tmp_path / "s.db")
+    postgres = PostgresEventStore("postgresql://nobody@127.0.0.1:1/none")  # never opened
+    assert [kind(memory), kind(sqlite), kind(postgres)] == [
+        "InMemoryEventStore",
+        "SQLiteEventStore",
+        "PostgresEventStore",
+    ]
+    assert [sql_kind(sqlite), sql_kind(postgres)] == ["sqlite", "postgresql"]
+    assert isinstance(memory, fabula.Store)
+    assert not isinstance(memory, fabula.SqlStore)
+    assert isinstance(postgres, fabula.SqlStore)
+    asyncio.run(sqlite.close())

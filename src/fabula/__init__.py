@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING as _TYPE_CHECKING
 
 from fabula import exceptions, memory, storage
 from fabula._aggregate import Aggregate, apply
+from fabula._capabilities import SqlStore, Store
 from fabula._commands import (
     Command,
     CommandBus,
@@ -145,6 +146,8 @@ __all__ = [
     "RetryOnConflict",
     "Sql",
     "SqlProjection",
+    "SqlStore",
+    "Store",
     "StoreError",
     "StoreUnavailableError",
     "StreamAppend",
