@@ -178,14 +178,9 @@ class SQLiteEventStore(StoreBase):
             wal_limit=wal_limit,
         )
         self._projections = ProjectionSide(
-            path=self.path,
-            write=lambda job: self._submit(job, 0, one_statement=False),
-            query=self._query,
-            log=self,
+            path=self.path, write=self._transaction, query=self._query, log=self
         )
-        self._read_model = SQLiteReadModel(
-            self.path, lambda job: self._submit(job, 0, one_statement=False), busy_timeout
-        )
+        self._read_model = SQLiteReadModel(self.path, self._transaction, busy_timeout)
 
     def __repr__(self) -> str:
         return f"<SQLiteEventStore {self.path!r} synchronous={self.synchronous}>"
@@ -218,6 +213,10 @@ class SQLiteEventStore(StoreBase):
         if self._reader is not self._writer.connection:
             self._reader.close()
         await self._writer.close()
+
+    async def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `work` in a write transaction on the writer (projections, the read model)."""
+        return await self._submit(work, 0, one_statement=False)
 
     async def _submit(
         self, work: Callable[[sqlite3.Connection], T], events: int, *, one_statement: bool
