@@ -9,7 +9,7 @@ are protocols, so a function typed with one takes any of those stores
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 from fabula._idempotency import IdempotencyStore
 from fabula._projection_store import ProjectionStore
@@ -21,7 +21,7 @@ __all__ = ["SqlStore", "Store"]
 
 
 @runtime_checkable
-class Store(EventStore, ProjectionStore[Any], SnapshotStore, IdempotencyStore, Protocol):
+class Store(EventStore, ProjectionStore[object], SnapshotStore, IdempotencyStore, Protocol):
     """Any of fabula's stores: events, projections, snapshots and idempotency records."""
 
 

@@ -12,10 +12,12 @@ from fabula._events import DomainEvent
 from fabula._store import RecordedEvent
 from fabula.exceptions import EventTypeError
 
-__all__ = ["Projection", "TxT", "VersionGuard", "handles"]
+__all__ = ["Projection", "TxT", "TxT_co", "TxT_contra", "VersionGuard", "handles"]
 
 TxT = TypeVar("TxT")
 """The type of a store's projection transaction (`sqlite3.Connection`, `fabula.postgres.Tx`)."""
+TxT_contra = TypeVar("TxT_contra", contravariant=True)
+TxT_co = TypeVar("TxT_co", covariant=True)
 F = TypeVar("F", bound=Callable[..., None])
 
 _MARK = "__fabula_projects__"
@@ -39,7 +41,7 @@ def handles(method: F) -> F:
     return method
 
 
-class Projection(Generic[TxT]):
+class Projection(Generic[TxT_contra]):
     """Base class of projections: a stable `name` and `@handles` methods per event type.
 
     Events of types it has no handler for are not even read (the projector
@@ -73,10 +75,10 @@ class Projection(Generic[TxT]):
                 raise EventTypeError(msg) from exc
         return cls._fabula_handlers
 
-    def setup(self, tx: TxT) -> None:
+    def setup(self, tx: TxT_contra) -> None:
         """Create the read model's tables if they do not exist (default: nothing)."""
 
-    def handle(self, recorded: RecordedEvent, tx: TxT) -> None:
+    def handle(self, recorded: RecordedEvent, tx: TxT_contra) -> None:
         """Apply one event through its handler (events without one are ignored)."""
         handler = self.handlers().get(type(recorded.event))
         if handler is not None:

@@ -15,7 +15,7 @@ from typing import Protocol, runtime_checkable
 
 import attrs
 
-from fabula._projection import Projection, TxT
+from fabula._projection import Projection, TxT, TxT_co
 from fabula._store import EventTypeFilter, RecordedEvent
 from fabula._store_base import LogPage
 from fabula.exceptions import CheckpointError, ProjectionError
@@ -48,7 +48,7 @@ class SkippedEvent:
 
 
 @runtime_checkable
-class ProjectionStore(Protocol[TxT]):
+class ProjectionStore(Protocol[TxT_co]):
     """A store that keeps projection checkpoints with the projections' writes.
 
     `transactional` tells whether a failed `commit_projection` undoes what
@@ -66,7 +66,7 @@ class ProjectionStore(Protocol[TxT]):
         ...
 
     async def commit_projection(
-        self, name: str, *, expected: int, position: int, work: Callable[[TxT], None]
+        self, name: str, *, expected: int, position: int, work: Callable[[TxT_co], None]
     ) -> None:
         """Run `work` and move the checkpoint from `expected` to `position`, atomically."""
         ...
@@ -97,7 +97,7 @@ class ProjectionStore(Protocol[TxT]):
 
     async def rebuild_projection(
         self,
-        projection: Projection[TxT],
+        projection: Projection[TxT_co],
         *,
         batch_size: int,
         progress: Callable[[int, int], None] | None,

@@ -264,7 +264,7 @@ class Sql:
             self.connection.execute(self.dialect.ddl(definition))
 
 
-class SqlProjection(Projection[Any]):
+class SqlProjection(Projection[object]):
     """A projection into SQL tables that runs unchanged on SQLite and on PostgreSQL.
 
     Its handlers and `create` get a `Sql` on the store's projection

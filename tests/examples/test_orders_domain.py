@@ -14,7 +14,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import given as hypothesis_given
 from hypothesis import strategies as st
-from orders.database import SQLITE, Database, SQLiteDatabase
 from orders.domain import (
     MAX_LINE_QUANTITY,
     MAX_LINES,
@@ -28,7 +27,6 @@ from orders.domain import (
     OrderSubmitted,
     ShippingAddress,
 )
-from orders.postgres import POSTGRES, PostgresDatabase
 from orders.read_model import OrderSummaryProjection, OrderView, ReadModel
 
 import fabula
@@ -178,12 +176,10 @@ def run(order: Order, action: Action) -> None:
         order.cancel("changed my mind")
 
 
-async def read_back(database: Database, order_id: UUID) -> OrderView:
+async def read_back(store: fabula.SqlStore, order_id: UUID) -> OrderView:
     """The order as the read model's query returns it."""
-    try:
-        view = await ReadModel(database, fabula.CursorCodec(secret=b"s")).order(order_id)
-    finally:
-        await database.close()
+    codec = fabula.CursorCodec(secret=b"s")
+    view = await ReadModel(store.read_model(), codec).order(order_id)
     assert view is not None
     return view
 
@@ -196,19 +192,14 @@ async def project(order: Order, place: Place) -> OrderView:
     """
     if place.backend == "sqlite":
         with tempfile.TemporaryDirectory() as folder:
-            path = str(Path(folder) / "o.db")
-            async with SQLiteEventStore(path) as store:
+            async with SQLiteEventStore(Path(folder) / "o.db") as store:
                 await fabula.Repository(store).save(order)
-                await fabula.Projector(store, [OrderSummaryProjection(SQLITE)]).catch_up()
-            database = SQLiteDatabase(path)
-            await database.create([])
-            return await read_back(database, order.id)
+                await fabula.Projector(store, [OrderSummaryProjection()]).catch_up()
+                return await read_back(store, order.id)
     async with PostgresEventStore(place.database, schema=place.schema) as pg_store:
         await fabula.Repository(pg_store).save(order)
-        await fabula.Projector(pg_store, [OrderSummaryProjection(POSTGRES)]).catch_up()
-    pg_database = PostgresDatabase(place.database, schema=place.schema)
-    await pg_database.open()
-    return await read_back(pg_database, order.id)
+        await fabula.Projector(pg_store, [OrderSummaryProjection()]).catch_up()
+        return await read_back(pg_store, order.id)
 
 
 # --8<-- [start:property]
@@ -234,24 +225,22 @@ def test_the_read_model_agrees_with_the_aggregate(place: Place, steps: list[Acti
 
 
 # --8<-- [end:property]
-def replay_twice(place: Place, recorded: list[fabula.RecordedEvent]) -> Database:
+def replay_twice(place: Place, recorded: list[fabula.RecordedEvent]) -> None:
     """Apply every event twice, then some again out of order, straight through the handlers."""
     replays = [*recorded, *recorded, recorded[1], recorded[0]]
+    projection = OrderSummaryProjection()
     if place.backend == "sqlite":
-        sqlite_projection = OrderSummaryProjection(SQLITE)
         with contextlib.closing(sqlite3.connect(place.database, isolation_level=None)) as conn:
-            sqlite_projection.setup(conn)
+            projection.setup(conn)
             for event in replays:
-                sqlite_projection.handle(event, conn)
-        return SQLiteDatabase(place.database)
-    projection = OrderSummaryProjection(POSTGRES)
+                projection.handle(event, conn)
+        return
     with psycopg.connect(place.database, autocommit=True) as pg:
         pg.execute(f'CREATE SCHEMA "{place.schema}"')
         pg.execute(f'SET search_path TO "{place.schema}"')
         projection.setup(pg)
         for event in replays:
             projection.handle(event, pg)
-    return PostgresDatabase(place.database, schema=place.schema)
 
 
 async def test_replaying_an_event_into_the_read_model_changes_nothing(place: Place) -> None:
@@ -265,11 +254,14 @@ async def test_replaying_an_event_into_the_read_model_changes_nothing(place: Pla
     async with SQLiteEventStore(":memory:") as store:
         await fabula.Repository(store).save(order)
         recorded = await store.read_all()
-    database = replay_twice(place, recorded)
-    if isinstance(database, PostgresDatabase):
-        await database.open()
-    await database.create([])
-    found = await read_back(database, order.id)
+    replay_twice(place, recorded)
+    opened: fabula.SqlStore = (
+        SQLiteEventStore(place.database)
+        if place.backend == "sqlite"
+        else PostgresEventStore(place.database, schema=place.schema)
+    )
+    async with opened as reading:
+        found = await read_back(reading, order.id)
     assert (found.status.value, found.total_amount, found.item_count) == (
         "submitted",
         Decimal("5.97"),

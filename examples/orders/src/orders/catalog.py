@@ -2,8 +2,9 @@
 
 The catalogs are reference data that orders look up (a product's current
 name and price, a customer's name); they live in the event store's own
-database (the SQLite file or the PostgreSQL schema), written through a
-`Database` that keeps the event loop free while the database is busy.
+database (the SQLite file or the PostgreSQL schema), written and read
+through the store's `fabula.ReadModel`, off the event loop, with the same
+SQL on either database.
 """
 
 import secrets
@@ -15,23 +16,22 @@ import attrs
 
 import fabula
 
-from .database import Database, as_moment, as_money, as_uuid
 from .domain import InvalidOrderError, money
 
 __all__ = ["Catalog", "Customer", "Product", "UnknownCustomerError", "UnknownProductError"]
 
 SCHEMA = (
     (
-        "CREATE TABLE IF NOT EXISTS customers (id {uuid} PRIMARY KEY, name TEXT NOT NULL, "
-        "email TEXT NOT NULL, created_at {moment} NOT NULL)"
+        "CREATE TABLE IF NOT EXISTS customers (id {uuid} PRIMARY KEY, name {text} NOT NULL, "
+        "email {text} NOT NULL, created_at {datetime} NOT NULL)"
     ),
     (
-        "CREATE TABLE IF NOT EXISTS products (id {uuid} PRIMARY KEY, name TEXT NOT NULL, "
-        "price {money} NOT NULL, created_at {moment} NOT NULL)"
+        "CREATE TABLE IF NOT EXISTS products (id {uuid} PRIMARY KEY, name {text} NOT NULL, "
+        "price {decimal} NOT NULL, created_at {datetime} NOT NULL)"
     ),
-    "CREATE TABLE IF NOT EXISTS orders_settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS orders_settings (key {text} PRIMARY KEY, value {text} NOT NULL)",
 )
-"""The catalogs' tables (`Database.create` fills in the column types)."""
+"""The catalogs' tables (`fabula.ReadModel.create` fills in the column types)."""
 
 
 class UnknownCustomerError(fabula.DomainError):
@@ -64,29 +64,42 @@ MAX_PAGE_SIZE = 100
 """The largest page of products."""
 
 
+@attrs.frozen
+class _Listed:
+    id: UUID
+    name: str
+    price: Decimal
+    created_at: datetime
+
+
+@attrs.frozen
+class _Setting:
+    value: str
+
+
 class Catalog:
     """The customers and products tables.
 
     Args:
-        database: The database beside the event store; `open` creates the tables.
+        tables: The store's SQL read model; `open` creates the tables.
     """
 
-    def __init__(self, database: Database) -> None:
-        self._db = database
+    def __init__(self, tables: fabula.ReadModel) -> None:
+        self._tables = tables
 
     def __repr__(self) -> str:
-        return f"<Catalog in {self._db!r}>"
+        return f"<Catalog in {self._tables!r}>"
 
     async def open(self) -> None:
         """Create the tables if they are missing."""
-        await self._db.create(SCHEMA)
+        await self._tables.create(*SCHEMA)
 
     async def add_customer(self, name: str, email: str) -> UUID:
         """Add a customer and return their new id."""
         customer_id = uuid4()
-        await self._db.write(
-            "INSERT INTO customers VALUES (?, ?, ?, ?)",
-            (customer_id, name, email, datetime.now(UTC)),
+        await self._tables.execute(
+            "INSERT INTO customers VALUES (:id, :name, :email, :at)",
+            {"id": customer_id, "name": name, "email": email, "at": datetime.now(UTC)},
         )
         return customer_id
 
@@ -96,13 +109,14 @@ class Catalog:
         Raises:
             UnknownCustomerError: There is none.
         """
-        rows = await self._db.fetch(
-            "SELECT name, email FROM customers WHERE id = ?", (customer_id,)
+        found = await self._tables.fetch_one(
+            "SELECT id, name, email FROM customers WHERE id = :id",
+            {"id": customer_id},
+            row=Customer,
         )
-        if not rows:
+        if found is None:
             raise UnknownCustomerError(f"there is no customer {customer_id}")
-        ((name, email),) = rows
-        return Customer(customer_id, str(name), str(email))
+        return found
 
     async def add_product(self, name: str, price: Decimal) -> UUID:
         """Add a product at `price` and return its new id.
@@ -112,9 +126,9 @@ class Catalog:
         """
         price = _price(price)
         product_id = uuid4()
-        await self._db.write(
-            "INSERT INTO products VALUES (?, ?, ?, ?)",
-            (product_id, name, price, datetime.now(UTC)),
+        await self._tables.execute(
+            "INSERT INTO products VALUES (:id, :name, :price, :at)",
+            {"id": product_id, "name": name, "price": price, "at": datetime.now(UTC)},
         )
         return product_id
 
@@ -127,7 +141,9 @@ class Catalog:
         """
         price = _price(price)
         await self.product(product_id)
-        await self._db.write("UPDATE products SET price = ? WHERE id = ?", (price, product_id))
+        await self._tables.execute(
+            "UPDATE products SET price = :price WHERE id = :id", {"price": price, "id": product_id}
+        )
 
     async def product(self, product_id: UUID) -> Product:
         """Return the product with `product_id`, at its current price.
@@ -135,11 +151,12 @@ class Catalog:
         Raises:
             UnknownProductError: There is none.
         """
-        rows = await self._db.fetch("SELECT name, price FROM products WHERE id = ?", (product_id,))
-        if not rows:
+        found = await self._tables.fetch_one(
+            "SELECT id, name, price FROM products WHERE id = :id", {"id": product_id}, row=Product
+        )
+        if found is None:
             raise UnknownProductError(f"there is no product {product_id}")
-        ((name, price),) = rows
-        return Product(product_id, str(name), as_money(price))
+        return found
 
     async def products(
         self, *, page_size: int, cursor: str | None, codec: fabula.CursorCodec
@@ -151,18 +168,20 @@ class Catalog:
             InvalidCursorError: `cursor` is malformed, altered, or of another listing.
         """
         size = fabula.check_page_size(page_size, maximum=MAX_PAGE_SIZE)
-        where, params = "", []
+        where, params = "", dict[str, object](limit=size + 1)
         if cursor is not None:
             created, after_id = codec.decode(cursor, (datetime, UUID), scope="products")
-            where, params = "WHERE (created_at, id) > (?, ?)", [created, after_id]
-        rows = await self._db.fetch(
+            where = "WHERE (created_at, id) > (:created, :after)"
+            params |= {"created": created, "after": after_id}
+        rows = await self._tables.fetch_all(
             f"SELECT id, name, price, created_at FROM products {where} "  # noqa: S608 - our own SQL
-            "ORDER BY created_at, id LIMIT ?",
-            (*params, size + 1),
+            "ORDER BY created_at, id LIMIT :limit",
+            params,
+            row=_Listed,
         )
-        added = {as_uuid(i): as_moment(c) for i, _, _, c in rows}
+        added = {row.id: row.created_at for row in rows}
         return fabula.Page.from_rows(
-            [Product(as_uuid(i), str(n), as_money(p)) for i, n, p, _ in rows],
+            [Product(row.id, row.name, row.price) for row in rows],
             size,
             key=lambda product: (added[product.id], product.id),
             codec=codec,
@@ -171,14 +190,15 @@ class Catalog:
 
     async def secret(self, name: str) -> bytes:
         """Return the secret called `name`, made and kept in the database on first use."""
-        await self._db.write(
-            "INSERT INTO orders_settings VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
-            (name, secrets.token_hex(32)),
+        await self._tables.execute(
+            "INSERT INTO orders_settings VALUES (:key, :value) ON CONFLICT (key) DO NOTHING",
+            {"key": name, "value": secrets.token_hex(32)},
         )
-        ((value,),) = await self._db.fetch(
-            "SELECT value FROM orders_settings WHERE key = ?", (name,)
+        found = await self._tables.fetch_one(
+            "SELECT value FROM orders_settings WHERE key = :key", {"key": name}, row=_Setting
         )
-        return bytes.fromhex(str(value))
+        assert found is not None
+        return bytes.fromhex(found.value)
 
 
 def _price(price: Decimal) -> Decimal:

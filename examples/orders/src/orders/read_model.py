@@ -6,20 +6,20 @@ also guarded by the order's `event_version`, so that applying an event a
 second time (a replay into a read model kept elsewhere) changes nothing;
 the line writes happen only when the guarded summary write did.
 
-The SQL is written once for SQLite and PostgreSQL (see `orders.database`):
-the projection is given the store's `Dialect`, the queries a `Database`.
+The SQL is written once for SQLite and PostgreSQL: the projection is a
+`fabula.SqlProjection`, the queries read through the store's
+`fabula.ReadModel`, with named parameters and portable column types.
 """
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import ClassVar
 from uuid import UUID
 
 import attrs
 
 import fabula
 
-from .database import Database, Dialect, as_moment, as_money, as_uuid
 from .domain import (
     OrderCancelled,
     OrderCreated,
@@ -36,21 +36,19 @@ __all__ = [
     "ReadModel",
 ]
 
-TxT = TypeVar("TxT")
-
 _TABLES = (
     (
         "CREATE TABLE IF NOT EXISTS order_summary ("
-        "id {uuid} PRIMARY KEY, customer_id {uuid} NOT NULL, customer_name TEXT NOT NULL, "
-        "status TEXT NOT NULL, total_amount {money} NOT NULL, item_count INTEGER NOT NULL, "
-        "created_at {moment} NOT NULL, updated_at {moment} NOT NULL, "
-        "event_version INTEGER NOT NULL)"
+        "id {uuid} PRIMARY KEY, customer_id {uuid} NOT NULL, customer_name {text} NOT NULL, "
+        "status {text} NOT NULL, total_amount {decimal} NOT NULL, item_count {bigint} NOT NULL, "
+        "created_at {datetime} NOT NULL, updated_at {datetime} NOT NULL, "
+        "event_version {bigint} NOT NULL)"
     ),
     (
         "CREATE TABLE IF NOT EXISTS order_items ("
         "order_id {uuid} NOT NULL REFERENCES order_summary (id), product_id {uuid} NOT NULL, "
-        "product_name TEXT NOT NULL, quantity INTEGER NOT NULL, unit_price {money} NOT NULL, "
-        "line_no INTEGER NOT NULL, PRIMARY KEY (order_id, product_id))"
+        "product_name {text} NOT NULL, quantity {bigint} NOT NULL, unit_price {decimal} NOT NULL, "
+        "line_no {bigint} NOT NULL, PRIMARY KEY (order_id, product_id))"
     ),
     (
         "CREATE INDEX IF NOT EXISTS order_summary_by_customer "
@@ -63,93 +61,91 @@ _TABLES = (
 )
 
 _OPEN = (
-    "INSERT INTO order_summary VALUES (?, ?, ?, 'draft', '0.00', 0, ?, ?, ?) "
-    "ON CONFLICT (id) DO NOTHING"
+    "INSERT INTO order_summary VALUES "
+    "(:id, :customer, :name, 'draft', :zero, 0, :at, :at, :version) ON CONFLICT (id) DO NOTHING"
 )
-_FRESH_TOTALS = (
-    "SELECT total_amount, item_count FROM order_summary WHERE id = ? AND event_version < ?"
+_FRESH_TOTALS = "SELECT total_amount FROM order_summary WHERE id = :id AND event_version < :version"
+_GROW_LINE = (
+    "UPDATE order_items SET quantity = quantity + :quantity "
+    "WHERE order_id = :id AND product_id = :product"
 )
-_GROW_LINE = "UPDATE order_items SET quantity = quantity + ? WHERE order_id = ? AND product_id = ?"
-_OPEN_LINE = "INSERT INTO order_items VALUES (?, ?, ?, ?, ?, ?)"
+_OPEN_LINE = "INSERT INTO order_items VALUES (:id, :product, :name, :quantity, :price, :line_no)"
 _SET_TOTALS = (
-    "UPDATE order_summary SET total_amount = ?, item_count = item_count + ?, "
-    "updated_at = ?, event_version = ? WHERE id = ?"
+    "UPDATE order_summary SET total_amount = :total, item_count = item_count + :opened, "
+    "updated_at = :at, event_version = :version WHERE id = :id"
 )
 _SET_STATUS = (
-    "UPDATE order_summary SET status = ?, total_amount = coalesce(?, total_amount), "
-    "updated_at = ?, event_version = ? WHERE id = ? AND event_version < ?"
+    "UPDATE order_summary SET status = :status, total_amount = coalesce(:total, total_amount), "
+    "updated_at = :at, event_version = :version WHERE id = :id AND event_version < :version"
 )
 
 
-class OrderSummaryProjection(fabula.Projection[TxT], Generic[TxT]):
-    """Keeps one row per order and one per order line.
+@attrs.frozen
+class _Totals:
+    total_amount: Decimal
 
-    Args:
-        dialect: How the event store's database spells the SQL
-            (`orders.database.SQLITE` or `orders.postgres.POSTGRES`).
-    """
+
+class OrderSummaryProjection(fabula.SqlProjection):
+    """Keeps one row per order and one per order line, on SQLite or PostgreSQL alike."""
 
     name = "order_summary"
     tables: ClassVar[tuple[str, ...]] = ("order_summary", "order_items")
-
-    def __init__(self, dialect: Dialect[TxT]) -> None:
-        self._sql = dialect
-
-    def setup(self, tx: TxT) -> None:
-        """Create the tables and the indexes the queries use."""
-        for statement in _TABLES:
-            self._sql.execute(tx, self._sql.ddl(statement))
+    definitions: ClassVar[tuple[str, ...]] = _TABLES
 
     @fabula.handles
-    def _created(self, event: OrderCreated, tx: TxT) -> None:
-        at = event.timestamp
-        params = (event.aggregate_id, event.customer_id, event.customer_name, at, at, event.version)
-        self._sql.execute(tx, _OPEN, params)
+    def _created(self, event: OrderCreated, sql: fabula.Sql) -> None:
+        sql.execute(
+            _OPEN,
+            {
+                "id": event.aggregate_id,
+                "customer": event.customer_id,
+                "name": event.customer_name,
+                "zero": Decimal("0.00"),
+                "at": event.timestamp,
+                "version": event.version,
+            },
+        )
 
     # --8<-- [start:item-added]
     @fabula.handles
-    def _item_added(self, event: OrderItemAdded, tx: TxT) -> None:
-        order_id, run = event.aggregate_id, self._sql.execute
-        row = run(tx, _FRESH_TOTALS, (order_id, event.version)).fetchone()
+    def _item_added(self, event: OrderItemAdded, sql: fabula.Sql) -> None:
+        order = {"id": event.aggregate_id, "version": event.version}
+        row = sql.fetch_one(_FRESH_TOTALS, order, row=_Totals)
         if row is None:
             return  # applied before
-        total = as_money(row[0]) + event.quantity * event.unit_price
-        grown = run(tx, _GROW_LINE, (event.quantity, order_id, event.product_id)).rowcount
-        opened = grown == 0
+        line = {"product": event.product_id, "quantity": event.quantity, **order}
+        opened = sql.execute(_GROW_LINE, line) == 0
         if opened:
-            line = (
-                order_id,
-                event.product_id,
-                event.product_name,
-                event.quantity,
-                event.unit_price,
-                event.version,
-            )
-            run(tx, _OPEN_LINE, line)
-        totals = (total, 1 if opened else 0, event.timestamp, event.version, order_id)
-        run(tx, _SET_TOTALS, totals)
+            more = {"name": event.product_name, "price": event.unit_price, "line_no": event.version}
+            sql.execute(_OPEN_LINE, {**line, **more})
+        total = row.total_amount + event.quantity * event.unit_price
+        sql.execute(
+            _SET_TOTALS,
+            {"total": total, "opened": 1 if opened else 0, "at": event.timestamp, **order},
+        )
 
     # --8<-- [end:item-added]
     @fabula.handles
-    def _submitted(self, event: OrderSubmitted, tx: TxT) -> None:
-        self._set_status(tx, event, OrderStatus.SUBMITTED, event.total_amount)
+    def _submitted(self, event: OrderSubmitted, sql: fabula.Sql) -> None:
+        self._set_status(sql, event, OrderStatus.SUBMITTED, event.total_amount)
 
     @fabula.handles
-    def _cancelled(self, event: OrderCancelled, tx: TxT) -> None:
-        self._set_status(tx, event, OrderStatus.CANCELLED, None)
+    def _cancelled(self, event: OrderCancelled, sql: fabula.Sql) -> None:
+        self._set_status(sql, event, OrderStatus.CANCELLED, None)
 
     def _set_status(
-        self, tx: TxT, event: fabula.DomainEvent, status: OrderStatus, total: Decimal | None
+        self, sql: fabula.Sql, event: fabula.DomainEvent, status: OrderStatus, total: Decimal | None
     ) -> None:
-        params = (
-            status.value,
-            total,
-            event.timestamp,
-            event.version,
-            event.aggregate_id,
-            event.version,
+        sql.execute(
+            _SET_STATUS,
+            {
+                "status": status.value,
+                "total": total,
+                "at": event.timestamp,
+                "version": event.version,
+                "id": event.aggregate_id,
+            },
         )
-        self._sql.execute(tx, _SET_STATUS, params)
 
 
 @attrs.frozen
@@ -191,40 +187,36 @@ _SUMMARY_COLUMNS = (
 _ORDER = (
     f"SELECT {_SUMMARY_COLUMNS}, i.product_id, i.product_name, i.quantity, i.unit_price "  # noqa: S608
     "FROM order_summary s LEFT JOIN order_items i ON i.order_id = s.id "
-    "WHERE s.id = ? ORDER BY i.line_no"
+    "WHERE s.id = :id ORDER BY i.line_no"
 )
 _PAGE = (
     f"SELECT {_SUMMARY_COLUMNS} FROM order_summary s WHERE {{where}} "  # noqa: S608
-    "ORDER BY s.created_at DESC, s.id DESC LIMIT ?"
+    "ORDER BY s.created_at DESC, s.id DESC LIMIT :limit"
 )
 
 
-def _summary(row: tuple[Any, ...]) -> OrderSummaryView:
-    order_id, customer_id, name, status, total, count, created, updated = row[:8]
-    return OrderSummaryView(
-        id=as_uuid(order_id),
-        customer_id=as_uuid(customer_id),
-        customer_name=str(name),
-        status=OrderStatus(status),
-        total_amount=as_money(total),
-        item_count=int(count),
-        created_at=as_moment(created),
-        updated_at=as_moment(updated),
-    )
+@attrs.frozen(kw_only=True)
+class _OrderRow(OrderSummaryView):
+    """An order's summary with one of its lines (none if it has none yet)."""
+
+    product_id: UUID | None
+    product_name: str | None
+    quantity: int | None
+    unit_price: Decimal | None
 
 
 class ReadModel:
     """Answers queries from the read-model tables.
 
     Args:
-        database: The database the projection writes (the event store's).
+        tables: The store's SQL read model, where the projection writes.
         codec: Signs and checks page cursors.
     """
 
     MAX_PAGE_SIZE = 100
 
-    def __init__(self, database: Database, codec: fabula.CursorCodec) -> None:
-        self._db = database
+    def __init__(self, tables: fabula.ReadModel, codec: fabula.CursorCodec) -> None:
+        self._tables = tables
         self._codec = codec
 
     @property
@@ -233,19 +225,23 @@ class ReadModel:
         return self._codec
 
     def __repr__(self) -> str:
-        return f"<ReadModel in {self._db!r}>"
+        return f"<ReadModel in {self._tables!r}>"
 
     async def order(self, order_id: UUID) -> OrderView | None:
         """Return the order with `order_id`, or None if the read model has none."""
-        rows = await self._db.fetch(_ORDER, (order_id,))
+        rows = await self._tables.fetch_all(_ORDER, {"id": order_id}, row=_OrderRow)
         if not rows:
             return None
         items = tuple(
-            OrderItemView(as_uuid(product_id), str(name), int(quantity), as_money(price))
-            for product_id, name, quantity, price in (row[8:] for row in rows)
-            if product_id is not None
+            OrderItemView(row.product_id, row.product_name, row.quantity, row.unit_price)
+            for row in rows
+            if row.product_id is not None
+            and row.product_name is not None
+            and row.quantity is not None
+            and row.unit_price is not None
         )
-        return OrderView(**attrs.asdict(_summary(rows[0]), recurse=False), items=items)
+        summary = {field.name: getattr(rows[0], field.name) for field in _SUMMARY_FIELDS}
+        return OrderView(**summary, items=items)
 
     # --8<-- [start:page]
     async def customer_orders(
@@ -267,21 +263,21 @@ class ReadModel:
                 made for another customer or status filter.
         """
         size = fabula.check_page_size(page_size, maximum=self.MAX_PAGE_SIZE)
-        where = ["s.customer_id = ?"]
-        params: list[object] = [customer_id]
+        where = ["s.customer_id = :customer"]
+        params: dict[str, object] = {"customer": customer_id, "limit": size + 1}
         listing = status.value if status is not None else ""
         if status is not None:
-            where.append("s.status = ?")
-            params.append(status.value)
+            where.append("s.status = :status")
+            params["status"] = status.value
         scope = f"orders-of:{customer_id}:{listing}"
         if cursor is not None:
             created, after_id = self._codec.decode(cursor, (datetime, UUID), scope=scope)
-            where.append("(s.created_at, s.id) < (?, ?)")
-            params += [created, after_id]
+            where.append("(s.created_at, s.id) < (:created, :after)")
+            params |= {"created": created, "after": after_id}
         statement = _PAGE.format(where=" AND ".join(where))
-        rows = await self._db.fetch(statement, (*params, size + 1))
+        rows = await self._tables.fetch_all(statement, params, row=OrderSummaryView)
         return fabula.Page.from_rows(
-            [_summary(row) for row in rows],
+            rows,
             size,
             key=lambda view: (view.created_at, view.id),
             codec=self._codec,
@@ -289,3 +285,6 @@ class ReadModel:
         )
 
     # --8<-- [end:page]
+
+
+_SUMMARY_FIELDS = attrs.fields(OrderSummaryView)

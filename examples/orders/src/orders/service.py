@@ -15,23 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
-from typing import TYPE_CHECKING, TypeAlias, TypeVar
+from typing import TypeAlias, TypeVar
 
 import fabula
 from fabula.sqlite import SQLiteEventStore
 
 from .catalog import Catalog
-from .database import SQLITE, Database, SQLiteDatabase
 from .domain import Order
 from .handlers import OrderHandlers
 from .messages import GetCustomerOrders, GetOrderById
 from .read_model import OrderSummaryProjection, ReadModel
-
-if TYPE_CHECKING:  # only a service on PostgreSQL imports the driver
-    from fabula.postgres import PostgresEventStore, Tx
 
 __all__ = [
     "SNAPSHOT_EVERY",
@@ -50,17 +45,13 @@ SNAPSHOT_EVERY = 100
 
 _WAIT_SLICE = 0.1  # seconds between looks at the projector's health while waiting for it
 
-Store: TypeAlias = "SQLiteEventStore | PostgresEventStore"
-OrdersProjector: TypeAlias = "fabula.Projector[sqlite3.Connection] | fabula.Projector[Tx]"
+OrdersProjector: TypeAlias = fabula.Projector[object]
+"""The read model's projector: its projection takes either store's transaction."""
 
 
-def projector(store: Store) -> OrdersProjector:
+def projector(store: fabula.SqlStore) -> OrdersProjector:
     """The orders read model's projector over `store` (`fabula projections --app` uses it)."""
-    if isinstance(store, SQLiteEventStore):
-        return fabula.Projector(store, [OrderSummaryProjection(SQLITE)])
-    from .postgres import POSTGRES  # noqa: PLC0415 - an optional driver
-
-    return fabula.Projector(store, [OrderSummaryProjection(POSTGRES)])
+    return fabula.Projector(store, [OrderSummaryProjection()])
 
 
 class ReadModelUnavailableError(Exception):
@@ -90,8 +81,7 @@ class OrdersService:
     operators and tests.
 
     Attributes:
-        store: The event store.
-        database: The tables beside it (the catalogs and the read model).
+        store: The event store; its `read_model()` holds the catalogs and the read model.
         catalog: The customers and products.
         read_model: The order read model's queries.
         projector: Keeps the read model up to date.
@@ -104,9 +94,8 @@ class OrdersService:
 
     def __init__(
         self,
-        store: Store,
+        store: fabula.SqlStore,
         projector: OrdersProjector,
-        database: Database,
         codec: fabula.CursorCodec,
         *,
         read_timeout: float = 10.0,
@@ -114,9 +103,8 @@ class OrdersService:
     ) -> None:
         self.store = store
         self.projector = projector
-        self.database = database
-        self.catalog = Catalog(database)
-        self.read_model = ReadModel(database, codec)
+        self.catalog = Catalog(store.read_model())
+        self.read_model = ReadModel(store.read_model(), codec)
         self.read_timeout = read_timeout
         # --8<-- [start:bus]
         # Orders are snapshotted every SNAPSHOT_EVERY events, so loading one
@@ -169,11 +157,11 @@ class OrdersService:
         projection, the others stand by and take over if it stops.
         """
         opening = _postgres if is_postgres_url(database) else _sqlite
-        async with opening(database, schema, busy_timeout) as (store, projector, db):
-            catalog = Catalog(db)
+        async with opening(database, schema, busy_timeout) as store:
+            catalog = Catalog(store.read_model())
             await catalog.open()
             codec = fabula.CursorCodec(secret=await catalog.secret("cursor-secret"))
-            service = cls(store, projector, db, codec, read_timeout=read_timeout)
+            service = cls(store, projector(store), codec, read_timeout=read_timeout)
             await service.projector.catch_up()  # creates the tables, applies the backlog
             service._start_projector()
             try:
@@ -257,29 +245,15 @@ class OrdersService:
         return await self.store.load_checkpoint(OrderSummaryProjection.name)
 
 
-_Opened: TypeAlias = "tuple[Store, OrdersProjector, Database]"
-
-
 @contextlib.asynccontextmanager
-async def _sqlite(path: str, _: str, busy_timeout: float) -> AsyncIterator[_Opened]:
+async def _sqlite(path: str, _: str, busy_timeout: float) -> AsyncIterator[fabula.SqlStore]:
     async with SQLiteEventStore(path, busy_timeout=busy_timeout) as store:
-        database = SQLiteDatabase(path, busy_timeout=busy_timeout)
-        try:
-            yield store, projector(store), database
-        finally:
-            await database.close()
+        yield store
 
 
 @contextlib.asynccontextmanager
-async def _postgres(url: str, schema: str, busy_timeout: float) -> AsyncIterator[_Opened]:
+async def _postgres(url: str, schema: str, busy_timeout: float) -> AsyncIterator[fabula.SqlStore]:
     from fabula.postgres import PostgresEventStore  # noqa: PLC0415 - an optional driver
 
-    from .postgres import PostgresDatabase  # noqa: PLC0415
-
     async with PostgresEventStore(url, schema=schema, connect_timeout=busy_timeout) as store:
-        database = PostgresDatabase(url, schema=schema, connect_timeout=busy_timeout)
-        await database.open()
-        try:
-            yield store, projector(store), database
-        finally:
-            await database.close()
+        yield store
