@@ -146,10 +146,23 @@ def test_docs_code_blocks_run(page: Path, tmp_path: Path) -> None:
         assert result.returncode == 0, f"{page.name}:\n{code}\n{result.stderr}"
 
 
-def test_included_code_comes_from_tested_files() -> None:
-    """The tutorial shows the orders application and its tests, not copies of them."""
+def test_the_tutorial_shows_every_library_file_and_its_output() -> None:
+    """The tutorial includes each file of examples/library (which tests run), not copies."""
     tutorial = (ROOT / "docs" / "tutorial.md").read_text(encoding="utf-8")
-    includes = [inc for _, code in BLOCK.findall(tutorial) for inc in included(code) or []]
+    shown = set(re.findall(r'^--8<-- "([^":]+)"$', tutorial, re.MULTILINE))
+    library = ROOT / "examples" / "library"
+    files = {
+        str(path.relative_to(ROOT))
+        for path in library.rglob("*")
+        if path.suffix in {".py", ".txt"} and "__pycache__" not in path.parts
+    }
+    assert shown == files
+
+
+def test_the_orders_tour_shows_tested_code() -> None:
+    """The tour of the orders service shows the application and its tests, not copies."""
+    tour = (ROOT / "docs" / "orders.md").read_text(encoding="utf-8")
+    includes = [inc for _, code in BLOCK.findall(tour) for inc in included(code) or []]
     assert len(includes) >= 10
     for path, _ in includes:
         assert path.startswith(("examples/orders/src/orders/", "tests/examples/")), path

@@ -1,7 +1,7 @@
 """One read model, one projection and one set of queries, run unchanged on SQLite and PostgreSQL."""
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -210,11 +210,19 @@ class TestDialects:
     def test_values_as_each_driver_takes_them(self) -> None:
         """SQLite gets text for UUIDs, Decimals and (UTC, fixed-width) datetimes; psycopg values."""
         ident, moment = uuid4(), datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC) + timedelta(hours=0)
-        params = {"id": ident, "amount": Decimal("1.50"), "at": moment, "n": 3, "flag": True}
+        params = {
+            "id": ident,
+            "amount": Decimal("1.50"),
+            "at": moment,
+            "day": date(2027, 1, 15),
+            "n": 3,
+            "flag": True,
+        }
         assert SQLITE.params(params) == {
             "id": str(ident),
             "amount": "1.50",
             "at": "2026-01-02T03:04:05.000000+00:00",
+            "day": "2027-01-15",
             "n": 3,
             "flag": True,
         }
@@ -224,10 +232,12 @@ class TestDialects:
 
     def test_column_types_per_database(self) -> None:
         """{uuid}, {decimal} and {datetime} are text on SQLite, native on PostgreSQL."""
-        ddl = "CREATE TABLE t (a {uuid}, b {decimal}, c {datetime}, d {bigint}, e {bool})"
-        assert SQLITE.ddl(ddl) == "CREATE TABLE t (a TEXT, b TEXT, c TEXT, d INTEGER, e INTEGER)"
+        ddl = "CREATE TABLE t (a {uuid}, b {decimal}, c {datetime}, d {bigint}, e {bool}, f {date})"
+        assert SQLITE.ddl(ddl) == (
+            "CREATE TABLE t (a TEXT, b TEXT, c TEXT, d INTEGER, e INTEGER, f TEXT)"
+        )
         assert POSTGRESQL.ddl(ddl) == (
-            "CREATE TABLE t (a uuid, b numeric, c timestamptz, d bigint, e boolean)"
+            "CREATE TABLE t (a uuid, b numeric, c timestamptz, d bigint, e boolean, f date)"
         )
 
     def test_a_float_never_becomes_a_decimal(self, tmp_path: Path) -> None:

@@ -6,8 +6,8 @@ A read model's SQL is written once:
   datetime, int, str, bool, None); each dialect turns the statement and the
   values into what its driver takes (`%(name)s` and native values for
   psycopg, `:name` and text for sqlite3);
-- table definitions use `{uuid}`, `{decimal}`, `{datetime}`, `{bigint}`,
-  `{text}` and `{bool}` for column types, filled in per database;
+- table definitions use `{uuid}`, `{decimal}`, `{datetime}`, `{date}`,
+  `{bigint}`, `{text}` and `{bool}` for column types, filled in per database;
 - rows are read into a class of the caller's (an attrs class whose fields
   are the statement's column names), so values come back as the same
   Python types from either database.
@@ -30,7 +30,7 @@ import abc
 import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID
@@ -120,6 +120,8 @@ def _as_text(value: object) -> object:
             raise ValueError(msg)
         # Fixed width, always UTC: the text sorts as the moments do.
         return value.astimezone(UTC).isoformat(timespec="microseconds")
+    if isinstance(value, date):
+        return value.isoformat()
     if isinstance(value, UUID | Decimal):
         return str(value)
     return value
@@ -131,6 +133,7 @@ SQLITE = Dialect(
         "uuid": "TEXT",
         "decimal": "TEXT",
         "datetime": "TEXT",
+        "date": "TEXT",
         "bigint": "INTEGER",
         "text": "TEXT",
         "bool": "INTEGER",
@@ -145,6 +148,7 @@ POSTGRESQL = Dialect(
         "uuid": "uuid",
         "decimal": "numeric",
         "datetime": "timestamptz",
+        "date": "date",
         "bigint": "bigint",
         "text": "text",
         "bool": "boolean",
@@ -188,6 +192,12 @@ def _rows_converter() -> cattrs.Converter:
             raise ValueError(msg)
         return parsed
 
+    def day(value: object, _: type) -> date:
+        if isinstance(value, datetime):
+            msg = f"a read-model date came back as a datetime: {value!r}"
+            raise TypeError(msg)
+        return value if isinstance(value, date) else date.fromisoformat(str(value))
+
     def boolean(value: object, _: type) -> bool:
         if isinstance(value, bool) or value in (0, 1):
             return bool(value)
@@ -197,6 +207,7 @@ def _rows_converter() -> cattrs.Converter:
     converter.register_structure_hook(UUID, uuid)
     converter.register_structure_hook(Decimal, decimal)
     converter.register_structure_hook(datetime, moment)
+    converter.register_structure_hook(date, day)
     converter.register_structure_hook(bool, boolean)
     return converter
 
