@@ -178,3 +178,11 @@ def test_docs_code_needs_no_casts_ignores_or_any() -> None:
         for marker, code in BLOCK.findall(page.read_text(encoding="utf-8")):
             if not marker:
                 assert not shortcuts.search(code), f"{page.name}:\n{code}"
+
+
+def test_the_examples_need_no_casts_ignores_or_any() -> None:
+    """The orders service and the tutorial's library type-check as a user's app would."""
+    shortcuts = re.compile(r"\bcast\(|type:\s*ignore|\bAny\b")
+    for path in sorted((ROOT / "examples").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        assert not shortcuts.search(text), path.relative_to(ROOT)

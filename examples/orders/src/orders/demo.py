@@ -3,17 +3,26 @@
 import re
 import secrets
 from datetime import timedelta
-from typing import Any
+from typing import TypeVar
 
 import httpx
+import pydantic
 
 from .api import create_app
 from .auth import Role, Tokens
+from .schemas import CustomerCreated, OrderCreatedOut, OrderOut, OrderPage, ProductCreated
 from .service import OrdersService
 
 __all__ = ["run_demo"]
 
-JSON = dict[str, Any]
+M = TypeVar("M", bound=pydantic.BaseModel)
+
+
+class _Anything(pydantic.BaseModel):
+    """An answer the demo only prints."""
+
+    model_config = pydantic.ConfigDict(extra="allow")
+
 
 ADDRESS = {
     "street": "12 St James's Square",
@@ -30,47 +39,52 @@ class _Client:
         self.api = api
         self.auth = {"Authorization": f"Bearer {token}"}
 
-    async def post(self, path: str, body: object = None, key: str | None = None) -> JSON:
+    async def post(
+        self, path: str, body: object = None, key: str | None = None, *, into: type[M]
+    ) -> M:
+        """POST `body`, print the answer, and read it as `into` (the API's own schema)."""
         headers = {**self.auth, **({"Idempotency-Key": key} if key else {})}
         response = await self.api.post(path, json=body, headers=headers)
         print(f"  POST {path} -> {response.status_code} {response.text}")
-        answer: JSON = response.json()
-        return answer
+        return into.model_validate(response.json() if response.is_success else {})
 
     async def get(
-        self, path: str, params: dict[str, str | int] | None = None, *, show: bool = False
-    ) -> JSON:
+        self,
+        path: str,
+        params: dict[str, str | int] | None = None,
+        *,
+        into: type[M],
+        show: bool = False,
+    ) -> M:
+        """GET `path` and read the answer as `into`; print it if `show`."""
         response = await self.api.get(path, params=params, headers=self.auth)
         if show:
             print(f"  GET {path} -> {response.status_code} {response.text}")
-        answer: JSON = response.json()
-        return answer
+        return into.model_validate(response.json() if response.is_success else {})
 
 
-def _print_order(order: JSON) -> None:
-    lines = order["item_count"]
+def _print_order(order: OrderOut) -> None:
+    lines = order.item_count
     print(
-        f"  order {order['id']}  {order['status']:<9}  {order['customer_name']}  "
-        f"total {order['total_amount']:>8}  ({lines} line{'' if lines == 1 else 's'})"
+        f"  order {order.id}  {order.status.value:<9}  {order.customer_name}  "
+        f"total {order.total_amount:>8}  ({lines} line{'' if lines == 1 else 's'})"
     )
-    for item in order["items"]:
-        print(f"      {item['qty']:>3} x {item['product']:<12} @ {item['unit_price']:>7}")
+    for item in order.items:
+        print(f"      {item.qty:>3} x {item.product:<12} @ {item.unit_price:>7}")
 
 
 async def _catalogs(client: _Client) -> tuple[list[str], dict[str, str]]:
     print("1. The catalogs, kept by an administrator")
-    customers = [
-        (await client.post("/customers", {"name": name, "email": email}))["customer_id"]
-        for name, email in [
-            ("Ada Lovelace", "ada@example.org"),
-            ("Grace Hopper", "grace@example.org"),
-        ]
-    ]
+    customers = []
+    for name, email in [("Ada Lovelace", "ada@example.org"), ("Grace Hopper", "grace@example.org")]:
+        joined = await client.post(
+            "/customers", {"name": name, "email": email}, into=CustomerCreated
+        )
+        customers.append(str(joined.customer_id))
     products = {}
     for name, price in [("notebook", "12.50"), ("pen", "1.99"), ("lamp", "39.00")]:
-        products[name] = (await client.post("/products", {"name": name, "price": price}))[
-            "product_id"
-        ]
+        added = await client.post("/products", {"name": name, "price": price}, into=ProductCreated)
+        products[name] = str(added.product_id)
     return customers, products
 
 
@@ -80,40 +94,43 @@ async def _orders(
     ada, grace = customers
     print("\n2. Ada's order, created twice with one Idempotency-Key: one order")
     body = {"customer_id": ada, "shipping_address": ADDRESS}
-    first = (await client.post("/orders", body, key="ada-order-1"))["order_id"]
-    again = (await client.post("/orders", body, key="ada-order-1"))["order_id"]
+    first = (await client.post("/orders", body, key="ada-order-1", into=OrderCreatedOut)).order_id
+    again = (await client.post("/orders", body, key="ada-order-1", into=OrderCreatedOut)).order_id
     print(f"  the same order both times: {first == again}")
 
     print("\n3. Items; the second notebook joins the first line, then the order is submitted")
     for name, quantity in [("notebook", 2), ("pen", 3), ("notebook", 1)]:
         item = {"product_id": products[name], "quantity": quantity}
-        await client.post(f"/orders/{first}/items", item)
-    await client.post(f"/orders/{first}/submit")
+        await client.post(f"/orders/{first}/items", item, into=_Anything)
+    await client.post(f"/orders/{first}/submit", into=_Anything)
 
     print("\n4. A rule the domain keeps: a submitted order takes no more items")
-    await client.post(f"/orders/{first}/items", {"product_id": products["pen"], "quantity": 1})
+    pen = {"product_id": products["pen"], "quantity": 1}
+    await client.post(f"/orders/{first}/items", pen, into=_Anything)
 
     print("\n5. More orders: one cancelled, one left as a draft, one for Grace")
-    second = (await client.post("/orders", body))["order_id"]
-    await client.post(f"/orders/{second}/items", {"product_id": products["lamp"], "quantity": 1})
-    await client.post(f"/orders/{second}/cancel", {"reason": "changed my mind"})
-    third = (await client.post("/orders", body))["order_id"]
-    await client.post(f"/orders/{third}/items", {"product_id": products["pen"], "quantity": 10})
+    second = (await client.post("/orders", body, into=OrderCreatedOut)).order_id
+    lamp = {"product_id": products["lamp"], "quantity": 1}
+    await client.post(f"/orders/{second}/items", lamp, into=_Anything)
+    await client.post(f"/orders/{second}/cancel", {"reason": "changed my mind"}, into=_Anything)
+    third = (await client.post("/orders", body, into=OrderCreatedOut)).order_id
+    pens = {"product_id": products["pen"], "quantity": 10}
+    await client.post(f"/orders/{third}/items", pens, into=_Anything)
     grace_body = {"customer_id": grace, "shipping_address": ADDRESS}
-    graces = (await grace_client.post("/orders", grace_body))["order_id"]
+    graces = (await grace_client.post("/orders", grace_body, into=OrderCreatedOut)).order_id
     item = {"product_id": products["lamp"], "quantity": 2}
-    await grace_client.post(f"/orders/{graces}/items", item)
+    await grace_client.post(f"/orders/{graces}/items", item, into=_Anything)
 
     print("\n6. Ada may not open orders for Grace, nor see Grace's order")
-    await client.post("/orders", grace_body)
-    await client.get(f"/orders/{graces}", show=True)
-    return [first, second, third]
+    await client.post("/orders", grace_body, into=_Anything)
+    await client.get(f"/orders/{graces}", into=_Anything, show=True)
+    return [str(first), str(second), str(third)]
 
 
 async def _read_back(client: _Client, customer: str, orders: list[str]) -> None:
     print("\n7. Ada's orders, read back from the read model")
     for order_id in orders:
-        _print_order(await client.get(f"/orders/{order_id}"))
+        _print_order(await client.get(f"/orders/{order_id}", into=OrderOut))
 
     print("\n8. Ada's orders two to a page, newest first")
     cursor: str | None = None
@@ -122,12 +139,13 @@ async def _read_back(client: _Client, customer: str, orders: list[str]) -> None:
         params: dict[str, str | int] = {"page_size": 2}
         if cursor is not None:
             params["cursor"] = cursor
-        page = await client.get(f"/customers/{customer}/orders", params=params)
+        page = await client.get(f"/customers/{customer}/orders", params=params, into=OrderPage)
         number += 1
         print(f"  page {number}:")
-        for order in page["items"]:
-            print(f"    {order['created_at']}  {order['status']:<9}  {order['total_amount']:>8}")
-        cursor = page["next_cursor"]
+        for order in page.items:
+            moment = order.created_at.isoformat()
+            print(f"    {moment}  {order.status.value:<9}  {order.total_amount:>8}")
+        cursor = page.next_cursor
 
 
 def _without_password(database: str) -> str:

@@ -7,8 +7,7 @@ unexpected error is a 500 logged once (by `middleware.Guard`).
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -54,7 +53,7 @@ class KeyNotAcceptedError(Exception):
     """An `Idempotency-Key` sent where it would have no effect (HTTP 400)."""
 
 
-def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def responses(*statuses: int) -> dict[int | str, dict[str, object]]:
     """The error answers a route documents: 400, 413 and 422, and `statuses`."""
     return {status: {"model": ErrorBody} for status in (400, 413, 422, *statuses)}
 
@@ -95,11 +94,14 @@ _DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
 )
 
 
-def _describe(errors: list[dict[str, Any]]) -> str:
+def _describe(errors: Sequence[Mapping[str, object]]) -> str:
     parts = []
     for error in errors[:5]:
-        where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
-        parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))
+        loc = error.get("loc", ())
+        path = loc if isinstance(loc, list | tuple) else ()
+        where = ".".join(str(part) for part in path if part != "body")
+        message = error.get("msg")
+        parts.append(f"{where}: {message or 'invalid'}" if where else str(message or ""))
     return "; ".join(parts) or "invalid request"
 
 

@@ -3,10 +3,10 @@
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import fastapi
+from starlette.types import Message, Receive, Scope, Send
 
 from .errors import error_response
 
@@ -17,10 +17,6 @@ logger = logging.getLogger("orders.api")
 MAX_BODY_BYTES = 64 * 1024
 """The largest request body accepted."""
 
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -48,7 +44,7 @@ class Guard:
         scope.setdefault("state", {})["request_id"] = request_id
         started = False
 
-        async def send_with_id(message: MutableMapping[str, Any]) -> None:
+        async def send_with_id(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
@@ -84,7 +80,7 @@ class LimitBody:
                 return
         seen = 0
 
-        async def limited() -> MutableMapping[str, Any]:
+        async def limited() -> Message:
             nonlocal seen
             message = await receive()
             seen += len(message.get("body", b""))
