@@ -67,6 +67,21 @@ class TestRecording:
         with pytest.raises(EventTypeError, match="not a DomainEvent"):
             order.record("created")  # type: ignore[type-var]
 
+    @pytest.mark.parametrize(
+        "other", [UUID(int=0), UUID("ffffffff-ffff-4fff-bfff-ffffffffffff"), "a", "zzz"]
+    )
+    def test_record_refuses_events_of_any_other_aggregate(self, other: UUID | str) -> None:
+        """Whether the other id sorts before or after this one, as a UUID or as text."""
+        order = Order(id=ORDER_ID)
+        with pytest.raises(fabula.exceptions.StreamMismatchError):
+            order.record(attrs.evolve(created(), aggregate_id=other))  # type: ignore[arg-type]
+
+    def test_record_takes_an_event_naming_this_aggregate_by_its_text(self) -> None:
+        """An event that already carries this aggregate's id as text is this aggregate's."""
+        order = Order(id=uuid4())
+        stamped = order.record(attrs.evolve(created(), aggregate_id=str(order.id)))  # type: ignore[arg-type]
+        assert (stamped.aggregate_id, order.version) == (order.id, 1)
+
     def test_string_ids_work(self) -> None:
         """An Aggregate[str] has string ids, and its DomainEvent[str] events carry them."""
         tally = Tally(id="tally-42")

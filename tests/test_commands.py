@@ -4,6 +4,7 @@ import asyncio
 import logging
 import random
 import time
+import types
 from decimal import Decimal
 from uuid import UUID, uuid4
 
@@ -416,6 +417,8 @@ class TestLogDispatch:
             fabula.ConcurrencyError("s", 1, 2),
             fabula.AggregateNotFoundError(Order, uuid4()),
             fabula.InvalidCursorError("bad\nsecond line"),
+            fabula.IdempotencyConflictError("key-1"),
+            fabula.InvalidPageSizeError(0, 1, 100),
         ],
         ids=lambda e: type(e).__name__,
     )
@@ -436,6 +439,55 @@ class TestLogDispatch:
         assert (record.levelno, record.exc_info) == (logging.WARNING, None)
         first = str(error).splitlines()[0]
         assert record.outcome == f"{type(error).__name__} ({first})"  # type: ignore[attr-defined]
+
+    @pytest.mark.parametrize(
+        ("text", "logged"),
+        [("x" * 200, "x" * 200), ("y" * 201, "y" * 199 + "…"), ("z" * 300, "z" * 199 + "…")],
+        ids=["200", "201", "300"],
+    )
+    async def test_long_messages_are_cut_to_200_characters(
+        self, caplog: pytest.LogCaptureFixture, text: str, logged: str
+    ) -> None:
+        """An expected error's message is kept whole up to 200 characters, then cut with …."""
+
+        async def refuse(_: AddItem) -> int:
+            raise fabula.DomainError(text)
+
+        bus = CommandBus()
+        bus.use(LogDispatch())
+        bus.register(AddItem, refuse)
+        with (
+            caplog.at_level(logging.INFO, logger="fabula.dispatch"),
+            pytest.raises(fabula.DomainError),
+        ):
+            await bus.dispatch(AddItem(order_id=uuid4(), quantity=1))
+        (record,) = caplog.records
+        assert record.outcome == f"DomainError ({logged})"  # type: ignore[attr-defined]
+
+    async def test_the_duration_is_in_milliseconds(
+        self, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """duration_ms is the clock's difference times 1000, to three places; one in the message."""
+        ticks = iter([0.0, 0.0012345678])
+        clock = types.SimpleNamespace(perf_counter=lambda: next(ticks))
+        monkeypatch.setattr(fabula._middleware, "time", clock)
+
+        async def done(_: AddItem) -> int:
+            return 1
+
+        bus = CommandBus()
+        bus.use(LogDispatch())
+        bus.register(AddItem, done)
+        with caplog.at_level(logging.INFO, logger="fabula.dispatch"):
+            await bus.dispatch(AddItem(order_id=uuid4(), quantity=1))
+        (record,) = caplog.records
+        assert record.duration_ms == 1.235  # type: ignore[attr-defined]
+        assert record.getMessage().endswith("ok in 1.2 ms")
+
+    def test_the_expected_errors_are_given_by_name(self) -> None:
+        """`expected` and `expected_level` are keyword-only: a third positional is refused."""
+        with pytest.raises(TypeError):
+            LogDispatch(logging.getLogger("x"), logging.INFO, (KeyError,))  # type: ignore[call-arg]
 
     async def test_which_errors_are_expected_is_a_choice(
         self, caplog: pytest.LogCaptureFixture

@@ -4,6 +4,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import inspect
 import json
 import re
 from datetime import UTC, datetime, timedelta, timezone
@@ -21,6 +22,7 @@ from fabula import (
     Page,
     check_page_size,
 )
+from fabula._pagination import _scope_tag
 
 SIGNED = CursorCodec(secret=b"server secret")
 PLAIN = CursorCodec()
@@ -314,6 +316,28 @@ class TestScopes:
         """A version-2 body whose tag is not the scope's is refused, whatever it holds."""
         with pytest.raises(InvalidCursorError, match="another listing"):
             PLAIN.decode(plain_cursor(["2", [["i", "1"]], tag]), [int], scope="s")
+
+    @pytest.mark.parametrize(
+        "body",
+        [
+            ["1"],
+            ["1", [["i", "1"]], "x"],
+            ["2", [["i", "1"]], _scope_tag(""), "x"],
+            ["3", [["i", "1"]], _scope_tag("")],
+            ["1", [["i", "1"]], _scope_tag("")],
+        ],
+        ids=["too-short", "v1-with-a-tag", "v2-too-long", "unknown-version", "v1-as-v2"],
+    )
+    def test_bodies_of_another_shape_or_version_are_refused(self, body: list[object]) -> None:
+        """Only [1, parts] and [2, parts, tag] decode; anything else is an InvalidCursorError."""
+        with pytest.raises(InvalidCursorError, match="version"):
+            PLAIN.decode(plain_cursor(body), [int])
+
+    def test_the_scope_is_given_by_name(self) -> None:
+        """`scope` is keyword-only everywhere, so it is never mistaken for another argument."""
+        for function in (CursorCodec.encode, CursorCodec.decode, Page.from_rows):
+            kind = inspect.signature(function).parameters["scope"].kind
+            assert kind is inspect.Parameter.KEYWORD_ONLY, function
 
     def test_typed_parts(self) -> None:
         """With up to four types given as a tuple, each part has its own static type."""
