@@ -240,6 +240,12 @@ class TestDialects:
             "CREATE TABLE t (a uuid, b numeric, c timestamptz, d bigint, e boolean, f date)"
         )
 
+    def test_an_unknown_column_type_is_named(self) -> None:
+        """A placeholder no dialect has is a ValueError listing the ones there are."""
+        for dialect in (SQLITE, POSTGRESQL):
+            with pytest.raises(ValueError, match=r"\{uuid\}.*not 'money'"):
+                dialect.ddl("CREATE TABLE t (a {money})")
+
     def test_a_float_never_becomes_a_decimal(self, tmp_path: Path) -> None:
         """A money column read back as a float is refused, not rounded into a Decimal."""
         import sqlite3  # noqa: PLC0415

@@ -27,6 +27,7 @@ its handlers a `Sql` on whichever store runs it.
 from __future__ import annotations
 
 import abc
+import functools
 import re
 import sqlite3
 from collections.abc import Callable, Mapping, Sequence
@@ -75,34 +76,23 @@ class Dialect:
     name: str
     types: Mapping[str, str] = attrs.field(repr=False)
     as_text: bool = attrs.field(repr=False)
-    _spelled: dict[str, str] = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     def ddl(self, statement: str) -> str:
         """`statement` (a table or index definition) with its column types filled in.
 
         Raises:
-            KeyError: It names a type placeholder no dialect has.
+            ValueError: It names a type placeholder no dialect has.
         """
-        return statement.format_map(self.types)
+        try:
+            return statement.format_map(self.types)
+        except (KeyError, IndexError, ValueError) as exc:
+            known = ", ".join(f"{{{name}}}" for name in self.types)
+            msg = f"a table definition may use the column types {known}, not {exc}: {statement!r}"
+            raise ValueError(msg) from None
 
     def statement(self, statement: str) -> str:
         """`statement` with this driver's placeholders (cached: it is on the hot path)."""
-        spelled = self._spelled.get(statement)
-        if spelled is None:
-            spelled = self._spelled[statement] = self._spell(statement)
-        return spelled
-
-    def _spell(self, statement: str) -> str:
-        if self.as_text:
-            return statement  # sqlite3 takes :name itself
-
-        def replace(match: re.Match[str]) -> str:
-            token = match.group(0)
-            if match.group(1) is not None:
-                return f"%({match.group(1)})s"
-            return token.replace("%", "%%")  # psycopg reads % everywhere, quotes included
-
-        return _NAMED.sub(replace, statement)
+        return statement if self.as_text else _psycopg_spelling(statement)
 
     def params(self, params: Params | None) -> dict[str, object]:
         """The values of `params` as this driver takes them."""
@@ -111,6 +101,23 @@ class Dialect:
         if not self.as_text:
             return dict(params)
         return {name: _as_text(value) for name, value in params.items()}
+
+
+@functools.lru_cache(maxsize=1024)
+def _psycopg_spelling(statement: str) -> str:
+    """`statement` with `:name` as psycopg's `%(name)s`, and its other `%` doubled.
+
+    Cached, and bounded: statements built per call (a filter added, say)
+    come and go.
+    """
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if match.group(1) is not None:
+            return f"%({match.group(1)})s"
+        return token.replace("%", "%%")  # psycopg reads % everywhere, quotes included
+
+    return _NAMED.sub(replace, statement)
 
 
 def _as_text(value: object) -> object:
