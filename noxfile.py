@@ -99,7 +99,7 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def compare(session: nox.Session) -> None:
     """fabula beside the eventsourcing library on the same workloads (not run by default)."""
-    session.install("-e", ".", "eventsourcing==9.5.6")
+    session.install("-e", ".[postgres]", "eventsourcing==9.5.6")
     session.run("python", "benchmarks/bench_compare.py", *session.posargs)
 
 

@@ -9,13 +9,14 @@ import typing
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, ClassVar, Generic, TypeAlias
-from uuid import UUID, uuid4
+from uuid import UUID
 
 import attrs
 from typing_extensions import TypeVar
 
 from fabula._frozen import FrozenDict
 from fabula._guards import is_int, utcnow
+from fabula._uuids import new_event_id
 from fabula.exceptions import DuplicateEventTypeError, EventTypeError, UnregisteredEventError
 
 __all__ = [
@@ -116,7 +117,8 @@ class DomainEvent(Generic[IdT]):
             this event belongs to; `""` until it is recorded.
         version: The event's position in its stream, from 1; 0 until it is
             recorded.
-        event_id: A unique id, used to make retried appends idempotent.
+        event_id: A unique id, used to make retried appends idempotent (by
+            default a new UUID of version 7, whose first bits are the time).
         timestamp: When the event happened, timezone-aware UTC.
         metadata: Correlation and causation ids.
     """
@@ -124,7 +126,7 @@ class DomainEvent(Generic[IdT]):
     # "" until recorded: typed as the declared id, which every recorded event carries.
     aggregate_id: IdT = ""  # type: ignore[assignment]
     version: int = 0
-    event_id: UUID = attrs.field(factory=uuid4)
+    event_id: UUID = attrs.field(factory=new_event_id)
     timestamp: datetime = attrs.field(factory=utcnow)
     metadata: EventMetadata = _EMPTY_METADATA
 

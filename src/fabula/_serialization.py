@@ -29,6 +29,7 @@ from fabula._events import (
     EventMetadata,
     EventRegistration,
     EventRegistry,
+    IdKind,
     JSONObject,
     default_registry,
     id_type,
@@ -41,7 +42,7 @@ from fabula.exceptions import (
     UpcastError,
 )
 
-__all__ = ["EventSerializer", "SerializedEvent", "make_converter"]
+__all__ = ["EventSerializer", "SerializedEvent", "decode_metadata", "make_converter"]
 
 
 class SerializedEvent(NamedTuple):
@@ -230,6 +231,29 @@ class EventSerializer:
         )
         return self._decode_checked(record, entry, stream_id, version, position)
 
+    def fast_path(
+        self, type_name: str, schema_version: int
+    ) -> tuple[Callable[..., DomainEvent[Any]], IdKind] | None:
+        """The generated decoder for a stored name and schema version, and the class's id type.
+
+        For a read path that decodes many rows: it looks this up once per
+        name, then calls the decoder itself as `decode_fields` does (the
+        parsed payload, the aggregate id, version, event id, timestamp and
+        metadata), and calls `decode_fields` for a row the decoder refuses.
+        None when `decode_fields` must decode every such row itself: the
+        name is unknown, the payload needs upcasting, or the class has a
+        field type only the checked path handles.
+        """
+        entry = self.registry.by_name(type_name)
+        if entry is None or schema_version != entry.version:
+            return None
+        fast = self._fast_decoders.get(entry.cls)
+        if fast is None:
+            fast = self._fast_decoders[entry.cls] = self._build_fast_decoder(entry.cls)
+        if fast is _no_fast_path:
+            return None
+        return fast, id_type(entry.cls)
+
     def _decode_checked(
         self,
         record: SerializedEvent,
@@ -347,16 +371,25 @@ class EventSerializer:
 
     @staticmethod
     def _decode_metadata(text: str) -> EventMetadata:
-        if text == "{}":
-            return _EMPTY_METADATA
-        raw = decode_json(text)
-        correlation = raw.get("correlation_id")
-        causation = raw.get("causation_id")
-        return EventMetadata(
-            correlation_id=None if correlation is None else UUID(correlation),
-            causation_id=None if causation is None else UUID(causation),
-            headers=FrozenDict(raw.get("headers", {})),
-        )
+        return decode_metadata(text)
+
+
+def decode_metadata(text: str) -> EventMetadata:
+    """Decode stored metadata (`"{}"`, the usual case, without parsing).
+
+    Raises:
+        ValueError: It is not the JSON `encode` writes.
+    """
+    if text == "{}":
+        return _EMPTY_METADATA
+    raw = decode_json(text)
+    correlation = raw.get("correlation_id")
+    causation = raw.get("causation_id")
+    return EventMetadata(
+        correlation_id=None if correlation is None else UUID(correlation),
+        causation_id=None if causation is None else UUID(causation),
+        headers=FrozenDict(raw.get("headers", {})),
+    )
 
 
 def _aggregate_id(cls: type[DomainEvent[Any]], stream_id: str) -> UUID | str:

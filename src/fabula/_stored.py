@@ -24,8 +24,9 @@ from uuid import UUID
 
 import attrs
 
-from fabula._events import DomainEvent
-from fabula._serialization import EventSerializer, SerializedEvent
+from fabula._converter import decode_json
+from fabula._events import DomainEvent, IdKind, stream_id_as
+from fabula._serialization import EventSerializer, SerializedEvent, decode_metadata
 from fabula._store import (
     AppendResult,
     Expected,
@@ -304,6 +305,10 @@ def decode_rows(
 ) -> list[RecordedEvent]:
     """Decode stored rows into `RecordedEvent`s.
 
+    Each row takes the serializer's generated decoder (looked up once per
+    stored name; the aggregate id parsed once per run of a stream's rows);
+    a row it refuses, or one to upcast, takes `decode_fields`' checked path.
+
     Args:
         serializer: Decodes the payloads.
         rows: Rows of (position, stream_id, version, event_id, type,
@@ -317,26 +322,68 @@ def decode_rows(
             does not fit its class.
         UnknownEventTypeError: No class is registered under a stored name.
     """
-    decode = serializer.decode_fields
-    out = []
+    fast = _FastPaths(serializer).decode
+    out: list[RecordedEvent] = []
+    append = out.append
     for position, stream_id, version, raw_id, type_name, schema, stamp, data, meta in rows:
         try:
             uuid, moment = event_id(raw_id), timestamp(stamp)
         except (TypeError, ValueError) as exc:
-            msg = f"the stored event id or timestamp is corrupt: {exc}"
-            raise SerializationError(
-                msg, type_name=type_name, stream_id=stream_id, position=position
-            ) from exc
-        event = decode(
-            type_name=type_name,
-            schema_version=schema,
-            event_id=uuid,
-            timestamp=moment,
-            data=data,
-            metadata=meta,
-            stream_id=stream_id,
-            version=version,
-            position=position,
-        )
-        out.append(RecordedEvent(event=event, position=position, stream_id=stream_id))
+            raise _corrupt(exc, type_name, stream_id, position) from exc
+        event = fast(type_name, schema, stream_id, version, uuid, moment, data, meta)
+        if event is None:
+            event = serializer.decode_fields(
+                type_name=type_name, schema_version=schema, event_id=uuid, timestamp=moment,
+                data=data, metadata=meta, stream_id=stream_id, version=version, position=position,
+            )  # fmt: skip
+        append(RecordedEvent(event, position, stream_id))
     return out
+
+
+class _FastPaths:
+    """One read's generated decoders, by stored name, and its last stream's aggregate id."""
+
+    def __init__(self, serializer: EventSerializer) -> None:
+        self._serializer = serializer
+        self._paths: dict[tuple[str, int], tuple[Callable[..., Any], IdKind] | None] = {}
+        self._stream: str | None = None
+        self._kind: IdKind | None = None
+        self._aggregate_id: object = None
+
+    def decode(  # noqa: PLR0917 - a row's columns, as they are unpacked
+        self,
+        type_name: str,
+        schema: int,
+        stream_id: str,
+        version: int,
+        event_id: UUID,
+        moment: datetime,
+        data: str,
+        meta: str,
+    ) -> DomainEvent[Any] | None:
+        """The row's event from the generated decoder, or None: take the checked path."""
+        key = (type_name, schema)
+        try:
+            path = self._paths[key]
+        except KeyError:
+            path = self._paths[key] = self._serializer.fast_path(type_name, schema)
+        if path is None:
+            return None
+        decoder, kind = path
+        try:
+            if stream_id != self._stream or kind is not self._kind:
+                self._stream = None  # until the id below is parsed
+                self._aggregate_id = stream_id_as(kind, stream_id)
+                self._stream, self._kind = stream_id, kind
+            event: DomainEvent[Any] = decoder(
+                decode_json(data), self._aggregate_id, version, event_id, moment,
+                decode_metadata(meta),
+            )  # fmt: skip
+        except Exception:  # noqa: BLE001 - the checked path explains it
+            return None
+        return event
+
+
+def _corrupt(exc: Exception, type_name: str, stream_id: str, position: int) -> SerializationError:
+    msg = f"the stored event id or timestamp is corrupt: {exc}"
+    return SerializationError(msg, type_name=type_name, stream_id=stream_id, position=position)

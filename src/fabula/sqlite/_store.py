@@ -56,6 +56,7 @@ from fabula._stored import (
     prepare_appends_off_loop,
     reads_stored_first,
 )
+from fabula._uuids import uuid_from_bytes
 from fabula.exceptions import (
     ConcurrencyError,
     IdempotencyKeyTakenError,
@@ -296,7 +297,7 @@ class SQLiteEventStore(StoreBase):
 
     def _decode_rows(self, rows: list[Any]) -> list[RecordedEvent]:
         return decode_rows(
-            self.serializer, rows, event_id=_uuid_from_bytes, timestamp=datetime.fromisoformat
+            self.serializer, rows, event_id=uuid_from_bytes, timestamp=datetime.fromisoformat
         )
 
     # -- projections (forwarded to the ProjectionSide) ----------------------------
@@ -527,10 +528,6 @@ def _streams_of(conn: sqlite3.Connection, records: tuple[SerializedEvent, ...]) 
         if stored is not None:
             found[record.event_id] = stored.stream_id
     return found
-
-
-def _uuid_from_bytes(raw: bytes) -> UUID:
-    return UUID(bytes=raw)
 
 
 def _utc_text(moment: datetime) -> str:

@@ -8,6 +8,11 @@ and one caller's failure never rolls back another's events. With
 thread, so the event loop is never blocked by a disk sync. At `"NORMAL"`
 (or in memory) a commit does not wait for the disk, and a write made while
 no other is queued runs at once.
+
+Every few hundred commits the writer checkpoints the WAL itself, between
+two commits, so that SQLite writes the log from its start again: a commit
+that writes over pages the file already has costs the disk sync much less
+than one that grows the file (see `Writer._reuse`).
 """
 
 from __future__ import annotations
@@ -45,6 +50,8 @@ class _Undo(enum.Enum):
 
 
 _CHECKPOINT_EVERY = 5000  # events between two side checkpoints (PASSIVE, beside the writer)
+_REUSE_COMMITS = 256  # commits between two of the writer's own checkpoints (see _reuse)
+_REUSE_EVENTS = 2048  # or events, whichever comes first
 _RESTART_WAIT = 0.1  # seconds a restart waits for readers of older frames to finish
 
 
@@ -107,6 +114,8 @@ class Writer:
         self._restart_at = wal_limit  # the WAL size that makes the next restart due
         self._restart_due = False  # the WAL passed its limit: restart it before the next write
         self._restarting = False
+        self._since_reuse = (0, 0)  # commits and events since the writer last checkpointed
+        self._reuse_due = False
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -148,7 +157,7 @@ class Writer:
             and events <= LARGE_APPEND
             and not self._queue
             and not self._writer.in_transaction
-            and not (self._restart_due or self._restarting)
+            and not (self._restart_due or self._restarting or self._reuse_due)
         ):
             done, inline_result = self._try_inline(work, events)
             if done:
@@ -188,9 +197,8 @@ class Writer:
             if error is exc:
                 raise
             raise error from exc
-        self._since_checkpoint += events
         self._committed()
-        self._maybe_checkpoint()
+        self._maybe_checkpoint(events)
         return True, result
 
     async def _write_loop(self) -> None:
@@ -205,6 +213,8 @@ class Writer:
                 continue
             if self._restart_due:
                 await self._restart()
+            elif self._reuse_due:
+                await self._reuse()
             group, self._queue = self._queue, []
             await self._write_group(group)
 
@@ -234,11 +244,10 @@ class Writer:
             if not isinstance(exc, Exception):
                 raise
             return
-        self._since_checkpoint += sum(job.events for job, _, error in outcomes if error is None)
         self._committed()
         for job, result, error in outcomes:
             _settle(job.future, result=result, error=error)
-        self._maybe_checkpoint()
+        self._maybe_checkpoint(sum(job.events for job, _, error in outcomes if error is None))
 
     def _run_jobs(self, group: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]]:
         """Run each job, undoing a failed one alone (in a savepoint where it needs one).
@@ -350,9 +359,15 @@ class Writer:
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
 
-    def _maybe_checkpoint(self) -> None:
+    def _maybe_checkpoint(self, events: int) -> None:
         if self._in_memory:
             return
+        self._since_checkpoint += events
+        commits, since = self._since_reuse
+        commits, since = commits + 1, since + events
+        self._since_reuse = (commits, since)
+        if commits >= _REUSE_COMMITS or since >= _REUSE_EVENTS:
+            self._reuse_due = True
         if not self._restart_due and _size(self._wal) > self._restart_at:
             self._restart_due = True  # the next write restarts the WAL first
         if self._since_checkpoint < _CHECKPOINT_EVERY:
@@ -363,6 +378,25 @@ class Writer:
         self._checkpointing = asyncio.get_running_loop().create_task(
             asyncio.to_thread(self._checkpoint)
         )
+
+    async def _reuse(self) -> None:
+        """Checkpoint the WAL between two commits, so the next commit may write it from its start.
+
+        Writing over the log's first pages again costs the disk sync far
+        less than growing the file does (no change of its size to sync);
+        SQLite starts the log over at the next commit once a checkpoint has
+        copied every frame into the database and no reader holds a frame.
+        A PASSIVE checkpoint never waits for readers: if one holds old
+        frames, the log goes on growing, and `_restart` bounds it.
+        """
+        self._reuse_due, self._since_reuse = False, (0, 0)
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return  # a side checkpoint is copying: try again later
+        await asyncio.get_running_loop().run_in_executor(self._worker(), self._passive)
+
+    def _passive(self) -> None:
+        with contextlib.suppress(sqlite3.Error):  # an I/O error: a later checkpoint tries again
+            self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     async def _restart(self) -> None:
         """Checkpoint the whole WAL between two commits, so that the next commit starts it over.
