@@ -6,16 +6,16 @@ Runs C1's command path (get, add one line, save; 300 aggregates x 10) on
 a SQLite store five ways, alternating over the rounds, and prints the
 median microseconds per command of each:
 
-- fabula at FULL, as shipped: the commit waits for the disk in the
-  writer's worker thread, so the event loop is never blocked;
-- fabula at FULL with the commit made on the event loop (a diagnostic:
-  it sets a private switch of the writer, to price the thread hand-off);
+- fabula at FULL, as shipped: an append that is still alone after one
+  turn of the event loop commits on the loop; appends that meet in the
+  queue commit together in the writer's thread;
+- fabula at FULL committing on the loop at once, without that turn (a
+  diagnostic: it sets a private switch of the writer, to price the turn);
 - fabula at NORMAL (no disk sync in the commit);
 - raw sqlite3 at FULL and at NORMAL (`bench.raw_command_path`).
 
-FULL minus NORMAL is what the disk sync costs each; fabula's FULL minus
-its FULL on the loop is what waking the worker thread and then the loop
-costs.
+FULL minus NORMAL is what the disk sync costs each; fabula's two FULL
+rows differ by what the turn of the loop costs.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ def main() -> None:
     arguments = parser.parse_args()
     ways: dict[str, Callable[[Path], float]] = {
         "fabula, FULL": lambda p: asyncio.run(fabula_commands(p, "FULL", on_loop=False)),
-        "fabula, FULL, commit on the loop": lambda p: asyncio.run(
+        "fabula, FULL, no turn before commit": lambda p: asyncio.run(
             fabula_commands(p, "FULL", on_loop=True)
         ),
         "fabula, NORMAL": lambda p: asyncio.run(fabula_commands(p, "NORMAL", on_loop=False)),

@@ -191,21 +191,28 @@ class TestOpening:
 
 
 class TestWriting:
-    async def test_commit_at_full_runs_off_the_event_loop(
+    async def test_commits_that_others_wait_for_run_off_the_event_loop(
         self, tmp_path: Path, open_sqlite: OpenSQLite
     ) -> None:
-        """At synchronous=FULL the COMMIT (the disk sync) runs in another thread."""
+        """At FULL, appends that meet in the queue share one COMMIT, made in another thread.
+
+        Only a lone append commits on the loop (see TestFailures); a commit
+        that several appends wait for never stalls the loop for the sync.
+        """
         store = open_sqlite(tmp_path / "e.db", synchronous="FULL")
-        threads: dict[str, set[int]] = {}
+        threads: dict[str, list[int]] = {}
         store._writer.connection.set_trace_callback(
-            lambda statement: threads.setdefault(statement.split()[0], set()).add(
+            lambda statement: threads.setdefault(statement.split()[0], []).append(
                 threading.get_ident()
             )
         )
-        await store.append("acc-1", [deposit()], expected_version=0)
+        await asyncio.gather(
+            *(store.append(f"acc-{n}", [deposit(n)], expected_version=0) for n in range(8))
+        )
         await store.close()
         loop_thread = threading.get_ident()
-        assert threads["BEGIN"] == {loop_thread}
+        assert set(threads["BEGIN"]) == {loop_thread}
+        assert 1 <= len(threads["COMMIT"]) < 8
         assert loop_thread not in threads["COMMIT"]
 
     async def test_failures_in_a_group_do_not_undo_others(
@@ -402,6 +409,69 @@ class TestFailures:
         )
         await store.close()
         assert 1 <= commits <= 8
+
+    async def test_one_caller_commits_on_the_loop_at_full(
+        self, tmp_path: Path, open_sqlite: OpenSQLite
+    ) -> None:
+        """Appends one after another, nobody else waiting: each commit is made on the loop's thread.
+
+        It saves the writer thread's two wake-ups per commit; concurrent
+        appends still share a commit (the test above).
+        """
+        store = open_sqlite(tmp_path / "e.db", synchronous="FULL")
+        threads: list[int] = []
+        store._writer.connection.set_trace_callback(
+            lambda statement: (
+                threads.append(threading.get_ident()) if statement == "COMMIT" else None
+            )
+        )
+        for version in range(20):
+            await store.append("acc", [deposit(version)], expected_version=version)
+        assert threads == [threading.get_ident()] * 20
+        assert len(await store.read_stream("acc")) == 20
+
+    async def test_a_slow_disk_keeps_full_commits_off_the_loop(
+        self, tmp_path: Path, open_sqlite: OpenSQLite
+    ) -> None:
+        """While commits take long on average, they wait for the disk in the writer's thread."""
+        store = open_sqlite(tmp_path / "e.db", synchronous="FULL")
+        threads: list[int] = []
+        store._writer.connection.set_trace_callback(
+            lambda statement: (
+                threads.append(threading.get_ident()) if statement == "COMMIT" else None
+            )
+        )
+        store._writer._sync_time = 10.0  # as if every sync had taken seconds
+        for version in range(5):
+            await store.append("acc", [deposit(version)], expected_version=version)
+        assert len(threads) == 5
+        assert threading.get_ident() not in threads
+
+    async def test_an_append_cancelled_before_its_commit_stores_nothing(
+        self, tmp_path: Path, open_sqlite: OpenSQLite
+    ) -> None:
+        """Cancelled during its turn of the loop (FULL, alone): nothing is written."""
+        store = open_sqlite(tmp_path / "e.db", synchronous="FULL")
+        appending = asyncio.create_task(store.append("acc", [deposit()], expected_version=0))
+        await asyncio.sleep(0)  # the append is queued and gives the loop its turn
+        appending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await appending
+        assert await store.read_stream("acc") == []
+        await store.append("acc", [deposit()], expected_version=0)
+        assert len(await store.read_stream("acc")) == 1
+
+    async def test_close_during_an_appends_turn_commits_it(self, tmp_path: Path) -> None:
+        """close() while a lone FULL append gives the loop its turn: it is committed first."""
+        path = tmp_path / "e.db"
+        store = SQLiteEventStore(path, synchronous="FULL")
+        appending = asyncio.create_task(store.append("acc", [deposit()], expected_version=0))
+        await asyncio.sleep(0)  # the append is queued and gives the loop its turn
+        await store.close()
+        assert appending.done(), "close() returned before the append it found was committed"
+        assert appending.result().version == 1
+        async with SQLiteEventStore(path) as again:
+            assert len(await again.read_stream("acc")) == 1
 
     async def test_cancelling_close_still_settles_and_closes(
         self, tmp_path: Path, open_sqlite: OpenSQLite

@@ -9,10 +9,8 @@ thread, so the event loop is never blocked by a disk sync. At `"NORMAL"`
 (or in memory) a commit does not wait for the disk, and a write made while
 no other is queued runs at once.
 
-Every few hundred commits the writer checkpoints the WAL itself, between
-two commits, so that SQLite writes the log from its start again: a commit
-that writes over pages the file already has costs the disk sync much less
-than one that grows the file (see `Writer._reuse`).
+Between two groups the writer task runs the WAL checkpoints that are due
+(`fabula.sqlite._checkpoints`).
 """
 
 from __future__ import annotations
@@ -20,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -31,6 +28,7 @@ import attrs
 
 from fabula._stored import LARGE_APPEND
 from fabula.exceptions import FabulaError, StoreUnavailableError
+from fabula.sqlite._checkpoints import Checkpoints
 from fabula.sqlite._errors import is_busy, translate, translate_any
 
 __all__ = ["ExplainedAfterUndoError", "Writer"]
@@ -49,10 +47,7 @@ class _Undo(enum.Enum):
     """The whole transaction: an inline write."""
 
 
-_CHECKPOINT_EVERY = 5000  # events between two side checkpoints (PASSIVE, beside the writer)
-_REUSE_COMMITS = 256  # commits between two of the writer's own checkpoints (see _reuse)
-_REUSE_EVENTS = 2048  # or events, whichever comes first
-_RESTART_WAIT = 0.1  # seconds a restart waits for readers of older frames to finish
+_SLOW_SYNC = 0.001  # seconds: past this average, FULL commits wait in the writer's thread
 
 
 class ExplainedAfterUndoError(Exception):
@@ -107,15 +102,9 @@ class Writer:
         self._finishing = False
         # One thread commits (waits for the disk) at synchronous=FULL.
         self._committer: ThreadPoolExecutor | None = None
-        self._since_checkpoint = 0
-        self._checkpointing: asyncio.Task[None] | None = None
-        self._wal = f"{path}-wal"
-        self._wal_limit = wal_limit
-        self._restart_at = wal_limit  # the WAL size that makes the next restart due
-        self._restart_due = False  # the WAL passed its limit: restart it before the next write
-        self._restarting = False
-        self._since_reuse = (0, 0)  # commits and events since the writer last checkpointed
-        self._reuse_due = False
+        self._checkpoints = Checkpoints(conn, path=path, wal_limit=wal_limit)
+        self._owned = False  # the writer task holds the connection (a group, a checkpoint)
+        self._sync_time = 0.0  # a moving average of a FULL commit's seconds, wherever it ran
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -125,14 +114,14 @@ class Writer:
     async def finish(self) -> None:
         """Commit what is queued and wait for a running WAL checkpoint; accept no more."""
         self._finishing = True
+        if self._queue and (self._writer_task is None or self._writer_task.done()):
+            self._start_task()  # an append was giving the loop its turn (_alone_after_a_turn)
         if self._queue_ready is not None:
             self._queue_ready.set()
         if self._writer_task is not None:
             with contextlib.suppress(Exception):
                 await self._writer_task
-        if self._checkpointing is not None:
-            with contextlib.suppress(Exception):
-                await self._checkpointing
+        await self._checkpoints.finish()
 
     async def close(self) -> None:
         """Close the connection (after `finish`)."""
@@ -152,35 +141,84 @@ class Writer:
             one_statement: It writes at most one statement, after any check
                 that can fail: it needs no savepoint in a group.
         """
-        if (
-            self._commit_inline
-            and events <= LARGE_APPEND
-            and not self._queue
-            and not self._writer.in_transaction
-            and not (self._restart_due or self._restarting or self._reuse_due)
-        ):
-            done, inline_result = self._try_inline(work, events)
-            if done:
-                return inline_result
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue.append(_Job(work, future, events, one_statement))
-        if self._writer_task is None or self._writer_task.done():
-            self._queue_ready = asyncio.Event()
-            self._writer_task = loop.create_task(self._write_loop(), name="fabula-sqlite-writer")
-        assert self._queue_ready is not None  # noqa: S101 - set together with the task
-        self._queue_ready.set()
-        result: T = await future
-        return result
+        if events <= LARGE_APPEND and not self._queue and self._idle():
+            if self._commit_inline:
+                done, result = self._try_inline(work, events)
+                if done:
+                    return result
+            elif self._sync_time < _SLOW_SYNC:
+                job = self._job(work, events, one_statement=one_statement)
+                if await self._alone_after_a_turn(job):
+                    done, result = self._try_inline(work, events)
+                    if done:
+                        return result
+                    self._queue.append(job)  # another process holds the file: wait in line
+                queued: T = await self._queued(job)
+                return queued
+        job = self._job(work, events, one_statement=one_statement)
+        self._queue.append(job)
+        grouped: T = await self._queued(job)
+        return grouped
+
+    def _idle(self) -> bool:
+        """Whether nothing holds the connection and no checkpoint is due before the next write."""
+        return not (
+            self._owned or self._finishing or self._writer.in_transaction or self._checkpoints.due
+        )
+
+    def _job(
+        self, work: Callable[[sqlite3.Connection], Any], events: int, *, one_statement: bool
+    ) -> _Job:
+        return _Job(work, asyncio.get_running_loop().create_future(), events, one_statement)
+
+    async def _queued(self, job: _Job) -> Any:  # noqa: ANN401 - the job's own result
+        """Have the writer task run `job` (queued already), in a group, and return its result."""
+        if not job.future.done():
+            if self._writer_task is None or self._writer_task.done():
+                self._start_task()
+            assert self._queue_ready is not None  # noqa: S101 - set together with the task
+            self._queue_ready.set()
+        return await job.future
+
+    def _start_task(self) -> None:
+        self._queue_ready = asyncio.Event()
+        self._writer_task = asyncio.get_running_loop().create_task(
+            self._write_loop(), name="fabula-sqlite-writer"
+        )
+
+    async def _alone_after_a_turn(self, job: _Job) -> bool:
+        """Queue `job`, let every task that is ready run once, and say whether it is still alone.
+
+        At FULL a commit waits for the disk. Made right here, on the event
+        loop, it saves the two thread wake-ups of the writer's commit (about
+        190 us here, more than the sync itself), but it shares that sync
+        with nobody: so it is made here only if, after one turn of the loop,
+        no other append has joined the queue; otherwise the writer task
+        commits them all together in its thread. Returns True with `job`
+        taken back out of the queue; False with it left for the writer task.
+        """
+        self._queue.append(job)  # finish() commits it, should the store close meanwhile
+        try:
+            await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            self._queue = [queued for queued in self._queue if queued is not job]  # not written
+            raise
+        if len(self._queue) == 1 and self._queue[0] is job and self._idle():
+            self._queue.clear()
+            return True
+        return False
 
     def _try_inline(self, work: Callable[[sqlite3.Connection], T], events: int) -> tuple[bool, T]:
-        """Run one write right here when nothing is queued and no commit waits for the disk.
+        """Run one write right here, on the event loop, when nothing else is queued.
 
         Without a disk sync in the commit (NORMAL, or in memory) the whole
         transaction takes microseconds, so handing it to the writer task
-        would only add two trips through the event loop. Returns (False, _)
-        when the file is locked by another process: the queued path then
-        waits for the lock without blocking the loop.
+        would only add two trips through the event loop; at FULL see
+        `_alone_after_a_turn`. FULL commits are timed wherever they run:
+        while they take more than `_SLOW_SYNC` on average, none is made on
+        the loop (a slow disk must not stall every other task).
+        Returns (False, _) when the file is locked by another process: the
+        queued path then waits for the lock without blocking the loop.
         """
         conn = self._writer
         try:
@@ -191,14 +229,17 @@ class Writer:
             raise translate(exc, self.path) from exc
         try:
             result = work(conn)
-            conn.execute("COMMIT")
+            if self._commit_inline:
+                conn.execute("COMMIT")
+            else:
+                self._timed_commit()
         except Exception as exc:
             error = self._undo_job(conn, exc, _Undo.TRANSACTION)
             if error is exc:
                 raise
             raise error from exc
         self._committed()
-        self._maybe_checkpoint(events)
+        self._after_commit(events)
         return True, result
 
     async def _write_loop(self) -> None:
@@ -211,12 +252,14 @@ class Writer:
                 ready.clear()
                 await ready.wait()
                 continue
-            if self._restart_due:
-                await self._restart()
-            elif self._reuse_due:
-                await self._reuse()
-            group, self._queue = self._queue, []
-            await self._write_group(group)
+            self._owned = True
+            try:
+                if self._checkpoints.due:
+                    await self._checkpoints.run_due(self._worker())
+                group, self._queue = self._queue, []
+                await self._write_group(group)
+            finally:
+                self._owned = False
 
     async def _write_group(self, group: list[_Job]) -> None:
         """Run a group of jobs in one transaction and settle every job's future.
@@ -247,7 +290,7 @@ class Writer:
         self._committed()
         for job, result, error in outcomes:
             _settle(job.future, result=result, error=error)
-        self._maybe_checkpoint(sum(job.events for job, _, error in outcomes if error is None))
+        self._after_commit(sum(job.events for job, _, error in outcomes if error is None))
 
     def _run_jobs(self, group: list[_Job]) -> list[tuple[_Job, Any, BaseException | None]]:
         """Run each job, undoing a failed one alone (in a savepoint where it needs one).
@@ -346,7 +389,7 @@ class Writer:
             if self._commit_inline:
                 self._writer.execute("COMMIT")
                 return
-            done = self._worker().submit(self._writer.execute, "COMMIT")
+            done = self._worker().submit(self._timed_commit)
             try:
                 await asyncio.wrap_future(done)
             except asyncio.CancelledError:
@@ -359,108 +402,18 @@ class Writer:
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
 
-    def _maybe_checkpoint(self, events: int) -> None:
-        if self._in_memory:
-            return
-        self._since_checkpoint += events
-        commits, since = self._since_reuse
-        commits, since = commits + 1, since + events
-        self._since_reuse = (commits, since)
-        if commits >= _REUSE_COMMITS or since >= _REUSE_EVENTS:
-            self._reuse_due = True
-        if not self._restart_due and _size(self._wal) > self._restart_at:
-            self._restart_due = True  # the next write restarts the WAL first
-        if self._since_checkpoint < _CHECKPOINT_EVERY:
-            return
-        if self._checkpointing is not None and not self._checkpointing.done():
-            return
-        self._since_checkpoint = 0
-        self._checkpointing = asyncio.get_running_loop().create_task(
-            asyncio.to_thread(self._checkpoint)
-        )
+    def _timed_commit(self) -> None:
+        """COMMIT at FULL, timed (see `_try_inline`): on the loop, or in the writer's thread."""
+        started = time.monotonic()
+        self._writer.execute("COMMIT")
+        self._timed(time.monotonic() - started)
 
-    async def _reuse(self) -> None:
-        """Checkpoint the WAL between two commits, so the next commit may write it from its start.
+    def _timed(self, seconds: float) -> None:
+        self._sync_time += (seconds - self._sync_time) / 8
 
-        Writing over the log's first pages again costs the disk sync far
-        less than growing the file does (no change of its size to sync);
-        SQLite starts the log over at the next commit once a checkpoint has
-        copied every frame into the database and no reader holds a frame.
-        A PASSIVE checkpoint never waits for readers: if one holds old
-        frames, the log goes on growing, and `_restart` bounds it.
-        """
-        self._reuse_due, self._since_reuse = False, (0, 0)
-        if self._checkpointing is not None and not self._checkpointing.done():
-            return  # a side checkpoint is copying: try again later
-        await asyncio.get_running_loop().run_in_executor(self._worker(), self._passive)
-
-    def _passive(self) -> None:
-        with contextlib.suppress(sqlite3.Error):  # an I/O error: a later checkpoint tries again
-            self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)")
-
-    async def _restart(self) -> None:
-        """Checkpoint the whole WAL between two commits, so that the next commit starts it over.
-
-        Side checkpoints run beside the writer, so under sustained writes
-        they never catch up with it, and SQLite writes the WAL from its start
-        again only after a checkpoint that left no frame behind: without
-        this, the WAL grows for as long as the writes go on. Here the writer
-        itself checkpoints, so no frame can arrive meanwhile; it waits up to
-        `_RESTART_WAIT` for readers of older frames. The next commit then
-        writes the WAL from its start, and cuts the file back to the limit
-        (`journal_size_limit`). If readers still hold older frames, it tries
-        again once the WAL has grown by another half of the limit.
-        """
-        self._restart_due, self._restarting = False, True
-        try:
-            if self._checkpointing is not None and not self._checkpointing.done():
-                await asyncio.wait({self._checkpointing})  # one checkpointer at a time
-            done = await asyncio.get_running_loop().run_in_executor(
-                self._worker(), self._restart_now
-            )
-        finally:
-            self._restarting = False
-        self._since_checkpoint = 0
-        self._restart_at = self._wal_limit if done else _size(self._wal) + self._wal_limit // 2
-
-    def _restart_now(self) -> bool:
-        """Checkpoint everything and wait for readers; return whether the WAL may start over.
-
-        SQLite's own wait (the busy handler) keeps retrying one lock and
-        misses a reader that starts its next transaction at once; trying the
-        whole checkpoint again sees that reader on the newest snapshot,
-        which no longer holds the WAL back.
-        """
-        conn = self._writer
-        deadline = time.monotonic() + _RESTART_WAIT
-        while True:
-            try:
-                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-            except sqlite3.Error:
-                return False  # an I/O error: a later checkpoint or restart tries again
-            if not busy:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.002)
-
-    def _checkpoint(self) -> None:
-        # A separate connection, so the checkpoint's disk syncs happen beside
-        # the writer rather than inside one of its commits.
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        except sqlite3.Error:
-            pass  # busy readers: the next checkpoint catches up
-        finally:
-            conn.close()
-
-
-def _size(path: str) -> int:
-    try:
-        return os.stat(path).st_size  # noqa: PTH116 - one call per commit: no Path object
-    except OSError:
-        return 0
+    def _after_commit(self, events: int) -> None:
+        if not self._in_memory:
+            self._checkpoints.committed(events)
 
 
 def _settle(
