@@ -210,6 +210,44 @@ class TestDecodeErrors:
         assert "position 9" in str(info.value)
 
 
+class TestUuidFields:
+    """A UUID field's stored text decodes as `UUID(text)` reads it, on the fast path or not."""
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "1b4e28ba-2fa1-11d2-883f-0016d3cca427",  # as str(uuid) writes it
+            "1B4E28BA-2FA1-11D2-883F-0016D3CCA427",  # capitals
+            "1b4e28ba2fa1-11d2-883f-0016d3cc-a427",  # the dashes elsewhere
+            "{1b4e28ba-2fa1-11d2-883f-0016d3cca427}",  # braces
+            "urn:uuid:1b4e28ba-2fa1-11d2-883f-0016d3cca427",
+            "1b4e28ba2fa111d2883f0016d3cca427",  # no dashes
+        ],
+    )
+    def test_every_form_uuid_accepts_gives_its_value(self, text: str) -> None:
+        data = f'{{"product_id": "{text}", "quantity": 1, "unit_price": "1"}}'
+        event = EventSerializer().decode(stored(data), stream_id=STREAM, version=1)
+        assert isinstance(event, OrderItemAdded)
+        assert event.product_id == UUID(text)
+        assert str(event.product_id) == str(UUID(text))
+        assert hash(event.product_id) == hash(UUID(text))
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            "1b4e28ba-2fa1-11d2-883f-0016d3cca42g",  # not hexadecimal
+            "1b4e28ba-2fa1-11d2-883f-0016d3cca4",  # too short
+            "1b4e28ba-2fa1-11d2-883f--016d3cca427",  # 36 characters, five dashes
+        ],
+    )
+    def test_text_uuid_refuses_is_a_serialization_error(self, text: str) -> None:
+        with pytest.raises(ValueError):  # noqa: PT011 - the stdlib's own refusal
+            UUID(text)
+        data = f'{{"product_id": "{text}", "quantity": 1, "unit_price": "1"}}'
+        with pytest.raises(SerializationError, match="product_id"):
+            EventSerializer().decode(stored(data), stream_id=STREAM, version=1)
+
+
 @attrs.frozen
 class PriceV1(DomainEvent):
     amount: str

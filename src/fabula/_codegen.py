@@ -19,6 +19,8 @@ from uuid import UUID
 import attrs
 import cattrs
 
+from fabula._uuids import uuid_from_hex
+
 __all__ = ["Mismatch", "fast_decoder", "fast_encoder"]
 
 
@@ -39,7 +41,12 @@ def _fields(cls: type) -> list[attrs.Attribute[Any]]:
 def fast_decoder(cls: type, converter: cattrs.Converter) -> Callable[..., Any]:
     """Generate `decode(payload, aggregate_id, version, event_id, timestamp, metadata)`."""
     fields = _fields(cls)
-    env: dict[str, Any] = {"Mismatch": Mismatch, "cls": cls, "UUID": UUID, "Decimal": Decimal}
+    env: dict[str, Any] = {
+        "Mismatch": Mismatch,
+        "cls": cls,
+        "Decimal": Decimal,
+        "uuid_from_hex": uuid_from_hex,
+    }
     lines = [
         "def decode(p, aggregate_id, version, event_id, timestamp, metadata):",
         f"    if len(p) != {len(fields)}:",
@@ -51,10 +58,19 @@ def fast_decoder(cls: type, converter: cattrs.Converter) -> Callable[..., Any]:
         if tp in _SCALARS or tp is float:
             env[f"t{i}"] = tp
             lines.append(f"    if v{i}.__class__ is not t{i}: raise Mismatch")
-        elif tp is UUID or tp is Decimal:
+        elif tp is UUID:
+            # UUID(text) strips every dash and reads 32 hex digits: so does this,
+            # for the 36-character form only, without UUID.__init__'s checks.
             lines += [
                 f"    if v{i}.__class__ is not str: raise Mismatch",
-                f"    v{i} = {'UUID' if tp is UUID else 'Decimal'}(v{i})",
+                f"    h = v{i}.replace('-', '')",
+                f"    if len(v{i}) != 36 or len(h) != 32: raise Mismatch",
+                f"    v{i} = uuid_from_hex(h)",
+            ]
+        elif tp is Decimal:
+            lines += [
+                f"    if v{i}.__class__ is not str: raise Mismatch",
+                f"    v{i} = Decimal(v{i})",
             ]
         else:
             env[f"h{i}"], env[f"T{i}"] = converter.get_structure_hook(tp), tp

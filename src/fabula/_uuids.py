@@ -19,7 +19,7 @@ import time
 from typing import Final
 from uuid import UUID, SafeUUID
 
-__all__ = ["new_event_id", "uuid_from_bytes"]
+__all__ = ["new_event_id", "uuid_from_bytes", "uuid_from_hex"]
 
 _new = object.__new__
 _set = object.__setattr__
@@ -71,3 +71,16 @@ def uuid_from_bytes(raw: bytes) -> UUID:
     if raw.__class__ is not bytes or len(raw) != 16:  # noqa: PLR2004 - a UUID's size
         return UUID(bytes=raw)  # raises the usual error
     return _made(_from_bytes(raw))
+
+
+def uuid_from_hex(digits: str) -> UUID:
+    """`UUID(digits)` for text that is 32 hex digits once its dashes are gone (no range check).
+
+    The generated decoders call it after checking that the text is 36
+    characters with four dashes: `int(digits, 16)` of 32 digits is always
+    a 128-bit value, and the same one `UUID(text)` computes.
+
+    Raises:
+        ValueError: `digits` is not hexadecimal.
+    """
+    return _made(int(digits, 16))
