@@ -35,7 +35,9 @@ from fabula.exceptions import (
 )
 from fabula.memory import InMemoryEventStore
 from fabula.sqlite import SQLiteEventStore, Synchronous
+from fabula.sqlite import _checkpoints as checkpoints
 from fabula.sqlite import _schema as sql
+from fabula.sqlite import _writer as writer_module
 from fabula.sqlite._schema import SCHEMA_VERSION
 from fabula.testing import (
     Deposited,
@@ -382,6 +384,56 @@ class TestWriteAheadLog:
         assert largest < 12 << 20, f"the WAL grew to {largest} bytes"
         assert path.stat().st_size > 1 << 20  # the events did reach the database file
 
+    async def test_a_cancelled_writer_lets_its_checkpoint_end_before_the_next_write(
+        self, tmp_path: Path, open_sqlite: OpenSQLite, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The writer task cancelled (say, at loop teardown) mid-checkpoint: no write overlaps it.
+
+        The checkpoint runs on the writer connection in the writer's thread;
+        the task waits for it to end before it stops, so the next append's
+        BEGIN on the loop never meets a checkpoint still running.
+        """
+        monkeypatch.setattr(checkpoints, "_REUSE_COMMITS", 1)  # a checkpoint after every commit
+        in_checkpoint = threading.Event()
+        passive = checkpoints.Checkpoints._passive
+
+        def slow_passive(self: checkpoints.Checkpoints) -> bool:
+            in_checkpoint.set()
+            time.sleep(0.2)
+            try:
+                return passive(self)
+            finally:
+                in_checkpoint.clear()
+
+        monkeypatch.setattr(checkpoints.Checkpoints, "_passive", slow_passive)
+        store = open_sqlite(tmp_path / "e.db", synchronous="FULL")
+        await store.append("a", [deposit(0)], expected_version=0)  # a checkpoint is now due
+        first = asyncio.create_task(store.append("a", [deposit(1)], expected_version=1))
+        while not in_checkpoint.is_set():  # noqa: ASYNC110 - a thread's event, not the loop's
+            await asyncio.sleep(0.001)
+        writer_task = store._writer._writer_task
+        assert writer_task is not None
+        writer_task.cancel()
+        overlapping: list[str] = []  # run on the loop's thread while the checkpoint runs
+        loop_thread = threading.get_ident()
+
+        def trace(statement: str) -> None:
+            if in_checkpoint.is_set() and threading.get_ident() == loop_thread:
+                overlapping.append(statement)
+
+        store._writer.connection.set_trace_callback(trace)
+        second = asyncio.create_task(store.append("b", [deposit(2)], expected_version=0))
+        outcomes = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 10)
+        assert overlapping == []
+        # Queued behind the cancelled writer: each is stored, or cancelled and not stored.
+        for stream, outcome in zip(("a", "b"), outcomes, strict=True):
+            assert isinstance(outcome, AppendResult | asyncio.CancelledError), outcome
+            stored = len(await store.read_stream(stream))
+            assert stored == {"a": 1, "b": 0}[stream] + isinstance(outcome, AppendResult)
+        stored = len(await store.read_stream("b"))
+        await store.append("b", [deposit(3)], expected_version=stored)  # a new writer task
+        assert len(await store.read_stream("b")) == stored + 1
+
     def test_the_limit_must_be_a_sane_size(self, tmp_path: Path) -> None:
         for bad in (0, 1000, True, 2.5e6, "64MB"):
             with pytest.raises(ValueError, match="wal_limit"):
@@ -411,13 +463,16 @@ class TestFailures:
         assert 1 <= commits <= 8
 
     async def test_one_caller_commits_on_the_loop_at_full(
-        self, tmp_path: Path, open_sqlite: OpenSQLite
+        self, tmp_path: Path, open_sqlite: OpenSQLite, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         """Appends one after another, nobody else waiting: each commit is made on the loop's thread.
 
         It saves the writer thread's two wake-ups per commit; concurrent
-        appends still share a commit (the test above).
+        appends still share a commit (the test above). The disk is taken
+        to be fast whatever it is: on a loaded machine syncs can average
+        over the limit, which sends commits to the thread (the next test).
         """
+        monkeypatch.setattr(writer_module, "_SLOW_SYNC", float("inf"))
         store = open_sqlite(tmp_path / "e.db", synchronous="FULL")
         threads: list[int] = []
         store._writer.connection.set_trace_callback(

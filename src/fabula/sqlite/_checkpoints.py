@@ -18,11 +18,17 @@ Three kinds, each for its own reason:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+InWorker = Callable[[Callable[[], T]], Awaitable[T]]
+"""Runs a function on the writer connection in the writer's thread; a cancellation
+waits for it to end before it is raised (`Writer._in_worker`)."""
 
 __all__ = ["Checkpoints"]
 
@@ -74,23 +80,24 @@ class Checkpoints:
         self._since_side = 0
         self._side = asyncio.get_running_loop().create_task(asyncio.to_thread(self._checkpoint))
 
-    async def run_due(self, worker: ThreadPoolExecutor) -> None:
-        """Run the checkpoint that is due on the writer connection, in `worker`."""
+    async def run_due(self, in_worker: InWorker[bool]) -> None:
+        """Run the checkpoint that is due on the writer connection, through `in_worker`."""
         if self._restart_due:
-            await self._restart(worker)
+            await self._restart(in_worker)
         elif self._reuse_due:
-            await self._reuse(worker)
+            await self._reuse(in_worker)
 
     async def finish(self) -> None:
         """Wait for a running side checkpoint."""
         if self._side is not None:
-            with contextlib.suppress(Exception):
-                await self._side
+            await asyncio.wait({self._side})
+            if not self._side.cancelled():
+                self._side.exception()  # retrieved: a failed side checkpoint is not an error
 
     def _side_running(self) -> bool:
         return self._side is not None and not self._side.done()
 
-    async def _reuse(self, worker: ThreadPoolExecutor) -> None:
+    async def _reuse(self, in_worker: InWorker[bool]) -> None:
         """Checkpoint between two commits, so that the next commit may write the WAL from its start.
 
         SQLite starts the log over at the next commit once a checkpoint has
@@ -101,13 +108,16 @@ class Checkpoints:
         self._reuse_due, self._since_reuse = False, (0, 0)
         if self._side_running():
             return  # a side checkpoint is copying: try again later
-        await asyncio.get_running_loop().run_in_executor(worker, self._passive)
+        await in_worker(self._passive)
 
-    def _passive(self) -> None:
-        with contextlib.suppress(sqlite3.Error):  # an I/O error: a later checkpoint tries again
+    def _passive(self) -> bool:
+        try:
             self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:
+            return False  # an I/O error: a later checkpoint tries again
+        return True
 
-    async def _restart(self, worker: ThreadPoolExecutor) -> None:
+    async def _restart(self, in_worker: InWorker[bool]) -> None:
         """Checkpoint the whole WAL between two commits, so that the next commit starts it over.
 
         Side checkpoints run beside the writer, so under sustained writes
@@ -121,9 +131,10 @@ class Checkpoints:
         again once the WAL has grown by another half of the limit.
         """
         self._restart_due = False
+        self._reuse_due, self._since_reuse = False, (0, 0)  # a restart copies everything
         if self._side is not None and not self._side.done():
             await asyncio.wait({self._side})  # one checkpointer at a time
-        done = await asyncio.get_running_loop().run_in_executor(worker, self._restart_now)
+        done = await in_worker(self._restart_now)
         self._since_side = 0
         self._restart_at = self._wal_limit if done else _size(self._wal) + self._wal_limit // 2
 

@@ -119,8 +119,9 @@ class Writer:
         if self._queue_ready is not None:
             self._queue_ready.set()
         if self._writer_task is not None:
-            with contextlib.suppress(Exception):
-                await self._writer_task
+            # Its own end, whatever it was (a cancelled writer ends cancelled):
+            # not an error of this caller's.
+            await _ended(self._writer_task)
         await self._checkpoints.finish()
 
     async def close(self) -> None:
@@ -201,7 +202,9 @@ class Writer:
         try:
             await asyncio.sleep(0)
         except asyncio.CancelledError:
-            self._queue = [queued for queued in self._queue if queued is not job]  # not written
+            # Still queued: never written. (Taken by the writer task meanwhile, it
+            # may commit, as for a caller cancelled while awaiting its future.)
+            self._queue = [queued for queued in self._queue if queued is not job]
             raise
         if len(self._queue) == 1 and self._queue[0] is job and self._idle():
             self._queue.clear()
@@ -245,21 +248,29 @@ class Writer:
     async def _write_loop(self) -> None:
         ready = self._queue_ready
         assert ready is not None  # noqa: S101 - created before this task
-        while True:
-            if not self._queue:
-                if self._finishing:
-                    return
-                ready.clear()
-                await ready.wait()
-                continue
-            self._owned = True
-            try:
-                if self._checkpoints.due:
-                    await self._checkpoints.run_due(self._worker())
-                group, self._queue = self._queue, []
-                await self._write_group(group)
-            finally:
-                self._owned = False
+        try:
+            while True:
+                if not self._queue:
+                    if self._finishing:
+                        return
+                    ready.clear()
+                    await ready.wait()
+                    continue
+                self._owned = True
+                try:
+                    if self._checkpoints.due:
+                        await self._checkpoints.run_due(self._in_worker)
+                    group, self._queue = self._queue, []
+                    await self._write_group(group)
+                finally:
+                    self._owned = False
+        except asyncio.CancelledError:
+            # The writer itself was cancelled (the loop is ending, say): what is
+            # still queued was never written; its callers must not wait forever.
+            queued, self._queue = self._queue, []
+            for job in queued:
+                job.future.cancel()
+            raise
 
     async def _write_group(self, group: list[_Job]) -> None:
         """Run a group of jobs in one transaction and settle every job's future.
@@ -394,11 +405,14 @@ class Writer:
                 await asyncio.wrap_future(done)
             except asyncio.CancelledError:
                 # The commit is running on our connection: let it finish, report
-                # its outcome, and deliver the cancellation at the next await.
-                done.result()
+                # its outcome, and deliver the cancellation at the next await
+                # (even when the commit failed).
                 task = asyncio.current_task()
-                if task is not None:
-                    task.cancel()
+                try:
+                    done.result()
+                finally:
+                    if task is not None:
+                        task.cancel()
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
 
@@ -414,6 +428,13 @@ class Writer:
     def _after_commit(self, events: int) -> None:
         if not self._in_memory:
             self._checkpoints.committed(events)
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait for `task` to end, however it ends, and retrieve its error (logged by nobody)."""
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.exception()
 
 
 def _settle(
