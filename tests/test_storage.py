@@ -1,22 +1,26 @@
 """The decisions `fabula.storage` gives store authors: checked batches and duplicate ids."""
 
 from decimal import Decimal
-from uuid import UUID
+from typing import Any
+from uuid import UUID, uuid4
 
 import attrs
 import pytest
 
-from fabula import EventSerializer, ExpectedVersion, StreamAppend
+from fabula import DomainEvent, EventSerializer, ExpectedVersion, StreamAppend
 from fabula.exceptions import DuplicateEventIdError
 from fabula.storage import (
     PendingAppend,
     StoredEvent,
+    decode_rows,
     explain_duplicate,
     match_retry,
     prepare_append,
     prepare_appends,
 )
 from fabula.testing import Deposited, deposit
+
+from .support.domain import OrderItemAdded
 
 SERIALIZER = EventSerializer()
 
@@ -127,3 +131,83 @@ class TestMatchRetry:
         )
         with pytest.raises(DuplicateEventIdError, match="other content"):
             match_retry(part, stored_as(other, stream_id="acc-1", versions=[1]))
+
+
+class TestDecodeRows:
+    """`decode_rows`: a store's rows to `RecordedEvent`s, on the generated decoders."""
+
+    @staticmethod
+    def row(position: int, event: DomainEvent[Any], stream_id: str) -> tuple[Any, ...]:
+        """The row a SQL store keeps for `event`, in `decode_rows`' column order."""
+        record = SERIALIZER.encode(event)
+        return (
+            position,
+            stream_id,
+            event.version,
+            record.event_id,
+            record.type_name,
+            record.schema_version,
+            record.timestamp,
+            record.data,
+            record.metadata,
+        )
+
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Two UUID streams and a text stream, interleaved, as a log would hold them."""
+        first, second = uuid4(), uuid4()
+        order: list[tuple[UUID | str, int]] = [
+            (first, 1), (first, 2), (second, 1), ("acc-1", 1), (first, 3), (second, 2),
+        ]  # fmt: skip
+        out = []
+        for position, (stream, version) in enumerate(order, start=1):
+            event: DomainEvent[Any]
+            if isinstance(stream, UUID):
+                event = OrderItemAdded(
+                    product_id=uuid4(),
+                    quantity=position,
+                    unit_price=Decimal("1.50"),
+                    aggregate_id=stream,
+                    version=version,
+                )
+            else:
+                event = attrs.evolve(deposit(position), aggregate_id=stream, version=version)
+            out.append(self.row(position, event, str(stream)))
+        return out
+
+    def test_each_event_carries_its_own_streams_id(self) -> None:
+        """Streams interleaved: every event gets its stream's id, typed as its class declares."""
+        rows = self.rows()
+        decoded = decode_rows(SERIALIZER, rows, event_id=lambda i: i, timestamp=lambda t: t)
+        for recorded, row in zip(decoded, rows, strict=True):
+            stream_id = row[1]
+            assert recorded.stream_id == stream_id
+            assert str(recorded.event.aggregate_id) == stream_id
+            expected_type = str if stream_id == "acc-1" else UUID
+            assert type(recorded.event.aggregate_id) is expected_type
+            assert recorded.position == row[0]
+            assert recorded.event.version == row[2]
+
+    def test_the_same_events_as_the_checked_decode(self) -> None:
+        """Row by row, equal to what `EventSerializer.decode_fields` makes."""
+        rows = self.rows()
+        decoded = decode_rows(SERIALIZER, rows, event_id=lambda i: i, timestamp=lambda t: t)
+        for recorded, row in zip(decoded, rows, strict=True):
+            position, stream_id, version, event_id, type_name, schema, stamp, data, meta = row
+            assert recorded.event == SERIALIZER.decode_fields(
+                type_name=type_name, schema_version=schema, event_id=event_id, timestamp=stamp,
+                data=data, metadata=meta, stream_id=stream_id, version=version,
+                position=position,
+            )  # fmt: skip
+
+    def test_rows_a_store_wrote_take_the_generated_decoders(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No row of a current schema and plain fields falls back to the checked path."""
+        rows = self.rows()
+
+        def checked(*_: object, **__: object) -> DomainEvent[Any]:
+            raise AssertionError("a row took the checked path")
+
+        monkeypatch.setattr(EventSerializer, "decode_fields", checked)
+        decoded = decode_rows(SERIALIZER, rows, event_id=lambda i: i, timestamp=lambda t: t)
+        assert len(decoded) == len(rows)
