@@ -203,24 +203,23 @@ class EventSerializer:
             SerializationError: The payload does not fit the class.
             UpcastError: No upcaster chain leads from its schema version.
         """
-        entry = self.registry.by_name(type_name)
-        if entry is None:
-            raise UnknownEventTypeError(type_name, stream_id=stream_id, position=position)
-        if schema_version == entry.version:
-            fast = self._fast_decoders.get(entry.cls)
-            if fast is None:
-                fast = self._fast_decoders[entry.cls] = self._build_fast_decoder(entry.cls)
+        path = self.fast_path(type_name, schema_version)
+        if path is not None:
+            fast, kind = path
             try:
-                return fast(  # type: ignore[no-any-return]
+                return fast(
                     decode_json(data),
-                    stream_id_as(id_type(entry.cls), stream_id),
+                    stream_id_as(kind, stream_id),
                     version,
                     event_id,
                     timestamp,
-                    self._decode_metadata(metadata),
+                    decode_metadata(metadata),
                 )
             except Exception:  # noqa: BLE001, S110 - the checked path below explains it
                 pass
+        entry = self.registry.by_name(type_name)
+        if entry is None:
+            raise UnknownEventTypeError(type_name, stream_id=stream_id, position=position)
         record = SerializedEvent(
             event_id=event_id,
             type_name=type_name,
@@ -274,7 +273,7 @@ class EventSerializer:
             payload["version"] = version
             payload["event_id"] = record.event_id
             payload["timestamp"] = record.timestamp
-            payload["metadata"] = self._decode_metadata(record.metadata)
+            payload["metadata"] = decode_metadata(record.metadata)
             return self._decoder(entry.cls)(payload, entry.cls)  # type: ignore[no-any-return]
         except UpcastError:
             raise
@@ -368,10 +367,6 @@ class EventSerializer:
         if metadata.headers:
             out["headers"] = dict(metadata.headers)
         return encode_json(out)
-
-    @staticmethod
-    def _decode_metadata(text: str) -> EventMetadata:
-        return decode_metadata(text)
 
 
 def decode_metadata(text: str) -> EventMetadata:

@@ -4,10 +4,13 @@ Appends that arrive while a commit is in flight are committed together
 (group commit), each undoable on its own (a savepoint where it writes more
 than one statement), so every caller gets its own result or its own error,
 and one caller's failure never rolls back another's events. With
-`synchronous="FULL"` the commit, which waits for the disk, runs in a worker
-thread, so the event loop is never blocked by a disk sync. At `"NORMAL"`
-(or in memory) a commit does not wait for the disk, and a write made while
-no other is queued runs at once.
+`synchronous="FULL"` a group's commit, which waits for the disk, runs in a
+worker thread, so the event loop goes on while the appends wait; an append
+that is alone after one turn of the loop commits on the loop, where the
+sync costs less than waking the thread and then the loop again (unless the
+disk is slow: see `Writer._try_inline`). At `"NORMAL"` (or in memory) a
+commit does not wait for the disk, and a write made while no other is
+queued runs at once.
 
 Between two groups the writer task runs the WAL checkpoints that are due
 (`fabula.sqlite._checkpoints`).
