@@ -7,8 +7,8 @@ builds the UUID the way `UUID.__init__` ends: by setting its two slots.
 New event ids are UUIDs of version 7 (RFC 9562, section 5.7): the first 48
 bits are Unix milliseconds, so ids made one after another sort together.
 A store's unique index on event ids then grows at its end, one page per
-commit, rather than at a random page for every event: on SQLite that is a
-third of the write-ahead log per batch of 100 events (see
+commit, rather than at a random page for every event: on SQLite a batch
+of 100 events writes less than half the write-ahead log it did (see
 docs/performance.md).
 """
 

@@ -9,7 +9,7 @@ Three kinds, each for its own reason:
   between two commits: `reuse`) lets SQLite write the log from its start
   again at the next commit. A commit that writes over pages the file
   already has costs the disk sync much less than one that grows the file
-  (~180-250 us against ~350-470 us here; see docs/performance.md).
+  (~180-200 us against ~360 us here; see docs/performance.md).
 - A restart when the log passes `wal_limit` (RESTART, between two commits,
   waiting up to 0.1 s for readers of older frames) bounds the log when
   readers kept the other two from letting SQLite start it over.
