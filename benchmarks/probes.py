@@ -2,6 +2,7 @@
 
     python benchmarks/probes.py ids          # random vs time-ordered event ids, raw sqlite3
     python benchmarks/probes.py wal          # a commit's sync: WAL written over vs grown
+    python benchmarks/probes.py reuse        # fabula's own WAL checkpoints on and off, by level
     python benchmarks/probes.py decode       # fabula's row decode vs a decoder written by hand
     python benchmarks/probes.py upserts      # a projection's two upserts: execute vs executemany
     python benchmarks/probes.py timestamps   # timestamps as ISO text vs integers, both ways
@@ -39,7 +40,7 @@ import fabula
 from fabula import RecordedEvent
 from fabula._events import EventMetadata
 from fabula._uuids import new_event_id, uuid_from_bytes, uuid_from_hex
-from fabula.sqlite import SQLiteEventStore
+from fabula.sqlite import SQLiteEventStore, Synchronous
 from fabula.sqlite import _schema as schema
 
 
@@ -103,6 +104,38 @@ def wal(scratch: Path) -> None:
                     conn.execute("COMMIT")
                     spent.append(time.perf_counter() - start)
             print(f"WAL {name:13s} commit median {statistics.median(spent) * 1e6:5.0f} us")
+
+
+def reuse(scratch: Path) -> None:
+    """One caller's commands per second with the writer's own WAL checkpoints on and off.
+
+    Medians of four alternating runs of `command_floor`'s command path at
+    each synchronous level, the checkpoints forced on or off whatever the
+    level (fabula takes them at FULL only).
+    """
+    import command_floor  # noqa: PLC0415 - the local benchmark module
+
+    from fabula.sqlite import _checkpoints  # noqa: PLC0415 - patched below, for this probe only
+
+    shipped = _checkpoints.Checkpoints.__init__
+    for level in ("NORMAL", "FULL"):
+        synchronous: Synchronous = "FULL" if level == "FULL" else "NORMAL"
+        rates: dict[bool, list[float]] = {True: [], False: []}
+        for run in range(4):
+            for forced, rate in rates.items():
+
+                def init(self: Any, *args: Any, forced: bool = forced, **options: Any) -> None:  # noqa: ANN401
+                    shipped(self, *args, **{**options, "reuse": forced})
+
+                _checkpoints.Checkpoints.__init__ = init  # type: ignore[method-assign]
+                path = scratch / f"reuse-{level}-{run}-{forced}.db"
+                try:
+                    commands = command_floor.fabula_commands(path, synchronous, on_loop=False)
+                    rate.append(asyncio.run(commands))
+                finally:
+                    _checkpoints.Checkpoints.__init__ = shipped  # type: ignore[method-assign]
+        on, off = statistics.median(rates[True]), statistics.median(rates[False])
+        print(f"{level:6s} checkpoints on {on:6,.0f} cmd/s, off {off:6,.0f} cmd/s")
 
 
 def _hand_written(rows: list[Any]) -> list[RecordedEvent]:
@@ -222,6 +255,7 @@ def main() -> None:
     probes: dict[str, Callable[[Path], None]] = {
         "ids": ids,
         "wal": wal,
+        "reuse": reuse,
         "decode": decode,
         "upserts": upserts,
         "timestamps": timestamps,

@@ -5,11 +5,14 @@ Three kinds, each for its own reason:
 - A side checkpoint every 5,000 events (PASSIVE, on a connection of its own,
   in a thread beside the writer) copies the log into the database while
   appends go on, so that its disk syncs are not inside a commit.
-- The writer's own checkpoint every 256 commits or 2,048 events (PASSIVE,
-  between two commits: `reuse`) lets SQLite write the log from its start
-  again at the next commit. A commit that writes over pages the file
-  already has costs the disk sync much less than one that grows the file
-  (~180-200 us against ~360 us here; see docs/performance.md).
+- At synchronous=FULL, the writer's own checkpoint every 256 commits or
+  2,048 events (PASSIVE, between two commits: `reuse`) lets SQLite write
+  the log from its start again at the next commit. A commit that writes
+  over pages the file already has costs the disk sync much less than one
+  that grows the file (~180-200 us against ~360 us here; see
+  docs/performance.md). At NORMAL a commit does not sync, so there is
+  nothing to gain, and the checkpoint would stop the writer meanwhile: one
+  caller's commands ran ~15% slower with it (`benchmarks/probes.py reuse`).
 - A restart when the log passes `wal_limit` (RESTART, between two commits,
   waiting up to 0.1 s for readers of older frames) bounds the log when
   readers kept the other two from letting SQLite start it over.
@@ -46,10 +49,13 @@ class Checkpoints:
             between two of its transactions, in its worker thread).
         path: The database file.
         wal_limit: The size in bytes past which the WAL is restarted.
+        reuse: Checkpoint every few hundred commits so that the WAL is
+            written over (at synchronous=FULL).
     """
 
-    def __init__(self, conn: sqlite3.Connection, *, path: str, wal_limit: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, *, path: str, wal_limit: int, reuse: bool) -> None:
         self._conn = conn
+        self._reuse_on = reuse
         self._path = path
         self._wal = f"{path}-wal"
         self._wal_limit = wal_limit
@@ -70,7 +76,7 @@ class Checkpoints:
         commits, since = self._since_reuse
         commits, since = commits + 1, since + events
         self._since_reuse = (commits, since)
-        if commits >= _REUSE_COMMITS or since >= _REUSE_EVENTS:
+        if self._reuse_on and (commits >= _REUSE_COMMITS or since >= _REUSE_EVENTS):
             self._reuse_due = True
         if not self._restart_due and _size(self._wal) > self._restart_at:
             self._restart_due = True  # the next write restarts the WAL first

@@ -105,7 +105,9 @@ class Writer:
         self._finishing = False
         # One thread commits (waits for the disk) at synchronous=FULL.
         self._committer: ThreadPoolExecutor | None = None
-        self._checkpoints = Checkpoints(conn, path=path, wal_limit=wal_limit)
+        self._checkpoints = Checkpoints(
+            conn, path=path, wal_limit=wal_limit, reuse=not commit_inline
+        )
         self._owned = False  # the writer task holds the connection (a group, a checkpoint)
         self._sync_time = 0.0  # a moving average of a FULL commit's seconds, wherever it ran
 
