@@ -45,7 +45,8 @@ def new_event_id() -> UUID:
 
     The 12 bits after the version hold the fraction of the millisecond (in
     steps of about 0.24 µs), so ids made in one process sort in the order
-    they were made, unless the clock is set back. The order of event ids
+    they were made, except two made within one step (their random bits
+    decide) or across a clock set back. The order of event ids
     means nothing to fabula (positions and versions order events); it only
     keeps index writes together.
     """
