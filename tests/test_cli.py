@@ -710,3 +710,150 @@ def test_lease_holders_whatever_the_sign_of_the_lock_key() -> None:
         assert after == set()
     finally:
         drop_schemas([schema])
+
+
+async def open_store(kind: str, location: str, schema: str) -> fabula.Store:
+    if kind == "sqlite":
+        return SQLiteEventStore(location)
+    store = PostgresEventStore(location, schema=schema)
+    await store.open()
+    return store
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def reacting(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A store where reaction `mirror` parked stream acc-1 and one timer is pending."""
+    from .support.reactions import Mirror, Note, make_bus  # noqa: PLC0415 - only these tests
+
+    schema = "public"
+    if request.param == "sqlite":
+        location = str(tmp_path / "r.db")
+    else:
+        location, schema = require_postgres(), new_schema()
+
+    async def build() -> None:
+        store = await open_store(request.param, location, schema)
+        try:
+            for s in range(3):
+                events = [Deposited(amount=Decimal(1)), Deposited(amount=Decimal(2))]
+                await store.append(f"acc-{s}", events, expected_version=0)
+            failing = Mirror(fails=lambda r: r.stream_id == "acc-1")
+            reactor = fabula.Reactor(
+                store, make_bus(store), [failing], attempts=2, retry_delay=0.001
+            )
+            await reactor.catch_up()
+            soon = datetime.now(UTC) + timedelta(hours=3)
+            timers = fabula.Timers(store, make_bus(store))
+            await timers.schedule("expire:o-1", at=soon, command=Note(tally="t", source=1))
+        finally:
+            await store.close()
+
+    asyncio.run(build())
+    try:
+        yield Store(request.param, location, schema)
+    finally:
+        if request.param != "sqlite":
+            drop_schemas([schema])
+
+
+class TestReactions:
+    def test_status_shows_checkpoints_and_parked_streams(
+        self, reacting: Store, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Each reaction's checkpoint, what follows it, and what it parked."""
+        code, out, _ = run(capsys, *reacting.args, "reactions", "status", "--json")
+        assert code == 0
+        (row,) = json_lines(out)
+        assert (row["name"], row["parked_streams"], row["parked_events"]) == ("mirror", 1, 2)
+        assert row["events_after"] >= 0
+        assert row["checkpoint"] > 0
+        code, out, _ = run(capsys, *reacting.args, "reactions", "status")
+        header, line = out.splitlines()
+        assert header.split()[:2] == ["reaction", "checkpoint"]
+        assert "1 stream, 2 events" in line
+
+    def test_parked_lists_each_event_with_its_error(
+        self, reacting: Store, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The failing event carries its attempts and error; the one behind it waits."""
+        code, out, _ = run(capsys, *reacting.args, "reactions", "parked", "--json")
+        assert code == 0
+        first, second = json_lines(out)
+        assert (first["stream_id"], first["attempts"], second["attempts"]) == ("acc-1", 2, 0)
+        assert first["error"].startswith("RuntimeError('cannot handle")
+        assert second["error"] is None
+        _, out, _ = run(capsys, *reacting.args, "reactions", "parked", "mirror")
+        assert out.splitlines()[1].split()[:2] == ["mirror", "acc-1"]
+        _, out, _ = run(capsys, *reacting.args, "reactions", "parked", "other")
+        assert out == "nothing is parked\n"
+
+    def test_skip_records_a_request_the_running_reaction_carries_out(
+        self, reacting: Store, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """skip marks the stream's first parked event; a reactor then drains the stream."""
+        from .support.reactions import Mirror, make_bus  # noqa: PLC0415 - only these tests
+
+        code, out, err = run(
+            capsys, *reacting.args, "reactions", "skip", "mirror", "acc-1", "--reason", "bad data"
+        )
+        assert (code, err) == (0, "")
+        assert "skip requested for stream acc-1 of reaction mirror" in out
+        _, out, _ = run(capsys, *reacting.args, "reactions", "parked", "--json")
+        assert [(p["request"], p["reason"]) for p in json_lines(out)] == [
+            ("skip", "bad data"),
+            (None, None),
+        ]
+
+        async def drain() -> tuple[int, list[fabula.ParkedEvent]]:
+            store = await open_store(reacting.kind, reacting.store, reacting.schema)
+            try:
+                await fabula.Reactor(store, make_bus(store), [Mirror()]).catch_up()
+                skips = await store.load_skips("reaction:mirror")
+                return len(skips), await store.load_parked()
+            finally:
+                await store.close()
+
+        assert asyncio.run(drain()) == (1, [])
+
+    def test_requests_are_checked(
+        self, reacting: Store, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A stream not parked exits 1 with one line; a skip needs a reason (exit 2)."""
+        code, out, err = run(capsys, *reacting.args, "reactions", "retry", "mirror", "acc-0")
+        assert (code, out) == (1, "")
+        assert err == "fabula: error: stream 'acc-0' is not parked in reaction 'mirror'\n"
+        code, _, err = run(capsys, *reacting.args, "reactions", "skip", "mirror", "acc-1")
+        assert code == 2
+        assert "--reason" in err
+        code, _, err = run(
+            capsys, *reacting.args, "reactions", "skip", "mirror", "acc-1", "--reason", " "
+        )
+        assert code == 2
+        assert "say why" in err
+
+    def test_timers_lists_the_pending_ones(
+        self, reacting: Store, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Pending timers with when they are due and what they dispatch."""
+        code, out, _ = run(capsys, *reacting.args, "timers", "--json")
+        assert code == 0
+        (timer,) = json_lines(out)
+        assert (timer["name"], timer["attempts"], timer["last_error"]) == ("expire:o-1", 0, None)
+        assert timer["command_type"] == "tests.support.reactions:Note"
+        _, out, _ = run(capsys, *reacting.args, "timers")
+        header, line = out.splitlines()
+        assert header.split()[:3] == ["timer", "due", "at"]
+        assert line.split()[0] == "expire:o-1"
+        assert "in 2 h" in line
+        assert line.split()[-2:] == ["Note", "0"]
+
+    def test_an_empty_store_says_so(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A store no reaction ran on answers in words, not an empty table."""
+        path = str(tmp_path / "empty.db")
+        asyncio.run(SQLiteEventStore(path).close())
+        assert run(capsys, "--store", path, "reactions", "status")[1] == (
+            "no reaction has run on this store\n"
+        )
+        assert run(capsys, "--store", path, "timers")[1] == "no timer is pending\n"

@@ -11,8 +11,10 @@ from fabula.testing import (
     EventStoreContract,
     IdempotencyStoreContract,
     ProjectionStoreContract,
+    ReactionStoreContract,
     SnapshotStoreContract,
     StoreFactory,
+    TimerStoreContract,
     deposit,
 )
 
@@ -22,6 +24,8 @@ class TestInMemoryEventStoreContract(
     ProjectionStoreContract,
     SnapshotStoreContract,
     IdempotencyStoreContract,
+    ReactionStoreContract,
+    TimerStoreContract,
 ):
     """InMemoryEventStore passes every capability's contract."""
 

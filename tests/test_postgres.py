@@ -22,8 +22,10 @@ from fabula.testing import (
     EventStoreContract,
     IdempotencyStoreContract,
     ProjectionStoreContract,
+    ReactionStoreContract,
     SnapshotStoreContract,
     StoreFactory,
+    TimerStoreContract,
     deposit,
 )
 
@@ -71,6 +73,8 @@ class TestPostgresContract(
     ProjectionStoreContract,
     SnapshotStoreContract,
     IdempotencyStoreContract,
+    ReactionStoreContract,
+    TimerStoreContract,
 ):
     """PostgresEventStore passes every capability's contract unchanged."""
 
@@ -109,7 +113,7 @@ class TestSchema:
         async with PostgresEventStore(url, schema=store.schema) as again:
             assert len(await again.read_stream("acc-1")) == 1
             rows = await migrations(again)
-        assert rows == [(1, None)]
+        assert rows == [(version, None) for version in range(1, sql.SCHEMA_VERSION + 1)]
 
     async def test_a_schema_from_a_newer_fabula_is_refused(self, store: PostgresEventStore) -> None:
         """A schema version above this fabula's raises SchemaVersionError, naming both."""

@@ -44,8 +44,10 @@ from fabula.testing import (
     EventStoreContract,
     IdempotencyStoreContract,
     ProjectionStoreContract,
+    ReactionStoreContract,
     SnapshotStoreContract,
     StoreFactory,
+    TimerStoreContract,
     deposit,
 )
 
@@ -57,6 +59,8 @@ class TestSQLiteFileContract(
     ProjectionStoreContract,
     SnapshotStoreContract,
     IdempotencyStoreContract,
+    ReactionStoreContract,
+    TimerStoreContract,
 ):
     """A file-backed SQLiteEventStore passes every capability's contract."""
 
@@ -77,6 +81,8 @@ class TestSQLiteMemoryContract(
     ProjectionStoreContract,
     SnapshotStoreContract,
     IdempotencyStoreContract,
+    ReactionStoreContract,
+    TimerStoreContract,
 ):
     """An in-memory SQLiteEventStore passes every capability's contract."""
 
@@ -153,6 +159,30 @@ class TestOpening:
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
             version = conn.execute("SELECT value FROM fabula_meta").fetchone()
         assert "fabula_skips" in tables
+        assert version == (str(SCHEMA_VERSION),)
+
+    def test_a_version_2_file_gains_the_reaction_tables(self, tmp_path: Path) -> None:
+        """A file of schema version 2 gains parked events and timers, keeping its events."""
+        path = tmp_path / "events.db"
+
+        async def append() -> None:
+            async with SQLiteEventStore(path) as store:
+                await store.append("acc-1", [deposit()], expected_version=0)
+
+        asyncio.run(append())
+        with closing(sqlite3.connect(path)) as conn, conn:
+            conn.execute("DROP TABLE fabula_parked")
+            conn.execute("DROP TABLE fabula_timers")
+            conn.execute("UPDATE fabula_meta SET value = '2' WHERE key = 'schema_version'")
+
+        async def reopen() -> tuple[int, list[fabula.ParkedEvent], list[fabula.Timer]]:
+            async with SQLiteEventStore(path) as store:
+                events = await store.read_stream("acc-1")
+                return len(events), await store.load_parked(), await store.load_timers()
+
+        assert asyncio.run(reopen()) == (1, [], [])
+        with closing(sqlite3.connect(path)) as conn:
+            version = conn.execute("SELECT value FROM fabula_meta").fetchone()
         assert version == (str(SCHEMA_VERSION),)
 
     def test_an_unreadable_schema_version_is_a_store_error(self, tmp_path: Path) -> None:

@@ -12,7 +12,8 @@ The layers, from the inside out (docs/architecture.md draws them):
 
 - **The kernel** (this package's private modules): events and their
   registry, serialization, aggregates, the repository, commands and
-  queries, projections and pagination. It decides everything that needs
+  queries, projections and pagination, reactions, process managers and
+  durable timers. It decides everything that needs
   no I/O, stores' decisions included (`fabula._stored`,
   `fabula._projection_store`).
 - **The stores**, which only do I/O around those decisions:
@@ -62,9 +63,13 @@ from fabula._events import (
 from fabula._idempotency import Idempotency
 from fabula._middleware import Correlation, LogDispatch, RetryOnConflict
 from fabula._pagination import CursorCodec, KeyPart, Page, check_page_size
+from fabula._process import Process, ProcessManager, ProcessStepped, register_process_events
 from fabula._projection import Projection, VersionGuard, handles
 from fabula._projections import ProjectionFailure, ProjectionState, ProjectionStatus, Projector
 from fabula._public import publish as _publish
+from fabula._reaction import Reaction, ReactionContext, reacts
+from fabula._reaction_store import ParkedEvent, ParkRequest, Timer
+from fabula._reactor import ReactionState, ReactionStatus, Reactor
 from fabula._repository import Repository
 from fabula._serialization import EventSerializer, make_converter
 from fabula._sql import Dialect, ReadModel, Sql, SqlProjection
@@ -77,6 +82,7 @@ from fabula._store import (
     RecordedEvent,
     StreamAppend,
 )
+from fabula._timers import Timers
 from fabula.exceptions import (
     AggregateNotFoundError,
     ConcurrencyError,
@@ -133,6 +139,11 @@ __all__ = [
     "Middleware",
     "Next",
     "Page",
+    "ParkRequest",
+    "ParkedEvent",
+    "Process",
+    "ProcessManager",
+    "ProcessStepped",
     "Projection",
     "ProjectionFailure",
     "ProjectionState",
@@ -140,6 +151,11 @@ __all__ = [
     "Projector",
     "Query",
     "QueryBus",
+    "Reaction",
+    "ReactionContext",
+    "ReactionState",
+    "ReactionStatus",
+    "Reactor",
     "ReadModel",
     "RecordedEvent",
     "Repository",
@@ -151,6 +167,8 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "StreamAppend",
+    "Timer",
+    "Timers",
     "Upcaster",
     "VersionGuard",
     "__version__",
@@ -163,6 +181,8 @@ __all__ = [
     "handles",
     "make_converter",
     "memory",
+    "reacts",
+    "register_process_events",
     "storage",
     "upcaster",
 ]

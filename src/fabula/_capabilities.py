@@ -1,7 +1,8 @@
 """Types that name a whole fabula store, for an application's signatures.
 
 `Store` is what fabula's three stores all are: an event store that also
-keeps projections, snapshots and idempotency records. `SqlStore` adds a
+keeps projections, snapshots, idempotency records, reactions' parked
+events and durable timers. `SqlStore` adds a
 SQL read model (`read_model()`): the SQLite and PostgreSQL stores. Both
 are protocols, so a function typed with one takes any of those stores
 (and a store of one's own that offers the same), with no casts.
@@ -13,6 +14,7 @@ from typing import Protocol, runtime_checkable
 
 from fabula._idempotency import IdempotencyStore
 from fabula._projection_store import ProjectionStore
+from fabula._reaction_store import ReactionStore, TimerStore
 from fabula._snapshots import SnapshotStore
 from fabula._sql import ReadModel
 from fabula._store import EventStore
@@ -21,8 +23,16 @@ __all__ = ["SqlStore", "Store"]
 
 
 @runtime_checkable
-class Store(EventStore, ProjectionStore[object], SnapshotStore, IdempotencyStore, Protocol):
-    """Any of fabula's stores: events, projections, snapshots and idempotency records."""
+class Store(
+    EventStore,
+    ProjectionStore[object],
+    SnapshotStore,
+    IdempotencyStore,
+    ReactionStore,
+    TimerStore,
+    Protocol,
+):
+    """Any of fabula's stores: events, projections, snapshots, idempotency records, reactions."""
 
 
 @runtime_checkable

@@ -149,6 +149,14 @@ class _Bus(Generic[M]):
         self._uses.append(_Use(middleware, types))
         self._chains.clear()
 
+    def message_types(self) -> tuple[type, ...]:
+        """The message types that have a registered handler, in registration order."""
+        return tuple(self._handlers)
+
+    def has_middleware(self, kind: type) -> bool:
+        """Whether middleware of class `kind` wraps every handler (added without `for_types`)."""
+        return any(use.for_types is None and isinstance(use.middleware, kind) for use in self._uses)
+
     async def _dispatch(self, message: object) -> object:
         if not isinstance(message, self._kind):
             msg = f"{message!r} is not a fabula.{self._kind.__name__}"

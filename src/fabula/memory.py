@@ -18,6 +18,7 @@ from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent, require_checkpoint
+from fabula._reaction_store import ParkedEvent, ParkRequest, Timer, checkpoint_name
 from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
 from fabula._store import (
@@ -43,6 +44,10 @@ from fabula.exceptions import (
 )
 
 __all__ = ["InMemoryEventStore"]
+
+
+def _due(timer: Timer) -> tuple[datetime, str]:
+    return timer.due_at, timer.name
 
 
 @attrs.frozen
@@ -86,6 +91,8 @@ class InMemoryEventStore(StoreBase):
     _records: dict[str, IdempotencyRecord] = attrs.field(init=False, factory=dict)
     _checkpoints: dict[str, int] = attrs.field(init=False, factory=dict)
     _skips: dict[str, list[SkippedEvent]] = attrs.field(init=False, factory=dict)
+    _parked: dict[tuple[str, int], ParkedEvent] = attrs.field(init=False, factory=dict)
+    _timers: dict[str, Timer] = attrs.field(init=False, factory=dict)
     _wakeup: Wakeup = attrs.field(init=False, factory=Wakeup)
     _closed: bool = attrs.field(init=False, default=False)
 
@@ -169,6 +176,101 @@ class InMemoryEventStore(StoreBase):
         """Return the events skipped in projection `name` (see `ProjectionStore`)."""
         self._check_open()
         return list(self._skips.get(name, ()))
+
+    async def commit_reaction(
+        self, reaction: str, *, expected: int, position: int, parked: Sequence[ParkedEvent]
+    ) -> None:
+        """Move `reaction`'s checkpoint and keep `parked`, atomically (see `ReactionStore`)."""
+        self._check_open()
+        name = checkpoint_name(reaction)
+        stored = self._checkpoints.get(name, 0)
+        require_checkpoint(name, stored, expected=expected, moving_to=position)
+        for event in parked:
+            self._parked[event.reaction, event.position] = event
+        self._checkpoints[name] = position
+
+    async def load_parked(self, reaction: str | None = None) -> list[ParkedEvent]:
+        """Return parked events, by reaction and position (see `ReactionStore`)."""
+        self._check_open()
+        found = (p for key, p in self._parked.items() if reaction in (None, key[0]))
+        return sorted(found, key=lambda p: (p.reaction, p.position))
+
+    async def request_parked(
+        self, reaction: str, position: int, request: ParkRequest, reason: str | None
+    ) -> bool:
+        """Record an operator's request on a parked event (see `ReactionStore`)."""
+        self._check_open()
+        parked = self._parked.get((reaction, position))
+        if parked is None:
+            return False
+        self._parked[reaction, position] = attrs.evolve(parked, request=request, reason=reason)
+        return True
+
+    async def repark(self, reaction: str, position: int, *, error: str, attempts: int) -> None:
+        """Record that a parked event failed again (see `ReactionStore`)."""
+        self._check_open()
+        parked = self._parked.get((reaction, position))
+        if parked is not None:
+            self._parked[reaction, position] = attrs.evolve(
+                parked, error=error, attempts=attempts, request=None, reason=None
+            )
+
+    async def release_parked(
+        self, reaction: str, position: int, *, skipped: tuple[str, str] | None = None
+    ) -> None:
+        """Remove a parked event, recording a skip (see `ReactionStore`)."""
+        self._check_open()
+        self._parked.pop((reaction, position), None)
+        if skipped is not None:
+            event_class, reason = skipped
+            record = SkippedEvent(position, event_class, reason, datetime.now(UTC))
+            self._skips.setdefault(checkpoint_name(reaction), []).append(record)
+
+    async def schedule_timer(self, timer: Timer) -> None:
+        """Keep `timer`, replacing one of the same name (see `TimerStore`)."""
+        self._check_open()
+        self._timers[timer.name] = timer
+
+    async def cancel_timer(self, name: str) -> bool:
+        """Remove timer `name` (see `TimerStore`)."""
+        self._check_open()
+        return self._timers.pop(name, None) is not None
+
+    async def claim_timers(self, now: datetime, *, until: datetime, limit: int) -> list[Timer]:
+        """Claim due timers until `until` (see `TimerStore`)."""
+        self._check_open()
+        due = sorted((t for t in self._timers.values() if t.claimable(now)), key=_due)[:limit]
+        claimed = [attrs.evolve(timer, claimed_until=until) for timer in due]
+        for timer in claimed:
+            self._timers[timer.name] = timer
+        return claimed
+
+    async def finish_timer(self, name: str, generation: UUID) -> None:
+        """Remove timer `name` if it is still `generation` (see `TimerStore`)."""
+        self._check_open()
+        timer = self._timers.get(name)
+        if timer is not None and timer.generation == generation:
+            del self._timers[name]
+
+    async def retry_timer(
+        self, name: str, generation: UUID, *, due_at: datetime, error: str
+    ) -> None:
+        """Record a failed firing (see `TimerStore`)."""
+        self._check_open()
+        timer = self._timers.get(name)
+        if timer is not None and timer.generation == generation:
+            self._timers[name] = attrs.evolve(
+                timer,
+                due_at=due_at,
+                attempts=timer.attempts + 1,
+                last_error=error,
+                claimed_until=None,
+            )
+
+    async def load_timers(self) -> list[Timer]:
+        """Return the pending timers, soonest first (see `TimerStore`)."""
+        self._check_open()
+        return sorted(self._timers.values(), key=_due)
 
     async def rebuild_projection(
         self,

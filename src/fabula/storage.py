@@ -12,6 +12,8 @@ the matching contract suite in `fabula.testing`:
 | one active projector among processes | `ProjectionLeases` | (the store's own tests) |
 | snapshots | `SnapshotStore` | `SnapshotStoreContract` |
 | idempotent commands | `IdempotencyStore` | `IdempotencyStoreContract` |
+| reactions' checkpoints and parked events | `ReactionStore` | `ReactionStoreContract` |
+| durable timers | `TimerStore` | `TimerStoreContract` |
 | stored names for tools (the `fabula` command) | `SerializingStore` | - |
 
 Backends do I/O and shared code decides. A store calls these instead of
@@ -42,6 +44,7 @@ from fabula._projection_store import (
     require_checkpoint,
 )
 from fabula._public import publish as _publish
+from fabula._reaction_store import ReactionStore, TimerStore, checkpoint_name
 from fabula._serialization import SerializedEvent
 from fabula._snapshots import Snapshot, SnapshotCodec, SnapshotStore
 from fabula._store import (
@@ -76,6 +79,7 @@ __all__ = [
     "PendingAppend",
     "ProjectionLeases",
     "ProjectionStore",
+    "ReactionStore",
     "SerializedEvent",
     "SerializingStore",
     "SkippedEvent",
@@ -83,10 +87,12 @@ __all__ = [
     "SnapshotCodec",
     "SnapshotStore",
     "StoredEvent",
+    "TimerStore",
     "UnitOfWork",
     "apply_events",
     "build_from_log",
     "check_concurrency",
+    "checkpoint_name",
     "current_unit_of_work",
     "decode_rows",
     "event_type_names",

@@ -1,9 +1,12 @@
-"""The `fabula` command: look inside a store, follow it, and operate its projections.
+"""The `fabula` command: look inside a store, follow it, operate its projections and reactions.
 
     fabula --store orders.db info
     fabula --store postgresql://app@db/shop --schema orders log --limit 20
     fabula --store orders.db events 0c6f... --json | jq .data
     fabula --store orders.db projections rebuild order_summary --app orders.service:projector
+    fabula --store orders.db reactions parked
+    fabula --store orders.db reactions skip reservation process:o-1 --reason "bad sku"
+    fabula --store orders.db timers
 
 `--store` is a SQLite file or a `postgresql://` URL (default: `$FABULA_STORE`).
 Payloads are shown as stored JSON, so no application code is needed, except
@@ -38,6 +41,7 @@ from fabula.cli._output import (
     _size,
 )
 from fabula.cli._projections import _projections_rebuild, _projections_status
+from fabula.cli._reactions import add_reaction_commands
 from fabula.exceptions import FabulaError, StoreError
 
 __all__ = ["main"]
@@ -248,6 +252,7 @@ def _parser() -> argparse.ArgumentParser:
     for sub in (status, rebuild):
         sub.add_argument("--app", required=True, help="module:attr of the projector")
     json_flag(status)
+    add_reaction_commands(commands, json_flag)
     return parser
 
 

@@ -121,10 +121,15 @@ class ProjectionSide:
         with map_errors(self._db.connect_timeout):
             return await asyncio.to_thread(run)
 
-    def _lock_checkpoint(self, conn: Tx, name: str) -> int:
+    def lock_checkpoint(self, conn: Tx, name: str) -> int:
+        """Read checkpoint `name` inside a transaction, locking its row (0 if it has none)."""
         conn.execute(self._sql.ensure_checkpoint, (name,))
         row = conn.execute(self._sql.lock_checkpoint, (name,)).fetchone()
         return 0 if row is None else int(row[0])
+
+    def save_checkpoint(self, conn: Tx, name: str, position: int) -> None:
+        """Set checkpoint `name` inside the transaction that locked it."""
+        conn.execute(self._sql.save_checkpoint, (position, name))
 
     @contextlib.asynccontextmanager
     async def projection_lease(self, name: str) -> AsyncIterator[asyncio.Event]:
@@ -216,7 +221,7 @@ class ProjectionSide:
         """
 
         def job(conn: Tx) -> None:
-            stored = self._lock_checkpoint(conn, name)
+            stored = self.lock_checkpoint(conn, name)
             require_checkpoint(name, stored, expected=expected, moving_to=position)
             try:
                 work(conn)
@@ -237,7 +242,7 @@ class ProjectionSide:
         """
 
         def job(conn: Tx) -> None:
-            stored = self._lock_checkpoint(conn, name)
+            stored = self.lock_checkpoint(conn, name)
             require_checkpoint(name, stored, expected=position - 1, moving_to=position)
             conn.execute(self._sql.record_skip, (name, position, event_class, reason))
             conn.execute(self._sql.save_checkpoint, (position, name))
@@ -348,7 +353,7 @@ class ProjectionSide:
         """Replace the live tables with the side schema's and set the checkpoint."""
         row = conn.execute("SELECT current_schema()").fetchone()
         live = sql.quote_identifier(row[0] if row and row[0] else "public")
-        self._lock_checkpoint(conn, projection.name)
+        self.lock_checkpoint(conn, projection.name)
         for table in projection.tables:
             name = sql.quote_identifier(table)
             conn.execute(f"DROP TABLE IF EXISTS {live}.{name} CASCADE")

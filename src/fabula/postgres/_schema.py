@@ -20,7 +20,9 @@ from typing import Final
 
 import attrs
 
-SCHEMA_VERSION: Final = 1
+from fabula._reaction_sql import ReactionStatements
+
+SCHEMA_VERSION: Final = 2
 """The schema version this fabula writes (kept in the `fabula_meta` table)."""
 
 TX_SHIFT: Final = 20
@@ -121,6 +123,32 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             created_at  timestamptz NOT NULL,
             expires_at  timestamptz
         )""",
+    ),
+    2: (
+        """CREATE TABLE IF NOT EXISTS {s}.fabula_parked (
+            reaction   text        NOT NULL,
+            position   bigint      NOT NULL,
+            stream_id  text        NOT NULL,
+            version    bigint      NOT NULL,
+            event_type text        NOT NULL,
+            error      text,
+            attempts   integer     NOT NULL,
+            parked_at  timestamptz NOT NULL,
+            request    text,
+            reason     text,
+            PRIMARY KEY (reaction, position)
+        )""",
+        """CREATE TABLE IF NOT EXISTS {s}.fabula_timers (
+            name          text        PRIMARY KEY,
+            due_at        timestamptz NOT NULL,
+            command_type  text        NOT NULL,
+            command       text        NOT NULL,
+            generation    text        NOT NULL,
+            attempts      integer     NOT NULL DEFAULT 0,
+            last_error    text,
+            claimed_until timestamptz
+        )""",
+        "CREATE INDEX IF NOT EXISTS fabula_timers_by_due ON {s}.fabula_timers (due_at)",
     ),
 }
 """Templates that take the schema from the version before to each version."""
@@ -278,6 +306,77 @@ TEMPLATES: Final[dict[str, str]] = {
     ),
 }
 """Every statement by its name in `Statements`, with `{s}` for the quoted schema."""
+
+
+_PARKED_COLUMNS: Final = (
+    "reaction, position, stream_id, version, event_type, error, attempts, parked_at, "
+    "request, reason"
+)
+_TIMER_COLUMNS: Final = (
+    "name, due_at, command_type, command, generation, attempts, last_error, claimed_until"
+)
+
+REACTION_TEMPLATES: Final[dict[str, str]] = {
+    "insert_parked": (
+        f"INSERT INTO {{s}}.fabula_parked ({_PARKED_COLUMNS}) "
+        "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    ),
+    "load_parked": (
+        f"SELECT {_PARKED_COLUMNS} FROM {{s}}.fabula_parked ORDER BY reaction, position"
+    ),
+    "load_parked_of": (
+        f"SELECT {_PARKED_COLUMNS} FROM {{s}}.fabula_parked WHERE reaction = %s ORDER BY position"
+    ),
+    "request_parked": (
+        "UPDATE {s}.fabula_parked SET request = %s, reason = %s "
+        "WHERE reaction = %s AND position = %s RETURNING position"
+    ),
+    "repark": (
+        "UPDATE {s}.fabula_parked SET error = %s, attempts = %s, request = NULL, reason = NULL "
+        "WHERE reaction = %s AND position = %s"
+    ),
+    "release_parked": "DELETE FROM {s}.fabula_parked WHERE reaction = %s AND position = %s",
+    "record_skip": "INSERT INTO {s}.fabula_skips VALUES (%s, %s, %s, %s, %s)",
+    "schedule_timer": f"""
+        INSERT INTO {{s}}.fabula_timers ({_TIMER_COLUMNS})
+        VALUES (%s, %s, %s, %s, %s, 0, NULL, NULL)
+        ON CONFLICT (name) DO UPDATE SET
+            due_at = excluded.due_at,
+            command_type = excluded.command_type,
+            command = excluded.command,
+            generation = excluded.generation,
+            attempts = 0,
+            last_error = NULL,
+            claimed_until = NULL
+    """,
+    "cancel_timer": "DELETE FROM {s}.fabula_timers WHERE name = %s RETURNING name",
+    # SKIP LOCKED: two processes claiming at once take different timers.
+    "claim_timers": f"""
+        UPDATE {{s}}.fabula_timers SET claimed_until = %s
+        WHERE name IN (
+            SELECT name FROM {{s}}.fabula_timers
+            WHERE due_at <= %s AND (claimed_until IS NULL OR claimed_until <= %s)
+            ORDER BY due_at, name LIMIT %s
+            FOR UPDATE SKIP LOCKED
+        )
+        RETURNING {_TIMER_COLUMNS}
+    """,
+    "finish_timer": "DELETE FROM {s}.fabula_timers WHERE name = %s AND generation = %s",
+    "retry_timer": (
+        "UPDATE {s}.fabula_timers SET due_at = %s, last_error = %s, attempts = attempts + 1, "
+        "claimed_until = NULL WHERE name = %s AND generation = %s"
+    ),
+    "load_timers": f"SELECT {_TIMER_COLUMNS} FROM {{s}}.fabula_timers ORDER BY due_at, name",
+}
+"""Parked events and timers (see `fabula._reaction_sql`), with `{s}` for the quoted schema."""
+
+
+def reaction_statements(schema: str) -> ReactionStatements:
+    """The parked-event and timer statements of a store in `schema`."""
+    s = quote_identifier(schema)
+    return ReactionStatements(
+        **{name: template.format(s=s) for name, template in REACTION_TEMPLATES.items()}
+    )
 
 
 @attrs.frozen

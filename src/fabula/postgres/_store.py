@@ -43,6 +43,7 @@ from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
+from fabula._reaction_sql import ReactionsForwarded, SqlReactionSide
 from fabula._serialization import EventSerializer
 from fabula._snapshots import Snapshot
 from fabula._sql import ReadModel
@@ -68,7 +69,7 @@ __all__ = ["PostgresEventStore", "Tx"]
 _HELD_BACK_RECHECK = 0.005  # seconds: look again soon when an open transaction holds readers
 
 
-class PostgresEventStore(StoreBase):
+class PostgresEventStore(ReactionsForwarded, StoreBase):
     """An `EventStore` in PostgreSQL (13 or newer), with snapshots and idempotency records.
 
     Open it with `async with` (or `await store.open()`): that connects,
@@ -134,6 +135,16 @@ class PostgresEventStore(StoreBase):
             ready=self._ready,
             poll_interval=poll_interval,
             max_size=max_size,
+        )
+        projections = self._projections
+        self._reaction_side = SqlReactionSide(
+            statements=sql.reaction_statements(schema),
+            write=projections.in_transaction,
+            read=projections.in_transaction,
+            lock_checkpoint=projections.lock_checkpoint,
+            save_checkpoint=projections.save_checkpoint,
+            to_db=_same_time,
+            from_db=_utc,
         )
 
     def __repr__(self) -> str:
@@ -417,6 +428,10 @@ class PostgresEventStore(StoreBase):
 def _checked_uuid(value: object) -> UUID:
     if not isinstance(value, UUID):
         raise TypeError(f"{value!r} is not a UUID")
+    return value
+
+
+def _same_time(value: datetime) -> datetime:
     return value
 
 

@@ -32,7 +32,7 @@ from fabula.exceptions import StoreError
 from fabula.sqlite import _schema as sql
 from fabula.sqlite._errors import storage_failure
 
-__all__ = ["ProjectionSide"]
+__all__ = ["ProjectionSide", "checkpoint_of", "save_checkpoint"]
 
 
 class ProjectionSide:
@@ -81,7 +81,7 @@ class ProjectionSide:
         now = datetime.now(UTC).isoformat()
 
         def job(conn: sqlite3.Connection) -> None:
-            stored = _checkpoint_of(conn, name)
+            stored = checkpoint_of(conn, name)
             require_checkpoint(name, stored, expected=expected, moving_to=position)
             try:
                 work(conn)
@@ -103,7 +103,7 @@ class ProjectionSide:
         now = datetime.now(UTC).isoformat()
 
         def job(conn: sqlite3.Connection) -> None:
-            stored = _checkpoint_of(conn, name)
+            stored = checkpoint_of(conn, name)
             require_checkpoint(name, stored, expected=position - 1, moving_to=position)
             conn.execute(sql.RECORD_SKIP, (name, position, event_class, reason, now))
             conn.execute(sql.SAVE_CHECKPOINT, (name, position, now))
@@ -206,9 +206,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _checkpoint_of(conn: sqlite3.Connection, name: str) -> int:
+def checkpoint_of(conn: sqlite3.Connection, name: str) -> int:
+    """Read checkpoint `name` inside a write transaction (0 if it has none)."""
     row = conn.execute(sql.LOAD_CHECKPOINT, (name,)).fetchone()
     return 0 if row is None else int(row[0])
+
+
+def save_checkpoint(conn: sqlite3.Connection, name: str, position: int) -> None:
+    """Set checkpoint `name` inside a write transaction."""
+    conn.execute(sql.SAVE_CHECKPOINT, (name, position, datetime.now(UTC).isoformat()))
 
 
 def _swap_in(

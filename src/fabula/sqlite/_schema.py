@@ -8,12 +8,14 @@ one new file at once create it once.
 from __future__ import annotations
 
 import sqlite3
+from datetime import UTC, datetime
 from typing import Any, Final
 
+from fabula._reaction_sql import ReactionStatements
 from fabula.exceptions import SchemaVersionError, StoreError, StoreUnavailableError
 from fabula.sqlite._errors import translate
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema version this fabula writes (kept in the `fabula_meta` table)."""
 
 CREATE_SCHEMA: Final = (
@@ -73,6 +75,36 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             PRIMARY KEY (name, position)
         ) WITHOUT ROWID
         """,
+    ),
+    2: (
+        """
+        CREATE TABLE IF NOT EXISTS fabula_parked (
+            reaction   TEXT    NOT NULL,
+            position   INTEGER NOT NULL,
+            stream_id  TEXT    NOT NULL,
+            version    INTEGER NOT NULL,
+            event_type TEXT    NOT NULL,
+            error      TEXT,
+            attempts   INTEGER NOT NULL,
+            parked_at  TEXT    NOT NULL,
+            request    TEXT,
+            reason     TEXT,
+            PRIMARY KEY (reaction, position)
+        ) WITHOUT ROWID
+        """,
+        """
+        CREATE TABLE IF NOT EXISTS fabula_timers (
+            name          TEXT    PRIMARY KEY,
+            due_at        TEXT    NOT NULL,
+            command_type  TEXT    NOT NULL,
+            command       TEXT    NOT NULL,
+            generation    TEXT    NOT NULL,
+            attempts      INTEGER NOT NULL DEFAULT 0,
+            last_error    TEXT,
+            claimed_until TEXT
+        ) WITHOUT ROWID
+        """,
+        "CREATE INDEX IF NOT EXISTS fabula_timers_by_due ON fabula_timers (due_at)",
     ),
 }
 """Statements that bring schema version N to N + 1; each is idempotent."""
@@ -176,6 +208,66 @@ LOAD_SKIPS: Final = """
     SELECT position, event_type, reason, skipped_at FROM fabula_skips
     WHERE name = ? ORDER BY position
 """
+
+_PARKED_COLUMNS: Final = (
+    "reaction, position, stream_id, version, event_type, error, attempts, parked_at, "
+    "request, reason"
+)
+_TIMER_COLUMNS: Final = (
+    "name, due_at, command_type, command, generation, attempts, last_error, claimed_until"
+)
+
+# Times are ISO text in UTC with microseconds, so that text order is time order.
+REACTIONS: Final = ReactionStatements(
+    insert_parked=f"INSERT INTO fabula_parked ({_PARKED_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",  # noqa: S608, E501
+    load_parked=f"SELECT {_PARKED_COLUMNS} FROM fabula_parked ORDER BY reaction, position",  # noqa: S608
+    load_parked_of=(
+        f"SELECT {_PARKED_COLUMNS} FROM fabula_parked WHERE reaction = ? ORDER BY position"  # noqa: S608
+    ),
+    request_parked=(
+        "UPDATE fabula_parked SET request = ?, reason = ? WHERE reaction = ? AND position = ? "
+        "RETURNING position"
+    ),
+    repark=(
+        "UPDATE fabula_parked SET error = ?, attempts = ?, request = NULL, reason = NULL "
+        "WHERE reaction = ? AND position = ?"
+    ),
+    release_parked="DELETE FROM fabula_parked WHERE reaction = ? AND position = ?",
+    record_skip=RECORD_SKIP,
+    schedule_timer=f"""
+        INSERT INTO fabula_timers ({_TIMER_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0, NULL, NULL)
+        ON CONFLICT (name) DO UPDATE SET
+            due_at = excluded.due_at,
+            command_type = excluded.command_type,
+            command = excluded.command,
+            generation = excluded.generation,
+            attempts = 0,
+            last_error = NULL,
+            claimed_until = NULL
+    """,  # noqa: S608
+    cancel_timer="DELETE FROM fabula_timers WHERE name = ? RETURNING name",
+    claim_timers=f"""
+        UPDATE fabula_timers SET claimed_until = ?
+        WHERE name IN (
+            SELECT name FROM fabula_timers
+            WHERE due_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)
+            ORDER BY due_at, name LIMIT ?
+        )
+        RETURNING {_TIMER_COLUMNS}
+    """,  # noqa: S608
+    finish_timer="DELETE FROM fabula_timers WHERE name = ? AND generation = ?",
+    retry_timer=(
+        "UPDATE fabula_timers SET due_at = ?, last_error = ?, attempts = attempts + 1, "
+        "claimed_until = NULL WHERE name = ? AND generation = ?"
+    ),
+    load_timers=f"SELECT {_TIMER_COLUMNS} FROM fabula_timers ORDER BY due_at, name",  # noqa: S608
+)
+"""Parked events and timers (see `fabula._reaction_sql`)."""
+
+
+def utc_text(moment: datetime) -> str:
+    """How the store keeps a time: ISO text in UTC, with microseconds (text order is time order)."""
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def open_writer(

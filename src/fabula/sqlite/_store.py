@@ -34,6 +34,7 @@ from fabula._guards import is_int
 from fabula._idempotency import IdempotencyRecord
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
+from fabula._reaction_sql import ReactionsForwarded, SqlReactionSide
 from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
 from fabula._sql import ReadModel
@@ -64,8 +65,9 @@ from fabula.exceptions import (
 )
 from fabula.sqlite import _schema as sql
 from fabula.sqlite._errors import connect, translate
-from fabula.sqlite._projections import ProjectionSide
+from fabula.sqlite._projections import ProjectionSide, checkpoint_of, save_checkpoint
 from fabula.sqlite._read_model import SQLiteReadModel
+from fabula.sqlite._schema import utc_text
 from fabula.sqlite._writer import ExplainedAfterUndoError, Writer
 
 __all__ = ["SQLiteEventStore", "Synchronous"]
@@ -107,7 +109,7 @@ def _check_options(synchronous: object, wal_limit: object) -> None:
         raise ValueError(msg)
 
 
-class SQLiteEventStore(StoreBase):
+class SQLiteEventStore(ReactionsForwarded, StoreBase):
     """An `EventStore` in one SQLite file (or in memory), with snapshots.
 
     Args:
@@ -182,6 +184,10 @@ class SQLiteEventStore(StoreBase):
             path=self.path, write=self._transaction, query=self._query, log=self
         )
         self._read_model = SQLiteReadModel(self.path, self._transaction, busy_timeout)
+        self._reaction_side = SqlReactionSide(
+            sql.REACTIONS, self._transaction, self._read, checkpoint_of, save_checkpoint, utc_text,
+            datetime.fromisoformat,
+        )  # fmt: skip
 
     def __repr__(self) -> str:
         return f"<SQLiteEventStore {self.path!r} synchronous={self.synchronous}>"
@@ -289,6 +295,14 @@ class SQLiteEventStore(StoreBase):
         type_list = encode_json(sorted(names))
         return int(self._query(sql.COUNT_AFTER_OF_TYPES, (after, type_list))[0][0])
 
+    async def _read(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `job` on the read connection (parked events, timers)."""
+        self._check_open()
+        try:
+            return job(self._reader)
+        except sqlite3.Error as exc:
+            raise translate(exc, self.path) from exc
+
     def _query(self, statement: str, parameters: tuple[object, ...]) -> list[Any]:
         try:
             return self._reader.execute(statement, parameters).fetchall()
@@ -385,8 +399,8 @@ class SQLiteEventStore(StoreBase):
             record.key,
             record.fingerprint,
             record.result,
-            _utc_text(record.created_at),
-            None if record.expires_at is None else _utc_text(record.expires_at),
+            utc_text(record.created_at),
+            None if record.expires_at is None else utc_text(record.expires_at),
         )
 
         def work(conn: sqlite3.Connection) -> list[AppendResult]:
@@ -528,11 +542,6 @@ def _streams_of(conn: sqlite3.Connection, records: tuple[SerializedEvent, ...]) 
         if stored is not None:
             found[record.event_id] = stored.stream_id
     return found
-
-
-def _utc_text(moment: datetime) -> str:
-    # One offset for every stored time, so the purge can compare them as text.
-    return moment.astimezone(UTC).isoformat()
 
 
 def _record(row: tuple[Any, ...] | None) -> IdempotencyRecord | None:

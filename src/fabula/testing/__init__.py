@@ -2,8 +2,9 @@
 
 - A contract suite per capability, each run unchanged against every store
   (subclass it and provide the `event_store_factory` fixture, one for all):
-  `EventStoreContract`, `ProjectionStoreContract`, `SnapshotStoreContract`
-  and `IdempotencyStoreContract`.
+  `EventStoreContract`, `ProjectionStoreContract`, `SnapshotStoreContract`,
+  `IdempotencyStoreContract`, `ReactionStoreContract` and
+  `TimerStoreContract`.
 - `check_against_model`: the hypothesis state machine the suite runs, for
   use on its own.
 - `given` (also named `scenario`, beside hypothesis's own `given`): given /
@@ -31,6 +32,7 @@ from fabula.testing._contract_events import (
 )
 from fabula.testing._contract_idempotency import IdempotencyStoreContract
 from fabula.testing._contract_projections import ProjectionStoreContract
+from fabula.testing._contract_reactions import ReactionStoreContract, TimerStoreContract
 from fabula.testing._contract_snapshots import SnapshotStoreContract
 from fabula.testing._model import check_against_model
 from fabula.testing._scenario import Given, Outcome, given, scenario
@@ -44,8 +46,10 @@ __all__ = [
     "IdempotencyStoreContract",
     "Outcome",
     "ProjectionStoreContract",
+    "ReactionStoreContract",
     "SnapshotStoreContract",
     "StoreFactory",
+    "TimerStoreContract",
     "Withdrawn",
     "check_against_model",
     "deposit",

@@ -1,0 +1,186 @@
+"""The reaction side of a store: parked events and durable timers, and what stores share.
+
+A store keeps, in its own database, the two things reactions need beyond
+a checkpoint: the events each reaction has *parked* (one that kept
+failing, and those of its stream waiting behind it), and *timers* (a
+command to dispatch at a time). The protocols here say what a store
+does; `fabula._reactor` decides when.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Protocol, runtime_checkable
+from uuid import UUID
+
+import attrs
+
+__all__ = [
+    "CHECKPOINT_PREFIX",
+    "ParkRequest",
+    "ParkedEvent",
+    "ReactionStore",
+    "Timer",
+    "TimerStore",
+    "checkpoint_name",
+]
+
+CHECKPOINT_PREFIX = "reaction:"
+"""Reactions keep their checkpoints beside projections', under this prefix and their name."""
+
+
+def checkpoint_name(reaction: str) -> str:
+    """The checkpoint (and lease) name of reaction `reaction`."""
+    return CHECKPOINT_PREFIX + reaction
+
+
+class ParkRequest(enum.StrEnum):
+    """What an operator asked of a parked stream; each equals its str value."""
+
+    RETRY = "retry"
+    """Handle the parked events again, in order, from the first."""
+    SKIP = "skip"
+    """Pass over the first parked event (recording the reason), then handle the rest."""
+
+
+@attrs.frozen
+class ParkedEvent:
+    """An event a reaction set aside: the one that kept failing, or one waiting behind it.
+
+    Attributes:
+        reaction: The reaction's name.
+        position: The event's global position.
+        stream_id: The lane that is parked: the event's stream (for a process
+            manager, `process:<process id>`; see `Reaction.lane`).
+        version: Its version in the stream.
+        event_class: Its class name (`__qualname__`).
+        error: The last error (`repr`), for the event that failed; None for
+            the events waiting behind it.
+        attempts: How many times it was tried (0 for those waiting).
+        parked_at: When it was parked.
+        request: What an operator asked for, not yet carried out.
+        reason: The operator's reason, with a skip.
+    """
+
+    reaction: str
+    position: int
+    stream_id: str
+    version: int
+    event_class: str
+    error: str | None
+    attempts: int
+    parked_at: datetime
+    request: ParkRequest | None = None
+    reason: str | None = None
+
+
+@runtime_checkable
+class ReactionStore(Protocol):
+    """A store that keeps reactions' parked events with their checkpoints.
+
+    Checkpoints are the projection checkpoints (`ProjectionStore`) under
+    `checkpoint_name(reaction)`; skipped events are recorded as a
+    projection's are (`load_skips`).
+    """
+
+    async def commit_reaction(
+        self, reaction: str, *, expected: int, position: int, parked: Sequence[ParkedEvent]
+    ) -> None:
+        """Move `reaction`'s checkpoint from `expected` to `position`, keep `parked`, atomically.
+
+        Raises:
+            CheckpointError: The checkpoint is not at `expected`.
+        """
+        ...
+
+    async def load_parked(self, reaction: str | None = None) -> list[ParkedEvent]:
+        """Return the parked events of `reaction` (None: of every reaction), by position."""
+        ...
+
+    async def request_parked(
+        self, reaction: str, position: int, request: ParkRequest, reason: str | None
+    ) -> bool:
+        """Record an operator's request on a parked event; return whether it is parked."""
+        ...
+
+    async def repark(self, reaction: str, position: int, *, error: str, attempts: int) -> None:
+        """Record that a parked event failed again, clearing any request on it."""
+        ...
+
+    async def release_parked(
+        self, reaction: str, position: int, *, skipped: tuple[str, str] | None = None
+    ) -> None:
+        """Remove a parked event: handled at last, or skipped (`(event_class, reason)` recorded)."""
+        ...
+
+
+@attrs.frozen
+class Timer:
+    """A command to dispatch at a time, once: a durable timer.
+
+    A timer is known by its `name`: scheduling a name again replaces it.
+    Each schedule has a new `generation`, and the command fires with the
+    idempotency key `timer:<name>:<generation>`, so even two processes
+    firing one timer (or one firing it again after a crash) commit its
+    effect once.
+
+    Attributes:
+        name: The logical timer, unique in the store.
+        due_at: When it fires.
+        command_type: The command's class, as `module:qualname`.
+        command: The command's fields, as JSON.
+        generation: Which schedule of `name` this is.
+        attempts: How many times firing it has failed.
+        last_error: The last failure, as `repr`.
+        claimed_until: While a process fires it, until when it holds it.
+    """
+
+    name: str
+    due_at: datetime
+    command_type: str
+    command: str
+    generation: UUID
+    attempts: int = 0
+    last_error: str | None = None
+    claimed_until: datetime | None = None
+
+    def claimable(self, now: datetime) -> bool:
+        """Whether it is due at `now` and no process holds it."""
+        return self.due_at <= now and (self.claimed_until is None or self.claimed_until <= now)
+
+
+@runtime_checkable
+class TimerStore(Protocol):
+    """A store that keeps durable timers in its own database."""
+
+    async def schedule_timer(self, timer: Timer) -> None:
+        """Keep `timer`, replacing any timer of the same name."""
+        ...
+
+    async def cancel_timer(self, name: str) -> bool:
+        """Remove timer `name`; return whether there was one."""
+        ...
+
+    async def claim_timers(self, now: datetime, *, until: datetime, limit: int) -> list[Timer]:
+        """Claim up to `limit` timers due at `now` and not claimed past `now`, until `until`.
+
+        A claimed timer is not returned again to any caller before `until`,
+        so several processes share the due timers between them.
+        """
+        ...
+
+    async def finish_timer(self, name: str, generation: UUID) -> None:
+        """Remove timer `name` if it is still generation `generation` (it fired)."""
+        ...
+
+    async def retry_timer(
+        self, name: str, generation: UUID, *, due_at: datetime, error: str
+    ) -> None:
+        """Record a failed firing of generation `generation`: due again at `due_at`."""
+        ...
+
+    async def load_timers(self) -> list[Timer]:
+        """Return the pending timers, soonest first."""
+        ...
