@@ -272,6 +272,19 @@ class Refusing(Pairs):
             process.finish()
 
 
+class Idle(Pairs):
+    """Routes every deposit to a process, and decides nothing."""
+
+    name = "idle"
+
+    def process_id(self, recorded: fabula.RecordedEvent) -> str | None:
+        return recorded.stream_id
+
+    @fabula.reacts
+    async def _deposited(self, _: Deposited, process: fabula.Process[Pairing]) -> None:
+        process.state = Pairing()
+
+
 class TestProcessManagers:
     async def test_a_process_keeps_its_state_as_steps(self, store: fabula.Store) -> None:
         """Each decision is a ProcessStepped in the process's stream; finishing ignores the rest."""
@@ -324,6 +337,13 @@ class TestProcessManagers:
         await reactor(store, replay).catch_up()
         assert replay.decided == 0
         assert (await store.head_position(), await noted(store)) == (head, effects)
+
+    async def test_an_event_that_decides_nothing_saves_no_step(self, store: fabula.Store) -> None:
+        """A new process whose first event leaves its state as it was and decides nothing is not
+        started: its stream stays empty."""
+        await store.append("other-1", [deposit()], expected_version=0)
+        await reactor(store, Idle()).catch_up()
+        assert await store.read_stream("process:idle:other-1") == []
 
     async def test_a_refused_command_is_passed_over(self, store: fabula.Store) -> None:
         """A DomainError from a process's command neither parks it nor undoes its step."""

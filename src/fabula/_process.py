@@ -140,7 +140,7 @@ class Process(Generic[S]):
         """End the process: its later events are ignored."""
         self._finished = True
 
-    def step(self, recorded: RecordedEvent, before: str | None, name: str) -> ProcessStepped | None:
+    def step(self, recorded: RecordedEvent, before: str, name: str) -> ProcessStepped | None:
         """The step to save, or None when the handler changed and decided nothing."""
         state = encode_json(self._converter.unstructure(self.state))
         if (
@@ -229,8 +229,11 @@ class ProcessManager(Reaction, Generic[S]):
                 return
             if steps and steps[-1].trigger_position > recorded.position:
                 return  # handled before a later step was saved: nothing of it to carry out
-            before = steps[-1].state if steps else None
-            state = self._load_state(before)
+            stored = steps[-1].state if steps else None
+            state = self._load_state(stored)
+            # A new process's "before" is its initial state: one whose first
+            # event changes and decides nothing saves no step.
+            before = stored or encode_json(self.converter.unstructure(state))
             process: Process[Any] = Process(pid, state, bool(steps), self.converter)
             await handler(self, recorded.event, process)
             done = process.step(recorded, before, self.name)
