@@ -94,6 +94,7 @@ def bench(session: nox.Session) -> None:
     session.install("-e", ".[postgres]")
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/bench_postgres.py", *session.posargs)
+    session.run("python", "benchmarks/bench_reactions.py", *session.posargs)
 
 
 @nox.session

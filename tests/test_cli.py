@@ -30,12 +30,21 @@ from fabula.testing import Deposited
 
 from .support.postgres import HeldWriter, drop_schemas, new_schema, require_postgres
 
-DEMO_EVENTS = 12  # what `orders demo` stores: 4 orders, 12 events
+# What `orders demo` stores: 4 orders (15 events), 2 tracked products' stock
+# (4 events) and the fulfilment processes of the 2 orders submitted (4 steps).
+DEMO_EVENTS = 23
+DEMO_STREAMS = 8
+ORDER_EVENTS = 15  # what the order read model's projection handles
 DEMO_TYPES = {
     "orders.OrderCreated": 4,
     "orders.OrderItemAdded": 6,
-    "orders.OrderSubmitted": 1,
-    "orders.OrderCancelled": 1,
+    "orders.OrderSubmitted": 2,
+    "orders.OrderConfirmed": 1,
+    "orders.OrderCancelled": 2,
+    "orders.StockAdded": 2,
+    "orders.StockReserved": 1,
+    "orders.StockReservationRefused": 1,
+    "fabula.ProcessStepped": 4,
 }
 
 
@@ -106,10 +115,14 @@ class TestReading:
         code, out, _ = run(capsys, *filled.args, "info")
         assert code == 0
         assert f"kind            {filled.kind}" in out
-        assert "events          12" in out
+        assert f"events          {DEMO_EVENTS}" in out
         code, out, _ = run(capsys, *filled.args, "info", "--json")
         (info,) = json_lines(out)
-        assert (info["events"], info["streams"], info["kind"]) == (DEMO_EVENTS, 4, filled.kind)
+        assert (info["events"], info["streams"], info["kind"]) == (
+            DEMO_EVENTS,
+            DEMO_STREAMS,
+            filled.kind,
+        )
         assert info["size_bytes"] > 0
         assert info["schema_version"] >= 1
         _, log, _ = run(capsys, *filled.args, "log", "--json")
@@ -121,7 +134,7 @@ class TestReading:
         """streams lists every stream; --prefix and --limit narrow it."""
         _, out, _ = run(capsys, *filled.args, "streams", "--json")
         streams = json_lines(out)
-        assert sorted(s["events"] for s in streams) == [2, 2, 3, 5]
+        assert sorted(s["events"] for s in streams) == [2, 2, 2, 2, 2, 3, 4, 6]
         first = streams[0]["stream_id"]
         _, out, _ = run(capsys, *filled.args, "streams", "--json", "--prefix", first[:12])
         assert [s["stream_id"] for s in json_lines(out)] == [first]
@@ -131,14 +144,19 @@ class TestReading:
     def test_streams_say_what_kind_each_is(
         self, filled: Store, capsys: pytest.CaptureFixture[str]
     ) -> None:
-        """Each stream is shown with its first event's type: every demo stream is an order."""
+        """Each stream is shown with its first event's type: orders, stock and processes."""
         _, out, _ = run(capsys, *filled.args, "streams", "--json")
-        assert {s["first_type"] for s in json_lines(out)} == {"orders.OrderCreated"}
-        _, out, _ = run(capsys, *filled.args, "stats", "--limit", "1")
+        kinds = {s["stream_id"]: s["first_type"] for s in json_lines(out)}
+        assert sorted(kinds.values()) == [
+            *["fabula.ProcessStepped"] * 2,
+            *["orders.OrderCreated"] * 4,
+            *["orders.StockAdded"] * 2,
+        ]
+        assert all(s.startswith("process:fulfilment:") for s, k in kinds.items() if "Process" in k)
         _, table, _ = run(capsys, *filled.args, "streams")
         header, *rows = table.splitlines()
         assert header.endswith("kind (first event)")
-        assert all(row.endswith("  orders.OrderCreated") for row in rows)
+        assert sorted(row.split()[-1] for row in rows) == sorted(kinds.values())
 
     def test_a_class_name_for_a_stored_type_is_explained(
         self, filled: Store, capsys: pytest.CaptureFixture[str]
@@ -160,12 +178,12 @@ class TestReading:
         code, out, _ = run(capsys, *filled.args, "events", longest, "--json")
         events = json_lines(out)
         assert code == 0
-        assert [e["version"] for e in events] == [1, 2, 3, 4, 5]
+        assert [e["version"] for e in events] == [1, 2, 3, 4, 5, 6]
         assert events[0]["type"] == "orders.OrderCreated"
         assert events[0]["data"]["customer_name"] == "Ada Lovelace"
         assert events[1]["data"]["unit_price"] == "12.50"  # Decimal, stored as text, exactly
         _, out, _ = run(capsys, *filled.args, "events", longest, "--from-version", "4")
-        assert [line.split()[1].rsplit("@")[1] for line in out.splitlines()] == ["4", "5"]
+        assert [line.split()[1].rsplit("@")[1] for line in out.splitlines()] == ["4", "5", "6"]
 
     def test_the_global_log(self, filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
         """log reads in position order; --after, --limit and --type select."""
@@ -181,8 +199,8 @@ class TestReading:
         types = ["--type", "orders.OrderSubmitted", "--type", "orders.OrderCancelled"]
         _, out, _ = run(capsys, *filled.args, "log", "--json", *types)
         assert sorted(e["type"] for e in json_lines(out)) == [
-            "orders.OrderCancelled",
-            "orders.OrderSubmitted",
+            *["orders.OrderCancelled"] * 2,
+            *["orders.OrderSubmitted"] * 2,
         ]
 
     def test_stats(self, filled: Store, capsys: pytest.CaptureFixture[str]) -> None:
@@ -193,7 +211,8 @@ class TestReading:
             assert any(kind in line and f" {count}  " in line for line in out.splitlines()), kind
         assert "events per day (UTC)" in out
         assert "█" in out
-        assert out.index("largest streams") < out.index("5  ")
+        largest = out[out.index("largest streams") :].splitlines()
+        assert largest[2].split()[1] == "6"  # under its header: the longest stream, an order
 
 
 def test_days_are_utc_days_whatever_the_stored_offset(
@@ -254,19 +273,15 @@ class TestProjections:
         code, out, _ = run(
             capsys, *filled.args, "projections", "status", "--app", self.APP, "--json"
         )
-        (status,) = json_lines(out)
         assert code == 0
-        assert (status["name"], status["events_behind"], status["skipped"]) == (
-            "order_summary",
-            0,
-            0,
-        )
+        statuses = [(s["name"], s["events_behind"], s["skipped"]) for s in json_lines(out)]
+        assert statuses == [("order_summary", 0, 0), ("product_stock", 0, 0)]
         code, out, err = run(
             capsys, *filled.args, "projections", "rebuild", "order_summary", "--app", self.APP
         )
         assert code == 0, err
-        assert "rebuilt order_summary: 12 events" in out
-        assert "100.0% 12/12 events" in err
+        assert f"rebuilt order_summary: {ORDER_EVENTS} events" in out
+        assert f"100.0% {ORDER_EVENTS}/{ORDER_EVENTS} events" in err
         _, out, _ = run(capsys, *filled.args, "projections", "status", "--app", self.APP, "--json")
         assert json_lines(out)[0]["events_behind"] == 0
 
@@ -281,16 +296,18 @@ class TestProjections:
             from orders.domain import OrderCancelled  # noqa: PLC0415
 
             async with SQLiteEventStore(path) as store:
-                (first, *_) = await store.read_all(limit=1)
+                kinds = {"orders.OrderCreated"}
+                (first, *_) = await store.read_all(limit=1, event_types=kinds)
                 stream = str(first.event.aggregate_id)
                 version = len(await store.read_stream(stream))
                 await store.append(stream, [OrderCancelled(reason="r")], expected_version=version)
 
         asyncio.run(more())
         _, out, _ = run(capsys, "--store", path, "projections", "status", "--app", self.APP)
-        header, row = out.splitlines()
+        header, row, stock = out.splitlines()
         assert header.split("  ")[-1] == "last moved"  # no "running in": SQLite leases nothing
-        assert row.split()[:4] == ["order_summary", "12", "1", "0"]
+        assert row.split()[:4] == ["order_summary", "23", "1", "0"]
+        assert stock.split()[:4] == ["product_stock", "23", "0", "0"]
         assert re.fullmatch(r"\d+ (s|min) ago", row.split(maxsplit=4)[4])
 
     def test_when_the_checkpoint_last_moved(
@@ -300,7 +317,8 @@ class TestProjections:
         before = datetime.now(UTC)
         run(capsys, *fresh.args, "projections", "rebuild", "order_summary", "--app", self.APP)
         _, out, _ = run(capsys, *fresh.args, "projections", "status", "--app", self.APP, "--json")
-        (status,) = json_lines(out)
+        status = json_lines(out)[0]
+        assert status["name"] == "order_summary"
         moved = datetime.fromisoformat(status["moved_at"])
         assert before - timedelta(seconds=5) <= moved <= datetime.now(UTC)
         age = (datetime.now(UTC) - moved).total_seconds()
@@ -517,9 +535,10 @@ class TestErrors:
             "--app",
             "orders.service:projector",
         )
+        known = "(it has: order_summary, product_stock)"
         assert (code, err) == (
             2,
-            "fabula: error: the projector has no projection 'nope' (it has: order_summary)\n",
+            f"fabula: error: the projector has no projection 'nope' {known}\n",
         )
 
     def test_an_app_that_fails_to_import_is_one_line(

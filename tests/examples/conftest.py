@@ -166,6 +166,13 @@ class Server:
                 time.sleep(0.1)
         pytest.fail("orders serve did not answer within 30 s")
 
+    def kill(self) -> str:
+        """SIGKILL the process, as a crash would, and return what it printed."""
+        assert self.process is not None
+        self.process.kill()
+        output, _ = self.process.communicate(timeout=30)
+        return output
+
     def stop(self) -> str:
         assert self.process is not None
         self.process.terminate()

@@ -7,6 +7,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -37,16 +38,30 @@ def populate(server: Server) -> tuple[str, str, str]:
 def test_every_route_answers(server: Server) -> None:
     customer, pen, order = populate(server)
     listed = call(server, "GET", "/products")["items"]
-    assert {"product_id": pen, "name": "pen", "price": "1.99"} in listed
-    item = {"product_id": pen, "quantity": 3}
-    assert call(server, "POST", f"/orders/{order}/items", item) == {"status": "item_added"}
+    assert {"product_id": pen, "name": "pen", "price": "1.99", "stock": None} in listed
+    ink = call(server, "POST", "/products", {"name": "ink", "price": "3.00", "stock": 5}, 201)
+    ink_id = ink["product_id"]
+    assert call(server, "GET", f"/products/{ink_id}")["stock"] == 5
+    for item in ({"product_id": pen, "quantity": 3}, {"product_id": ink_id, "quantity": 2}):
+        assert call(server, "POST", f"/orders/{order}/items", item) == {"status": "item_added"}
     assert call(server, "POST", f"/orders/{order}/submit") == {"status": "submitted"}
     view = call(server, "GET", f"/orders/{order}")
-    assert (view["status"], view["total_amount"], view["item_count"]) == ("submitted", "5.97", 1)
+    assert view["status"] in {"submitted", "confirmed"}  # the fulfilment process runs apart
+    assert (view["total_amount"], view["item_count"]) == ("11.97", 2)
+    deadline = time.monotonic() + 30
+    while view["status"] != "confirmed" and time.monotonic() < deadline:
+        time.sleep(0.05)
+        view = call(server, "GET", f"/orders/{order}")
+    assert (view["status"], view["cancel_reason"]) == ("confirmed", None)
+    assert call(server, "GET", f"/products/{ink_id}")["stock"] == 3
     cancelled = call(server, "POST", f"/orders/{order}/cancel", {"reason": "r"})
     assert cancelled == {"status": "cancelled"}
     page = call(server, "GET", f"/customers/{customer}/orders?status=cancelled&page_size=5")
-    assert [o["id"] for o in page["items"]] == [order]
+    assert [(o["id"], o["cancel_reason"]) for o in page["items"]] == [(order, "r")]
+    deadline = time.monotonic() + 30
+    while call(server, "GET", f"/products/{ink_id}")["stock"] != 5:  # released by the process
+        assert time.monotonic() < deadline, "the cancelled order's units never came back"
+        time.sleep(0.05)
     assert page["next_cursor"] is None
     error = call(server, "POST", f"/orders/{order}/submit", expect=409)
     assert error["error"]["code"] == "invalid_state"
@@ -219,12 +234,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     assert "total    43.47  (2 lines)" in first.stdout  # 3 notebooks at 12.50, 3 pens at 1.99
     assert "-> 409" in first.stdout  # the refused item on a submitted order
     assert "page 2:" in first.stdout
-    assert "order_summary at position 12, running" in first.stdout
+    assert "order_summary at position 23, running" in first.stdout
     assert "fabula --store orders-demo.db stats" in first.stdout
     assert [p.name for p in tmp_path.iterdir()] == ["orders-demo.db"]
     again = orders_command("demo", cwd=tmp_path)  # starts afresh: the same story
     assert again.returncode == 0, again.stderr
-    assert "order_summary at position 12, running" in again.stdout
+    assert "order_summary at position 23, running" in again.stdout
     stats = subprocess.run(
         [sys.executable, "-m", "fabula", "--store", "orders-demo.db", "stats"],
         capture_output=True,

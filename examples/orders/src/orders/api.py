@@ -28,7 +28,7 @@ from fastapi import FastAPI, Header, Query, Request
 import fabula
 
 from .auth import NOBODY, AuthError, Caller, Forbidden, RateLimit, Tokens
-from .catalog import UnknownCustomerError
+from .catalog import Product, UnknownCustomerError, UnknownProductError
 from .domain import OrderStatus, ShippingAddress
 from .errors import KeyNotAcceptedError, install_error_handlers, responses
 from .messages import (
@@ -39,6 +39,7 @@ from .messages import (
     CreateProduct,
     GetCustomerOrders,
     GetOrderById,
+    GetProduct,
     ListProducts,
     SubmitOrder,
 )
@@ -134,8 +135,15 @@ async def create_product(
     """Add a product at a price (administrators). An `Idempotency-Key` is refused here (400)."""
     _admin(who)
     _no_key(idempotency_key)
-    product_id = await service.execute(CreateProduct(name=body.name, price=body.price))
+    command = CreateProduct(name=body.name, price=body.price, stock=body.stock)
+    product_id = await service.execute(command)
     return ProductCreated(product_id=product_id)
+
+
+def _product_out(product: Product) -> ProductOut:
+    return ProductOut(
+        product_id=product.id, name=product.name, price=f"{product.price:.2f}", stock=product.stock
+    )
 
 
 @router.get("/products", responses=responses(401, 429))
@@ -148,8 +156,18 @@ async def list_products(
     """Page through the products, oldest first (anyone signed in)."""
     del who
     page = await service.ask(ListProducts(page_size=page_size, cursor=cursor))
-    items = [ProductOut(product_id=p.id, name=p.name, price=f"{p.price:.2f}") for p in page.items]
-    return ProductPage(items=items, next_cursor=page.next_cursor)
+    return ProductPage(items=[_product_out(p) for p in page.items], next_cursor=page.next_cursor)
+
+
+@router.get("/products/{product_id}", responses=responses(404, 401, 429))
+async def get_product(product_id: UUID, service: svc, who: caller) -> ProductOut:
+    """Return a product with its stock: units available, or null when not tracked."""
+    del who
+    try:
+        product = await service.ask(GetProduct(product_id=product_id))
+    except UnknownProductError as exc:
+        raise fastapi.HTTPException(404, str(exc)) from exc
+    return _product_out(product)
 
 
 # --8<-- [start:route]

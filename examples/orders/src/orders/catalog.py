@@ -53,11 +53,13 @@ class Customer:
 
 @attrs.frozen
 class Product:
-    """A product that can be ordered, at its current price."""
+    """A product that can be ordered, at its current price, with its stock if it is tracked."""
 
     id: UUID
     name: str
     price: Decimal
+    stock: int | None = None
+    """Units available (not reserved by orders); None when the product's stock is not tracked."""
 
 
 MAX_PAGE_SIZE = 100
@@ -69,7 +71,13 @@ class _Listed:
     id: UUID
     name: str
     price: Decimal
+    stock: int | None
     created_at: datetime
+
+
+# Stock levels come from the `product_stock` read model (see orders.read_model).
+_PRODUCT_COLUMNS = "p.id, p.name, p.price, s.available AS stock"
+_WITH_STOCK = "products p LEFT JOIN product_stock s ON s.product_id = p.id"
 
 
 @attrs.frozen
@@ -118,14 +126,14 @@ class Catalog:
             raise UnknownCustomerError(f"there is no customer {customer_id}")
         return found
 
-    async def add_product(self, name: str, price: Decimal) -> UUID:
-        """Add a product at `price` and return its new id.
+    async def add_product(self, name: str, price: Decimal, product_id: UUID | None = None) -> UUID:
+        """Add a product at `price` and return its id (a new one unless given).
 
         Raises:
             InvalidOrderError: The price is negative or not in cents.
         """
         price = _price(price)
-        product_id = uuid4()
+        product_id = uuid4() if product_id is None else product_id
         await self._tables.execute(
             "INSERT INTO products VALUES (:id, :name, :price, :at)",
             {"id": product_id, "name": name, "price": price, "at": datetime.now(UTC)},
@@ -152,7 +160,9 @@ class Catalog:
             UnknownProductError: There is none.
         """
         found = await self._tables.fetch_one(
-            "SELECT id, name, price FROM products WHERE id = :id", {"id": product_id}, row=Product
+            f"SELECT {_PRODUCT_COLUMNS} FROM {_WITH_STOCK} WHERE p.id = :id",  # noqa: S608 - our own SQL
+            {"id": product_id},
+            row=Product,
         )
         if found is None:
             raise UnknownProductError(f"there is no product {product_id}")
@@ -171,17 +181,17 @@ class Catalog:
         where, params = "", dict[str, object](limit=size + 1)
         if cursor is not None:
             created, after_id = codec.decode(cursor, (datetime, UUID), scope="products")
-            where = "WHERE (created_at, id) > (:created, :after)"
+            where = "WHERE (p.created_at, p.id) > (:created, :after)"
             params |= {"created": created, "after": after_id}
         rows = await self._tables.fetch_all(
-            f"SELECT id, name, price, created_at FROM products {where} "  # noqa: S608 - our own SQL
-            "ORDER BY created_at, id LIMIT :limit",
+            f"SELECT {_PRODUCT_COLUMNS}, p.created_at FROM {_WITH_STOCK} {where} "  # noqa: S608 - our own SQL
+            "ORDER BY p.created_at, p.id LIMIT :limit",
             params,
             row=_Listed,
         )
         added = {row.id: row.created_at for row in rows}
         return fabula.Page.from_rows(
-            [Product(row.id, row.name, row.price) for row in rows],
+            [Product(row.id, row.name, row.price, row.stock) for row in rows],
             size,
             key=lambda product: (added[product.id], product.id),
             codec=codec,

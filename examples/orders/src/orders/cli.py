@@ -114,7 +114,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
     database = database_path(args.database)
     tokens = _tokens(args)
-    async with OrdersService.open(database, schema=args.schema) as service:
+    draft_ttl = timedelta(seconds=args.draft_ttl)
+    async with OrdersService.open(database, schema=args.schema, draft_ttl=draft_ttl) as service:
         app = create_app(service, tokens=tokens, rate_limit=args.rate_limit)
         config = uvicorn.Config(
             app,
@@ -228,6 +229,13 @@ def _build_parser() -> argparse.ArgumentParser:
         default=5,
         metavar="SECONDS",
         help="how long an idle connection is kept open (default: 5)",
+    )
+    serve.add_argument(
+        "--draft-ttl",
+        type=_positive,
+        default=86_400,
+        metavar="SECONDS",
+        help="a draft with no change for this long is cancelled as abandoned (default: 86400)",
     )
     serve.add_argument(
         "--max-header-bytes",

@@ -1,5 +1,6 @@
 """`orders demo`: a scripted session through the HTTP API, printed as it goes."""
 
+import asyncio
 import re
 import secrets
 from datetime import timedelta
@@ -10,7 +11,14 @@ import pydantic
 
 from .api import create_app
 from .auth import Role, Tokens
-from .schemas import CustomerCreated, OrderCreatedOut, OrderOut, OrderPage, ProductCreated
+from .schemas import (
+    CustomerCreated,
+    OrderCreatedOut,
+    OrderOut,
+    OrderPage,
+    ProductCreated,
+    ProductOut,
+)
 from .service import OrdersService
 
 __all__ = ["run_demo"]
@@ -82,10 +90,27 @@ async def _catalogs(client: _Client) -> tuple[list[str], dict[str, str]]:
         )
         customers.append(str(joined.customer_id))
     products = {}
-    for name, price in [("notebook", "12.50"), ("pen", "1.99"), ("lamp", "39.00")]:
-        added = await client.post("/products", {"name": name, "price": price}, into=ProductCreated)
+    # Notebooks and lamps are counted (their stock is tracked); pens are not.
+    stock: list[tuple[str, str, int | None]] = [
+        ("notebook", "12.50", 20),
+        ("pen", "1.99", None),
+        ("lamp", "39.00", 1),
+    ]
+    for name, price, units in stock:
+        body = {"name": name, "price": price, **({"stock": units} if units is not None else {})}
+        added = await client.post("/products", body, into=ProductCreated)
         products[name] = str(added.product_id)
     return customers, products
+
+
+async def _settled(client: _Client, order_id: str) -> OrderOut:
+    """The order once its fulfilment process has confirmed or cancelled it."""
+    async with asyncio.timeout(30):
+        while True:
+            order = await client.get(f"/orders/{order_id}", into=OrderOut)
+            if order.status.value != "submitted":
+                return order
+            await asyncio.sleep(0.02)
 
 
 async def _orders(
@@ -104,11 +129,18 @@ async def _orders(
         await client.post(f"/orders/{first}/items", item, into=_Anything)
     await client.post(f"/orders/{first}/submit", into=_Anything)
 
+    confirmed = await _settled(client, str(first))
+    stock = await client.get(f"/products/{products['notebook']}", into=ProductOut)
+    print(
+        f"  without another request, the fulfilment process reserved its notebooks: "
+        f"{confirmed.status.value}; notebooks left: {stock.stock}"
+    )
+
     print("\n4. A rule the domain keeps: a submitted order takes no more items")
     pen = {"product_id": products["pen"], "quantity": 1}
     await client.post(f"/orders/{first}/items", pen, into=_Anything)
 
-    print("\n5. More orders: one cancelled, one left as a draft, one for Grace")
+    print("\n5. More orders: one cancelled, one left as a draft, one for Grace that cannot be met")
     second = (await client.post("/orders", body, into=OrderCreatedOut)).order_id
     lamp = {"product_id": products["lamp"], "quantity": 1}
     await client.post(f"/orders/{second}/items", lamp, into=_Anything)
@@ -120,6 +152,9 @@ async def _orders(
     graces = (await grace_client.post("/orders", grace_body, into=OrderCreatedOut)).order_id
     item = {"product_id": products["lamp"], "quantity": 2}
     await grace_client.post(f"/orders/{graces}/items", item, into=_Anything)
+    await grace_client.post(f"/orders/{graces}/submit", into=_Anything)
+    refused = await _settled(grace_client, str(graces))
+    print(f"  one lamp in stock, two asked for: {refused.status.value} ({refused.cancel_reason})")
 
     print("\n6. Ada may not open orders for Grace, nor see Grace's order")
     await client.post("/orders", grace_body, into=_Anything)
@@ -170,6 +205,11 @@ async def run_demo(database: str, *, schema: str = "public") -> int:
             orders = await _orders(ada, grace, customers, products)
             await _read_back(ada, customers[0], orders)
         statuses = await service.projector.status()
+        reactions = await service.reactor.status()
+        timers = await service.store.load_timers()
     summary = ", ".join(f"{s.name} at position {s.checkpoint}, {s.state}" for s in statuses)
     print(f"\nThe read model: {summary}")
+    ran = ", ".join(f"{r.name} ({r.parked_events} parked)" for r in reactions)
+    drafts = "1 draft" if len(timers) == 1 else f"{len(timers)} drafts"
+    print(f"The reactions: {ran}; {drafts} will expire unless changed (`fabula timers`)")
     return 0

@@ -1,7 +1,9 @@
 """The order domain: events, the `Order` aggregate and its rules.
 
 An order starts as a DRAFT, collects lines, and is either SUBMITTED or
-CANCELLED; a submitted order may still be cancelled. Money is `Decimal`
+CANCELLED. A submitted order is CONFIRMED once every line's stock is
+reserved (by `orders.fulfilment`), or cancelled when a line cannot be; a
+submitted or confirmed order may still be cancelled. Money is `Decimal`
 with two places, never float. Adding a product already in the order adds
 to that line's quantity at the price the line was opened with, so the
 aggregate and the read model always agree on a line.
@@ -24,6 +26,7 @@ __all__ = [
     "InvalidOrderError",
     "Order",
     "OrderCancelled",
+    "OrderConfirmed",
     "OrderCreated",
     "OrderError",
     "OrderItemAdded",
@@ -79,6 +82,7 @@ class OrderStatus(enum.Enum):
 
     DRAFT = "draft"
     SUBMITTED = "submitted"
+    CONFIRMED = "confirmed"
     CANCELLED = "cancelled"
 
 
@@ -131,6 +135,12 @@ class OrderCancelled(fabula.DomainEvent):
 
 
 # --8<-- [end:events]
+@fabula.event("orders.OrderConfirmed")
+@attrs.frozen(kw_only=True)
+class OrderConfirmed(fabula.DomainEvent):
+    """Every line of a submitted order is reserved: it will be fulfilled."""
+
+
 @attrs.frozen
 class OrderLine:
     """One product in an order."""
@@ -153,7 +163,7 @@ class Order(fabula.Aggregate):
 
     Attributes:
         customer_id: Who placed it.
-        status: DRAFT, SUBMITTED or CANCELLED.
+        status: DRAFT, SUBMITTED, CONFIRMED or CANCELLED.
         lines: One line per product, in the order they were first added.
     """
 
@@ -240,8 +250,34 @@ class Order(fabula.Aggregate):
         self.record(OrderSubmitted(total_amount=total))
         return total
 
+    def confirm(self) -> None:
+        """Confirm a submitted order, its stock reserved.
+
+        Raises:
+            OrderStateError: The order is not submitted (a draft, cancelled meanwhile,
+                or confirmed already).
+        """
+        if self.status is not OrderStatus.SUBMITTED:
+            raise OrderStateError(
+                f"cannot confirm order {self.id}: it is {self.status.value}, not submitted"
+            )
+        self.record(OrderConfirmed())
+
+    def expire(self, *, unchanged_since: int) -> None:
+        """Cancel a draft abandoned at version `unchanged_since` (nothing happened since).
+
+        Raises:
+            OrderStateError: The order is no longer a draft, or it changed since.
+        """
+        self._check_draft("expire")
+        if self.version != unchanged_since:
+            raise OrderStateError(
+                f"order {self.id} changed since version {unchanged_since}: it is not abandoned"
+            )
+        self.record(OrderCancelled(reason="abandoned"))
+
     def cancel(self, reason: str) -> None:
-        """Cancel a draft or submitted order.
+        """Cancel a draft, submitted or confirmed order.
 
         Raises:
             OrderStateError: The order is already cancelled.
@@ -273,6 +309,10 @@ class Order(fabula.Aggregate):
     @fabula.apply
     def _submitted(self, _: OrderSubmitted) -> None:
         self.status = OrderStatus.SUBMITTED
+
+    @fabula.apply
+    def _confirmed(self, _: OrderConfirmed) -> None:
+        self.status = OrderStatus.CONFIRMED
 
     @fabula.apply
     def _cancelled(self, _: OrderCancelled) -> None:

@@ -19,15 +19,21 @@ from .domain import Order
 from .messages import (
     AddOrderItem,
     CancelOrder,
+    ConfirmOrder,
     CreateCustomer,
     CreateOrder,
     CreateProduct,
+    ExpireDraft,
     GetCustomerOrders,
     GetOrderById,
+    GetProduct,
     ListProducts,
+    ReleaseStock,
+    ReserveStock,
     SubmitOrder,
 )
 from .read_model import OrderSummaryView, OrderView, ReadModel
+from .stock import Stock, stock_id
 
 __all__ = ["OrderHandlers"]
 
@@ -54,8 +60,13 @@ class OrderHandlers:
         commands.register(AddOrderItem, self.add_item)
         commands.register(SubmitOrder, self.submit)
         commands.register(CancelOrder, self.cancel)
+        commands.register(ConfirmOrder, self.confirm)
+        commands.register(ExpireDraft, self.expire)
+        commands.register(ReserveStock, self.reserve)
+        commands.register(ReleaseStock, self.release)
         queries.register(GetOrderById, self.order)
         queries.register(GetCustomerOrders, self.customer_orders)
+        queries.register(GetProduct, self.product)
         queries.register(ListProducts, self.products)
 
     async def create_customer(self, command: CreateCustomer) -> UUID:
@@ -63,8 +74,15 @@ class OrderHandlers:
         return await self.catalog.add_customer(command.name, command.email)
 
     async def create_product(self, command: CreateProduct) -> UUID:
-        """Add a product to the catalog."""
-        return await self.catalog.add_product(command.name, command.price)
+        """Add a product to the catalog, with its stock when it is tracked.
+
+        The stock's stream is written first: a crash before the catalog row
+        leaves a stock no order can name, never a tracked product without one.
+        """
+        product_id = uuid4()
+        if command.stock is not None:
+            await self.repository.save(Stock.create(product_id, command.name, command.stock))
+        return await self.catalog.add_product(command.name, command.price, product_id)
 
     async def create_order(self, command: CreateOrder) -> UUID:
         """Open a draft order for a known customer."""
@@ -100,6 +118,32 @@ class OrderHandlers:
         order.cancel(command.reason)
         await self.repository.save(order)
 
+    async def confirm(self, command: ConfirmOrder) -> None:
+        """Confirm a submitted order, its stock reserved."""
+        order = await self.repository.get(Order, command.order_id)
+        order.confirm()
+        await self.repository.save(order)
+
+    async def expire(self, command: ExpireDraft) -> None:
+        """Cancel a draft as abandoned, if nothing happened to it since its timer was set."""
+        order = await self.repository.get(Order, command.order_id)
+        order.expire(unchanged_since=command.version)
+        await self.repository.save(order)
+
+    async def reserve(self, command: ReserveStock) -> bool:
+        """Set units of a tracked product aside for an order (or record that it cannot)."""
+        stock = await self.repository.get(Stock, stock_id(command.product_id))
+        held = stock.reserve(command.order_id, command.quantity)
+        await self.repository.save(stock)
+        return held
+
+    async def release(self, command: ReleaseStock) -> int:
+        """Give back the units an order holds of a product."""
+        stock = await self.repository.get(Stock, stock_id(command.product_id))
+        released = stock.release(command.order_id)
+        await self.repository.save(stock)
+        return released
+
     async def order(self, query: GetOrderById) -> OrderView | None:
         """One order with its lines, or None."""
         return await self.read_model.order(query.order_id)
@@ -110,6 +154,10 @@ class OrderHandlers:
         return await self.read_model.customer_orders(
             query.customer_id, status=query.status, page_size=query.page_size, cursor=query.cursor
         )
+
+    async def product(self, query: GetProduct) -> Product:
+        """One product, with its stock."""
+        return await self.catalog.product(query.product_id)
 
     async def products(self, query: ListProducts) -> fabula.Page[Product]:
         """A page of the catalog's products."""

@@ -20,12 +20,17 @@ from .read_model import OrderSummaryView, OrderView
 __all__ = [
     "AddOrderItem",
     "CancelOrder",
+    "ConfirmOrder",
     "CreateCustomer",
     "CreateOrder",
     "CreateProduct",
+    "ExpireDraft",
     "GetCustomerOrders",
     "GetOrderById",
+    "GetProduct",
     "ListProducts",
+    "ReleaseStock",
+    "ReserveStock",
     "SubmitOrder",
 ]
 
@@ -44,6 +49,8 @@ class CreateProduct(fabula.Command[UUID]):
 
     name: str
     price: Decimal
+    stock: int | None = None
+    """Units in stock, tracked from now on; None: the product's stock is not tracked."""
 
 
 # --8<-- [start:commands]
@@ -87,6 +94,38 @@ class CancelOrder(fabula.Command[None]):
 
 # --8<-- [end:commands]
 @attrs.frozen(kw_only=True)
+class ConfirmOrder(fabula.Command[None]):
+    """Confirm a submitted order whose lines are all reserved (sent by the fulfilment process)."""
+
+    order_id: UUID
+
+
+@attrs.frozen(kw_only=True)
+class ExpireDraft(fabula.Command[None]):
+    """Cancel a draft as abandoned if it is still at `version` (sent by its durable timer)."""
+
+    order_id: UUID
+    version: int
+
+
+@attrs.frozen(kw_only=True)
+class ReserveStock(fabula.Command[bool]):
+    """Set units of a tracked product aside for an order; returns whether they are held."""
+
+    product_id: UUID
+    order_id: UUID
+    quantity: int
+
+
+@attrs.frozen(kw_only=True)
+class ReleaseStock(fabula.Command[int]):
+    """Give back what an order holds of a product; returns how many units."""
+
+    product_id: UUID
+    order_id: UUID
+
+
+@attrs.frozen(kw_only=True)
 class GetOrderById(fabula.Query[OrderView | None]):
     """The order with this id, or None."""
 
@@ -101,6 +140,13 @@ class GetCustomerOrders(fabula.Query[fabula.Page[OrderSummaryView]]):
     status: OrderStatus | None = None
     page_size: int = 20
     cursor: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class GetProduct(fabula.Query[Product]):
+    """One product, with its stock (raises UnknownProductError if there is none)."""
+
+    product_id: UUID
 
 
 @attrs.frozen(kw_only=True)

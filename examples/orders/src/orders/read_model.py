@@ -22,11 +22,13 @@ import fabula
 
 from .domain import (
     OrderCancelled,
+    OrderConfirmed,
     OrderCreated,
     OrderItemAdded,
     OrderStatus,
     OrderSubmitted,
 )
+from .stock import StockAdded, StockReleased, StockReserved
 
 __all__ = [
     "OrderItemView",
@@ -34,6 +36,7 @@ __all__ = [
     "OrderSummaryView",
     "OrderView",
     "ReadModel",
+    "StockLevelsProjection",
 ]
 
 _TABLES = (
@@ -42,7 +45,7 @@ _TABLES = (
         "id {uuid} PRIMARY KEY, customer_id {uuid} NOT NULL, customer_name {text} NOT NULL, "
         "status {text} NOT NULL, total_amount {decimal} NOT NULL, item_count {bigint} NOT NULL, "
         "created_at {datetime} NOT NULL, updated_at {datetime} NOT NULL, "
-        "event_version {bigint} NOT NULL)"
+        "event_version {bigint} NOT NULL, cancel_reason {text})"
     ),
     (
         "CREATE TABLE IF NOT EXISTS order_items ("
@@ -62,7 +65,8 @@ _TABLES = (
 
 _OPEN = (
     "INSERT INTO order_summary VALUES "
-    "(:id, :customer, :name, 'draft', :zero, 0, :at, :at, :version) ON CONFLICT (id) DO NOTHING"
+    "(:id, :customer, :name, 'draft', :zero, 0, :at, :at, :version, NULL) "
+    "ON CONFLICT (id) DO NOTHING"
 )
 _FRESH_TOTALS = "SELECT total_amount FROM order_summary WHERE id = :id AND event_version < :version"
 _GROW_LINE = (
@@ -76,7 +80,8 @@ _SET_TOTALS = (
 )
 _SET_STATUS = (
     "UPDATE order_summary SET status = :status, total_amount = coalesce(:total, total_amount), "
-    "updated_at = :at, event_version = :version WHERE id = :id AND event_version < :version"
+    "cancel_reason = :reason, updated_at = :at, event_version = :version "
+    "WHERE id = :id AND event_version < :version"
 )
 
 
@@ -130,22 +135,73 @@ class OrderSummaryProjection(fabula.SqlProjection):
         self._set_status(sql, event, OrderStatus.SUBMITTED, event.total_amount)
 
     @fabula.handles
+    def _confirmed(self, event: OrderConfirmed, sql: fabula.Sql) -> None:
+        self._set_status(sql, event, OrderStatus.CONFIRMED, None)
+
+    @fabula.handles
     def _cancelled(self, event: OrderCancelled, sql: fabula.Sql) -> None:
-        self._set_status(sql, event, OrderStatus.CANCELLED, None)
+        self._set_status(sql, event, OrderStatus.CANCELLED, None, reason=event.reason)
 
     def _set_status(
-        self, sql: fabula.Sql, event: fabula.DomainEvent, status: OrderStatus, total: Decimal | None
+        self,
+        sql: fabula.Sql,
+        event: fabula.DomainEvent,
+        status: OrderStatus,
+        total: Decimal | None,
+        *,
+        reason: str | None = None,
     ) -> None:
         sql.execute(
             _SET_STATUS,
             {
                 "status": status.value,
                 "total": total,
+                "reason": reason,
                 "at": event.timestamp,
                 "version": event.version,
                 "id": event.aggregate_id,
             },
         )
+
+
+_STOCK_TABLES = (
+    (
+        "CREATE TABLE IF NOT EXISTS product_stock (product_id {uuid} PRIMARY KEY, "
+        "available {bigint} NOT NULL, event_version {bigint} NOT NULL)"
+    ),
+)
+_STOCK_OPEN = (
+    "INSERT INTO product_stock VALUES (:product, :quantity, :version) "
+    "ON CONFLICT (product_id) DO NOTHING"
+)
+_STOCK_MOVE = (
+    "UPDATE product_stock SET available = available + :change, event_version = :version "
+    "WHERE product_id = :product AND event_version < :version"
+)
+
+
+class StockLevelsProjection(fabula.SqlProjection):
+    """Keeps each tracked product's available units, for the catalog's answers."""
+
+    name = "product_stock"
+    tables: ClassVar[tuple[str, ...]] = ("product_stock",)
+    definitions: ClassVar[tuple[str, ...]] = _STOCK_TABLES
+
+    @fabula.handles
+    def _added(self, event: StockAdded, sql: fabula.Sql) -> None:
+        parameters = {"product": event.product_id, "quantity": event.quantity}
+        sql.execute(_STOCK_OPEN, {**parameters, "version": event.version})
+
+    @fabula.handles
+    def _reserved(self, event: StockReserved, sql: fabula.Sql) -> None:
+        self._move(sql, event.product_id, -event.quantity, event.version)
+
+    @fabula.handles
+    def _released(self, event: StockReleased, sql: fabula.Sql) -> None:
+        self._move(sql, event.product_id, event.quantity, event.version)
+
+    def _move(self, sql: fabula.Sql, product: UUID, change: int, version: int) -> None:
+        sql.execute(_STOCK_MOVE, {"product": product, "change": change, "version": version})
 
 
 @attrs.frozen
@@ -170,6 +226,7 @@ class OrderSummaryView:
     item_count: int
     created_at: datetime
     updated_at: datetime
+    cancel_reason: str | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -181,7 +238,7 @@ class OrderView(OrderSummaryView):
 
 _SUMMARY_COLUMNS = (
     "s.id, s.customer_id, s.customer_name, s.status, s.total_amount, s.item_count, "
-    "s.created_at, s.updated_at"
+    "s.created_at, s.updated_at, s.cancel_reason"
 )
 # One statement for the order and its lines: they come from one committed state.
 _ORDER = (

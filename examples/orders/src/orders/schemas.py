@@ -80,10 +80,16 @@ class NewCustomer(Model):
 
 
 class NewProduct(Model):
-    """A product to add; the price is a decimal string such as "12.50"."""
+    """A product to add; the price is a decimal string such as "12.50".
+
+    With `stock` (a whole number of units, 0 or more) the product's stock
+    is tracked: orders reserve it when submitted. Without it (or null),
+    it is not.
+    """
 
     name: Text
     price: Price
+    stock: Annotated[int | None, pydantic.Field(strict=True, ge=0, le=1_000_000_000)] = None
 
 
 class Address(Model):
@@ -136,11 +142,12 @@ class ProductCreated(Model):
 
 
 class ProductOut(Model):
-    """A product at its current price."""
+    """A product at its current price, with its units available (null: stock not tracked)."""
 
     product_id: UUID
     name: str
     price: Annotated[str, pydantic.Field(examples=["12.50"])]
+    stock: int | None
 
 
 class ProductPage(Model):
@@ -182,6 +189,12 @@ class OrderSummaryOut(Model):
     item_count: int
     created_at: datetime
     updated_at: datetime
+    cancel_reason: Annotated[
+        str | None,
+        pydantic.Field(
+            description='Why it was cancelled ("abandoned", "out of stock: <product>").'
+        ),
+    ] = None
 
     @classmethod
     def of(cls, view: OrderSummaryView) -> "OrderSummaryOut":
@@ -195,6 +208,7 @@ class OrderSummaryOut(Model):
             item_count=view.item_count,
             created_at=view.created_at,
             updated_at=view.updated_at,
+            cancel_reason=view.cancel_reason,
         )
 
 

@@ -1,4 +1,4 @@
-"""The application's wiring: the store and database, the buses, and the projector's lifecycle.
+"""The application's wiring: the store and database, the buses, the projector and the reactor.
 
 The messages are in `orders.messages`, what they do in `orders.handlers`.
 `OrdersService.open(database)` opens the event store, the catalogs and the
@@ -7,7 +7,9 @@ a `postgresql://` URL), builds the command and query buses and starts the
 projector. `execute` dispatches a command and returns once the read model
 reflects it, so a query issued after a command returned sees its effect
 (read-your-writes; see `OrdersService.execute` for why it waits rather than
-projecting inline).
+projecting inline). The reactor runs what follows the events, without any
+further request: the fulfilment of submitted orders and the expiry of
+abandoned drafts (`orders.fulfilment`).
 """
 
 from __future__ import annotations
@@ -19,16 +21,21 @@ from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from typing import TypeAlias, TypeVar
 
+import attrs
+
 import fabula
 from fabula.sqlite import SQLiteEventStore
 
 from .catalog import Catalog
 from .domain import Order
+from .fulfilment import DraftExpiry, Fulfilment
 from .handlers import OrderHandlers
 from .messages import GetCustomerOrders, GetOrderById
-from .read_model import OrderSummaryProjection, ReadModel
+from .read_model import OrderSummaryProjection, ReadModel, StockLevelsProjection
+from .stock import Stock
 
 __all__ = [
+    "DRAFT_TTL",
     "SNAPSHOT_EVERY",
     "OrdersService",
     "ReadModelUnavailableError",
@@ -41,7 +48,10 @@ logger = logging.getLogger("orders")
 R = TypeVar("R")
 
 SNAPSHOT_EVERY = 100
-"""How many events of an order between two of its snapshots."""
+"""How many events of an order (or of a product's stock) between two of its snapshots."""
+
+DRAFT_TTL = timedelta(days=1)
+"""How long a draft may sit unchanged before it is cancelled as abandoned (by default)."""
 
 _WAIT_SLICE = 0.1  # seconds between looks at the projector's health while waiting for it
 
@@ -50,8 +60,13 @@ OrdersProjector: TypeAlias = fabula.Projector[object]
 
 
 def projector(store: fabula.SqlStore) -> OrdersProjector:
-    """The orders read model's projector over `store` (`fabula projections --app` uses it)."""
-    return fabula.Projector(store, [OrderSummaryProjection()])
+    """The read models' projector over `store` (`fabula projections --app` uses it)."""
+    return fabula.Projector(store, [OrderSummaryProjection(), StockLevelsProjection()])
+
+
+@attrs.frozen
+class _Nothing:
+    """A row of no columns: for queries asked only whether they run."""
 
 
 class ReadModelUnavailableError(Exception):
@@ -85,6 +100,7 @@ class OrdersService:
         catalog: The customers and products.
         read_model: The order read model's queries.
         projector: Keeps the read model up to date.
+        reactor: Runs the fulfilment process and the drafts' expiry timers.
         handlers: What each command and query does.
         commands: The command bus (correlation, retry on conflict, idempotency).
         queries: The query bus.
@@ -100,6 +116,7 @@ class OrdersService:
         *,
         read_timeout: float = 10.0,
         key_retention: timedelta = timedelta(days=1),
+        draft_ttl: timedelta = DRAFT_TTL,
     ) -> None:
         self.store = store
         self.projector = projector
@@ -110,7 +127,9 @@ class OrdersService:
         # Orders are snapshotted every SNAPSHOT_EVERY events, so loading one
         # reads at most that many events (and an order holds at most
         # MAX_ORDER_EVENTS).
-        self.repository = fabula.Repository(store, snapshot_every={Order: SNAPSHOT_EVERY})
+        self.repository = fabula.Repository(
+            store, snapshot_every={Order: SNAPSHOT_EVERY, Stock: SNAPSHOT_EVERY}
+        )
         self.commands = fabula.CommandBus()
         self.commands.use(fabula.Correlation())
         # Outside idempotency: an idempotent command's events are appended
@@ -127,6 +146,11 @@ class OrdersService:
         self.queries.use(self._read_model_ready, for_types=(GetOrderById, GetCustomerOrders))
         self.handlers = OrderHandlers(self.repository, self.catalog, self.read_model)
         self.handlers.register(self.commands, self.queries)
+        # Commands the reactions send go through the same bus: their keys
+        # make a redelivered event's commands commit nothing new.
+        reactions = [Fulfilment(self.repository), DraftExpiry(draft_ttl)]
+        self.reactor = fabula.Reactor(store, self.commands, reactions)
+        self._reacting: asyncio.Task[None] | None = None
         self._projecting: asyncio.Task[None] | None = None
         self._reported: str | None = None  # the trouble last logged, so it is logged once
 
@@ -139,6 +163,7 @@ class OrdersService:
         schema: str = "public",
         read_timeout: float = 10.0,
         busy_timeout: float = 5.0,
+        draft_ttl: timedelta = DRAFT_TTL,
     ) -> AsyncIterator[OrdersService]:
         """Open the service on `database`, run it, and close it on exit.
 
@@ -150,23 +175,32 @@ class OrdersService:
             busy_timeout: On SQLite, how long a write waits for another
                 process's lock on the file before `StoreUnavailableError`
                 (503); on PostgreSQL, how long to wait for a connection.
+            draft_ttl: How long a draft may sit unchanged before it is
+                cancelled as abandoned.
 
         The read model is brought up to date before this yields; the
-        projector then follows new events in the background. Several
-        processes may serve one PostgreSQL schema: one of them runs the
-        projection, the others stand by and take over if it stops.
+        projector then follows new events in the background, and so does
+        the reactor (timers that fell due while the service was stopped
+        fire as it starts). Several processes may serve one PostgreSQL
+        schema: one of them runs each projection and each reaction, the
+        others stand by and take over if it stops.
         """
         opening = _postgres if is_postgres_url(database) else _sqlite
         async with opening(database, schema, busy_timeout) as store:
             catalog = Catalog(store.read_model())
             await catalog.open()
             codec = fabula.CursorCodec(secret=await catalog.secret("cursor-secret"))
-            service = cls(store, projector(store), codec, read_timeout=read_timeout)
+            service = cls(
+                store, projector(store), codec, read_timeout=read_timeout, draft_ttl=draft_ttl
+            )
+            await service._upgrade_read_model()
             await service.projector.catch_up()  # creates the tables, applies the backlog
             service._start_projector()
+            service._start_reactor()
             try:
                 yield service
             finally:
+                await service._stop_reactor()
                 await service._stop_projector()
 
     def read_model_trouble(self) -> str | None:
@@ -198,6 +232,36 @@ class OrdersService:
 
         self._projecting = asyncio.create_task(self.projector.run(), name="orders-projector")
         self._projecting.add_done_callback(report)
+
+    def _start_reactor(self) -> None:
+        def report(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                logger.error("the reactor stopped", exc_info=task.exception())
+
+        self._reacting = asyncio.create_task(self.reactor.run(), name="orders-reactor")
+        self._reacting.add_done_callback(report)
+
+    async def _stop_reactor(self) -> None:
+        if self._reacting is not None:
+            self._reacting.cancel()
+            await asyncio.gather(self._reacting, return_exceptions=True)
+
+    async def _upgrade_read_model(self) -> None:
+        """Rebuild an order read model made before orders had a cancellation reason.
+
+        The rebuild is blue/green: the old tables answer until the new ones
+        replace them.
+        """
+        tables = self.store.read_model()
+        try:
+            await tables.fetch_all("SELECT id FROM order_summary LIMIT 0", row=_Nothing)
+        except fabula.StoreError:
+            return  # no read model yet: the projector creates it
+        try:
+            await tables.fetch_all("SELECT cancel_reason FROM order_summary LIMIT 0", row=_Nothing)
+        except fabula.StoreError:
+            logger.warning("the order read model predates cancellation reasons: rebuilding it")
+            await self.projector.rebuild(OrderSummaryProjection.name)
 
     async def _stop_projector(self) -> None:
         if self._projecting is not None:
