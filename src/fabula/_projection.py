@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import attrs
@@ -54,6 +54,13 @@ class Projection(Generic[TxT_contra]):
 
     tables: ClassVar[tuple[str, ...]] = ()
     """The read-model tables it owns (created by `setup`); `rebuild` replaces them."""
+
+    park_after: ClassVar[int | None] = None
+    """None (the default): a failing event stops the projection until it is fixed or
+    skipped. N: after N failed attempts at one event, its stream is parked instead (it
+    and that stream's later events wait, recorded with the checkpoint) and the other
+    streams go on; `Projector.retry_parked` and `skip_parked` drain it in order. The
+    store must keep parked events (`fabula.storage.ReactionStore`)."""
 
     _fabula_handlers: ClassVar[dict[type[DomainEvent[Any]], Any] | None] = None
 
@@ -113,3 +120,22 @@ class VersionGuard:
             return False
         self.versions[key] = event.version
         return True
+
+
+class HandlerFailedError(Exception):
+    """A projection's handler raised: which event (by index in its batch), and what."""
+
+    def __init__(self, index: int, recorded: RecordedEvent, cause: BaseException) -> None:
+        self.index = index
+        self.recorded = recorded
+        self.cause = cause
+        super().__init__(repr(cause))
+
+
+def apply_all(projection: Projection[Any], events: Sequence[RecordedEvent], tx: object) -> None:
+    """Apply events in order; a failing handler is reported with its event's index."""
+    for index, recorded in enumerate(events):
+        try:
+            projection.handle(recorded, tx)
+        except Exception as exc:
+            raise HandlerFailedError(index, recorded, exc) from exc

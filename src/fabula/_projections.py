@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
-import traceback
 from collections.abc import Callable, Sequence
 from typing import Any, Generic
 
 import attrs
 
-from fabula._events import DomainEvent
 from fabula._guards import positive_int, positive_number
-from fabula._projection import Projection, TxT
+from fabula._projection import HandlerFailedError, Projection, TxT, apply_all
+from fabula._projection_parking import Parking, ParkingProjector, parking_key, parks_after
+from fabula._projection_status import (
+    ProjectionFailure,
+    ProjectionState,
+    ProjectionStatus,
+    Track,
+)
 from fabula._projection_store import ProjectionLeases, ProjectionStore
+from fabula._reaction_store import ParkedEvent, ReactionStore
 from fabula._store import RecordedEvent
 from fabula.exceptions import (
     CheckpointError,
@@ -27,136 +32,11 @@ from fabula.exceptions import (
 __all__ = ["ProjectionFailure", "ProjectionState", "ProjectionStatus", "Projector"]
 
 
+def _now() -> float:
+    return asyncio.get_running_loop().time()
+
+
 logger = logging.getLogger("fabula.projections")
-
-
-class ProjectionState(enum.StrEnum):
-    """What a projection is doing in a `Projector`; each equals its str value."""
-
-    RUNNING = "running"
-    """Following the log."""
-    FAILING = "failing"
-    """Stopped at an event whose handler raised, retrying it with backoff."""
-    RETRYING = "retrying"
-    """The store failed (a full disk, a lost connection): retrying with backoff until it is back."""
-    STANDBY = "standby"
-    """Another process runs it; this one takes over if that one stops."""
-    STOPPED = "stopped"
-    """Not running here."""
-
-
-@attrs.frozen
-class ProjectionFailure:
-    """Why a projection stopped.
-
-    Attributes:
-        position: The position of the event it could not apply.
-        event_class: The event's class name (`__qualname__`).
-        error: The exception, as `repr`.
-        traceback: The formatted traceback.
-        attempts: How many times it was tried.
-    """
-
-    position: int
-    event_class: str
-    error: str
-    traceback: str
-    attempts: int
-
-
-@attrs.frozen
-class ProjectionStatus:
-    """Where a projection is.
-
-    Attributes:
-        name: The projection.
-        checkpoint: The position of the last event it has applied.
-        lag: How many events (of the types it handles) it has yet to apply.
-        state: What it is doing (a `ProjectionState`, equal to its str value).
-        last_error: The current failure, if it is failing.
-        store_error: While it is retrying, the store's error, as `repr`.
-    """
-
-    name: str
-    checkpoint: int
-    lag: int
-    state: ProjectionState
-    last_error: ProjectionFailure | None
-    store_error: str | None = None
-
-
-class _HandlerFailedError(Exception):
-    def __init__(self, index: int, recorded: RecordedEvent, cause: BaseException) -> None:
-        self.index = index
-        self.recorded = recorded
-        self.cause = cause
-        super().__init__(repr(cause))
-
-
-def _apply_all(projection: Projection[Any], events: Sequence[RecordedEvent], tx: object) -> None:
-    """Apply events in order; a failing handler is reported with its event's index."""
-    for index, recorded in enumerate(events):
-        try:
-            projection.handle(recorded, tx)
-        except Exception as exc:
-            raise _HandlerFailedError(index, recorded, exc) from exc
-
-
-@attrs.define
-class _Track:
-    projection: Projection[Any]
-    event_types: tuple[type[DomainEvent[Any]], ...]
-    checkpoint: int = 0
-    state: ProjectionState = ProjectionState.STOPPED
-    following: bool = False
-    failure: ProjectionFailure | None = None
-    outage: _Outage | None = None
-    waiters: list[tuple[int, asyncio.Future[None]]] = attrs.Factory(list)
-
-    def clear_failure(self) -> None:
-        """Forget the failure: the event it was about is behind the checkpoint now."""
-        self.failure = None
-        self.state = ProjectionState.RUNNING if self.following else ProjectionState.STOPPED
-
-    def store_failed(self, exc: FabulaError) -> int:
-        """Record a failed read or commit, logged if it is news; return the failures in a row."""
-        name, error = self.projection.name, repr(exc)
-        outage = self.outage
-        if outage is None:
-            outage = self.outage = _Outage(error)
-            logger.warning(
-                "projection %s: the store failed (%s); retrying with backoff until it is back",
-                name,
-                exc,
-            )
-        else:
-            outage.attempts += 1
-            if error != outage.error:
-                outage.error = error
-                logger.warning("projection %s: the store now fails with: %s", name, exc)
-        self.state = ProjectionState.RETRYING
-        return outage.attempts
-
-    def store_back(self) -> None:
-        """End the outage this projection was in, if any, with one log line."""
-        outage, self.outage = self.outage, None
-        if outage is not None:
-            took = asyncio.get_running_loop().time() - outage.since
-            logger.warning(
-                "projection %s: the store is back after %d failed attempts in %.1f s",
-                self.projection.name,
-                outage.attempts,
-                took,
-            )
-
-
-@attrs.define
-class _Outage:
-    """The store errors a projection has met in a row, since its last successful call."""
-
-    error: str
-    attempts: int = 1
-    since: float = attrs.Factory(lambda: asyncio.get_running_loop().time())
 
 
 _RECANCEL_AFTER = 0.5  # seconds a cancelled task may take before it is asked again
@@ -178,14 +58,17 @@ async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
 
 
 @attrs.define(repr=False)
-class Projector(Generic[TxT]):
+class Projector(ParkingProjector[TxT], Generic[TxT]):
     """Feeds projections from the global log, each from its own checkpoint.
 
     Each batch of events and the projection's checkpoint commit together, so
     with a transactional store (SQLite) every event is applied exactly once,
     across crashes and restarts. A handler that raises stops that projection
     at that event (the others go on); it is retried with capped exponential
-    backoff, and `status()` shows the failure. Nothing is ever skipped.
+    backoff, and `status()` shows the failure. Nothing is ever skipped
+    without an operator saying so, and a projection that opts into parking
+    (`Projection.park_after`) parks the failing event's stream instead of
+    stopping.
 
     Args:
         store: The event store, which also keeps the checkpoints.
@@ -202,7 +85,7 @@ class Projector(Generic[TxT]):
     retry_delay: float = attrs.field(default=0.05, validator=positive_number)
     max_retry_delay: float = attrs.field(default=30.0, validator=positive_number)
     idle_wait: float = attrs.field(default=1.0, validator=positive_number)
-    _tracks: dict[str, _Track] = attrs.field(init=False, factory=dict)
+    _tracks: dict[str, Track] = attrs.field(init=False, factory=dict)
 
     def __attrs_post_init__(self) -> None:
         for projection in self.projections:
@@ -214,7 +97,13 @@ class Projector(Generic[TxT]):
                 msg = f"two projections are named {name!r}"
                 raise EventTypeError(msg)
             types = tuple(projection.handlers())
-            self._tracks[name] = _Track(projection, types)
+            self._tracks[name] = track = Track(projection, types)
+            after = parks_after(projection)
+            if after is not None:
+                if not isinstance(self.store, ReactionStore):
+                    msg = f"projection {name!r} parks streams, but {self.store!r} keeps none"
+                    raise TypeError(msg)
+                track.parking = Parking(parking_key(name), after)
 
     def __repr__(self) -> str:
         return f"<Projector: {', '.join(self._tracks)}>"
@@ -241,6 +130,9 @@ class Projector(Generic[TxT]):
         for it (as `wait_for` does), so that a read model queried after
         `catch_up` holds every event saved before it.
 
+        A projection that parks streams retries a failing event until its
+        stream parks, and goes on.
+
         Raises:
             ProjectionError: A handler failed; that projection stopped at the
                 event (the others caught up).
@@ -249,10 +141,16 @@ class Projector(Generic[TxT]):
         head = await self.store.head_position()
         for track in self._tracks.values():
             await self._start(track)
+            if track.parking is not None:
+                await self._take_requests(track)
             while True:
                 try:
                     moved = await self._step(track)
                 except ProjectionError as exc:
+                    if track.parking is not None and track.failure is not None:
+                        # Tried again until the stream parks, then it goes on.
+                        await asyncio.sleep(self.retry_pause(track.failure.attempts))
+                        continue
                     failures.append(exc)
                     break
                 except CheckpointError:
@@ -272,20 +170,11 @@ class Projector(Generic[TxT]):
     async def status(self) -> list[ProjectionStatus]:
         """Report each projection's checkpoint, lag, state and current failure."""
         found = []
-        for name, track in self._tracks.items():
+        for track in self._tracks.values():
             lag = await self.store.count_events(
                 after=track.checkpoint, event_types=track.event_types
             )
-            found.append(
-                ProjectionStatus(
-                    name=name,
-                    checkpoint=track.checkpoint,
-                    lag=lag,
-                    state=track.state,
-                    last_error=track.failure,
-                    store_error=None if track.outage is None else track.outage.error,
-                )
-            )
+            found.append(track.status(lag))
         return found
 
     def states(self) -> dict[str, ProjectionState]:
@@ -372,8 +261,11 @@ class Projector(Generic[TxT]):
         self._set_checkpoint(track, checkpoint)
         logger.info("projection %s rebuilt up to position %d", name, checkpoint)
 
-    async def _start(self, track: _Track) -> None:
+    async def _start(self, track: Track) -> None:
         await self._reload(track)
+        if track.parking is not None:
+            assert isinstance(self.store, ReactionStore)  # noqa: S101 - checked when built
+            await track.parking.load(self.store)
         if track.checkpoint == 0:
             try:
                 await self.store.commit_projection(
@@ -382,11 +274,11 @@ class Projector(Generic[TxT]):
             except CheckpointError:  # another projector set it up and moved on
                 await self._reload(track)
 
-    async def _reload(self, track: _Track) -> None:
+    async def _reload(self, track: Track) -> None:
         """Take the checkpoint the store has (through `_set_checkpoint`, for `wait_for` callers)."""
         self._set_checkpoint(track, await self.store.load_checkpoint(track.projection.name))
 
-    async def _follow(self, track: _Track) -> None:
+    async def _follow(self, track: Track) -> None:
         """Follow the log; with a store that leases projections, only while holding the lease."""
         if not isinstance(self.store, ProjectionLeases):
             await self._follow_log(track)
@@ -413,7 +305,7 @@ class Projector(Generic[TxT]):
             if failed is not None:
                 await self._pause_for_store(track, failed)
 
-    async def _follow_until(self, track: _Track, lost: asyncio.Event) -> None:
+    async def _follow_until(self, track: Track, lost: asyncio.Event) -> None:
         """Follow the log until `lost` is set; raise what ended the following otherwise."""
         following = asyncio.create_task(self._follow_log(track))
         losing = asyncio.create_task(lost.wait())
@@ -426,7 +318,7 @@ class Projector(Generic[TxT]):
         if not following.cancelled():
             following.result()  # following only ends by raising: a closed store, a bug
 
-    async def _shadow(self, track: _Track) -> None:
+    async def _shadow(self, track: Track) -> None:
         """While standing by, follow the active process's checkpoint, for `wait_for` callers."""
         while True:
             try:
@@ -444,7 +336,7 @@ class Projector(Generic[TxT]):
                 track.store_back()
                 track.state = ProjectionState.STANDBY
 
-    async def _follow_log(self, track: _Track) -> None:
+    async def _follow_log(self, track: Track) -> None:
         """Apply the log as it grows; retry failing handlers and a failing store, for ever."""
         track.following, track.state = True, ProjectionState.RUNNING
         started = False
@@ -457,6 +349,9 @@ class Projector(Generic[TxT]):
                     moved = await self._step(track)
                     track.store_back()
                     track.state = ProjectionState.RUNNING
+                    parking = track.parking
+                    if parking is not None and parking.due(_now(), self.idle_wait):
+                        await self._take_requests(track)
                     if not moved:
                         await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
                 except ProjectionError:
@@ -474,7 +369,7 @@ class Projector(Generic[TxT]):
         finally:
             track.following, track.state = False, ProjectionState.STOPPED
 
-    async def _pause_for_store(self, track: _Track, exc: FabulaError) -> None:
+    async def _pause_for_store(self, track: Track, exc: FabulaError) -> None:
         """Record a failed read or commit, and back off before the next."""
         current = asyncio.current_task()
         if current is not None and current.cancelling():
@@ -482,7 +377,7 @@ class Projector(Generic[TxT]):
             raise asyncio.CancelledError from None
         await asyncio.sleep(self.retry_pause(track.store_failed(exc)))
 
-    async def _step(self, track: _Track) -> bool:
+    async def _step(self, track: Track) -> bool:
         """Apply one batch; return whether the checkpoint moved."""
         page = await self.store.read_log(
             after=track.checkpoint, limit=self.batch_size, event_types=track.event_types
@@ -490,33 +385,45 @@ class Projector(Generic[TxT]):
         if page.position <= track.checkpoint:
             return False
         projection = track.projection
+        events, parked = page.events, list[ParkedEvent]()
+        if track.parking is not None:
+            events, parked = track.parking.split(page.events)
 
         def work(tx: TxT) -> None:
-            _apply_all(projection, page.events, tx)
+            apply_all(projection, events, tx)
 
         try:
-            await self.store.commit_projection(
-                projection.name, expected=track.checkpoint, position=page.position, work=work
-            )
-        except _HandlerFailedError as failed:
-            await self._stop_at(track, page.events, failed)
+            await self._commit(track, page.position, work, parked)
+        except HandlerFailedError as failed:
+            await self._stop_at(track, events, failed, parked)
+            return True  # its stream parked: the checkpoint is at it, the rest comes next
         if track.failure is not None:
             track.clear_failure()
         self._set_checkpoint(track, page.position)
         return True
 
     async def _stop_at(
-        self, track: _Track, events: list[RecordedEvent], failed: _HandlerFailedError
+        self,
+        track: Track,
+        events: list[RecordedEvent],
+        failed: HandlerFailedError,
+        parked: list[ParkedEvent],
     ) -> None:
-        """Keep the events before the failing one, record the failure, and raise."""
+        """Keep the events before the failing one, record the failure, and raise.
+
+        A projection that parks streams parks the failing event's stream
+        instead, once it has failed `park_after` times, and returns.
+        """
         projection = track.projection
         before = events[: failed.index]
+        if await self._parked_instead(track, failed, before=before, parked=parked):
+            return
         stop = failed.recorded.position - 1
         if stop > track.checkpoint:
             if self.store.transactional:  # the batch was rolled back: apply the prefix again
 
                 def work(tx: TxT) -> None:
-                    _apply_all(projection, before, tx)
+                    apply_all(projection, before, tx)
 
             else:  # the prefix is applied already: only move the checkpoint
 
@@ -524,33 +431,12 @@ class Projector(Generic[TxT]):
                     del tx
 
             try:
-                await self.store.commit_projection(
-                    projection.name, expected=track.checkpoint, position=stop, work=work
-                )
-            except _HandlerFailedError as again:  # an earlier event failed this time
+                await self._commit(track, stop, work, [p for p in parked if p.position <= stop])
+            except HandlerFailedError as again:  # an earlier event failed this time
                 failed = again
             else:
                 self._set_checkpoint(track, stop)
-        attempts = 1 if track.failure is None else track.failure.attempts + 1
-        track.failure = ProjectionFailure(
-            position=failed.recorded.position,
-            event_class=type(failed.recorded.event).__qualname__,
-            error=repr(failed.cause),
-            traceback="".join(traceback.format_exception(failed.cause)),
-            attempts=attempts,
-        )
-        track.state = ProjectionState.FAILING
-        logger.error(
-            "projection %s failed on %s at position %d (attempt %d)",
-            projection.name,
-            track.failure.event_class,
-            failed.recorded.position,
-            attempts,
-            exc_info=failed.cause,
-        )
-        raise ProjectionError(
-            projection.name, failed.recorded.position, track.failure.event_class, failed.cause
-        ) from failed.cause
+        raise track.failed_at(failed.recorded, failed.cause) from failed.cause
 
     def retry_pause(self, attempts: int) -> float:
         """Seconds to wait before trying a failed event again, after `attempts` tries.
@@ -559,7 +445,7 @@ class Projector(Generic[TxT]):
         """
         return min(self.max_retry_delay, self.retry_delay * 2.0 ** (attempts - 1))
 
-    def _set_checkpoint(self, track: _Track, position: int) -> None:
+    def _set_checkpoint(self, track: Track, position: int) -> None:
         """Record where `track` is, and release the `wait_for` callers it has reached."""
         track.checkpoint = position
         waiting = []

@@ -19,7 +19,13 @@ import attrs
 
 from fabula._guards import utcnow
 from fabula._projection_store import require_checkpoint
-from fabula._reaction_store import ParkedEvent, ParkRequest, Timer, checkpoint_name
+from fabula._reaction_store import (
+    ParkedEvent,
+    ParkRequest,
+    Timer,
+    checkpoint_name,
+    skips_name,
+)
 
 __all__ = ["ReactionStatements", "ReactionsForwarded", "SqlReactionSide"]
 
@@ -137,7 +143,7 @@ class SqlReactionSide:
             conn.execute(st.release_parked, (reaction, position))
             if skipped is not None:
                 event_class, reason = skipped
-                name = checkpoint_name(reaction)
+                name = skips_name(reaction)
                 conn.execute(st.record_skip, (name, position, event_class, reason, now))
 
         await self.write(job)
@@ -192,6 +198,25 @@ class SqlReactionSide:
 
         return [self._timer(row) for row in await self.read(job)]
 
+    def parking_work(
+        self,
+        work: Callable[[Any], None],
+        park: Sequence[ParkedEvent],
+        release: Sequence[tuple[str, int]],
+    ) -> Callable[[Any], None]:
+        """`work`, then `park` kept and `release` removed, on the same transaction."""
+        rows = [self._parked_row(event) for event in park]
+        st = self.statements
+
+        def job(conn: Connection) -> None:
+            work(conn)
+            for row in rows:
+                conn.execute(st.insert_parked, row)
+            for key in release:
+                conn.execute(st.release_parked, key)
+
+        return job
+
     def _parked_row(self, event: ParkedEvent) -> tuple[object, ...]:
         return (
             event.reaction,
@@ -236,9 +261,36 @@ class SqlReactionSide:
 
 
 class ReactionsForwarded:
-    """The `ReactionStore` and `TimerStore` methods of a store, forwarded to its SQL side."""
+    """The `ReactionStore` and `TimerStore` methods of a store, forwarded to its SQL side.
+
+    The store's own `commit_projection` runs the parking projections' commits.
+    """
 
     _reaction_side: SqlReactionSide
+
+    async def commit_projection(
+        self, name: str, *, expected: int, position: int, work: Callable[[Any], None]
+    ) -> None:
+        """The store's own (this class only declares it)."""
+        raise NotImplementedError
+
+    async def commit_projection_parked(
+        self,
+        name: str,
+        *,
+        expected: int,
+        position: int,
+        work: Callable[[Any], None],
+        park: Sequence[ParkedEvent] = (),
+        release: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """`commit_projection`, keeping `park` and removing `release` in the same transaction.
+
+        Raises:
+            CheckpointError: Checkpoint `name` is not at `expected`.
+        """
+        job = self._reaction_side.parking_work(work, park, release)
+        await self.commit_projection(name, expected=expected, position=position, work=job)
 
     async def commit_reaction(
         self, reaction: str, *, expected: int, position: int, parked: Sequence[ParkedEvent]

@@ -10,21 +10,24 @@ does; `fabula._reactor` decides when.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 from uuid import UUID
 
 import attrs
 
 __all__ = [
     "CHECKPOINT_PREFIX",
+    "PARKING_PREFIX",
     "ParkRequest",
     "ParkedEvent",
     "ReactionStore",
     "Timer",
     "TimerStore",
+    "ask_parked",
     "checkpoint_name",
+    "skips_name",
 ]
 
 CHECKPOINT_PREFIX = "reaction:"
@@ -34,6 +37,21 @@ CHECKPOINT_PREFIX = "reaction:"
 def checkpoint_name(reaction: str) -> str:
     """The checkpoint (and lease) name of reaction `reaction`."""
     return CHECKPOINT_PREFIX + reaction
+
+
+PARKING_PREFIX = "projection:"
+"""A parking projection's parked events are kept under this prefix and its name."""
+
+
+def skips_name(parked_as: str) -> str:
+    """Where skips of events parked under `parked_as` are recorded (`load_skips`).
+
+    A projection's (`projection:<name>`) under its own name, beside the
+    skips of its stopped events; a reaction's under its checkpoint.
+    """
+    if parked_as.startswith(PARKING_PREFIX):
+        return parked_as.removeprefix(PARKING_PREFIX)
+    return checkpoint_name(parked_as)
 
 
 class ParkRequest(enum.StrEnum):
@@ -115,6 +133,28 @@ class ReactionStore(Protocol):
         """Remove a parked event: handled at last, or skipped (`(event_class, reason)` recorded)."""
         ...
 
+    async def commit_projection_parked(
+        self,
+        name: str,
+        *,
+        expected: int,
+        position: int,
+        work: Callable[[Any], None],
+        park: Sequence[ParkedEvent] = (),
+        release: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """`commit_projection`, keeping `park` and removing `release` in the same transaction.
+
+        A projection that parks streams (`Projection.park_after`) commits
+        its read-model writes, its checkpoint and its parked events together;
+        `release` names parked events by `(reaction, position)`. `position`
+        may equal `expected` (a parked event applied, the checkpoint kept).
+
+        Raises:
+            CheckpointError: Checkpoint `name` is not at `expected`.
+        """
+        ...
+
 
 @attrs.frozen
 class Timer:
@@ -184,3 +224,33 @@ class TimerStore(Protocol):
     async def load_timers(self) -> list[Timer]:
         """Return the pending timers, soonest first."""
         ...
+
+
+async def ask_parked(
+    store: ReactionStore,
+    reaction: str,
+    stream_id: str,
+    request: ParkRequest,
+    reason: str | None = None,
+) -> ParkedEvent:
+    """Record an operator's request on parked stream `stream_id` of `reaction`.
+
+    The request goes on the stream's first parked event; the process
+    running the reaction carries it out (within `idle_wait` seconds).
+    This is what `Reactor.retry`/`Reactor.skip` and the `fabula` command do.
+
+    Returns:
+        The parked event the request is on.
+
+    Raises:
+        ValueError: A skip without a reason.
+        LookupError: The stream is not parked in that reaction.
+    """
+    if request is ParkRequest.SKIP and not (reason and reason.strip()):
+        msg = "say why the event is skipped: the reason is recorded"
+        raise ValueError(msg)
+    first = next((p for p in await store.load_parked(reaction) if p.stream_id == stream_id), None)
+    if first is None or not await store.request_parked(reaction, first.position, request, reason):
+        msg = f"stream {stream_id!r} is not parked in reaction {reaction!r}"
+        raise LookupError(msg)
+    return attrs.evolve(first, request=request, reason=reason)

@@ -23,7 +23,13 @@ from fabula._idempotency import Idempotency
 from fabula._projection_store import ProjectionLeases
 from fabula._reaction import Reaction, check_reaction_name
 from fabula._reaction_run import ReactionRun
-from fabula._reaction_store import ParkedEvent, ParkRequest, TimerStore, checkpoint_name
+from fabula._reaction_store import (
+    ParkedEvent,
+    ParkRequest,
+    TimerStore,
+    ask_parked,
+    checkpoint_name,
+)
 from fabula._timers import Timers
 from fabula.exceptions import CheckpointError, EventTypeError, FabulaError, StoreClosedError
 
@@ -66,36 +72,6 @@ class ReactionStatus:
     parked_streams: int
     parked_events: int
     store_error: str | None = None
-
-
-async def ask_parked(
-    store: Store,
-    reaction: str,
-    stream_id: str,
-    request: ParkRequest,
-    reason: str | None = None,
-) -> ParkedEvent:
-    """Record an operator's request on parked stream `stream_id` of `reaction`.
-
-    The request goes on the stream's first parked event; the process
-    running the reaction carries it out (within `idle_wait` seconds).
-    This is what `Reactor.retry`/`Reactor.skip` and the `fabula` command do.
-
-    Returns:
-        The parked event the request is on.
-
-    Raises:
-        ValueError: A skip without a reason.
-        LookupError: The stream is not parked in that reaction.
-    """
-    if request is ParkRequest.SKIP and not (reason and reason.strip()):
-        msg = "say why the event is skipped: the reason is recorded"
-        raise ValueError(msg)
-    first = next((p for p in await store.load_parked(reaction) if p.stream_id == stream_id), None)
-    if first is None or not await store.request_parked(reaction, first.position, request, reason):
-        msg = f"stream {stream_id!r} is not parked in reaction {reaction!r}"
-        raise LookupError(msg)
-    return attrs.evolve(first, request=request, reason=reason)
 
 
 @attrs.define

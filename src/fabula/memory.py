@@ -18,7 +18,13 @@ from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent, require_checkpoint
-from fabula._reaction_store import ParkedEvent, ParkRequest, Timer, checkpoint_name
+from fabula._reaction_store import (
+    ParkedEvent,
+    ParkRequest,
+    Timer,
+    checkpoint_name,
+    skips_name,
+)
 from fabula._serialization import EventSerializer, SerializedEvent
 from fabula._snapshots import Snapshot
 from fabula._store import (
@@ -189,6 +195,27 @@ class InMemoryEventStore(StoreBase):
             self._parked[event.reaction, event.position] = event
         self._checkpoints[name] = position
 
+    async def commit_projection_parked(
+        self,
+        name: str,
+        *,
+        expected: int,
+        position: int,
+        work: Callable[[None], None],
+        park: Sequence[ParkedEvent] = (),
+        release: Sequence[tuple[str, int]] = (),
+    ) -> None:
+        """`commit_projection` with parked events kept and released (see `ReactionStore`)."""
+        self._check_open()
+        stored = self._checkpoints.get(name, 0)
+        require_checkpoint(name, stored, expected=expected, moving_to=position)
+        work(None)
+        for event in park:
+            self._parked[event.reaction, event.position] = event
+        for key in release:
+            self._parked.pop(key, None)
+        self._checkpoints[name] = position
+
     async def load_parked(self, reaction: str | None = None) -> list[ParkedEvent]:
         """Return parked events, by reaction and position (see `ReactionStore`)."""
         self._check_open()
@@ -224,7 +251,7 @@ class InMemoryEventStore(StoreBase):
         if skipped is not None:
             event_class, reason = skipped
             record = SkippedEvent(position, event_class, reason, datetime.now(UTC))
-            self._skips.setdefault(checkpoint_name(reaction), []).append(record)
+            self._skips.setdefault(skips_name(reaction), []).append(record)
 
     async def schedule_timer(self, timer: Timer) -> None:
         """Keep `timer`, replacing one of the same name (see `TimerStore`)."""

@@ -171,6 +171,28 @@ class ReactionStoreContract(_Factory):
         assert skip.skipped_at.utcoffset() is not None
 
     @_test
+    async def test_a_projection_parks_with_its_checkpoint(self, store: _Store) -> None:
+        """commit_projection_parked runs the work, keeps and releases parked events, atomically."""
+        ran: list[object] = []
+        parked = _parked(3, reaction="projection:p")
+        await store.commit_projection_parked(
+            "p", expected=0, position=5, work=ran.append, park=[parked]
+        )
+        assert (len(ran), await store.load_checkpoint("p")) == (1, 5)
+        assert await store.load_parked("projection:p") == [parked]
+        await store.commit_projection_parked(
+            "p", expected=5, position=5, work=ran.append, release=[("projection:p", 3)]
+        )
+        assert (len(ran), await store.load_checkpoint("p")) == (2, 5)
+        assert await store.load_parked("projection:p") == []
+        with pytest.raises(CheckpointError):
+            await store.commit_projection_parked(
+                "p", expected=0, position=9, work=ran.append, park=[_parked(7, reaction="x")]
+            )
+        assert await store.load_parked() == []
+        assert await store.load_checkpoint("p") == 5
+
+    @_test
     async def test_times_come_back_aware_and_equal(self, store: _Store) -> None:
         """A parked event's time in another offset comes back as the same instant, aware."""
         at = datetime(2026, 5, 6, 7, 8, 9, 654321, tzinfo=timezone(timedelta(hours=2)))
