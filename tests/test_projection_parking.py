@@ -203,7 +203,10 @@ class TestParking:
         await running.retry_parked("ledger", "acc-1")
         await running.catch_up()
         parked = await running.parked("ledger")
-        assert [(p.version, p.attempts, p.request) for p in parked] == [(2, 3, None), (3, 0, None)]
+        assert [(p.version, p.attempts, p.request) for p in parked] == [
+            (2, 3, None),
+            (3, 0, fabula.ParkRequest.RETRY),  # still marked, behind the one that failed
+        ]
         assert ("acc-1", 3) not in await applied(store, ledger)
 
     async def test_a_running_projector_takes_requests(self, store: fabula.Store) -> None:
@@ -227,6 +230,66 @@ class TestParking:
             with pytest.raises(asyncio.CancelledError):
                 await task
         assert len(await applied(store, ledger)) == 9
+
+
+class Flaky(MemoryLedger):
+    """acc-0's first deposit fails twice, acc-1's once: neither reaches park_after (3)."""
+
+    park_after: ClassVar[int | None] = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = {("acc-0", 1): 2, ("acc-1", 1): 1}
+
+    @fabula.handles
+    def _deposited(self, event: Deposited, tx: None) -> None:
+        del tx
+        key = (event.aggregate_id, event.version)
+        if self.failures.get(key, 0) > 0:
+            self.failures[key] -= 1
+            msg = f"not yet: {key}"
+            raise RuntimeError(msg)
+        self.rows.append(key)
+
+
+class TestRecovery:
+    async def test_attempts_are_counted_per_event(self) -> None:
+        """Failures of one event do not count towards another's parking."""
+        store = InMemoryEventStore()
+        for s in range(2):
+            await store.append(f"acc-{s}", [deposit()], expected_version=0)
+        ledger = Flaky()
+        running = projector(store, ledger)
+        await running.catch_up()
+        assert await running.parked("ledger") == []
+        assert sorted(ledger.rows) == [("acc-0", 1), ("acc-1", 1)]
+
+    async def test_a_drain_cut_short_resumes_from_the_store(self) -> None:
+        """A retry whose commit fails after applying (the answer lost) is not lost: the next look
+        at the requests takes the store's rows, and the stream drains."""
+        store = InMemoryEventStore()
+        await fill(store)
+        ledger = MemoryLedger()
+        running = projector(store, ledger)
+        await running.catch_up()
+        ledger.broken = False
+        real = store.commit_projection_parked
+        calls = 0
+
+        async def answer_lost(*args: Any, **kwargs: Any) -> None:
+            nonlocal calls
+            calls += 1
+            await real(*args, **kwargs)
+            if calls == 1:
+                raise fabula.StoreUnavailableError("the connection dropped before the reply")
+
+        store.commit_projection_parked = answer_lost  # type: ignore[method-assign] # one lost reply
+        await running.retry_parked("ledger", "acc-1")
+        with pytest.raises(fabula.StoreUnavailableError):
+            await running.catch_up()
+        await running.catch_up()
+        assert await running.parked("ledger") == []
+        assert [v for s, v in ledger.rows if s == "acc-1"] == [1, 2, 3]
 
 
 class TestSettings:

@@ -119,7 +119,7 @@ class TestStopping:
         a cancellation; a standby loop then ran on, and the projector waited
         for it for ever.
         """
-        from fabula._projections import _cancel_and_wait  # noqa: PLC0415 - the helper under test
+        from fabula._tasks import cancel_and_wait  # noqa: PLC0415 - the helper under test
 
         async def stubborn() -> None:
             with contextlib.suppress(asyncio.CancelledError):
@@ -129,7 +129,7 @@ class TestStopping:
         task = asyncio.create_task(stubborn())
         await asyncio.sleep(0)
         async with asyncio.timeout(10):
-            await _cancel_and_wait(task)
+            await cancel_and_wait(task)
         assert task.cancelled()
 
 

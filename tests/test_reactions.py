@@ -237,7 +237,7 @@ class TestParking:
         parked = await store.load_parked("mirror")
         assert [(p.position, p.attempts, p.request) for p in parked] == [
             (acc0[0], 4, None),
-            (acc0[1], 0, None),
+            (acc0[1], 0, ParkRequest.RETRY),  # still marked: the next retry drains it
         ]
 
     async def test_requests_name_a_parked_stream(self, store: fabula.Store) -> None:
@@ -283,6 +283,17 @@ class Idle(Pairs):
     @fabula.reacts
     async def _deposited(self, _: Deposited, process: fabula.Process[Pairing]) -> None:
         process.state = Pairing()
+
+
+class Picky(Pairs):
+    """Cannot route acc-1's first deposit."""
+
+    name = "picky"
+
+    def process_id(self, recorded: fabula.RecordedEvent) -> str | None:
+        if (recorded.stream_id, recorded.event.version) == ("acc-1", 1):
+            raise KeyError(recorded.stream_id)
+        return super().process_id(recorded)
 
 
 class TestProcessManagers:
@@ -355,6 +366,32 @@ class TestProcessManagers:
         steps = await store.read_stream("process:pairs-refused:acc-0")
         assert [s.event.finished for s in steps] == [False, True]  # type: ignore[attr-defined]
         assert await store.read_stream("pair-acc-0") == []
+
+    async def test_a_replay_does_not_bring_back_a_cancelled_timer(
+        self, store: fabula.Store
+    ) -> None:
+        """Redelivered from the start, a process carries out only its last step: the reminder
+        its second step cancelled is not scheduled again by the first."""
+        await deposits(store, streams=1, each=2)
+        past = datetime(2026, 1, 1, tzinfo=UTC)
+        await reactor(store, Pairs(remind_at=past)).catch_up()
+        assert await store.load_timers() == []
+        replay = Replaying(remind_at=past)
+        await reactor(store, replay).catch_up()
+        assert (replay.decided, await store.load_timers()) == (0, [])
+
+    async def test_an_event_whose_process_cannot_be_told_is_parked(
+        self, store: fabula.Store
+    ) -> None:
+        """A process_id that raises parks that event under its stream; the rest go on."""
+        await deposits(store, streams=2, each=2)
+        picky = Picky()
+        await reactor(store, picky).catch_up()
+        (parked,) = await store.load_parked("picky")
+        assert (parked.stream_id, parked.version, parked.attempts) == ("acc-1", 1, 1)
+        assert parked.error is not None
+        assert "cannot tell its lane" in parked.error
+        assert len(await store.read_stream("process:picky:acc-0")) == 2
 
     async def test_timers_a_process_schedules_fire_and_cancel(self, store: fabula.Store) -> None:
         """A reminder scheduled on the first deposit is cancelled by the second, else fires."""
@@ -583,3 +620,44 @@ class TestKilled:
 
         counts, positions = asyncio.run(asyncio.wait_for(scenario(), timeout=180))
         assert counts == dict.fromkeys(positions, 1)
+
+
+TIMERS_CHILD = Path(__file__).parent / "support" / "timers_child.py"
+
+
+class TestTimersInSeveralProcesses:
+    def test_each_timer_fires_once_across_processes_and_a_kill(self, schemas: list[str]) -> None:
+        """Two processes fire one schema's timers; one is killed mid-way. Every timer's command
+        commits once: the survivor takes over the dead one's claims when they lapse."""
+        url = require_postgres()
+        schemas.append(new_schema())
+
+        async def scenario() -> dict[int, int]:
+            async with PostgresEventStore(url, schema=schemas[-1]) as store:
+                timers = Timers(store, make_bus(store))
+                start = datetime.now(UTC)
+                for n in range(120):
+                    at = start + timedelta(milliseconds=10 * n)
+                    await timers.schedule(f"t-{n}", at=at, command=Note(tally=f"t-{n}", source=n))
+                children = []
+                for _ in range(2):
+                    child = await asyncio.create_subprocess_exec(
+                        sys.executable, str(TIMERS_CHILD), url, schemas[-1],
+                        stdout=asyncio.subprocess.PIPE,
+                    )  # fmt: skip
+                    assert child.stdout is not None
+                    assert await asyncio.wait_for(child.stdout.readline(), 30) == b"ready\n"
+                    children.append(child)
+                await asyncio.sleep(0.4)
+                children[0].kill()  # mid-way: some of its timers are claimed, some fired
+                await children[0].wait()
+                async with asyncio.timeout(60):
+                    while await store.load_timers():  # noqa: ASYNC110 - polling the store
+                        await asyncio.sleep(0.05)
+                children[1].kill()
+                await children[1].wait()
+                return await noted(store)
+
+        assert asyncio.run(asyncio.wait_for(scenario(), timeout=120)) == dict.fromkeys(
+            range(120), 1
+        )

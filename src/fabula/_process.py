@@ -16,6 +16,8 @@ process dies in between, the event is delivered again, the step is found
 in the stream, and its effects run again from what was saved, not decided
 anew: their keys make the second run commit nothing new. So a handler may
 read the clock or a read model; it is never asked the same question twice.
+Only a process's last step is ever carried out again: a later step exists
+only once the earlier ones were carried out in full.
 """
 
 from __future__ import annotations
@@ -224,6 +226,11 @@ class ProcessManager(Reaction, Generic[S]):
             r.event for r in await store.read_stream(stream) if isinstance(r.event, ProcessStepped)
         ]
         done = next((s for s in steps if s.trigger_position == recorded.position), None)
+        if done is not None and done is not steps[-1]:
+            # A later step exists: this one was carried out in full before it
+            # was taken (one event at a time per process). Carrying it out
+            # again would undo what the later steps did (a timer cancelled).
+            return
         if done is None:
             if steps and steps[-1].finished:
                 return

@@ -131,14 +131,15 @@ class Parking:
         return True
 
     def requested(self, rows: Sequence[ParkedEvent]) -> list[str]:
-        """The streams an operator asked for (their first events carry the requests)."""
-        asked = []
+        """Take the store's parked events (`rows`); return the streams an operator asked for.
+
+        The store's rows replace what this projector knew, so a drain cut
+        short by a failed commit (applied, or not) resumes from the truth.
+        """
+        self.streams = {}
         for row in rows:
-            waiting = self.streams.get(row.stream_id)
-            if row.request is not None and waiting and waiting[0].position == row.position:
-                waiting[0] = row
-                asked.append(row.stream_id)
-        return asked
+            self.streams.setdefault(row.stream_id, []).append(row)
+        return [stream for stream, waiting in self.streams.items() if waiting[0].request]
 
 
 async def drain(
@@ -301,7 +302,7 @@ class ParkingProjector(Generic[TxT]):
         moves to it.
         """
         parking = track.parking
-        attempts = 1 if track.failure is None else track.failure.attempts + 1
+        attempts = track.attempts_at(failed.recorded.position)
         if parking is None or attempts < parking.after:
             return False
         projection, recorded = track.projection, failed.recorded

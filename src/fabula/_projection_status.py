@@ -102,6 +102,11 @@ class Track:
         self.failure = None
         self.state = ProjectionState.RUNNING if self.following else ProjectionState.STOPPED
 
+    def attempts_at(self, position: int) -> int:
+        """Which attempt at the event at `position` a failure now is (failures elsewhere aside)."""
+        failure = self.failure
+        return failure.attempts + 1 if failure is not None and failure.position == position else 1
+
     def status(self, lag: int) -> ProjectionStatus:
         """Where the projection is, `lag` events behind."""
         parked = {} if self.parking is None else self.parking.streams
@@ -118,7 +123,7 @@ class Track:
 
     def failed_at(self, recorded: RecordedEvent, cause: BaseException) -> ProjectionError:
         """Record (and log) a handler's failure on `recorded`; return the error to raise."""
-        attempts = 1 if self.failure is None else self.failure.attempts + 1
+        attempts = self.attempts_at(recorded.position)
         event_class = type(recorded.event).__qualname__
         self.failure = ProjectionFailure(
             position=recorded.position,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Generic
+from typing import Generic
 
 import attrs
 
@@ -21,6 +21,7 @@ from fabula._projection_status import (
 from fabula._projection_store import ProjectionLeases, ProjectionStore
 from fabula._reaction_store import ParkedEvent, ReactionStore
 from fabula._store import RecordedEvent
+from fabula._tasks import cancel_and_wait
 from fabula.exceptions import (
     CheckpointError,
     EventTypeError,
@@ -37,24 +38,6 @@ def _now() -> float:
 
 
 logger = logging.getLogger("fabula.projections")
-
-
-_RECANCEL_AFTER = 0.5  # seconds a cancelled task may take before it is asked again
-
-
-async def _cancel_and_wait(task: asyncio.Task[Any]) -> None:
-    """Cancel `task` and wait until it has ended.
-
-    Asks again while it runs on: on Python 3.11 a cancellation can be lost
-    inside the task (asyncio.wait_for, which connection pools use, drops
-    one that lands as its future completes: python/cpython#86296).
-    """
-    task.cancel()
-    while not task.done():
-        await asyncio.wait({task}, timeout=_RECANCEL_AFTER)
-        if not task.done():
-            task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 @attrs.define(repr=False)
@@ -292,7 +275,7 @@ class Projector(ParkingProjector[TxT], Generic[TxT]):
             failed: FabulaError | None = None
             try:
                 async with lease(track.projection.name) as lost:
-                    await _cancel_and_wait(shadowing)
+                    await cancel_and_wait(shadowing)
                     logger.info("projection %s: this process is now active", track.projection.name)
                     await self._follow_until(track, lost)
                 logger.warning("projection %s: lost the lease; standing by", track.projection.name)
@@ -301,7 +284,7 @@ class Projector(ParkingProjector[TxT], Generic[TxT]):
             except FabulaError as exc:  # the lease could not be taken: the store is down
                 failed = exc
             finally:
-                await _cancel_and_wait(shadowing)
+                await cancel_and_wait(shadowing)
             if failed is not None:
                 await self._pause_for_store(track, failed)
 
@@ -312,9 +295,9 @@ class Projector(ParkingProjector[TxT], Generic[TxT]):
         try:
             await asyncio.wait({following, losing}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await _cancel_and_wait(losing)
+            await cancel_and_wait(losing)
             if not following.done():
-                await _cancel_and_wait(following)
+                await cancel_and_wait(following)
         if not following.cancelled():
             following.result()  # following only ends by raising: a closed store, a bug
 

@@ -41,9 +41,10 @@ logger = logging.getLogger("fabula.reactions")
 
 @attrs.define(eq=False)
 class _Entry:
-    """An event read into the window; done once handled or parked."""
+    """An event read into the window, with its lane; done once handled or parked."""
 
     recorded: RecordedEvent
+    lane: str
     done: bool = False
 
 
@@ -89,6 +90,7 @@ class ReactionRun:
         self._slots = asyncio.Semaphore(reactor.concurrency)
         self.progress = asyncio.Event()
         self._requests_seen = 0.0
+        self._stopped = False
 
     async def start(self) -> None:
         """Load the checkpoint and the parked events."""
@@ -98,7 +100,8 @@ class ReactionRun:
             self.parked.setdefault(row.stream_id, []).append(_Parked(row, saved=True))
 
     def stop(self) -> list[asyncio.Task[None]]:
-        """Cancel the lanes and drains; return them, to be awaited."""
+        """Cancel the lanes and drains (and start no more); return them, to be awaited."""
+        self._stopped = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -154,12 +157,17 @@ class ReactionRun:
         return True
 
     def _admit(self, recorded: RecordedEvent) -> None:
-        entry = _Entry(recorded)
+        try:
+            stream = self.reaction.lane(recorded)
+        except Exception as exc:  # noqa: BLE001 - the reaction's own code: its event is parked
+            self._park_unroutable(recorded, exc)
+            return
+        entry = _Entry(recorded, stream)
         self._window.append(entry)
-        stream = self.reaction.lane(recorded)
         parked = self.parked.get(stream)
         if parked is not None:  # it waits behind the stream's parked event
-            item = _Parked(self._parked_event(recorded, None, 0), saved=False, recorded=recorded)
+            row = self._parked_event(recorded, stream, None, 0)
+            item = _Parked(row, saved=False, recorded=recorded)
             parked.append(item)
             self._unsaved.append(item)
             entry.done = True
@@ -169,6 +177,24 @@ class ReactionRun:
             lane = self._lanes[stream] = collections.deque()
             self._spawn(self._lane(stream, lane))
         lane.append(entry)
+
+    def _park_unroutable(self, recorded: RecordedEvent, exc: Exception) -> None:
+        """Park an event whose lane cannot be told, with its stream (no retry would tell it)."""
+        stream = recorded.stream_id
+        entry = _Entry(recorded, stream, done=True)
+        self._window.append(entry)
+        row = self._parked_event(recorded, stream, f"cannot tell its lane: {exc!r}", 1)
+        item = _Parked(row, saved=False, recorded=recorded)
+        self.parked.setdefault(stream, []).append(item)
+        self._unsaved.append(item)
+        logger.error(
+            "reaction %s parked %s at position %d: cannot tell its lane: %r",
+            self.name,
+            type(recorded.event).__qualname__,
+            recorded.position,
+            exc,
+            exc_info=exc,
+        )
 
     async def _commit(self) -> None:
         """Move the checkpoint to just before the oldest event not done, with the parked ones."""
@@ -205,7 +231,7 @@ class ReactionRun:
             items = []
             for index, waiting in enumerate(lane):
                 error, attempts = (failure.error, failure.attempts) if index == 0 else (None, 0)
-                parked = self._parked_event(waiting.recorded, error, attempts)
+                parked = self._parked_event(waiting.recorded, stream, error, attempts)
                 items.append(_Parked(parked, saved=False, recorded=waiting.recorded))
                 waiting.done = True
             self.parked[stream] = items
@@ -225,7 +251,10 @@ class ReactionRun:
 
     async def take_requests(self) -> None:
         """Carry out the operators' requests recorded on parked events."""
-        for row in await self._store.load_parked(self.name):
+        rows = await self._store.load_parked(self.name)
+        if self._stopped:  # a request made while the run ends: the next run takes it
+            return
+        for row in rows:
             stream = row.stream_id
             if row.request is None or stream in self._draining:
                 continue
@@ -346,12 +375,12 @@ class ReactionRun:
             return None
 
     def _parked_event(
-        self, recorded: RecordedEvent, error: str | None, attempts: int
+        self, recorded: RecordedEvent, lane: str, error: str | None, attempts: int
     ) -> ParkedEvent:
         return ParkedEvent(
             reaction=self.name,
             position=recorded.position,
-            stream_id=self.reaction.lane(recorded),
+            stream_id=lane,
             version=recorded.event.version,
             event_class=type(recorded.event).__qualname__,
             error=error,
@@ -360,6 +389,9 @@ class ReactionRun:
         )
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        if self._stopped:
+            work.close()
+            return
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._finished)

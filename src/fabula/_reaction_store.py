@@ -235,9 +235,12 @@ async def ask_parked(
 ) -> ParkedEvent:
     """Record an operator's request on parked stream `stream_id` of `reaction`.
 
-    The request goes on the stream's first parked event; the process
-    running the reaction carries it out (within `idle_wait` seconds).
-    This is what `Reactor.retry`/`Reactor.skip` and the `fabula` command do.
+    The request goes on the stream's first parked event (a skip, with its
+    reason) and a retry on each one after it, so that a drain cut short (a
+    lost connection) carries on from what is left; the process running the
+    reaction carries it out (within `idle_wait` seconds). This is what
+    `Reactor.retry`/`Reactor.skip`, the projector's `retry_parked` and
+    `skip_parked`, and the `fabula` command do.
 
     Returns:
         The parked event the request is on.
@@ -249,8 +252,10 @@ async def ask_parked(
     if request is ParkRequest.SKIP and not (reason and reason.strip()):
         msg = "say why the event is skipped: the reason is recorded"
         raise ValueError(msg)
-    first = next((p for p in await store.load_parked(reaction) if p.stream_id == stream_id), None)
-    if first is None or not await store.request_parked(reaction, first.position, request, reason):
+    rows = [p for p in await store.load_parked(reaction) if p.stream_id == stream_id]
+    if not rows or not await store.request_parked(reaction, rows[0].position, request, reason):
         msg = f"stream {stream_id!r} is not parked in reaction {reaction!r}"
         raise LookupError(msg)
-    return attrs.evolve(first, request=request, reason=reason)
+    for later in rows[1:]:
+        await store.request_parked(reaction, later.position, ParkRequest.RETRY, None)
+    return attrs.evolve(rows[0], request=request, reason=reason)

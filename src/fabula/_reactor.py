@@ -30,6 +30,7 @@ from fabula._reaction_store import (
     ask_parked,
     checkpoint_name,
 )
+from fabula._tasks import cancel_and_wait
 from fabula._timers import Timers
 from fabula.exceptions import CheckpointError, EventTypeError, FabulaError, StoreClosedError
 
@@ -286,8 +287,7 @@ class Reactor:
                         await asyncio.wait({running, losing}, return_when=asyncio.FIRST_COMPLETED)
                     finally:
                         for task in (running, losing):
-                            task.cancel()
-                        await asyncio.gather(running, losing, return_exceptions=True)
+                            await cancel_and_wait(task)
                     if running.done() and not running.cancelled() and running.exception():
                         raise running.exception()  # type: ignore[misc] # checked just above
                 logger.warning("reaction %s: lost the lease; standing by", slot.reaction.name)
@@ -340,6 +340,5 @@ class Reactor:
 
 
 async def _stop(run: ReactionRun) -> None:
-    tasks = run.stop()
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
+    for task in run.stop():
+        await cancel_and_wait(task)
