@@ -186,7 +186,9 @@ class ReactionContext:
         Scheduling a name again replaces its timer (so a deadline moves).
         The timer's generation comes from this event (unless `generation` is
         given), so handling the event again schedules the same timer, and it
-        fires once.
+        fires once; and it carries this event's position, so handling an
+        older event again never undoes what a newer one scheduled or
+        cancelled.
 
         Raises:
             StoreError: The reactor has no timers (its store keeps none).
@@ -194,7 +196,13 @@ class ReactionContext:
         timers = self._require_timers()
         if generation is None:
             generation = uuid5(self.recorded.event.event_id, f"{self.reaction}:timer:{name}")
-        await timers.schedule(name, at=at, command=command, generation=generation)
+        await timers.schedule(
+            name,
+            at=at,
+            command=command,
+            generation=generation,
+            sequence=self.recorded.position,
+        )
 
     async def cancel(self, name: str) -> bool:
         """Cancel durable timer `name`; return whether it was pending.
@@ -202,7 +210,7 @@ class ReactionContext:
         Raises:
             StoreError: The reactor has no timers (its store keeps none).
         """
-        return await self._require_timers().cancel(name)
+        return await self._require_timers().cancel(name, sequence=self.recorded.position)
 
     def _require_timers(self) -> Timers:
         if self._timers is None:

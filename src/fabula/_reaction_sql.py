@@ -59,7 +59,9 @@ class ReactionStatements:
     release_parked: str
     record_skip: str
     schedule_timer: str
+    timer_state: str
     cancel_timer: str
+    bury_timer: str
     claim_timers: str
     finish_timer: str
     retry_timer: str
@@ -156,14 +158,26 @@ class SqlReactionSide:
             timer.command_type,
             timer.command,
             str(timer.generation),
+            timer.sequence,
         )
         await self.write(lambda conn: conn.execute(self.statements.schedule_timer, row))
 
-    async def cancel_timer(self, name: str) -> bool:
-        """Remove timer `name` (see `TimerStore`)."""
+    async def cancel_timer(self, name: str, *, sequence: int | None = None) -> bool:
+        """Cancel timer `name`, as of `sequence` (see `TimerStore`)."""
+        st = self.statements
+        now = self.to_db(utcnow())
 
         def job(conn: Connection) -> bool:
-            return bool(conn.execute(self.statements.cancel_timer, (name,)).fetchall())
+            found = conn.execute(st.timer_state, (name,)).fetchone()
+            if found is None:
+                if sequence is not None:  # remembered, so an older schedule replayed stays off
+                    conn.execute(st.bury_timer, (name, now, sequence))
+                return False
+            done, stored = found
+            if sequence is not None and stored is not None and sequence < stored:
+                return False  # a newer schedule stands
+            conn.execute(st.cancel_timer, (sequence, name))
+            return done is None
 
         return bool(await self.write(job))
 
@@ -247,7 +261,7 @@ class SqlReactionSide:
         )
 
     def _timer(self, row: Sequence[Any]) -> Timer:
-        name, due_at, kind, command, generation, attempts, error, claimed = row
+        name, due_at, kind, command, generation, attempts, error, claimed, sequence = row
         return Timer(
             name=name,
             due_at=self.from_db(due_at),
@@ -257,6 +271,7 @@ class SqlReactionSide:
             attempts=int(attempts),
             last_error=error,
             claimed_until=None if claimed is None else self.from_db(claimed),
+            sequence=None if sequence is None else int(sequence),
         )
 
 
@@ -328,9 +343,9 @@ class ReactionsForwarded:
         """Keep durable timer `timer`, replacing any timer of the same name."""
         await self._reaction_side.schedule_timer(timer)
 
-    async def cancel_timer(self, name: str) -> bool:
-        """Remove timer `name`; return whether there was one."""
-        return await self._reaction_side.cancel_timer(name)
+    async def cancel_timer(self, name: str, *, sequence: int | None = None) -> bool:
+        """Cancel timer `name` (as of log position `sequence`); return whether it was pending."""
+        return await self._reaction_side.cancel_timer(name, sequence=sequence)
 
     async def claim_timers(self, now: datetime, *, until: datetime, limit: int) -> list[Timer]:
         """Claim up to `limit` timers due at `now` (and not held by a process) until `until`."""

@@ -166,6 +166,13 @@ class Timer:
     firing one timer (or one firing it again after a crash) commit its
     effect once.
 
+    Schedules and cancellations made by reactions carry the log position
+    of the event that made them (`sequence`): a store applies one only if
+    it is newer than the last applied to that name, and remembers a name
+    cancelled or fired. An event handled again after a crash therefore
+    neither brings back a timer a later event cancelled, nor moves one a
+    later event moved.
+
     Attributes:
         name: The logical timer, unique in the store.
         due_at: When it fires.
@@ -175,6 +182,8 @@ class Timer:
         attempts: How many times firing it has failed.
         last_error: The last failure, as `repr`.
         claimed_until: While a process fires it, until when it holds it.
+        sequence: The log position of the event that scheduled it (None when
+            no event did: the last schedule or cancellation then wins).
     """
 
     name: str
@@ -185,6 +194,7 @@ class Timer:
     attempts: int = 0
     last_error: str | None = None
     claimed_until: datetime | None = None
+    sequence: int | None = None
 
     def claimable(self, now: datetime) -> bool:
         """Whether it is due at `now` and no process holds it."""
@@ -196,11 +206,19 @@ class TimerStore(Protocol):
     """A store that keeps durable timers in its own database."""
 
     async def schedule_timer(self, timer: Timer) -> None:
-        """Keep `timer`, replacing any timer of the same name."""
+        """Keep `timer`, replacing the timer of the same name, pending or done.
+
+        Unless both carry a `sequence` and the stored one's is not older:
+        then nothing changes (an event handled again).
+        """
         ...
 
-    async def cancel_timer(self, name: str) -> bool:
-        """Remove timer `name`; return whether there was one."""
+    async def cancel_timer(self, name: str, *, sequence: int | None = None) -> bool:
+        """Cancel timer `name`; return whether it was pending.
+
+        With a `sequence`, a timer scheduled by a newer event is left alone,
+        and a name with no timer is remembered as cancelled at `sequence`.
+        """
         ...
 
     async def claim_timers(self, now: datetime, *, until: datetime, limit: int) -> list[Timer]:
@@ -212,7 +230,7 @@ class TimerStore(Protocol):
         ...
 
     async def finish_timer(self, name: str, generation: UUID) -> None:
-        """Remove timer `name` if it is still generation `generation` (it fired)."""
+        """Mark timer `name` fired if it is still generation `generation` (not pending since)."""
         ...
 
     async def retry_timer(
@@ -222,7 +240,7 @@ class TimerStore(Protocol):
         ...
 
     async def load_timers(self) -> list[Timer]:
-        """Return the pending timers, soonest first."""
+        """Return the pending timers (not cancelled, not fired), soonest first."""
         ...
 
 

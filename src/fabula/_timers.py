@@ -84,7 +84,13 @@ class Timers:
         return f"<Timers on {self.store!r}>"
 
     async def schedule(
-        self, name: str, *, at: datetime, command: Command[Any], generation: UUID | None = None
+        self,
+        name: str,
+        *,
+        at: datetime,
+        command: Command[Any],
+        generation: UUID | None = None,
+        sequence: int | None = None,
     ) -> None:
         """Keep timer `name`: dispatch `command` at `at` (replacing any timer of that name).
 
@@ -96,6 +102,9 @@ class Timers:
             generation: Which schedule this is; a new one if omitted. Reactions
                 pass one derived from their event, so that handling an event
                 twice schedules one timer.
+            sequence: The log position of the event this schedule comes from
+                (reactions pass it): a schedule or cancellation of the name
+                by a newer event is not undone by this one.
 
         Raises:
             ValueError: `name` is not a valid id, or `at` is naive.
@@ -113,13 +122,18 @@ class Timers:
             command_type=planned.command_type,
             command=planned.fields,
             generation=uuid4() if generation is None else generation,
+            sequence=sequence,
         )
         await self.store.schedule_timer(timer)
         self._wakeup.set()
 
-    async def cancel(self, name: str) -> bool:
-        """Cancel timer `name`; return whether it was pending."""
-        return await self.store.cancel_timer(name)
+    async def cancel(self, name: str, *, sequence: int | None = None) -> bool:
+        """Cancel timer `name`; return whether it was pending.
+
+        With `sequence` (the log position of the event cancelling it, as
+        reactions pass it), a timer scheduled by a newer event stays.
+        """
+        return await self.store.cancel_timer(name, sequence=sequence)
 
     async def pending(self) -> list[Timer]:
         """The timers not yet fired, soonest first."""

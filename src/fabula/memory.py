@@ -99,6 +99,7 @@ class InMemoryEventStore(StoreBase):
     _skips: dict[str, list[SkippedEvent]] = attrs.field(init=False, factory=dict)
     _parked: dict[tuple[str, int], ParkedEvent] = attrs.field(init=False, factory=dict)
     _timers: dict[str, Timer] = attrs.field(init=False, factory=dict)
+    _timers_done: dict[str, int | None] = attrs.field(init=False, factory=dict)
     _wakeup: Wakeup = attrs.field(init=False, factory=Wakeup)
     _closed: bool = attrs.field(init=False, default=False)
 
@@ -254,14 +255,28 @@ class InMemoryEventStore(StoreBase):
             self._skips.setdefault(skips_name(reaction), []).append(record)
 
     async def schedule_timer(self, timer: Timer) -> None:
-        """Keep `timer`, replacing one of the same name (see `TimerStore`)."""
+        """Keep `timer`, unless an event no older had its name (see `TimerStore`)."""
         self._check_open()
+        stored = self._timer_sequence(timer.name)
+        if timer.sequence is not None and stored is not None and timer.sequence <= stored:
+            return
         self._timers[timer.name] = timer
+        self._timers_done.pop(timer.name, None)
 
-    async def cancel_timer(self, name: str) -> bool:
-        """Remove timer `name` (see `TimerStore`)."""
+    async def cancel_timer(self, name: str, *, sequence: int | None = None) -> bool:
+        """Cancel timer `name`, as of `sequence` (see `TimerStore`)."""
         self._check_open()
-        return self._timers.pop(name, None) is not None
+        stored = self._timer_sequence(name)
+        if sequence is not None and stored is not None and sequence < stored:
+            return False
+        pending = self._timers.pop(name, None)
+        if pending is not None or sequence is not None:
+            self._timers_done[name] = sequence if sequence is not None else stored
+        return pending is not None
+
+    def _timer_sequence(self, name: str) -> int | None:
+        pending = self._timers.get(name)
+        return pending.sequence if pending is not None else self._timers_done.get(name)
 
     async def claim_timers(self, now: datetime, *, until: datetime, limit: int) -> list[Timer]:
         """Claim due timers until `until` (see `TimerStore`)."""
@@ -273,11 +288,12 @@ class InMemoryEventStore(StoreBase):
         return claimed
 
     async def finish_timer(self, name: str, generation: UUID) -> None:
-        """Remove timer `name` if it is still `generation` (see `TimerStore`)."""
+        """Mark timer `name` fired if it is still `generation` (see `TimerStore`)."""
         self._check_open()
         timer = self._timers.get(name)
         if timer is not None and timer.generation == generation:
             del self._timers[name]
+            self._timers_done[name] = timer.sequence
 
     async def retry_timer(
         self, name: str, generation: UUID, *, due_at: datetime, error: str

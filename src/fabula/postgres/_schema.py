@@ -146,9 +146,14 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             generation    text        NOT NULL,
             attempts      integer     NOT NULL DEFAULT 0,
             last_error    text,
-            claimed_until timestamptz
+            claimed_until timestamptz,
+            sequence      bigint,
+            done          text
         )""",
-        "CREATE INDEX IF NOT EXISTS fabula_timers_by_due ON {s}.fabula_timers (due_at)",
+        (
+            "CREATE INDEX IF NOT EXISTS fabula_timers_by_due ON {s}.fabula_timers (due_at) "
+            "WHERE done IS NULL"
+        ),
     ),
 }
 """Templates that take the schema from the version before to each version."""
@@ -313,7 +318,7 @@ _PARKED_COLUMNS: Final = (
     "request, reason"
 )
 _TIMER_COLUMNS: Final = (
-    "name, due_at, command_type, command, generation, attempts, last_error, claimed_until"
+    "name, due_at, command_type, command, generation, attempts, last_error, claimed_until, sequence"
 )
 
 REACTION_TEMPLATES: Final[dict[str, str]] = {
@@ -338,8 +343,8 @@ REACTION_TEMPLATES: Final[dict[str, str]] = {
     "release_parked": "DELETE FROM {s}.fabula_parked WHERE reaction = %s AND position = %s",
     "record_skip": "INSERT INTO {s}.fabula_skips VALUES (%s, %s, %s, %s, %s)",
     "schedule_timer": f"""
-        INSERT INTO {{s}}.fabula_timers ({_TIMER_COLUMNS})
-        VALUES (%s, %s, %s, %s, %s, 0, NULL, NULL)
+        INSERT INTO {{s}}.fabula_timers AS t ({_TIMER_COLUMNS}, done)
+        VALUES (%s, %s, %s, %s, %s, 0, NULL, NULL, %s, NULL)
         ON CONFLICT (name) DO UPDATE SET
             due_at = excluded.due_at,
             command_type = excluded.command_type,
@@ -347,26 +352,43 @@ REACTION_TEMPLATES: Final[dict[str, str]] = {
             generation = excluded.generation,
             attempts = 0,
             last_error = NULL,
-            claimed_until = NULL
+            claimed_until = NULL,
+            sequence = excluded.sequence,
+            done = NULL
+        WHERE excluded.sequence IS NULL OR t.sequence IS NULL OR excluded.sequence > t.sequence
     """,
-    "cancel_timer": "DELETE FROM {s}.fabula_timers WHERE name = %s RETURNING name",
+    "timer_state": "SELECT done, sequence FROM {s}.fabula_timers WHERE name = %s FOR UPDATE",
+    "cancel_timer": (
+        "UPDATE {s}.fabula_timers SET done = 'cancelled', claimed_until = NULL, "
+        "sequence = coalesce(%s, sequence) WHERE name = %s"
+    ),
+    "bury_timer": (
+        "INSERT INTO {s}.fabula_timers (name, due_at, command_type, command, generation, "
+        "sequence, done) VALUES (%s, %s, '', '', '', %s, 'cancelled') ON CONFLICT (name) DO NOTHING"
+    ),
     # SKIP LOCKED: two processes claiming at once take different timers.
     "claim_timers": f"""
         UPDATE {{s}}.fabula_timers SET claimed_until = %s
         WHERE name IN (
             SELECT name FROM {{s}}.fabula_timers
-            WHERE due_at <= %s AND (claimed_until IS NULL OR claimed_until <= %s)
+            WHERE done IS NULL AND due_at <= %s
+                AND (claimed_until IS NULL OR claimed_until <= %s)
             ORDER BY due_at, name LIMIT %s
             FOR UPDATE SKIP LOCKED
         )
         RETURNING {_TIMER_COLUMNS}
     """,
-    "finish_timer": "DELETE FROM {s}.fabula_timers WHERE name = %s AND generation = %s",
+    "finish_timer": (
+        "UPDATE {s}.fabula_timers SET done = 'fired', claimed_until = NULL "
+        "WHERE name = %s AND generation = %s AND done IS NULL"
+    ),
     "retry_timer": (
         "UPDATE {s}.fabula_timers SET due_at = %s, last_error = %s, attempts = attempts + 1, "
-        "claimed_until = NULL WHERE name = %s AND generation = %s"
+        "claimed_until = NULL WHERE name = %s AND generation = %s AND done IS NULL"
     ),
-    "load_timers": f"SELECT {_TIMER_COLUMNS} FROM {{s}}.fabula_timers ORDER BY due_at, name",
+    "load_timers": (
+        f"SELECT {_TIMER_COLUMNS} FROM {{s}}.fabula_timers WHERE done IS NULL ORDER BY due_at, name"
+    ),
 }
 """Parked events and timers (see `fabula._reaction_sql`), with `{s}` for the quoted schema."""
 

@@ -101,10 +101,15 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             generation    TEXT    NOT NULL,
             attempts      INTEGER NOT NULL DEFAULT 0,
             last_error    TEXT,
-            claimed_until TEXT
+            claimed_until TEXT,
+            sequence      INTEGER,
+            done          TEXT
         ) WITHOUT ROWID
         """,
-        "CREATE INDEX IF NOT EXISTS fabula_timers_by_due ON fabula_timers (due_at)",
+        (
+            "CREATE INDEX IF NOT EXISTS fabula_timers_by_due ON fabula_timers (due_at) "
+            "WHERE done IS NULL"
+        ),
     ),
 }
 """Statements that bring schema version N to N + 1; each is idempotent."""
@@ -214,7 +219,7 @@ _PARKED_COLUMNS: Final = (
     "request, reason"
 )
 _TIMER_COLUMNS: Final = (
-    "name, due_at, command_type, command, generation, attempts, last_error, claimed_until"
+    "name, due_at, command_type, command, generation, attempts, last_error, claimed_until, sequence"
 )
 
 # Times are ISO text in UTC with microseconds, so that text order is time order.
@@ -235,7 +240,8 @@ REACTIONS: Final = ReactionStatements(
     release_parked="DELETE FROM fabula_parked WHERE reaction = ? AND position = ?",
     record_skip=RECORD_SKIP,
     schedule_timer=f"""
-        INSERT INTO fabula_timers ({_TIMER_COLUMNS}) VALUES (?, ?, ?, ?, ?, 0, NULL, NULL)
+        INSERT INTO fabula_timers ({_TIMER_COLUMNS}, done)
+        VALUES (?, ?, ?, ?, ?, 0, NULL, NULL, ?, NULL)
         ON CONFLICT (name) DO UPDATE SET
             due_at = excluded.due_at,
             command_type = excluded.command_type,
@@ -243,24 +249,41 @@ REACTIONS: Final = ReactionStatements(
             generation = excluded.generation,
             attempts = 0,
             last_error = NULL,
-            claimed_until = NULL
+            claimed_until = NULL,
+            sequence = excluded.sequence,
+            done = NULL
+        WHERE excluded.sequence IS NULL OR fabula_timers.sequence IS NULL
+            OR excluded.sequence > fabula_timers.sequence
     """,  # noqa: S608
-    cancel_timer="DELETE FROM fabula_timers WHERE name = ? RETURNING name",
+    timer_state="SELECT done, sequence FROM fabula_timers WHERE name = ?",
+    cancel_timer=(
+        "UPDATE fabula_timers SET done = 'cancelled', claimed_until = NULL, "
+        "sequence = coalesce(?, sequence) WHERE name = ?"
+    ),
+    bury_timer=(
+        "INSERT INTO fabula_timers (name, due_at, command_type, command, generation, sequence, "
+        "done) VALUES (?, ?, '', '', '', ?, 'cancelled')"
+    ),
     claim_timers=f"""
         UPDATE fabula_timers SET claimed_until = ?
         WHERE name IN (
             SELECT name FROM fabula_timers
-            WHERE due_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)
+            WHERE done IS NULL AND due_at <= ? AND (claimed_until IS NULL OR claimed_until <= ?)
             ORDER BY due_at, name LIMIT ?
         )
         RETURNING {_TIMER_COLUMNS}
     """,  # noqa: S608
-    finish_timer="DELETE FROM fabula_timers WHERE name = ? AND generation = ?",
+    finish_timer=(
+        "UPDATE fabula_timers SET done = 'fired', claimed_until = NULL "
+        "WHERE name = ? AND generation = ? AND done IS NULL"
+    ),
     retry_timer=(
         "UPDATE fabula_timers SET due_at = ?, last_error = ?, attempts = attempts + 1, "
-        "claimed_until = NULL WHERE name = ? AND generation = ?"
+        "claimed_until = NULL WHERE name = ? AND generation = ? AND done IS NULL"
     ),
-    load_timers=f"SELECT {_TIMER_COLUMNS} FROM fabula_timers ORDER BY due_at, name",  # noqa: S608
+    load_timers=(
+        f"SELECT {_TIMER_COLUMNS} FROM fabula_timers WHERE done IS NULL ORDER BY due_at, name"  # noqa: S608
+    ),
 )
 """Parked events and timers (see `fabula._reaction_sql`)."""
 

@@ -55,13 +55,20 @@ def _parked(
     )
 
 
-def _timer(name: str = "t-1", *, due: datetime = _T0, command: str = '{"n": 1}') -> Timer:
+def _timer(
+    name: str = "t-1",
+    *,
+    due: datetime = _T0,
+    command: str = '{"n": 1}',
+    sequence: int | None = None,
+) -> Timer:
     return Timer(
         name=name,
         due_at=due,
         command_type="app.commands:Expire",
         command=command,
         generation=uuid4(),
+        sequence=sequence,
     )
 
 
@@ -304,6 +311,41 @@ class TimerStoreContract(_Factory):
         assert claimed.attempts == 1
         await store.retry_timer(timer.name, uuid4(), due_at=_T0, error="other generation")
         assert (await store.load_timers())[0].last_error == "OSError()"
+
+    @_test
+    async def test_an_older_event_does_not_undo_a_newer_one(self, store: _Store) -> None:
+        """With sequences, a schedule or cancel from an older event leaves a newer schedule."""
+        newer = _timer(due=_T0 + timedelta(hours=2), sequence=5)
+        await store.schedule_timer(newer)
+        await store.schedule_timer(_timer(due=_T0, sequence=3))
+        assert await store.cancel_timer("t-1", sequence=4) is False
+        assert await store.load_timers() == [newer]
+        assert await store.cancel_timer("t-1", sequence=5) is True
+        assert await store.load_timers() == []
+
+    @_test
+    async def test_a_cancelled_or_fired_name_is_remembered(self, store: _Store) -> None:
+        """An older schedule handled again after a cancel, or after the timer fired, stays off."""
+        assert await store.cancel_timer("gone", sequence=7) is False
+        await store.schedule_timer(_timer("gone", sequence=5))
+        fired = _timer("fired", sequence=5)
+        await store.schedule_timer(fired)
+        await store.claim_timers(_T0, until=_T0 + timedelta(seconds=1), limit=5)
+        await store.finish_timer("fired", fired.generation)
+        await store.schedule_timer(_timer("fired", sequence=5))
+        assert await store.load_timers() == []
+        later = _timer("gone", sequence=8)
+        await store.schedule_timer(later)
+        assert await store.load_timers() == [later]
+
+    @_test
+    async def test_without_sequences_the_last_call_wins(self, store: _Store) -> None:
+        """Schedules and cancels made outside reactions (no sequence) apply in call order."""
+        await store.schedule_timer(_timer(sequence=9))
+        assert await store.cancel_timer("t-1") is True
+        again = _timer()
+        await store.schedule_timer(again)
+        assert await store.load_timers() == [again]
 
     @_test
     async def test_offsets_compare_as_instants(self, store: _Store) -> None:
