@@ -876,3 +876,36 @@ class TestReactions:
             "no reaction has run on this store\n"
         )
         assert run(capsys, "--store", path, "timers")[1] == "no timer is pending\n"
+
+
+def test_a_projections_parked_events_are_listed_not_taken_for_a_reaction(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`reactions parked` lists a parking projection's events under projection:<name>;
+    `reactions status` does not show that projection as a reaction."""
+    path = str(tmp_path / "p.db")
+
+    async def park() -> None:
+        async with SQLiteEventStore(path) as store:
+            row = fabula.ParkedEvent(
+                "projection:ledger",
+                3,
+                "acc-1",
+                2,
+                "Deposited",
+                "RuntimeError()",
+                2,
+                datetime.now(UTC),
+            )
+            await store.commit_projection_parked(
+                "ledger", expected=0, position=3, work=lambda _: None, park=[row]
+            )
+
+    asyncio.run(park())
+    _, out, _ = run(capsys, "--store", path, "reactions", "parked", "--json")
+    assert [(p["reaction"], p["stream_id"]) for p in json_lines(out)] == [
+        ("projection:ledger", "acc-1")
+    ]
+    assert run(capsys, "--store", path, "reactions", "status")[1] == (
+        "no reaction has run on this store\n"
+    )

@@ -19,7 +19,13 @@ import attrs
 import orjson
 
 from fabula._inspect import Checkpoint, Inspector, LeaseHolder
-from fabula._reaction_store import CHECKPOINT_PREFIX, ParkedEvent, ParkRequest, Timer
+from fabula._reaction_store import (
+    CHECKPOINT_PREFIX,
+    PARKING_PREFIX,
+    ParkedEvent,
+    ParkRequest,
+    Timer,
+)
 from fabula._reactor import ask_parked
 from fabula.cli._output import UsageError, _ago, _Out
 from fabula.cli._projections import _holder, _open_store
@@ -79,7 +85,10 @@ def _with_store(args: argparse.Namespace, work: Callable[[Any], Coroutine[Any, A
 
 
 def _status(inspector: Inspector, args: argparse.Namespace, out: _Out) -> int:
-    """Each reaction with a checkpoint: where it is, what follows, what is parked, who runs it."""
+    """Each reaction with a checkpoint: where it is, what follows, what is parked, who runs it.
+
+    Projections' parked events (`projection:<name>`) are not reactions: `parked` lists them.
+    """
     checkpoints = {
         name.removeprefix(CHECKPOINT_PREFIX): point
         for name, point in inspector.checkpoints().items()
@@ -89,7 +98,7 @@ def _status(inspector: Inspector, args: argparse.Namespace, out: _Out) -> int:
     holders = inspector.lease_holders([CHECKPOINT_PREFIX + name for name in checkpoints])
 
     async def work(store: Any) -> int:  # noqa: ANN401 - either store
-        parked = await store.load_parked()
+        parked = [p for p in await store.load_parked() if not p.reaction.startswith(PARKING_PREFIX)]
         names = sorted({*checkpoints, *(p.reaction for p in parked)})
         rows = []
         for name in names:
