@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import attrs
 import psycopg
+import psycopg_pool
 import pytest
 
 import fabula
@@ -289,6 +291,32 @@ class TestProjections:
         (status,) = await projector.status()
         assert await store.head_position() - status.checkpoint >= 2**20
         assert status.lag == 1
+
+    async def test_callers_at_once_open_one_projection_pool(
+        self, schemas: list[str], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Ten first uses of a new store's read model at once open one pool, not ten."""
+        schemas.append(new_schema())
+        made: list[object] = []
+        init = psycopg_pool.ConnectionPool.__init__
+
+        def counting(pool: Any, *args: Any, **kwargs: Any) -> None:
+            made.append(pool)
+            init(pool, *args, **kwargs)
+
+        monkeypatch.setattr(psycopg_pool.ConnectionPool, "__init__", counting)
+
+        @attrs.frozen
+        class One:
+            n: int
+
+        async with PostgresEventStore(require_postgres(), schema=schemas[-1]) as fresh:
+            tables = fresh.read_model()
+            found = await asyncio.gather(
+                *(tables.fetch_all("SELECT 1 AS n", row=One) for _ in range(10))
+            )
+        assert found == [[One(1)]] * 10
+        assert len(made) == 1
 
     async def test_concurrent_catch_ups_apply_each_event_once(
         self, store: PostgresEventStore

@@ -79,6 +79,7 @@ class ProjectionSide:
         self._poll_interval = poll_interval
         self._max_size = max_size
         self._pool: psycopg_pool.ConnectionPool[Any] | None = None
+        self._opening = asyncio.Lock()
 
     async def close(self) -> None:
         """Close the projection pool, if one was opened."""
@@ -91,7 +92,20 @@ class ProjectionSide:
 
     async def _in_projection_transaction(self, job: Callable[[Tx], T]) -> T:
         await self._ready()
-        if self._pool is None:
+        projection_pool = self._pool or await self._open_pool()
+
+        def run() -> T:
+            with projection_pool.connection() as conn, conn.transaction():
+                return job(conn)
+
+        with map_errors(self._db.connect_timeout):
+            return await asyncio.to_thread(run)
+
+    async def _open_pool(self) -> psycopg_pool.ConnectionPool[Any]:
+        """Open the projections' pool once, however many callers ask at once."""
+        async with self._opening:
+            if self._pool is not None:
+                return self._pool
             if self._db.conninfo is None:
                 msg = "projections need a store built from a connection string"
                 raise StoreError(msg)
@@ -112,14 +126,7 @@ class ProjectionSide:
             )
             await asyncio.to_thread(pool.open, True, self._db.connect_timeout)  # noqa: FBT003
             self._pool = pool
-        projection_pool = self._pool
-
-        def run() -> T:
-            with projection_pool.connection() as conn, conn.transaction():
-                return job(conn)
-
-        with map_errors(self._db.connect_timeout):
-            return await asyncio.to_thread(run)
+            return pool
 
     def lock_checkpoint(self, conn: Tx, name: str) -> int:
         """Read checkpoint `name` inside a transaction, locking its row (0 if it has none)."""
