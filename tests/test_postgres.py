@@ -4,6 +4,7 @@ import asyncio
 import json
 import random
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -317,6 +318,40 @@ class TestProjections:
             )
         assert found == [[One(1)]] * 10
         assert len(made) == 1
+
+    async def test_a_pool_that_gives_no_connection_says_how_it_stood(
+        self, schemas: list[str]
+    ) -> None:
+        """A projections' pool exhausted past the timeout: the 503's cause names its state."""
+        schemas.append(new_schema())
+
+        @attrs.frozen
+        class One:
+            n: int
+
+        url = require_postgres()
+        async with PostgresEventStore(
+            url, schema=schemas[-1], max_size=4, connect_timeout=0.5
+        ) as small:
+            release = threading.Event()
+
+            def hold(conn: Any) -> None:
+                del conn
+                release.wait(10)
+
+            holders = [
+                asyncio.create_task(small._projections.in_transaction(hold)) for _ in range(2)
+            ]
+            await asyncio.sleep(0.2)
+            try:
+                with pytest.raises(fabula.StoreUnavailableError) as caught:
+                    await small.read_model().fetch_all("SELECT 1 AS n", row=One)
+            finally:
+                release.set()
+                await asyncio.gather(*holders)
+        message = str(caught.value)
+        assert "no PostgreSQL connection within 0.5 s" in message
+        assert "the projections' pool had 2 of 2 connections, 0 free" in message
 
     async def test_concurrent_catch_ups_apply_each_event_once(
         self, store: PostgresEventStore
