@@ -43,7 +43,10 @@ def _none() -> None:
 
 @contextlib.contextmanager
 def map_errors(
-    connect_timeout: float, used: Callable[[], _AnyConnection | None] = _none
+    connect_timeout: float,
+    used: Callable[[], _AnyConnection | None] = _none,
+    *,
+    pool: psycopg_pool.AsyncConnectionPool[Any] | None = None,
 ) -> Iterator[None]:
     """Turn psycopg's errors into fabula's, most specific first.
 
@@ -51,11 +54,15 @@ def map_errors(
         connect_timeout: How long a connection was waited for (for the message).
         used: Returns the connection the block was handed, if any: a broken
             one means the server's side is gone (`ConnectionLostError`).
+        pool: The pool the block takes its connection from: a timeout's
+            message then says how the pool stood.
     """
     try:
         yield
     except psycopg_pool.PoolTimeout as exc:
-        msg = f"no PostgreSQL connection within {connect_timeout} s: {exc}"
+        whose = "the store's pool"
+        state = "" if pool is None else f" ({describe_pool(pool, whose)})"
+        msg = f"no PostgreSQL connection within {connect_timeout} s: {exc}{state}"
         raise StoreUnavailableError(msg) from exc
     except psycopg.OperationalError as exc:
         msg = f"PostgreSQL is unavailable: {exc}"
@@ -67,6 +74,19 @@ def map_errors(
         raise StoreUnavailableError(msg) from exc
     except psycopg.Error as exc:
         raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+
+def describe_pool(
+    pool: psycopg_pool.AsyncConnectionPool[Any] | psycopg_pool.ConnectionPool[Any], whose: str
+) -> str:
+    """What a pool that gave no connection in time was doing, in a few words."""
+    stats = pool.get_stats()
+    return (
+        f"{whose} had {stats.get('pool_size', 0)} of {stats.get('pool_max', 0)} "
+        f"connections, {stats.get('pool_available', 0)} free, "
+        f"{stats.get('requests_waiting', 0)} requests waiting, "
+        f"{stats.get('connections_errors', 0)} failed connection attempts"
+    )
 
 
 # A password in a URL (scheme://user:secret@host) or a keyword (password=secret).
@@ -270,7 +290,7 @@ class Connections:
         cancels = 0 if task is None else task.cancelling()
         used: psycopg.AsyncConnection[Any] | None = None
         # `used` is read when an error leaves the block: the lambda sees its last value.
-        with map_errors(self.connect_timeout, lambda: used):
+        with map_errors(self.connect_timeout, lambda: used, pool=self.pool):
             async with self.pool.connection() as conn:
                 used = conn
                 if task is not None and task.cancelling() > cancels:

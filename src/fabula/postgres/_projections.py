@@ -30,7 +30,7 @@ from fabula._projection_store import (
 from fabula._store import RecordedEvent
 from fabula.exceptions import StoreError
 from fabula.postgres import _schema as sql
-from fabula.postgres._connections import Connections, map_errors, storage_failure
+from fabula.postgres._connections import Connections, describe_pool, map_errors, storage_failure
 
 __all__ = ["ProjectionSide", "Tx", "lease_key"]
 
@@ -99,7 +99,8 @@ class ProjectionSide:
                 with projection_pool.connection() as conn, conn.transaction():
                     return job(conn)
             except psycopg_pool.PoolTimeout as exc:  # say why, for whoever reads the log
-                raise psycopg_pool.PoolTimeout(f"{exc} ({pool_state(projection_pool)})") from exc
+                state = describe_pool(projection_pool, "the projections' pool")
+                raise psycopg_pool.PoolTimeout(f"{exc} ({state})") from exc
 
         with map_errors(self._db.connect_timeout):
             return await asyncio.to_thread(run)
@@ -400,14 +401,3 @@ def _use_side(conn: Tx, side: str) -> None:
     """Put the side schema first on the transaction's search_path."""
     path = conn.execute("SHOW search_path").fetchone()
     conn.execute(f"SET LOCAL search_path TO {side}, {path[0] if path else 'public'}")
-
-
-def pool_state(pool: psycopg_pool.ConnectionPool[Any]) -> str:
-    """What a pool that gave no connection in time was doing, in a few words."""
-    stats = pool.get_stats()
-    return (
-        f"the projections' pool had {stats.get('pool_size', 0)} of {stats.get('pool_max', 0)} "
-        f"connections, {stats.get('pool_available', 0)} free, "
-        f"{stats.get('requests_waiting', 0)} requests waiting, "
-        f"{stats.get('connections_errors', 0)} failed connection attempts"
-    )
