@@ -91,6 +91,8 @@ class ReactionRun:
         self.progress = asyncio.Event()
         self._requests_seen = 0.0
         self._stopped = False
+        self._committed = asyncio.Event()
+        self._watching: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Load the checkpoint and the parked events."""
@@ -126,19 +128,33 @@ class ReactionRun:
         return read
 
     async def idle(self) -> None:
-        """Wait for a lane to finish an event or, with room in the window, for a commit."""
-        waits: list[asyncio.Task[object]] = [asyncio.create_task(self.progress.wait())]
+        """Wait for a lane to finish an event or, with room in the window, for a commit.
+
+        The store is asked about commits by a task of its own that is left
+        to finish, never cancelled when a lane wakes this first: a store
+        call cut off in its pool's connection handover can hold the pool up
+        (Python 3.11's asyncio.wait_for, python/cpython#86296).
+        """
+        events = [self.progress]
         if len(self._window) < self._reactor.window:
-            commit = self._store.wait_for_commit(self._read_to, self._reactor.idle_wait)
-            waits.append(asyncio.create_task(commit))
+            if self._watching is None or self._watching.done():
+                self._committed.clear()
+                self._watching = self._spawn(self._watch_commits())
+            events.append(self._committed)
+        waits = [asyncio.create_task(event.wait()) for event in events]
         try:
             await asyncio.wait(
                 waits, timeout=self._reactor.idle_wait, return_when=asyncio.FIRST_COMPLETED
             )
         finally:
             for waiting in waits:
-                waiting.cancel()
+                waiting.cancel()  # an Event's wait: nothing of the store's is cut off
             await asyncio.gather(*waits, return_exceptions=True)
+
+    async def _watch_commits(self) -> None:
+        """Wait (up to `idle_wait`) for a commit after what was read; then wake `idle`."""
+        await self._store.wait_for_commit(self._read_to, self._reactor.idle_wait)
+        self._committed.set()
 
     async def _read(self) -> bool:
         room = self._reactor.window - len(self._window)
@@ -388,13 +404,14 @@ class ReactionRun:
             parked_at=utcnow(),
         )
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
         if self._stopped:
             work.close()
-            return
+            return None
         task = asyncio.get_running_loop().create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._finished)
+        return task
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
