@@ -594,8 +594,10 @@ async def test_a_dead_projector_is_logged_and_commands_do_not_wait(
         monkeypatch.setattr(service.store, "read_log", broken)
         command = CreateOrder(customer_id=customer, shipping_address=ShippingAddress(**ADDRESS))
         order = await service.execute(command)  # the projector dies while this waits
-        await service.execute(command)  # committed, without waiting for a dead projector
-        assert len(await service.store.read_all()) == 2
+        other = await service.execute(command)  # committed, without waiting for a dead projector
+        # By stream: on PostgreSQL the global log is read below the oldest open
+        # transaction, and the reactor's last timer write may still be one.
+        assert [len(await service.store.read_stream(str(o))) for o in (order, other)] == [1, 1]
         with pytest.raises(ReadModelUnavailableError, match="its projector has stopped"):
             await service.ask(GetOrderById(order_id=order))
     # In any order: the tasks' ends are reported by callbacks. The reactor
