@@ -236,13 +236,21 @@ async def opened(place: Place, draft_ttl: timedelta) -> AsyncIterator[Shop]:
             yield Shop(api)
 
 
-async def everything(store: fabula.EventStore) -> list[fabula.RecordedEvent]:
-    """Every event in the store, read by stream (so none is held back on PostgreSQL)."""
+async def everything(store: fabula.Store) -> list[fabula.RecordedEvent]:
+    """Every event in the store up to its head when called.
+
+    On PostgreSQL the log is read below the oldest open transaction; this
+    waits for the events such a transaction holds back rather than miss them.
+    """
+    head = await store.head_position()
     found: list[fabula.RecordedEvent] = []
     after = 0
-    while page := await store.read_all(after=after, limit=1000):
-        found.extend(page)
-        after = page[-1].position
+    while after < head:
+        page = await store.read_log(after=after, limit=1000)
+        found.extend(page.events)
+        if page.position == after:
+            await store.wait_for_commit(after, 0.05)
+        after = page.position
     return found
 
 
@@ -287,7 +295,7 @@ class Ledger:
         )
 
 
-async def check_invariants(store: fabula.EventStore, *, settled: bool) -> dict[str, int]:
+async def check_invariants(store: fabula.Store, *, settled: bool) -> dict[str, int]:
     """The stock rules of the issue, from the events and each product's `Stock` aggregate.
 
     For every tracked product, available + held by confirmed orders = units
