@@ -21,7 +21,7 @@ from fabula._projection_status import (
 from fabula._projection_store import ProjectionLeases, ProjectionStore
 from fabula._reaction_store import ParkedEvent, ReactionStore
 from fabula._store import RecordedEvent
-from fabula._tasks import cancel_and_wait
+from fabula._tasks import cancel_and_wait, finished
 from fabula.exceptions import (
     CheckpointError,
     EventTypeError,
@@ -308,8 +308,9 @@ class Projector(ParkingProjector[TxT], Generic[TxT]):
                 if track.waiters:
                     await asyncio.sleep(0.02)
                 else:
-                    await self.store.wait_for_commit(track.checkpoint, self.idle_wait)
-                self._set_checkpoint(track, await self.store.load_checkpoint(track.projection.name))
+                    await finished(self.store.wait_for_commit(track.checkpoint, self.idle_wait))
+                checkpoint = await finished(self.store.load_checkpoint(track.projection.name))
+                self._set_checkpoint(track, checkpoint)
             except StoreClosedError:
                 raise
             except FabulaError as exc:
