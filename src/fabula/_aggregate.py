@@ -332,6 +332,27 @@ def collect_marked(
     return handlers
 
 
+def marked_handlers(
+    cls: type, mark: str, kind: str, signature: tuple[str, ...], *, late: bool
+) -> dict[type[DomainEvent[Any]], Any] | None:
+    """`collect_marked` for a class's own use: None (with `late`) while an annotation is unknown.
+
+    A class is built before the event classes later in its module exist:
+    at class creation pass `late=True` and collect again on first use.
+
+    Raises:
+        EventTypeError: As `collect_marked`; without `late`, also an annotation
+            that still cannot be resolved.
+    """
+    try:
+        return collect_marked(cls, mark, kind, signature)
+    except NameError as exc:
+        if late:
+            return None
+        msg = f"cannot resolve a handler annotation of {cls.__qualname__}: {exc}"
+        raise EventTypeError(msg) from exc
+
+
 def _event_type_of(
     where: str, method: Callable[..., None], signature: tuple[str, ...]
 ) -> type[DomainEvent[Any]]:

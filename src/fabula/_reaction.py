@@ -17,7 +17,7 @@ from uuid import UUID, uuid5
 
 import attrs
 
-from fabula._aggregate import collect_marked
+from fabula._aggregate import marked_handlers
 from fabula._commands import Command, CommandBus
 from fabula._events import DomainEvent
 from fabula._store import EventStore, RecordedEvent
@@ -83,21 +83,20 @@ class Reaction:
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
-        try:
-            cls._fabula_handlers = collect_marked(cls, _MARK, "reaction handler", _SIGNATURE)
-        except NameError:  # an annotation defined later in the module: resolve on use
-            cls._fabula_handlers = None
+        # None while an annotation names a class defined later: resolved on use.
+        cls._fabula_handlers = marked_handlers(
+            cls, _MARK, "reaction handler", _SIGNATURE, late=True
+        )
 
     @classmethod
     def handlers(cls) -> dict[type[DomainEvent[Any]], Any]:
         """Return the handler of each event type this reaction handles."""
-        if cls._fabula_handlers is None:
-            try:
-                cls._fabula_handlers = collect_marked(cls, _MARK, "reaction handler", _SIGNATURE)
-            except NameError as exc:
-                msg = f"cannot resolve a handler annotation of {cls.__qualname__}: {exc}"
-                raise EventTypeError(msg) from exc
-        return cls._fabula_handlers
+        found = cls._fabula_handlers
+        if found is None:
+            found = marked_handlers(cls, _MARK, "reaction handler", _SIGNATURE, late=False)
+            assert found is not None  # noqa: S101 - late=False returns or raises
+            cls._fabula_handlers = found
+        return found
 
     def lane(self, recorded: RecordedEvent) -> str:
         """The lane `recorded` is handled in: a lane's events are handled one at a time, in order.
