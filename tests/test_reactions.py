@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 
 import fabula
@@ -663,3 +664,40 @@ class TestTimersInSeveralProcesses:
         assert asyncio.run(asyncio.wait_for(scenario(), timeout=120)) == dict.fromkeys(
             range(120), 1
         )
+
+
+class Early(fabula.Reaction):
+    """Its handler names an event class defined after it."""
+
+    name = "early"
+
+    @fabula.reacts
+    async def _late(self, event: "LateEvent", ctx: fabula.ReactionContext) -> None:
+        del event, ctx
+
+
+@fabula.event("tests.LateEvent")
+@attrs.frozen
+class LateEvent(fabula.DomainEvent[str]):
+    pass
+
+
+class Unknown(fabula.Reaction):
+    """Its handler names a class that never exists."""
+
+    name = "unknown"
+
+    @fabula.reacts
+    async def _never(self, event: "NoSuchEvent", ctx: fabula.ReactionContext) -> None:  # type: ignore[name-defined]  # noqa: F821 - the unresolvable name under test
+        del event, ctx
+
+
+class TestHandlers:
+    def test_a_handler_may_name_an_event_defined_later(self) -> None:
+        """The annotation is resolved on first use, once the module has defined the class."""
+        assert list(Early.handlers()) == [LateEvent]
+
+    def test_an_annotation_that_never_resolves_is_a_clear_error(self) -> None:
+        """A name that is still unknown on use is an EventTypeError naming the class."""
+        with pytest.raises(EventTypeError, match="cannot resolve a handler annotation of Unknown"):
+            Unknown.handlers()
