@@ -27,7 +27,7 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """Mypy --strict over src, tests and examples (the orders app included), and the docs' code."""
-    session.install("-e", ".[postgres]", "-e", "examples/orders", *group("typing"))
+    session.install("-e", ".[postgres,nats,rabbitmq]", "-e", "examples/orders", *group("typing"))
     session.run("mypy")
     blocks = str(Path(session.create_tmp()) / "doc-blocks")
     session.run("python", "scripts/doc_blocks.py", blocks)
@@ -37,14 +37,14 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite, the orders app's included (pass pytest arguments after --)."""
-    session.install("-e", ".[postgres]", "-e", "examples/orders", *group("tests"))
+    session.install("-e", ".[postgres,nats,rabbitmq]", "-e", "examples/orders", *group("tests"))
     session.run("pytest", *session.posargs)
 
 
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site with --strict: a broken link or reference fails it."""
-    session.install("-e", ".[postgres]", *group("docs"))
+    session.install("-e", ".[postgres,nats,rabbitmq]", *group("docs"))
     build = ["mkdocs", "build", "--strict", "--site-dir", "build/site"]
     # The variable silences the theme's end-of-life banner, not a build problem.
     session.run(*build, *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})

@@ -695,9 +695,9 @@ class Unknown(fabula.Reaction):
 class TestHandlers:
     def test_a_handler_may_name_an_event_defined_later(self) -> None:
         """The annotation is resolved on first use, once the module has defined the class."""
-        assert list(Early.handlers()) == [LateEvent]
+        assert list(Early().handlers()) == [LateEvent]
 
     def test_an_annotation_that_never_resolves_is_a_clear_error(self) -> None:
         """A name that is still unknown on use is an EventTypeError naming the class."""
         with pytest.raises(EventTypeError, match="cannot resolve a handler annotation of Unknown"):
-            Unknown.handlers()
+            Unknown().handlers()

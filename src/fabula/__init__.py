@@ -61,6 +61,8 @@ from fabula._events import (
     upcaster,
 )
 from fabula._idempotency import Idempotency
+from fabula._inbox import Inbox, InboxHandler, IntegrationEventReceived, register_inbox_events
+from fabula._integration import IntegrationContract, IntegrationEvent, Publisher, Relay
 from fabula._middleware import Correlation, LogDispatch, RetryOnConflict
 from fabula._pagination import CursorCodec, KeyPart, Page, check_page_size
 from fabula._process import Process, ProcessManager, ProcessStepped, register_process_events
@@ -85,10 +87,12 @@ from fabula._store import (
 from fabula._timers import Timers
 from fabula.exceptions import (
     AggregateNotFoundError,
+    BrokerUnavailableError,
     ConcurrencyError,
     DomainError,
     FabulaError,
     IdempotencyConflictError,
+    IntegrationEventError,
     InvalidCursorError,
     InvalidPageSizeError,
     StoreError,
@@ -109,6 +113,7 @@ __all__ = [
     "AggregateId",
     "AggregateNotFoundError",
     "AppendResult",
+    "BrokerUnavailableError",
     "Command",
     "CommandBus",
     "ConcurrencyError",
@@ -129,6 +134,12 @@ __all__ = [
     "HandlerObject",
     "Idempotency",
     "IdempotencyConflictError",
+    "Inbox",
+    "InboxHandler",
+    "IntegrationContract",
+    "IntegrationEvent",
+    "IntegrationEventError",
+    "IntegrationEventReceived",
     "InvalidCursorError",
     "InvalidPageSizeError",
     "JSONObject",
@@ -149,6 +160,7 @@ __all__ = [
     "ProjectionState",
     "ProjectionStatus",
     "Projector",
+    "Publisher",
     "Query",
     "QueryBus",
     "Reaction",
@@ -158,6 +170,7 @@ __all__ = [
     "Reactor",
     "ReadModel",
     "RecordedEvent",
+    "Relay",
     "Repository",
     "RetryOnConflict",
     "Sql",
@@ -182,6 +195,7 @@ __all__ = [
     "make_converter",
     "memory",
     "reacts",
+    "register_inbox_events",
     "register_process_events",
     "storage",
     "upcaster",

@@ -76,7 +76,7 @@ class Reaction:
     effects of the commands it sends through its context are exactly once.
     """
 
-    name: ClassVar[str]
+    name: str
     """The reaction's stable name: its checkpoint, parked events and keys are kept under it."""
 
     _fabula_handlers: ClassVar[dict[type[DomainEvent[Any]], Any] | None] = None
@@ -88,9 +88,9 @@ class Reaction:
             cls, _MARK, "reaction handler", _SIGNATURE, late=True
         )
 
-    @classmethod
-    def handlers(cls) -> dict[type[DomainEvent[Any]], Any]:
+    def handlers(self) -> dict[type[DomainEvent[Any]], Any]:
         """Return the handler of each event type this reaction handles."""
+        cls = type(self)
         found = cls._fabula_handlers
         if found is None:
             found = marked_handlers(cls, _MARK, "reaction handler", _SIGNATURE, late=False)

@@ -29,7 +29,12 @@ from fabula._guards import utcnow
 from fabula._reaction import Reaction, ReactionContext
 from fabula._reaction_store import ParkedEvent, ParkRequest, checkpoint_name
 from fabula._store import RecordedEvent
-from fabula.exceptions import StoreClosedError, StoreError, StoreUnavailableError
+from fabula.exceptions import (
+    BrokerUnavailableError,
+    StoreClosedError,
+    StoreError,
+    StoreUnavailableError,
+)
 
 if TYPE_CHECKING:
     from fabula._reactor import Reactor
@@ -368,9 +373,10 @@ class ReactionRun:
                     await self.reaction.handle(recorded, context)
             except (asyncio.CancelledError, StoreClosedError):
                 raise
-            except StoreUnavailableError as exc:  # the store is down: not the event's fault
+            except (StoreUnavailableError, BrokerUnavailableError) as exc:  # not the event's fault
                 outages += 1
-                logger.warning("reaction %s: the store failed (%s); retrying", self.name, exc)
+                what = "store" if isinstance(exc, StoreUnavailableError) else "broker"
+                logger.warning("reaction %s: the %s failed (%s); retrying", self.name, what, exc)
                 await asyncio.sleep(reactor.retry_pause(outages))
                 continue
             except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then parked

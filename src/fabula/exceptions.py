@@ -156,6 +156,18 @@ class StoreUnavailableError(StoreError):
     """The database could not be reached or locked in time (busy, unreachable, read-only)."""
 
 
+class BrokerUnavailableError(FabulaError):
+    """A message broker could not be reached, or did not acknowledge in time.
+
+    A relay retries it with backoff for as long as it lasts; unlike a
+    handler's own failure, it never parks anything.
+    """
+
+
+class IntegrationEventError(FabulaError, ValueError):
+    """An integration event is malformed: not a CloudEvents 1.0 JSON object fabula can read."""
+
+
 class SchemaVersionError(StoreError):
     """The database was written by a newer schema than this version of fabula knows.
 
