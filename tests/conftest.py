@@ -8,18 +8,21 @@ derandomised so a CI failure reproduces.
 """
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
 
+import fabula
 from fabula import default_registry
 from fabula.memory import InMemoryEventStore
+from fabula.postgres import PostgresEventStore
 from fabula.sqlite import SQLiteEventStore
 from fabula.testing import register_contract_events
 
+from .support.postgres import drop_schemas, new_schema, require_postgres
 from .support.stores import OpenSQLite
 
 # Tests of our own store the contract suite's events too.
@@ -63,3 +66,30 @@ async def memory_store() -> AsyncIterator[InMemoryEventStore]:
     store = InMemoryEventStore()
     yield store
     await store.close()
+
+
+@pytest.fixture
+def schemas() -> Iterator[list[str]]:
+    """PostgreSQL schemas a test made (append to it), dropped at teardown."""
+    made: list[str] = []
+    yield made
+    drop_schemas(made)
+
+
+@pytest.fixture(params=["memory", "sqlite", "postgres"])
+async def each_store(
+    request: pytest.FixtureRequest, tmp_path: Path, schemas: list[str]
+) -> AsyncIterator[fabula.Store]:
+    """A fresh store of each kind (in memory, a SQLite file, a PostgreSQL schema), closed after."""
+    built: fabula.Store
+    if request.param == "memory":
+        built = InMemoryEventStore()
+    elif request.param == "sqlite":
+        built = SQLiteEventStore(tmp_path / "e.db")
+    else:
+        schemas.append(new_schema())
+        pg = PostgresEventStore(require_postgres(), schema=schemas[-1], poll_interval=0.05)
+        await pg.open()
+        built = pg
+    yield built
+    await built.close()

@@ -1,8 +1,6 @@
 """Projections that opt into parking: a poison event parks its stream, the others go on."""
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any, ClassVar
 
 import attrs
@@ -10,11 +8,7 @@ import pytest
 
 import fabula
 from fabula.memory import InMemoryEventStore
-from fabula.postgres import PostgresEventStore
-from fabula.sqlite import SQLiteEventStore
 from fabula.testing import Deposited, deposit
-
-from .support.postgres import drop_schemas, new_schema, require_postgres
 
 STORES = ["memory", "sqlite", "postgres"]
 
@@ -72,28 +66,9 @@ class MemoryLedger(fabula.Projection[None]):
 
 
 @pytest.fixture
-def schemas() -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    drop_schemas(made)
-
-
-@pytest.fixture(params=STORES)
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, schemas: list[str]
-) -> AsyncIterator[fabula.Store]:
-    built: fabula.Store
-    if request.param == "memory":
-        built = InMemoryEventStore()
-    elif request.param == "sqlite":
-        built = SQLiteEventStore(tmp_path / "e.db")
-    else:
-        schemas.append(new_schema())
-        pg = PostgresEventStore(require_postgres(), schema=schemas[-1], poll_interval=0.05)
-        await pg.open()
-        built = pg
-    yield built
-    await built.close()
+def store(each_store: fabula.Store) -> fabula.Store:
+    """A fresh store of each kind, closed at teardown."""
+    return each_store
 
 
 def ledger_for(store: fabula.Store) -> Any:

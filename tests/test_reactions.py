@@ -4,7 +4,6 @@ import asyncio
 import logging
 import random
 import sys
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,37 +20,16 @@ from fabula.sqlite import SQLiteEventStore
 from fabula.storage import checkpoint_name
 from fabula.testing import Deposited, deposit
 
-from .support.postgres import drop_schemas, new_schema, require_postgres
+from .support.postgres import new_schema, require_postgres
 from .support.reactions import Mirror, Note, Noted, Pairing, Pairs, make_bus, noted
 
 STORES = ["memory", "sqlite", "postgres"]
 
 
 @pytest.fixture
-def schemas() -> Iterator[list[str]]:
-    made: list[str] = []
-    yield made
-    drop_schemas(made)
-
-
-@pytest.fixture(params=STORES)
-async def store(
-    request: pytest.FixtureRequest, tmp_path: Path, schemas: list[str]
-) -> AsyncIterator[fabula.Store]:
+def store(each_store: fabula.Store) -> fabula.Store:
     """A fresh store of each kind, closed at teardown."""
-    built: fabula.Store
-    if request.param == "memory":
-        built = InMemoryEventStore()
-    elif request.param == "sqlite":
-        built = SQLiteEventStore(tmp_path / "e.db")
-    else:
-        url = require_postgres()
-        schemas.append(new_schema())
-        pg = PostgresEventStore(url, schema=schemas[-1], poll_interval=0.05)
-        await pg.open()
-        built = pg
-    yield built
-    await built.close()
+    return each_store
 
 
 async def deposits(store: fabula.Store, streams: int, each: int) -> list[int]:

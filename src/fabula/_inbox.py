@@ -30,7 +30,7 @@ from fabula._events import DomainEvent, EventMetadata, EventRegistry, default_re
 from fabula._integration import IntegrationEvent
 from fabula._reaction import Reaction, ReactionContext, check_reaction_name
 from fabula._store import EventStore, ExpectedVersion, RecordedEvent, StreamAppend
-from fabula.exceptions import EventTypeError, IntegrationEventError
+from fabula.exceptions import DuplicateEventIdError, EventTypeError, IntegrationEventError
 
 __all__ = ["Inbox", "InboxHandler", "IntegrationEventReceived", "register_inbox_events"]
 
@@ -137,12 +137,13 @@ class Inbox(Reaction):
             await handler(message, ctx)
 
     async def receive(self, store: EventStore, bodies: Sequence[bytes]) -> int:
-        """Append the messages in `bodies` to `store`, in one transaction; return how many are kept.
+        """Append the messages in `bodies` to `store`, in one transaction; return how many are new.
 
         Messages of types this inbox does not take are not kept. One that is
         not a CloudEvent is kept (its handling parks it, for an operator to
         see). A message kept before is kept once: appending it again is a
-        no-op. Acknowledge the broker only after this returns.
+        no-op (an event id taken by it already). Acknowledge the broker
+        only after this returns.
 
         Raises:
             StoreError: The store failed; nothing was appended.
@@ -154,8 +155,19 @@ class Inbox(Reaction):
                 appends[received.aggregate_id] = StreamAppend(
                     received.aggregate_id, [received], expected_version=ExpectedVersion.NO_STREAM
                 )
-        if appends:
+        if not appends:
+            return 0
+        try:
             await store.append_many(list(appends.values()))
+        except DuplicateEventIdError:  # some were kept before (at another instant): one by one
+            kept = 0
+            for append in appends.values():
+                try:
+                    await store.append_many([append])
+                except DuplicateEventIdError:
+                    continue
+                kept += 1
+            return kept
         return len(appends)
 
     def _received(self, body: bytes) -> IntegrationEventReceived | None:

@@ -376,7 +376,8 @@ class ReactionRun:
             except (StoreUnavailableError, BrokerUnavailableError) as exc:  # not the event's fault
                 outages += 1
                 what = "store" if isinstance(exc, StoreUnavailableError) else "broker"
-                logger.warning("reaction %s: the %s failed (%s); retrying", self.name, what, exc)
+                level = logging.WARNING if outages == 1 else logging.DEBUG  # once per outage
+                logger.log(level, "reaction %s: the %s failed (%s); retrying", self.name, what, exc)
                 await asyncio.sleep(reactor.retry_pause(outages))
                 continue
             except Exception as exc:  # noqa: BLE001 - any handler failure is retried, then parked
