@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Sequence
 
-import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client
@@ -18,6 +19,8 @@ from fabula.exceptions import BrokerUnavailableError
 
 __all__ = ["UNAVAILABLE", "JetStreamPublisher", "connect"]
 
+logger = logging.getLogger("fabula.nats")
+
 UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
@@ -27,6 +30,8 @@ UNAVAILABLE = (
     nats.errors.NoRespondersError,
     nats.errors.StaleConnectionError,
     nats.errors.OutboundBufferLimitError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
     nats.js.errors.ServiceUnavailableError,
 )
 """The nats-py errors that mean the server is down or not answering (not a refusal)."""
@@ -35,21 +40,37 @@ UNAVAILABLE = (
 async def connect(url: str, name: str, connect_timeout: float) -> Client:
     """Connect to `url`, reconnecting on its own for ever once connected.
 
+    The client's errors while it reconnects are logged at DEBUG on
+    `fabula.nats` (the relay and the consumer report outages themselves).
+
     Raises:
         BrokerUnavailableError: The server cannot be reached now.
     """
+
+    async def quietly(error: Exception) -> None:
+        logger.debug("NATS %s (%s): %r", shown_url(url), name, error)
+
+    client = Client()
     try:
-        return await nats.connect(
-            url,
-            name=name,
-            connect_timeout=connect_timeout,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.25,
-            allow_reconnect=True,
-        )
+        # nats-py retries a first connection for ever when reconnects are
+        # unlimited: the deadline makes a missing server an outage now.
+        async with asyncio.timeout(connect_timeout + 0.5):
+            await client.connect(
+                url,
+                name=name,
+                error_cb=quietly,
+                # nats-py annotates these as int but sleeps and waits on floats
+                connect_timeout=connect_timeout,  # type: ignore[arg-type]
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.25,  # type: ignore[arg-type]
+                allow_reconnect=True,
+            )
     except (*UNAVAILABLE, nats.errors.Error) as exc:
+        with contextlib.suppress(*UNAVAILABLE, nats.errors.Error):
+            await client.close()
         msg = f"NATS at {shown_url(url)} cannot be reached: {exc!r}"
         raise BrokerUnavailableError(msg) from exc
+    return client
 
 
 class JetStreamPublisher:
