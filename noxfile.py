@@ -90,11 +90,12 @@ def build(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark suites: fabula beside raw sqlite3 and raw psycopg (not run by default)."""
-    session.install("-e", ".[postgres]")
+    """The benchmark suites: fabula beside raw sqlite3, psycopg, nats-py and aio-pika (not by default)."""
+    session.install("-e", ".[postgres,nats,rabbitmq]")
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/bench_postgres.py", *session.posargs)
     session.run("python", "benchmarks/bench_reactions.py", *session.posargs)
+    session.run("python", "benchmarks/bench_relay.py", *session.posargs)
 
 
 @nox.session
