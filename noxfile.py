@@ -90,7 +90,7 @@ def build(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark suites: fabula beside raw sqlite3, psycopg, nats-py and aio-pika (not by default)."""
+    """The benchmarks: fabula beside raw sqlite3, psycopg, nats-py and aio-pika (not by default)."""
     session.install("-e", ".[postgres,nats,rabbitmq]")
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/bench_postgres.py", *session.posargs)
