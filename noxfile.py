@@ -27,7 +27,10 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typing(session: nox.Session) -> None:
     """Mypy --strict over src, tests and examples (the orders app included), and the docs' code."""
-    session.install("-e", ".[postgres,nats,rabbitmq]", "-e", "examples/orders", *group("typing"))
+    session.install(
+        "-e", ".[postgres,nats,rabbitmq]", "-e", "examples/orders", "-e", "examples/shipping",
+        *group("typing"),
+    )  # fmt: skip
     session.run("mypy")
     blocks = str(Path(session.create_tmp()) / "doc-blocks")
     session.run("python", "scripts/doc_blocks.py", blocks)
@@ -37,7 +40,10 @@ def typing(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """The test suite, the orders app's included (pass pytest arguments after --)."""
-    session.install("-e", ".[postgres,nats,rabbitmq]", "-e", "examples/orders", *group("tests"))
+    session.install(
+        "-e", ".[postgres,nats,rabbitmq]", "-e", "examples/orders", "-e", "examples/shipping",
+        *group("tests"),
+    )  # fmt: skip
     session.run("pytest", *session.posargs)
 
 

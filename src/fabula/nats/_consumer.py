@@ -21,6 +21,10 @@ __all__ = ["JetStreamConsumer"]
 logger = logging.getLogger("fabula.inbox")
 
 
+class _NoStreamError(Exception):
+    """The stream is not there (yet): its producer creates it when it first publishes."""
+
+
 class JetStreamConsumer:
     """Feeds an `Inbox` from a JetStream stream, through a durable pull consumer.
 
@@ -74,19 +78,25 @@ class JetStreamConsumer:
     async def run(self, inbox: Inbox, store: EventStore) -> None:
         """Receive into `inbox` until cancelled, reconnecting whenever the server goes away."""
         backoff = Backoff(most=5.0)
+        warned = False
         while True:
             client: Client | None = None
             try:
                 client = await connect(self.url, f"fabula-inbox-{inbox.name}", self.connect_timeout)
                 subscription = await self._subscribe(client.jetstream())
-                if backoff.failures:
+                if warned:
                     logger.warning("inbox %s: JetStream is back", inbox.name)
                 backoff.reset()
+                warned = False
                 while True:
                     await self._step(subscription, inbox, store)
-            except (BrokerUnavailableError, *UNAVAILABLE) as exc:
+            except _NoStreamError as exc:
                 if backoff.failures == 0:
+                    logger.info("inbox %s: %s; waiting for it", inbox.name, exc)
+            except (BrokerUnavailableError, *UNAVAILABLE) as exc:
+                if not warned:
                     logger.warning("inbox %s: JetStream failed (%r); reconnecting", inbox.name, exc)
+                    warned = True
             finally:
                 if client is not None and not client.is_closed:
                     await client.close()
@@ -106,8 +116,8 @@ class JetStreamConsumer:
                 self.subject, durable=self.durable, stream=self.stream, config=config
             )
         except nats.js.errors.NotFoundError as exc:
-            msg = f"JetStream has no stream {self.stream} (yet)"
-            raise BrokerUnavailableError(msg) from exc
+            msg = f"JetStream has no stream {self.stream} yet"
+            raise _NoStreamError(msg) from exc
 
     async def _step(
         self, subscription: JetStreamContext.PullSubscription, inbox: Inbox, store: EventStore

@@ -58,6 +58,7 @@ from .schemas import (
     ProductCreated,
     ProductOut,
     ProductPage,
+    RelayOut,
     StatusOut,
 )
 from .service import OrdersService
@@ -271,6 +272,25 @@ async def customer_orders(
     return OrderPage(
         items=[OrderSummaryOut.of(view) for view in page.items], next_cursor=page.next_cursor
     )
+
+
+@router.get("/relays", responses=responses(*_AUTH))
+async def relays(service: svc, who: caller) -> list[RelayOut]:
+    """The relays publishing the order events to brokers, with their lag (administrators)."""
+    _admin(who)
+    published = {relay.name: relay for relay in service.relays}
+    return [
+        RelayOut(
+            name=status.name,
+            broker=published[status.name].publisher.target,
+            state=status.state.value,
+            checkpoint=status.checkpoint,
+            lag=status.lag,
+            parked_events=status.parked_events,
+        )
+        for status in await service.reactor.status()
+        if status.name in published
+    ]
 
 
 def create_app(

@@ -106,6 +106,21 @@ def _rate(value: str) -> RateLimit:
         raise argparse.ArgumentTypeError(msg) from None
 
 
+def _broker_url(value: str) -> str:
+    scheme = value.partition("://")[0]
+    if scheme not in {"nats", "tls", "amqp", "amqps"} or not value.partition("://")[2]:
+        msg = f"--publish takes a nats:// or amqp:// URL, not {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    needed = "nats" if scheme in {"nats", "tls"} else "aio_pika"
+    try:
+        __import__(needed)
+    except ImportError:
+        extra = "nats" if needed == "nats" else "rabbitmq"
+        msg = f"{value} needs fabula's {extra} extra: pip install 'fabula[{extra}]'"
+        raise argparse.ArgumentTypeError(msg) from None
+    return value
+
+
 async def _serve(args: argparse.Namespace) -> int:
     """Open the service first, so a database that cannot be opened is one line; then serve."""
     import uvicorn  # noqa: PLC0415 - only `serve` needs the server
@@ -115,7 +130,10 @@ async def _serve(args: argparse.Namespace) -> int:
     database = database_path(args.database)
     tokens = _tokens(args)
     draft_ttl = timedelta(seconds=args.draft_ttl)
-    async with OrdersService.open(database, schema=args.schema, draft_ttl=draft_ttl) as service:
+    opening = OrdersService.open(
+        database, schema=args.schema, draft_ttl=draft_ttl, publish=args.publish
+    )
+    async with opening as service:
         app = create_app(service, tokens=tokens, rate_limit=args.rate_limit)
         config = uvicorn.Config(
             app,
@@ -236,6 +254,18 @@ def _build_parser() -> argparse.ArgumentParser:
         default=86_400,
         metavar="SECONDS",
         help="a draft with no change for this long is cancelled as abandoned (default: 86400)",
+    )
+    serve.add_argument(
+        "--publish",
+        action="append",
+        type=_broker_url,
+        default=[],
+        metavar="URL",
+        help=(
+            "publish the order events (orders.v1.*, CloudEvents) to this broker: "
+            "nats://HOST:PORT (JetStream stream ORDERS) or amqp://USER:PASS@HOST:PORT/ "
+            "(RabbitMQ exchange orders); may be given twice"
+        ),
     )
     serve.add_argument(
         "--max-header-bytes",

@@ -28,6 +28,7 @@ __all__ = [
     "ProductCreated",
     "ProductOut",
     "ProductPage",
+    "RelayOut",
     "StatusOut",
 ]
 
@@ -155,6 +156,17 @@ class ProductPage(Model):
 
     items: list[ProductOut]
     next_cursor: str | None
+
+
+class RelayOut(Model):
+    """Where one relay of the order events to a broker is."""
+
+    name: str
+    broker: Annotated[str, pydantic.Field(examples=["nats://127.0.0.1:4222 stream ORDERS"])]
+    state: Literal["running", "retrying", "standby", "stopped"]
+    checkpoint: int
+    lag: Annotated[int, pydantic.Field(description="events written but not yet acknowledged")]
+    parked_events: int
 
 
 class OrderCreatedOut(Model):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from typing import TypeAlias, TypeVar
 
@@ -30,6 +30,7 @@ from .catalog import Catalog
 from .domain import Order
 from .fulfilment import DraftExpiry, Fulfilment
 from .handlers import OrderHandlers
+from .integration import relays as build_relays
 from .messages import GetCustomerOrders, GetOrderById
 from .read_model import OrderSummaryProjection, ReadModel, StockLevelsProjection
 from .stock import Stock
@@ -100,7 +101,8 @@ class OrdersService:
         catalog: The customers and products.
         read_model: The order read model's queries.
         projector: Keeps the read model up to date.
-        reactor: Runs the fulfilment process and the drafts' expiry timers.
+        reactor: Runs the fulfilment process, the drafts' expiry timers and the relays.
+        relays: Publish the order events to brokers (none unless asked).
         handlers: What each command and query does.
         commands: The command bus (correlation, retry on conflict, idempotency).
         queries: The query bus.
@@ -117,6 +119,7 @@ class OrdersService:
         read_timeout: float = 10.0,
         key_retention: timedelta = timedelta(days=1),
         draft_ttl: timedelta = DRAFT_TTL,
+        relays: Sequence[fabula.Relay] = (),
     ) -> None:
         self.store = store
         self.projector = projector
@@ -148,7 +151,10 @@ class OrdersService:
         self.handlers.register(self.commands, self.queries)
         # Commands the reactions send go through the same bus: their keys
         # make a redelivered event's commands commit nothing new.
-        reactions = [Fulfilment(self.repository), DraftExpiry(draft_ttl)]
+        # Relays publish the order events to brokers from the log (its
+        # checkpoint passes an event once the broker acknowledged it).
+        reactions = [Fulfilment(self.repository), DraftExpiry(draft_ttl), *relays]
+        self.relays = tuple(relays)
         self.reactor = fabula.Reactor(store, self.commands, reactions)
         self._reacting: asyncio.Task[None] | None = None
         self._projecting: asyncio.Task[None] | None = None
@@ -164,6 +170,7 @@ class OrdersService:
         read_timeout: float = 10.0,
         busy_timeout: float = 5.0,
         draft_ttl: timedelta = DRAFT_TTL,
+        publish: Sequence[str] = (),
     ) -> AsyncIterator[OrdersService]:
         """Open the service on `database`, run it, and close it on exit.
 
@@ -177,6 +184,11 @@ class OrdersService:
                 (503); on PostgreSQL, how long to wait for a connection.
             draft_ttl: How long a draft may sit unchanged before it is
                 cancelled as abandoned.
+            publish: Broker URLs (`nats://`, `amqp://`) to publish the
+                order events to, as `orders.v1.*` CloudEvents.
+
+        Raises:
+            ValueError: A `publish` URL of another scheme, or one given twice.
 
         The read model is brought up to date before this yields; the
         projector then follows new events in the background, and so does
@@ -185,13 +197,19 @@ class OrdersService:
         schema: one of them runs each projection and each reaction, the
         others stand by and take over if it stops.
         """
+        published = build_relays(publish)
         opening = _postgres if is_postgres_url(database) else _sqlite
         async with opening(database, schema, busy_timeout) as store:
             catalog = Catalog(store.read_model())
             await catalog.open()
             codec = fabula.CursorCodec(secret=await catalog.secret("cursor-secret"))
             service = cls(
-                store, projector(store), codec, read_timeout=read_timeout, draft_ttl=draft_ttl
+                store,
+                projector(store),
+                codec,
+                read_timeout=read_timeout,
+                draft_ttl=draft_ttl,
+                relays=published,
             )
             await service._upgrade_read_model()
             await service.projector.catch_up()  # creates the tables, applies the backlog
@@ -202,6 +220,8 @@ class OrdersService:
             finally:
                 await service._stop_reactor()
                 await service._stop_projector()
+                for relay in published:
+                    await relay.publisher.close()
 
     def read_model_trouble(self) -> str | None:
         """Why the read model is not following the events, or None if it is."""
