@@ -168,6 +168,8 @@ DISTRIBUTIONS = {
     "psycopg_pool": "psycopg-pool",
     "pytest": "pytest",
     "hypothesis": "hypothesis",
+    "nats": "nats-py",
+    "aio_pika": "aio-pika",
 }
 
 
@@ -179,7 +181,8 @@ def test_the_declared_dependencies_are_the_imported_ones() -> None:
     """Each dependency is imported, and each import is declared, in the part that needs it.
 
     The core needs only the core dependencies; fabula.postgres adds the
-    `postgres` extra's, fabula.testing the `testing` extra's.
+    `postgres` extra's, fabula.testing the `testing` extra's, fabula.nats
+    and fabula.rabbitmq their brokers' clients.
     """
     project = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text(encoding="utf-8"))
     core = declared(project["project"]["dependencies"])
@@ -187,7 +190,12 @@ def test_the_declared_dependencies_are_the_imported_ones() -> None:
         name: declared(requirements)
         for name, requirements in project["project"]["optional-dependencies"].items()
     }
-    parts = {"fabula.postgres": "postgres", "fabula.testing": "testing"}
+    parts = {
+        "fabula.postgres": "postgres",
+        "fabula.testing": "testing",
+        "fabula.nats": "nats",
+        "fabula.rabbitmq": "rabbitmq",
+    }
     used: dict[str, set[str]] = {"core": set(), **{extra: set() for extra in parts.values()}}
     for name in MODULES:
         part = next((extra for prefix, extra in parts.items() if name.startswith(prefix)), "core")

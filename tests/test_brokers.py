@@ -31,10 +31,12 @@ from fabula.storage import checkpoint_name
 from fabula.testing import deposit
 
 from .support.brokers import AMQP_URL, NATS_URL, free_port, private_nats, require, tag
-from .support.reactions import Note, make_bus, noted
+from .support.inbox_child import inbox
+from .support.reactions import make_bus, noted
 from .support.relay_child import contract
 
 CHILD = Path(__file__).parent / "support" / "relay_child.py"
+CONSUMER = Path(__file__).parent / "support" / "inbox_child.py"
 
 
 async def write(store: fabula.Store, numbers: range, streams: int, pause: float = 0.0) -> None:
@@ -46,13 +48,6 @@ async def write(store: fabula.Store, numbers: range, streams: int, pause: float 
         )
         if pause:
             await asyncio.sleep(pause)
-
-
-def inbox(prefix: str) -> fabula.Inbox:
-    async def note(message: IntegrationEvent, ctx: fabula.ReactionContext) -> None:
-        await ctx.send(Note(tally=f"tally-{message.subject}", source=message.data["n"]))
-
-    return fabula.Inbox("bank", {f"{prefix}.v1.Deposited": note})
 
 
 def reactor(store: fabula.Store, reaction: fabula.Reaction) -> fabula.Reactor:
@@ -263,15 +258,54 @@ class TestJetStream:
             await drop_stream(url, stream)
 
 
-def start_relay(database: Path, url: str, stream: str, prefix: str) -> subprocess.Popen[str]:
+def start_relay(
+    database: Path, url: str, stream: str, prefix: str, script: Path = CHILD
+) -> subprocess.Popen[str]:
     child = subprocess.Popen(  # noqa: S603 - our own test script
-        [sys.executable, str(CHILD), str(database), url, stream, prefix],
+        [sys.executable, str(script), str(database), url, stream, prefix],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert child.stdout is not None
     assert child.stdout.readline().strip() == "ready"
     return child
+
+
+class TestJetStreamConsumerKilled:
+    async def test_the_consumer_killed_mid_run(self, tmp_path: Path) -> None:
+        """SIGKILL the consuming process five times mid-stream: every message's effect once.
+
+        Its store keeps a message before the broker is acknowledged, and
+        its commands are keyed to the message: a message redelivered after
+        a kill, or handled again, adds nothing.
+        """
+        url = require(NATS_URL)
+        prefix, stream, count = f"t{tag()}", f"T{tag()}", 300
+        publisher = JetStreamPublisher(url, stream=stream, subjects=[f"{prefix}.v1.>"])
+        database = tmp_path / "consumer.db"
+        try:
+            for n in range(count):
+                body = {"n": n}
+                await publisher.publish(
+                    IntegrationEvent(
+                        id=f"m-{n}", source="urn:test", type=f"{prefix}.v1.Deposited",
+                        subject=f"acc-{n % 13}", data=body,
+                    )
+                )  # fmt: skip
+            for _ in range(5):
+                child = start_relay(database, url, stream, prefix, script=CONSUMER)
+                await asyncio.sleep(random.uniform(0.2, 0.7))
+                stop(child)
+            child = start_relay(database, url, stream, prefix, script=CONSUMER)
+            consumer = SQLiteEventStore(database)
+            try:
+                await until(lambda: noted_once(consumer, count), timeout=120)
+            finally:
+                stop(child)
+                await consumer.close()
+        finally:
+            await publisher.close()
+            await drop_stream(url, stream)
 
 
 def stop(child: subprocess.Popen[str]) -> None:

@@ -11,6 +11,7 @@ import logging
 from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -19,10 +20,14 @@ import pytest
 
 import fabula
 from fabula import IntegrationContract, IntegrationEvent, Relay
+from fabula.cli import main
 from fabula.exceptions import BrokerUnavailableError, EventTypeError, IntegrationEventError
+from fabula.postgres import PostgresEventStore
+from fabula.sqlite import SQLiteEventStore
 from fabula.storage import checkpoint_name
 from fabula.testing import Deposited, deposit
 
+from .support.postgres import new_schema, require_postgres
 from .support.reactions import Note, make_bus, noted
 
 SOURCE = "urn:test:bank"
@@ -397,3 +402,61 @@ class TestInbox:
             fabula.Inbox("orders", {})
         with pytest.raises(EventTypeError, match="map integration"):
             fabula.Inbox("orders", {"bank.v1.Deposited": "nope"})  # type: ignore[dict-item]
+
+
+class TestRelayInOperation:
+    async def test_one_relay_runs_on_postgres_and_a_standby_takes_over(
+        self, schemas: list[str]
+    ) -> None:
+        """Two processes' relays on one schema: one publishes; stopped, the other goes on."""
+        url = require_postgres()
+        schemas.append(new_schema())
+        stores = [PostgresEventStore(url, schema=schemas[-1], poll_interval=0.05) for _ in "ab"]
+        for store in stores:
+            await store.open()
+        outbox = Outbox()
+        try:
+            await fill(stores[0], streams=4, each=3)
+            first, second = (
+                reactor(store, Relay("bank", contract(), outbox), idle_wait=0.05)
+                for store in stores
+            )
+            running = [asyncio.create_task(r.run()) for r in (first, second)]
+            await first.wait_for(await stores[0].head_position(), timeout=30)
+            states = {(await r.status())[0].state for r in (first, second)}
+            assert states == {fabula.ReactionState.RUNNING, fabula.ReactionState.STANDBY}
+            active = 0 if (await first.status())[0].state is fabula.ReactionState.RUNNING else 1
+            running[active].cancel()
+            await asyncio.gather(running[active], return_exceptions=True)
+            await stores[0].append("acc-0", [deposit(1, note="after")], expected_version=3)
+            standby = (first, second)[1 - active]
+            await standby.wait_for(await stores[0].head_position(), timeout=30)
+            running[1 - active].cancel()
+            await asyncio.gather(running[1 - active], return_exceptions=True)
+        finally:
+            for store in stores:
+                await store.close()
+        notes = [m.data["note"] for m in outbox.sent]
+        assert sorted(notes) == sorted([f"{s}:{n}" for s in range(4) for n in range(3)] + ["after"])
+
+    async def test_the_fabula_command_shows_a_relays_lag(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """`fabula reactions status` lists the relay under its name, with what follows it."""
+        path = tmp_path / "e.db"
+        store = SQLiteEventStore(path)
+        try:
+            await fill(store, streams=2, each=2)
+            outbox = Outbox(down=True)
+            reacting = reactor(store, Relay("bank", contract(), outbox))
+            running = asyncio.create_task(reacting.run())
+            await outbox.wait_for_attempts(4)
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+        finally:
+            await store.close()
+        code = await asyncio.to_thread(
+            main, ["--store", str(path), "reactions", "status", "--json"]
+        )
+        (row,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+        assert (code, row["name"], row["events_after"], row["parked_events"]) == (0, "bank", 4, 0)

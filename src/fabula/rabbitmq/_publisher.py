@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 
 import aio_pika
-import aiormq.exceptions
+import aio_pika.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
 from fabula._broker import check_positive, shown_url
@@ -18,9 +18,9 @@ __all__ = ["UNAVAILABLE", "RabbitPublisher", "open_channel"]
 UNAVAILABLE = (
     OSError,
     asyncio.TimeoutError,
-    aiormq.exceptions.AMQPConnectionError,
-    aiormq.exceptions.ChannelInvalidStateError,
-    aiormq.exceptions.ChannelClosed,
+    aio_pika.exceptions.AMQPConnectionError,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    aio_pika.exceptions.ChannelClosed,
 )
 """The aio-pika errors that mean the broker is down or the connection lost (not a refusal)."""
 
@@ -102,7 +102,7 @@ class RabbitPublisher:
 
         Raises:
             BrokerUnavailableError: The broker is down or the connection was lost.
-            aiormq.exceptions.DeliveryError: The broker refused the message.
+            aio_pika.exceptions.DeliveryError: The broker refused the message.
         """
         exchange = await self._declared()
         body = aio_pika.Message(
@@ -114,7 +114,7 @@ class RabbitPublisher:
         )
         try:
             await exchange.publish(body, routing_key=message.type, timeout=self.timeout)
-        except aiormq.exceptions.DeliveryError:
+        except aio_pika.exceptions.DeliveryError:
             raise
         except UNAVAILABLE as exc:
             await self._drop(exchange)
