@@ -118,7 +118,7 @@ class Inbox(Reaction):
         """
         received = recorded.event
         if not isinstance(received, IntegrationEventReceived) or received.inbox != self.name:
-            return recorded.stream_id
+            return "(another inbox's)"  # passed over in one lane, not a task each
         message = IntegrationEvent.from_json(received.message)
         return f"{message.source} {message.subject or message.id}"
 

@@ -36,6 +36,8 @@ FabulaError
 ├── IdempotencyKeyTakenError
 ├── CheckpointError
 ├── ProjectionError
+├── BrokerUnavailableError
+├── IntegrationEventError (ValueError)
 ├── InvalidCursorError (ValueError)
 └── InvalidPageSizeError (ValueError)
 ```
@@ -51,6 +53,7 @@ if TYPE_CHECKING:  # only for annotations: fabula's modules import this one
 
 __all__ = [
     "AggregateNotFoundError",
+    "BrokerUnavailableError",
     "CheckpointError",
     "ConcurrencyError",
     "DomainError",
@@ -64,6 +67,7 @@ __all__ = [
     "HandlerNotFoundError",
     "IdempotencyConflictError",
     "IdempotencyKeyTakenError",
+    "IntegrationEventError",
     "InvalidAggregateIdError",
     "InvalidAppendError",
     "InvalidCursorError",
