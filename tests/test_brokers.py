@@ -9,6 +9,7 @@ JetStream: once, in stream order per subject) and noted exactly once.
 
 import asyncio
 import contextlib
+import io
 import random
 import subprocess
 import sys
@@ -69,15 +70,30 @@ async def running(*work: Any) -> AsyncIterator[None]:
     finally:
         for task in tasks:
             task.cancel()
-        for result in await asyncio.gather(*tasks, return_exceptions=True):
-            if not isinstance(result, asyncio.CancelledError | type(None)):
-                raise result
+        done, pending = await asyncio.wait(tasks, timeout=30)
+        if pending:  # a task that ignores its cancellation: say where it is stuck
+            stacks = io.StringIO()
+            for task in pending:
+                task.print_stack(file=stacks)
+            pytest.fail(f"tasks did not stop when cancelled:\n{stacks.getvalue()}")
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc] # checked just above
 
 
-async def until(check: Callable[[], Any], timeout: float = 60) -> None:  # noqa: ASYNC109
-    async with asyncio.timeout(timeout):
-        while not await check():  # noqa: ASYNC110 - polling stores and brokers: no event to wait on
-            await asyncio.sleep(0.05)
+async def until(
+    check: Callable[[], Any],
+    timeout: float = 60,  # noqa: ASYNC109
+    explain: Callable[[], Any] | None = None,
+) -> None:
+    """Poll `check` until it is true; past `timeout`, fail with what `explain` says."""
+    try:
+        async with asyncio.timeout(timeout):
+            while not await check():  # noqa: ASYNC110 - polling stores and brokers: no event
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        said = await explain() if explain is not None else ""
+        pytest.fail(f"not done within {timeout} s: {said}")
 
 
 async def stream_messages(url: str, stream: str) -> list[IntegrationEvent]:
@@ -179,6 +195,7 @@ class TestJetStream:
             publisher = JetStreamPublisher(url, stream=stream, subjects=["x.v1.>"])
             with pytest.raises(BrokerUnavailableError, match=rf"{stream} holds"):
                 await publisher.ensure_stream()
+            await publisher.close()
         finally:
             await client.close()
             await drop_stream(url, stream)
@@ -225,7 +242,20 @@ class TestJetStream:
                         assert await producer.head_position() > written
                         server.start()
                     await writing
-                    await until(lambda: noted_once(consumer, count), timeout=120)
+
+                    async def explain() -> str:
+                        counts = await noted(consumer)
+                        missing = sorted(set(range(count)) - set(counts))
+                        point = await producer.load_checkpoint(checkpoint_name("bank"))
+                        head = await producer.head_position()
+                        held = len(await stream_messages(server.url, stream))
+                        return (
+                            f"noted {len(counts)} of {count} (missing {missing[:20]}); relay at "
+                            f"{point} of {head}; the stream holds {held}; kept by the inbox "
+                            f"{receiving.received}"
+                        )
+
+                    await until(lambda: noted_once(consumer, count), 120, explain)
                 check_published_once_in_order(await stream_messages(server.url, stream), count)
             finally:
                 await publisher.close()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from fabula._inbox import Inbox
 from fabula._store import EventStore
 from fabula.exceptions import StoreClosedError, StoreError
 
-__all__ = ["Backoff", "check_positive", "receive_until_kept", "shown_url"]
+__all__ = ["Backoff", "cancellable", "check_positive", "receive_until_kept", "shown_url"]
+
+T = TypeVar("T")
 
 logger = logging.getLogger("fabula.inbox")
 
@@ -26,6 +29,30 @@ def shown_url(url: str) -> str:
         host = f"{host}:{parts.port}"
     user = f"{parts.username}:***@" if parts.username else ""
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+async def cancellable(work: Awaitable[T]) -> T:
+    """Await `work` in a task of its own, so that cancelling the caller ends the wait at once.
+
+    A broker client's call can lose a cancellation on Python 3.11 (its
+    `asyncio.wait_for` returns a result that arrives with the cancellation,
+    python/cpython#86296), and a relay or consumer that is stopped would
+    then wait for it for ever. The call is asked to cancel too; if it does
+    not, it ends by its own timeout, and its outcome is dropped.
+    """
+    task = asyncio.ensure_future(work)
+    try:
+        await asyncio.wait({task})
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(_drop_outcome)
+        raise
+    return task.result()
+
+
+def _drop_outcome(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: not logged as "never retrieved"
 
 
 def check_positive(**values: float) -> None:

@@ -253,3 +253,21 @@ def test_the_shipping_demo(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert '"status":"open"' in done.stdout
     assert '"status":"cancelled","reason":"changed my mind"' in done.stdout
+
+
+def test_shipping_refuses_a_bad_broker_url_and_a_missing_secret(tmp_path: Path) -> None:
+    """`shipping serve` exits 2 on another scheme, and without a token secret or --no-auth."""
+    command = [sys.executable, "-m", "shipping.cli", "serve", "--database", str(tmp_path / "s.db")]
+    env = {key: value for key, value in os.environ.items() if key != "ORDERS_JWT_SECRET"}
+    bad = subprocess.run(  # noqa: S603 - our own command
+        [*command, "--no-auth", "--consume", "http://x"],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert bad.returncode == 2
+    assert "--consume takes a nats:// or amqp:// URL" in bad.stderr
+    unsigned = subprocess.run(  # noqa: S603 - our own command
+        [*command, "--consume", NATS_URL],
+        capture_output=True, text=True, timeout=60, check=False, env=env,
+    )  # fmt: skip
+    assert unsigned.returncode != 0
+    assert "ORDERS_JWT_SECRET" in unsigned.stderr

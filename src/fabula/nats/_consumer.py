@@ -10,11 +10,11 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from fabula._broker import Backoff, check_positive, receive_until_kept, shown_url
+from fabula._broker import Backoff, cancellable, check_positive, receive_until_kept, shown_url
 from fabula._inbox import Inbox
 from fabula._store import EventStore
 from fabula.exceptions import BrokerUnavailableError
-from fabula.nats._publisher import UNAVAILABLE, connect
+from fabula.nats._publisher import UNAVAILABLE, close_quietly, connect
 
 __all__ = ["JetStreamConsumer"]
 
@@ -98,8 +98,8 @@ class JetStreamConsumer:
                     logger.warning("inbox %s: JetStream failed (%r); reconnecting", inbox.name, exc)
                     warned = True
             finally:
-                if client is not None and not client.is_closed:
-                    await client.close()
+                if client is not None:
+                    await close_quietly(client, self.connect_timeout)
             await backoff.pause()
 
     async def _subscribe(self, js: JetStreamContext) -> JetStreamContext.PullSubscription:
@@ -123,7 +123,7 @@ class JetStreamConsumer:
         self, subscription: JetStreamContext.PullSubscription, inbox: Inbox, store: EventStore
     ) -> None:
         try:
-            messages = await subscription.fetch(self.batch, timeout=self.idle_wait)
+            messages = await cancellable(subscription.fetch(self.batch, timeout=self.idle_wait))
         except nats.errors.TimeoutError:
             return  # nothing new
         self.received += await receive_until_kept(inbox, store, [m.data for m in messages])

@@ -13,13 +13,15 @@ from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
-from fabula._broker import check_positive, shown_url
+from fabula._broker import cancellable, check_positive, shown_url
 from fabula._integration import CONTENT_TYPE, IntegrationEvent
 from fabula.exceptions import BrokerUnavailableError
 
-__all__ = ["UNAVAILABLE", "JetStreamPublisher", "connect"]
+__all__ = ["UNAVAILABLE", "JetStreamPublisher", "close_quietly", "connect"]
 
 logger = logging.getLogger("fabula.nats")
+
+_CLOSE_AT_LEAST = 5.0  # seconds a close may take before it is given up
 
 UNAVAILABLE = (
     OSError,
@@ -66,11 +68,23 @@ async def connect(url: str, name: str, connect_timeout: float) -> Client:
                 allow_reconnect=True,
             )
     except (*UNAVAILABLE, nats.errors.Error) as exc:
-        with contextlib.suppress(*UNAVAILABLE, nats.errors.Error):
-            await client.close()
+        await close_quietly(client, connect_timeout)
         msg = f"NATS at {shown_url(url)} cannot be reached: {exc!r}"
         raise BrokerUnavailableError(msg) from exc
     return client
+
+
+async def close_quietly(client: Client, timeout: float) -> None:  # noqa: ASYNC109 - a bound, not an API
+    """Close `client`, giving up after `timeout` seconds (5 at least), and never raise.
+
+    It runs in `finally` blocks of cancelled tasks: a close that waited on
+    a server that is not there would hold the cancellation up for ever.
+    """
+    if client.is_closed:
+        return
+    with contextlib.suppress(*UNAVAILABLE, nats.errors.Error, TimeoutError):
+        async with asyncio.timeout(max(timeout, _CLOSE_AT_LEAST)):
+            await client.close()
 
 
 class JetStreamPublisher:
@@ -116,6 +130,7 @@ class JetStreamPublisher:
         self.connect_timeout = connect_timeout
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
+        self._checked = False  # the stream was made or checked since the last failure
         self._lock = asyncio.Lock()
 
     def __repr__(self) -> str:
@@ -137,14 +152,18 @@ class JetStreamPublisher:
         js = await self._context()
         headers = {"Nats-Msg-Id": message.id, "Content-Type": CONTENT_TYPE}
         try:
-            await js.publish(
-                message.type,
-                message.to_json(),
-                timeout=self.timeout,
-                stream=self.stream,
-                headers=headers,
+            await cancellable(
+                js.publish(
+                    message.type,
+                    message.to_json(),
+                    timeout=self.timeout,
+                    stream=self.stream,
+                    headers=headers,
+                )
             )
         except UNAVAILABLE as exc:
+            # The stream may be gone too (deleted, or lost with a server): check it again.
+            self._checked = False
             msg = f"JetStream {self.target} did not acknowledge {message.type}: {exc!r}"
             raise BrokerUnavailableError(msg) from exc
 
@@ -160,22 +179,19 @@ class JetStreamPublisher:
     async def close(self) -> None:
         """Close the connection (the next `publish` opens another)."""
         client, self._client, self._js = self._client, None, None
-        if client is not None and not client.is_closed:
-            await client.close()
+        if client is not None:
+            await close_quietly(client, self.connect_timeout)
 
     async def _context(self) -> JetStreamContext:
-        if self._js is not None:
+        if self._js is not None and self._checked:
             return self._js
         async with self._lock:
             if self._js is None:
                 client = await connect(self.url, "fabula-relay", self.connect_timeout)
-                js = client.jetstream(timeout=self.timeout)
-                try:
-                    await self._ensure(js)
-                except BaseException:
-                    await client.close()
-                    raise
-                self._client, self._js = client, js
+                self._client, self._js = client, client.jetstream(timeout=self.timeout)
+            if not self._checked:
+                await self._ensure(self._js)
+                self._checked = True
             return self._js
 
     async def _ensure(self, js: JetStreamContext) -> None:

@@ -14,7 +14,7 @@ from fabula._broker import Backoff, check_positive, receive_until_kept, shown_ur
 from fabula._inbox import Inbox
 from fabula._store import EventStore
 from fabula.exceptions import BrokerUnavailableError
-from fabula.rabbitmq._publisher import UNAVAILABLE, open_channel
+from fabula.rabbitmq._publisher import UNAVAILABLE, close_quietly, open_channel
 
 __all__ = ["RabbitConsumer"]
 
@@ -80,7 +80,7 @@ class RabbitConsumer:
         try:
             await self._queue(channel)
         finally:
-            await connection.close()
+            await close_quietly(connection, self.connect_timeout)
 
     async def run(self, inbox: Inbox, store: EventStore) -> None:
         """Receive into `inbox` until cancelled, reconnecting whenever the broker goes away."""
@@ -106,8 +106,7 @@ class RabbitConsumer:
                 if backoff.failures == 0:
                     logger.warning("inbox %s: RabbitMQ failed (%r); reconnecting", inbox.name, exc)
             finally:
-                with contextlib.suppress(*UNAVAILABLE):
-                    await connection.close()
+                await close_quietly(connection, self.connect_timeout)
             await backoff.pause()
 
     async def _queue(self, channel: aio_pika.abc.AbstractChannel) -> AbstractQueue:

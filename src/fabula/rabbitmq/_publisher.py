@@ -9,11 +9,13 @@ import aio_pika
 import aio_pika.exceptions
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange
 
-from fabula._broker import check_positive, shown_url
+from fabula._broker import cancellable, check_positive, shown_url
 from fabula._integration import CONTENT_TYPE, IntegrationEvent
 from fabula.exceptions import BrokerUnavailableError
 
-__all__ = ["UNAVAILABLE", "RabbitPublisher", "open_channel"]
+__all__ = ["UNAVAILABLE", "RabbitPublisher", "close_quietly", "open_channel"]
+
+_CLOSE_AT_LEAST = 5.0  # seconds a close may take before it is given up
 
 UNAVAILABLE = (
     OSError,
@@ -23,6 +25,19 @@ UNAVAILABLE = (
     aio_pika.exceptions.ChannelClosed,
 )
 """The aio-pika errors that mean the broker is down or the connection lost (not a refusal)."""
+
+
+async def close_quietly(connection: AbstractConnection, timeout: float) -> None:  # noqa: ASYNC109
+    """Close `connection`, giving up after `timeout` seconds (5 at least), and never raise.
+
+    It runs in `finally` blocks of cancelled tasks: a close that waited on
+    a broker that is not there would hold the cancellation up for ever.
+    """
+    if connection.is_closed:
+        return
+    with contextlib.suppress(*UNAVAILABLE, TimeoutError):
+        async with asyncio.timeout(max(timeout, _CLOSE_AT_LEAST)):
+            await connection.close()
 
 
 async def open_channel(
@@ -43,7 +58,7 @@ async def open_channel(
     try:
         channel = await connection.channel(publisher_confirms=True)
     except BaseException:
-        await connection.close()
+        await close_quietly(connection, connect_timeout)
         raise
     return connection, channel
 
@@ -113,7 +128,9 @@ class RabbitPublisher:
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:
-            await exchange.publish(body, routing_key=message.type, timeout=self.timeout)
+            await cancellable(
+                exchange.publish(body, routing_key=message.type, timeout=self.timeout)
+            )
         except aio_pika.exceptions.DeliveryError:
             raise
         except UNAVAILABLE as exc:
@@ -132,8 +149,8 @@ class RabbitPublisher:
     async def close(self) -> None:
         """Close the connection (the next `publish` opens another)."""
         connection, self._connection, self._exchange = self._connection, None, None
-        if connection is not None and not connection.is_closed:
-            await connection.close()
+        if connection is not None:
+            await close_quietly(connection, self.connect_timeout)
 
     async def _declared(self) -> AbstractExchange:
         if self._exchange is not None:
@@ -146,7 +163,7 @@ class RabbitPublisher:
                         self.exchange, aio_pika.ExchangeType.TOPIC, durable=True
                     )
                 except UNAVAILABLE as exc:
-                    await connection.close()
+                    await close_quietly(connection, self.connect_timeout)
                     msg = f"RabbitMQ {self.target}: the exchange cannot be declared: {exc!r}"
                     raise BrokerUnavailableError(msg) from exc
                 self._connection = connection
@@ -158,5 +175,4 @@ class RabbitPublisher:
             if self._exchange is exchange:
                 connection, self._connection, self._exchange = self._connection, None, None
                 if connection is not None:
-                    with contextlib.suppress(*UNAVAILABLE):
-                        await connection.close()
+                    await close_quietly(connection, self.connect_timeout)

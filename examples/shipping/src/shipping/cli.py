@@ -26,6 +26,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--consume",
         action="append",
         required=True,
+        type=_broker_url,
         metavar="URL",
         help="take the order events from this broker (nats://... or amqp://...)",
     )
@@ -51,6 +52,14 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _broker_url(value: str) -> str:
+    scheme, _, rest = value.partition("://")
+    if scheme not in {"nats", "tls", "amqp", "amqps"} or not rest:
+        msg = f"--consume takes a nats:// or amqp:// URL, not {value!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _tokens(args: argparse.Namespace) -> Tokens | None:
     secret = args.jwt_secret or os.environ.get(SECRET_VARIABLE)
     if args.no_auth:
@@ -72,11 +81,7 @@ async def _serve(args: argparse.Namespace) -> int:
     from .service import ShippingService  # noqa: PLC0415
 
     tokens = _tokens(args)
-    try:
-        opening = ShippingService.open(args.database, consume=args.consume, name=args.name)
-    except ValueError as exc:
-        raise SystemExit(f"shipping: error: {exc}") from None
-    async with opening as service:
+    async with ShippingService.open(args.database, consume=args.consume, name=args.name) as service:
         app = create_app(service, tokens=tokens)
         config = uvicorn.Config(
             app, host=args.host, port=args.port, log_level=args.log_level, server_header=False
