@@ -6,6 +6,7 @@ brokers themselves are in `test_brokers.py`.
 """
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections import defaultdict
@@ -20,6 +21,7 @@ import pytest
 
 import fabula
 from fabula import IntegrationContract, IntegrationEvent, Relay
+from fabula._broker import cancellable
 from fabula.cli import main
 from fabula.exceptions import BrokerUnavailableError, EventTypeError, IntegrationEventError
 from fabula.nats import JetStreamConsumer, JetStreamPublisher
@@ -520,3 +522,39 @@ class TestBrokerClients:
         """Each bad setting fails when the client is made, naming it."""
         with pytest.raises(ValueError, match=problem):
             build()
+
+
+class TestCancellable:
+    async def test_a_call_that_ignores_cancellation_does_not_hold_its_caller(self) -> None:
+        """Cancelling the caller ends its wait at once; the stubborn call ends on its own."""
+        release = asyncio.Event()
+        finished = asyncio.Event()
+
+        async def stubborn() -> int:
+            while not release.is_set():
+                with contextlib.suppress(asyncio.CancelledError):  # loses the cancellation
+                    await release.wait()
+            finished.set()
+            return 1
+
+        caller = asyncio.create_task(cancellable(stubborn()))
+        await asyncio.sleep(0.01)
+        caller.cancel()
+        async with asyncio.timeout(5):
+            with pytest.raises(asyncio.CancelledError):
+                await caller
+        assert not finished.is_set()
+        release.set()
+        async with asyncio.timeout(5):
+            await finished.wait()
+
+    async def test_results_and_errors_pass_through(self) -> None:
+        """Uncancelled, it returns what the call returns and raises what it raises."""
+
+        async def fails() -> None:
+            msg = "refused"
+            raise ValueError(msg)
+
+        assert await cancellable(asyncio.sleep(0, result=7)) == 7
+        with pytest.raises(ValueError, match="refused"):
+            await cancellable(fails())
