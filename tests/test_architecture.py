@@ -170,6 +170,7 @@ DISTRIBUTIONS = {
     "hypothesis": "hypothesis",
     "nats": "nats-py",
     "aio_pika": "aio-pika",
+    "opentelemetry": "opentelemetry-api",
 }
 
 
@@ -195,6 +196,8 @@ def test_the_declared_dependencies_are_the_imported_ones() -> None:
         "fabula.testing": "testing",
         "fabula.nats": "nats",
         "fabula.rabbitmq": "rabbitmq",
+        "fabula._telemetry": "otel",
+        "fabula._metrics": "otel",
     }
     used: dict[str, set[str]] = {"core": set(), **{extra: set() for extra in parts.values()}}
     for name in MODULES:

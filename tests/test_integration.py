@@ -445,20 +445,26 @@ class TestRelayInOperation:
             )
             running = [asyncio.create_task(r.run()) for r in (first, second)]
             await outbox.wait_for_sent(12)
+            await asyncio.sleep(0.2)  # a second active relay would publish them again by now
+            assert len(outbox.sent) == 12, "both relays published"
             states = {(await r.status())[0].state for r in (first, second)}
             assert states == {fabula.ReactionState.RUNNING, fabula.ReactionState.STANDBY}
             active = 0 if (await first.status())[0].state is fabula.ReactionState.RUNNING else 1
             running[active].cancel()
             await asyncio.gather(running[active], return_exceptions=True)
             await stores[0].append("acc-0", [deposit(1, note="after")], expected_version=3)
-            await outbox.wait_for_sent(13)  # within the lease's timeout
+            async with asyncio.timeout(60):  # the standby takes the lease and goes on
+                while "after" not in [m.data["note"] for m in outbox.sent]:
+                    await outbox.wait_for_sent(len(outbox.sent) + 1)
             running[1 - active].cancel()
             await asyncio.gather(running[1 - active], return_exceptions=True)
         finally:
             for store in stores:
                 await store.close()
+        # At least once: what the stopped relay published after its last checkpoint may
+        # be published again by the one that took over; nothing is missing.
         notes = [m.data["note"] for m in outbox.sent]
-        assert sorted(notes) == sorted([f"{s}:{n}" for s in range(4) for n in range(3)] + ["after"])
+        assert set(notes) == {f"{s}:{n}" for s in range(4) for n in range(3)} | {"after"}
 
     async def test_the_fabula_command_shows_a_relays_lag(
         self, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -64,6 +64,7 @@ from fabula._idempotency import Idempotency
 from fabula._inbox import Inbox, InboxHandler, IntegrationEventReceived, register_inbox_events
 from fabula._integration import IntegrationContract, IntegrationEvent, Publisher, Relay
 from fabula._middleware import Correlation, LogDispatch, RetryOnConflict
+from fabula._monitor import LagReading, Monitor
 from fabula._pagination import CursorCodec, KeyPart, Page, check_page_size
 from fabula._process import Process, ProcessManager, ProcessStepped, register_process_events
 from fabula._projection import Projection, VersionGuard, handles
@@ -145,9 +146,11 @@ __all__ = [
     "JSONObject",
     "JSONValue",
     "KeyPart",
+    "LagReading",
     "LogDispatch",
     "Message",
     "Middleware",
+    "Monitor",
     "Next",
     "Page",
     "ParkRequest",

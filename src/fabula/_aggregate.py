@@ -15,6 +15,7 @@ from fabula._events import (
     _EMPTY_METADATA,
     AggregateId,
     DomainEvent,
+    EventMetadata,
     IdKind,
     IdT,
     _current_metadata,
@@ -24,6 +25,7 @@ from fabula._events import (
     id_type,
 )
 from fabula._store import StreamAppend
+from fabula._telemetry import trace_headers
 from fabula.exceptions import (
     EventTypeError,
     EventVersionError,
@@ -226,7 +228,7 @@ class Aggregate(Generic[IdT]):
                 f"{type(event).__qualname__}(fabula.DomainEvent[{type(own_id).__name__}])"
             )
             raise EventTypeError(msg)
-        metadata = _current_metadata.get()
+        metadata = _context_metadata()
         if metadata is not None and event.metadata == _EMPTY_METADATA:
             stamped = attrs.evolve(
                 event, aggregate_id=stamp_id, version=self._version + 1, metadata=metadata
@@ -375,3 +377,13 @@ def _id_reason(kind: IdKind, problem: str) -> str:
     if issubclass(kind, UUID):
         return f"{problem} (declare the class Aggregate[str] for other ids)"
     return problem
+
+
+def _context_metadata() -> EventMetadata | None:
+    """The metadata events recorded now get: the message's ids, and the current span's context."""
+    metadata = _current_metadata.get()
+    traced = trace_headers()  # the recording span's W3C context, if a span is current
+    if traced:
+        base = metadata or _EMPTY_METADATA
+        metadata = attrs.evolve(base, headers={**base.headers, **traced})
+    return metadata

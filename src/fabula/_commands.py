@@ -8,6 +8,7 @@ from uuid import UUID, uuid4
 
 import attrs
 
+from fabula import _telemetry as telemetry
 from fabula.exceptions import DuplicateHandlerError, HandlerNotFoundError, MessageTypeError
 
 __all__ = [
@@ -205,7 +206,10 @@ class CommandBus(_Bus[Command[Any]]):
             HandlerNotFoundError: No handler is registered for its type.
             MessageTypeError: It is not a Command.
         """
-        return cast("R", await self._dispatch(command))
+        if not telemetry.enabled():
+            return cast("R", await self._dispatch(command))
+        with telemetry.span("fabula.command", _attributes("command", command)):
+            return cast("R", await self._dispatch(command))
 
 
 class QueryBus(_Bus[Query[Any]]):
@@ -221,4 +225,21 @@ class QueryBus(_Bus[Query[Any]]):
             HandlerNotFoundError: No handler is registered for its type.
             MessageTypeError: It is not a Query.
         """
-        return cast("R", await self._dispatch(query))
+        if not telemetry.enabled():
+            return cast("R", await self._dispatch(query))
+        with telemetry.span("fabula.query", _attributes("query", query)):
+            return cast("R", await self._dispatch(query))
+
+
+def _attributes(kind: str, message: Message) -> dict[str, str | int]:
+    """A dispatch span's attributes: the message's type and ids."""
+    found: dict[str, str | int] = {
+        f"fabula.{kind}.type": type(message).__qualname__,
+        "fabula.message_id": str(message.message_id),
+    }
+    if message.correlation_id is not None:
+        found["fabula.correlation_id"] = str(message.correlation_id)
+    key = getattr(message, "idempotency_key", None)
+    if key is not None:
+        found["fabula.idempotency_key"] = key
+    return found

@@ -30,6 +30,7 @@ from fabula._events import DomainEvent, EventMetadata, EventRegistry, default_re
 from fabula._integration import IntegrationEvent
 from fabula._reaction import Reaction, ReactionContext, check_reaction_name
 from fabula._store import EventStore, ExpectedVersion, RecordedEvent, StreamAppend
+from fabula._telemetry import TRACE_HEADERS
 from fabula.exceptions import DuplicateEventIdError, EventTypeError, IntegrationEventError
 
 __all__ = ["Inbox", "InboxHandler", "IntegrationEventReceived", "register_inbox_events"]
@@ -185,7 +186,14 @@ class Inbox(Reaction):
                 return None
             key = f"{message.source} {message.id}"
             metadata = EventMetadata(
-                correlation_id=_uuid(message.correlationid), causation_id=_uuid(message.id)
+                correlation_id=_uuid(message.correlationid),
+                causation_id=_uuid(message.id),
+                # The sender's trace context: the span that handles it links to the sender's.
+                headers={
+                    name: message.extensions[name]
+                    for name in TRACE_HEADERS
+                    if name in message.extensions
+                },
             )
         event_id = uuid5(_NAMESPACE, f"{self.name} {key}")
         return IntegrationEventReceived(

@@ -22,6 +22,7 @@ from uuid import UUID
 import attrs
 import orjson
 
+from fabula import _telemetry as telemetry
 from fabula._events import DomainEvent
 from fabula._reaction import Reaction, ReactionContext, check_reaction_name
 from fabula._store import RecordedEvent
@@ -344,5 +345,15 @@ class Relay(Reaction):
         """Publish `recorded` as its integration event; return once the broker acknowledged."""
         del ctx
         message = self.contract.envelope(recorded)
-        if message is not None:
+        if message is None:
+            return
+        if not telemetry.enabled():
+            await self.publisher.publish(message)
+            return
+        attributes = {"fabula.relay": self.name, "cloudevents.event_type": message.type}
+        with telemetry.span("fabula.publish", attributes, kind="producer"):
+            # The consumer's inbox keeps this span's context with the message.
+            traced = telemetry.trace_headers()
+            if traced:
+                message = attrs.evolve(message, extensions={**message.extensions, **traced})
             await self.publisher.publish(message)

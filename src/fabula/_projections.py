@@ -9,6 +9,7 @@ from typing import Generic
 
 import attrs
 
+from fabula import _telemetry as telemetry
 from fabula._guards import positive_int, positive_number
 from fabula._projection import HandlerFailedError, Projection, TxT, apply_all
 from fabula._projection_parking import Parking, ParkingProjector, parking_key, parks_after
@@ -368,16 +369,16 @@ class Projector(ParkingProjector[TxT], Generic[TxT]):
         )
         if page.position <= track.checkpoint:
             return False
-        projection = track.projection
         events, parked = page.events, list[ParkedEvent]()
         if track.parking is not None:
             events, parked = track.parking.split(page.events)
 
         def work(tx: TxT) -> None:
-            apply_all(projection, events, tx)
+            apply_all(track.projection, events, tx)
 
         try:
-            await self._commit(track, page.position, work, parked)
+            with telemetry.projection_batch(track.projection.name, events, page.position):
+                await self._commit(track, page.position, work, parked)
         except HandlerFailedError as failed:
             await self._stop_at(track, events, failed, parked)
             return True  # its stream parked: the checkpoint is at it, the rest comes next

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from fabula import _telemetry as telemetry
 from fabula._guards import utcnow
 from fabula._reaction import Reaction, ReactionContext
 from fabula._reaction_store import ParkedEvent, ParkRequest, checkpoint_name
@@ -370,7 +371,13 @@ class ReactionRun:
             context = ReactionContext(recorded, self.name, reactor.bus, reactor.timers, self._store)
             try:
                 async with self._slots:
-                    await self.reaction.handle(recorded, context)
+                    if telemetry.enabled():
+                        name, attributes = self._span(recorded)
+                        links = telemetry.event_links([recorded])
+                        with telemetry.span(name, attributes, links=links, kind="consumer"):
+                            await self.reaction.handle(recorded, context)
+                    else:
+                        await self.reaction.handle(recorded, context)
             except (asyncio.CancelledError, StoreClosedError):
                 raise
             except (StoreUnavailableError, BrokerUnavailableError) as exc:  # not the event's fault
@@ -396,6 +403,21 @@ class ReactionRun:
                 await asyncio.sleep(reactor.retry_pause(attempts))
                 continue
             return None
+
+    def _span(self, recorded: RecordedEvent) -> tuple[str, dict[str, str | int]]:
+        """The name and attributes of the span that handles `recorded` (linked by the caller)."""
+        metadata = recorded.event.metadata
+        attributes: dict[str, str | int] = {
+            "fabula.reaction": self.name,
+            "fabula.event.type": type(recorded.event).__qualname__,
+            "fabula.stream": recorded.stream_id,
+            "fabula.position": recorded.position,
+        }
+        if metadata.correlation_id is not None:
+            attributes["fabula.correlation_id"] = str(metadata.correlation_id)
+        if metadata.causation_id is not None:
+            attributes["fabula.causation_id"] = str(metadata.causation_id)
+        return "fabula.reaction", attributes
 
     def _parked_event(
         self, recorded: RecordedEvent, lane: str, error: str | None, attempts: int

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import attrs
 
+from fabula import _telemetry as telemetry
 from fabula._aggregate import Aggregate
 from fabula._events import AggregateId
 from fabula._guards import is_int
@@ -89,6 +90,18 @@ class Repository:
             msg = f"{aggregate_type!r} is not a subclass of fabula.Aggregate"
             raise EventTypeError(msg)
         aggregate_id = aggregate_type.coerce_id(aggregate_id)
+        if not telemetry.enabled():
+            return await self._load(aggregate_type, aggregate_id)
+        attributes = {
+            "fabula.aggregate": aggregate_type.__qualname__,
+            "fabula.stream": str(aggregate_id),
+        }
+        with telemetry.span("fabula.load", attributes) as current:
+            aggregate = await self._load(aggregate_type, aggregate_id)
+            current.set_attribute("fabula.version", aggregate.version)
+            return aggregate
+
+    async def _load(self, aggregate_type: type[A], aggregate_id: Any) -> A:  # noqa: ANN401 - coerced
         stream_id = str(aggregate_id)
         aggregate = await self._from_snapshot(aggregate_type, aggregate_id)
         if aggregate is not None:

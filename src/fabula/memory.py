@@ -43,6 +43,7 @@ from fabula._stored import (
     prepare_append_off_loop,
     prepare_appends_off_loop,
 )
+from fabula._telemetry import traced_append
 from fabula.exceptions import (
     IdempotencyKeyTakenError,
     StoreClosedError,
@@ -111,6 +112,7 @@ class InMemoryEventStore(StoreBase):
         self._closed = True
         self._wakeup.notify()
 
+    @traced_append("memory")
     async def append(
         self, stream_id: str, events: Sequence[DomainEvent[Any]], *, expected_version: Expected
     ) -> AppendResult:
@@ -118,6 +120,7 @@ class InMemoryEventStore(StoreBase):
         parts = await prepare_append_off_loop(stream_id, events, expected_version, self.serializer)
         return self._commit(parts)[0]
 
+    @traced_append("memory")
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Append to several streams atomically (see `EventStore.append_many`)."""
         return self._commit(await prepare_appends_off_loop(appends, self.serializer))
@@ -132,6 +135,7 @@ class InMemoryEventStore(StoreBase):
         end = None if limit is None else from_version - 1 + limit
         return [self._decode(row) for row in rows[from_version - 1 : end]]
 
+    @traced_append("memory")
     async def append_with_record(
         self, appends: Sequence[StreamAppend], record: IdempotencyRecord
     ) -> list[AppendResult]:

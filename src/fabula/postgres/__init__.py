@@ -14,10 +14,11 @@ The package's parts, each doing the I/O for decisions made in the kernel:
 - `_inspect`: the `fabula` command's read-only view.
 """
 
+from fabula._metrics import Horizon
 from fabula._public import publish as _publish
 from fabula.postgres._connections import check_conninfo
 from fabula.postgres._store import PostgresEventStore, Tx
 
-__all__ = ["PostgresEventStore", "Tx", "check_conninfo"]
+__all__ = ["Horizon", "PostgresEventStore", "Tx", "check_conninfo"]
 
 _publish(__name__, globals(), __all__)

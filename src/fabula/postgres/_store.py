@@ -41,6 +41,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
+from fabula._metrics import Horizon
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
 from fabula._reaction_sql import ReactionsForwarded, SqlReactionSide
@@ -56,6 +57,7 @@ from fabula._store import (
 )
 from fabula._store_base import StoreBase, Wakeup
 from fabula._stored import decode_rows, prepare_append_off_loop, prepare_appends_off_loop
+from fabula._telemetry import traced_append
 from fabula.exceptions import SchemaVersionError, StoreClosedError
 from fabula.postgres import _schema as sql
 from fabula.postgres._append import Appender, load_record
@@ -225,6 +227,7 @@ class PostgresEventStore(ReactionsForwarded, StoreBase):
 
     # -- appending ---------------------------------------------------------------
 
+    @traced_append("postgresql")
     async def append(
         self, stream_id: str, events: Sequence[DomainEvent[Any]], *, expected_version: Expected
     ) -> AppendResult:
@@ -233,12 +236,14 @@ class PostgresEventStore(ReactionsForwarded, StoreBase):
         await self._ready()
         return (await self._appender.append(parts, None))[0]
 
+    @traced_append("postgresql")
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Append to several streams atomically (see `EventStore.append_many`)."""
         parts = await prepare_appends_off_loop(appends, self.serializer)
         await self._ready()
         return await self._appender.append(parts, None)
 
+    @traced_append("postgresql")
     async def append_with_record(
         self, appends: Sequence[StreamAppend], record: IdempotencyRecord
     ) -> list[AppendResult]:
@@ -307,6 +312,21 @@ class PostgresEventStore(ReactionsForwarded, StoreBase):
         await self._ready()
         rows = await self._db.query(self._sql.head)
         return int(rows[0][0]) if rows else 0
+
+    async def horizon(self) -> Horizon | None:
+        """The cluster's oldest open write transaction (other than this call's), or None.
+
+        While it is open, no reader of the log sees events committed after
+        it began (they wait, never skip): `fabula.Monitor` reports its age
+        and warns when it grows old. Other users' sessions show their pid
+        and state only to a role allowed to see them (`pg_read_all_stats`).
+        """
+        await self._ready()
+        rows = await self._db.query(_HORIZON)
+        if not rows:
+            return None
+        pid, application, state, age = rows[0]
+        return Horizon(int(pid), application or "", state or "", float(age))
 
     async def _count(self, after: int, names: frozenset[str] | None) -> int:
         await self._ready()
@@ -423,6 +443,13 @@ class PostgresEventStore(ReactionsForwarded, StoreBase):
         return await self._projections.rebuild_projection(
             projection, batch_size=batch_size, progress=progress
         )
+
+
+_HORIZON = (
+    "SELECT pid, application_name, state, extract(epoch FROM clock_timestamp() - xact_start) "
+    "FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid() "
+    "ORDER BY xact_start LIMIT 1"
+)
 
 
 def _checked_uuid(value: object) -> UUID:

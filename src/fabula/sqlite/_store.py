@@ -57,6 +57,7 @@ from fabula._stored import (
     prepare_appends_off_loop,
     reads_stored_first,
 )
+from fabula._telemetry import traced_append
 from fabula._uuids import uuid_from_bytes
 from fabula.exceptions import (
     ConcurrencyError,
@@ -233,6 +234,7 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
 
     # -- appending ---------------------------------------------------------------
 
+    @traced_append("sqlite")
     async def append(
         self, stream_id: str, events: Sequence[DomainEvent[Any]], *, expected_version: Expected
     ) -> AppendResult:
@@ -244,6 +246,7 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
         )
         return results[0]
 
+    @traced_append("sqlite")
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Append to several streams atomically (see `EventStore.append_many`)."""
         parts = await prepare_appends_off_loop(appends, self.serializer)
@@ -387,6 +390,7 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
 
     # -- idempotency records -----------------------------------------------------
 
+    @traced_append("sqlite")
     async def append_with_record(
         self, appends: Sequence[StreamAppend], record: IdempotencyRecord
     ) -> list[AppendResult]:

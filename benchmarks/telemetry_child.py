@@ -1,0 +1,117 @@
+"""One measurement of `bench_telemetry.py`: python telemetry_child.py MODE DATABASE COUNT.
+
+MODE is `without` (opentelemetry cannot be imported), `api` (no SDK) or
+`sdk` (spans and metrics recorded in memory). Prints commands per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.abc
+import importlib.machinery
+import sys
+import time
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+
+class _Blocked(importlib.abc.MetaPathFinder):
+    """Makes `opentelemetry` unimportable, as if the extra were not installed."""
+
+    def find_spec(
+        self,
+        fullname: str,
+        path: Sequence[str] | None = None,
+        target: ModuleType | None = None,
+    ) -> importlib.machinery.ModuleSpec | None:
+        del path, target
+        if fullname == "opentelemetry" or fullname.startswith("opentelemetry."):
+            raise ImportError(fullname)
+        return None
+
+
+def _set_up_sdk() -> None:
+    from opentelemetry import metrics, trace  # noqa: PLC0415 - only in this mode
+    from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
+    from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
+        InMemorySpanExporter,
+    )
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    trace.set_tracer_provider(provider)
+    metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+
+
+async def _measure(path: str, count: int) -> float:
+    import attrs  # noqa: PLC0415 - after the import blocker is in place
+
+    import fabula  # noqa: PLC0415
+    from fabula.sqlite import SQLiteEventStore  # noqa: PLC0415
+
+    @fabula.event("bench.Counted")
+    @attrs.frozen
+    class Counted(fabula.DomainEvent[str]):
+        units: int
+
+    @attrs.define
+    class Counter(fabula.Aggregate[str]):
+        total: int = 0
+
+        @fabula.apply
+        def _counted(self, event: Counted) -> None:
+            self.total += event.units
+
+    @attrs.frozen(kw_only=True)
+    class Count(fabula.Command[None]):
+        counter: str
+
+    async with SQLiteEventStore(path, synchronous="NORMAL") as store:
+        repo = fabula.Repository(store)
+        bus = fabula.CommandBus()
+        bus.use(fabula.Correlation())
+        bus.use(fabula.Idempotency(store))
+
+        async def handle(command: Count) -> None:
+            try:
+                counter = await repo.get(Counter, command.counter)
+            except fabula.AggregateNotFoundError:
+                counter = Counter(id=command.counter)
+            counter.record(Counted(units=1))
+            await repo.save(counter)
+
+        bus.register(Count, handle)
+        for n in range(50):  # warm up
+            await bus.dispatch(Count(counter=f"warm-{n}", idempotency_key=f"warm-{n}"))
+
+        async def worker(k: int) -> None:
+            for n in range(k, count, 8):
+                await bus.dispatch(Count(counter=f"c-{n % 200}", idempotency_key=f"k-{n}"))
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker(k) for k in range(8)))
+        return count / (time.perf_counter() - start)
+
+
+def main(argv: list[str]) -> None:
+    """Measure in the mode asked for; print the rate."""
+    mode, path, count = argv[0], argv[1], int(argv[2])
+    if mode == "without":
+        sys.meta_path.insert(0, _Blocked())
+    elif mode == "sdk":
+        _set_up_sdk()
+    from fabula import _telemetry  # noqa: PLC0415
+
+    enabled: Any = _telemetry.enabled()
+    if enabled != (mode != "without"):
+        msg = f"mode {mode}: OpenTelemetry is {'on' if enabled else 'off'}"
+        raise SystemExit(msg)
+    print(asyncio.run(_measure(path, count)))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,199 @@
+"""OpenTelemetry traces, when `opentelemetry-api` is installed (`fabula[otel]`); nothing otherwise.
+
+Spans: `fabula.command` and `fabula.query` (dispatch), `fabula.append`,
+`fabula.load` (an aggregate), `fabula.projection` (one batch) and
+`fabula.reaction` (one event; relays and inboxes are reactions). The
+W3C trace context of the span that records an event is kept in the
+event's metadata headers (`traceparent`, `tracestate`), so a projection
+or reaction that handles the event later, in another process, links its
+span to the one that wrote it. A relay sends its own span's context on
+as the CloudEvents `traceparent` extension, and an inbox keeps it with
+the message it received.
+
+Without the package every function here returns at once (and the
+decorators return what they decorate); with the API but no SDK the
+spans are the API's non-recording ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+
+try:
+    from opentelemetry import trace as _trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+except ImportError:  # pragma: no cover - the extra is installed where this is tested
+    _trace = None  # type: ignore[assignment]
+
+from fabula._metrics import record_append, record_conflict
+from fabula.exceptions import ConcurrencyError
+
+if TYPE_CHECKING:
+    from fabula._store import AppendResult, RecordedEvent
+
+__all__ = [
+    "TRACE_HEADERS",
+    "enabled",
+    "event_links",
+    "projection_batch",
+    "span",
+    "trace_headers",
+    "traced_append",
+]
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+TRACE_HEADERS = ("traceparent", "tracestate")
+"""The metadata headers (and CloudEvents extensions) that carry W3C trace context."""
+
+MAX_LINKS = 32
+"""The most events a projection batch's span links to (the first of each trace)."""
+
+if _trace is not None:
+    _TRACER = _trace.get_tracer("fabula")
+    _PROPAGATOR = TraceContextTextMapPropagator()
+
+
+def enabled() -> bool:
+    """Whether OpenTelemetry's API is installed (spans are recorded once an SDK is set up)."""
+    return _trace is not None
+
+
+def trace_headers() -> dict[str, str]:
+    """The current span's W3C trace context as headers (empty unless a span is recording).
+
+    A span that is not recording (no SDK, or not sampled) leaves nothing in
+    the events: a link to it would lead nowhere.
+    """
+    if _trace is None or not _trace.get_current_span().is_recording():
+        return {}
+    carrier: dict[str, str] = {}
+    _PROPAGATOR.inject(carrier)
+    return carrier
+
+
+def event_links(events: Iterable[RecordedEvent], limit: int = MAX_LINKS) -> list[Any]:
+    """Links to the spans that wrote `events` (their `traceparent` headers), at most `limit`."""
+    if _trace is None:
+        return []
+    links: list[Any] = []
+    seen: set[str] = set()
+    for recorded in events:
+        parent = recorded.event.metadata.headers.get("traceparent")
+        if parent is None or parent in seen:
+            continue
+        seen.add(parent)
+        context = _trace.get_current_span(_PROPAGATOR.extract(recorded.event.metadata.headers))
+        span_context = context.get_span_context()
+        if span_context.is_valid:
+            links.append(_trace.Link(span_context))
+            if len(links) >= limit:
+                break
+    return links
+
+
+@contextlib.contextmanager
+def span(
+    name: str,
+    attributes: Mapping[str, str | int] | None = None,
+    *,
+    links: Iterable[Any] = (),
+    kind: str = "internal",
+) -> Iterator[Any]:
+    """A span named `name`, current while the block runs; None without OpenTelemetry.
+
+    An exception leaving the block is recorded on the span, which is then
+    marked as an error.
+    """
+    if _trace is None:
+        yield None
+        return
+    with _TRACER.start_as_current_span(
+        name,
+        kind=_KINDS[kind],
+        attributes=dict(attributes or {}),
+        links=list(links),
+    ) as current:
+        yield current
+
+
+if _trace is not None:
+    _KINDS = {
+        "internal": _trace.SpanKind.INTERNAL,
+        "producer": _trace.SpanKind.PRODUCER,
+        "consumer": _trace.SpanKind.CONSUMER,
+    }
+
+
+def projection_batch(
+    projection: str, events: list[RecordedEvent], position: int
+) -> contextlib.AbstractContextManager[Any]:
+    """The `fabula.projection` span of one batch, linked to the spans that wrote its events."""
+    if _trace is None:
+        return contextlib.nullcontext()
+    attributes: dict[str, str | int] = {
+        "fabula.projection": projection,
+        "fabula.event_count": len(events),
+        "fabula.position": position,
+    }
+    return span("fabula.projection", attributes, links=event_links(events), kind="consumer")
+
+
+def traced_append(
+    store: str,
+) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R]]]:
+    """Wrap a store's `append` or `append_many` in a `fabula.append` span, and count it.
+
+    Without OpenTelemetry the method is returned as it is.
+    """
+
+    def decorate(
+        method: Callable[P, Coroutine[Any, Any, R]],
+    ) -> Callable[P, Coroutine[Any, Any, R]]:
+        if _trace is None:
+            return method
+
+        @functools.wraps(method)
+        async def traced(*args: P.args, **kwargs: P.kwargs) -> R:
+            with span("fabula.append", {"fabula.store": store}) as current:
+                started = time.perf_counter()
+                try:
+                    result = await method(*args, **kwargs)
+                except ConcurrencyError:
+                    record_conflict(store)
+                    raise
+                count = _count(args)
+                record_append(store, count, time.perf_counter() - started)
+                if current.is_recording():
+                    current.set_attribute("fabula.event_count", count)
+                    _describe_append(current, result)
+                return result
+
+        return traced
+
+    return decorate
+
+
+def _count(args: tuple[Any, ...]) -> int:
+    """How many events `append(self, stream_id, events)` or `append_many(self, appends)` holds."""
+    if len(args) > 2 and isinstance(args[1], str):  # noqa: PLR2004 - self, stream_id, events
+        return len(args[2])
+    if len(args) > 1:
+        return sum(len(getattr(part, "events", ())) for part in args[1])
+    return 0
+
+
+def _describe_append(current: Any, result: object) -> None:  # noqa: ANN401 - an OTel span
+    results: list[AppendResult] = result if isinstance(result, list) else [result]  # type: ignore[list-item]
+    if not results:
+        return
+    last = results[-1]
+    current.set_attribute("fabula.streams", len(results))
+    current.set_attribute("fabula.stream", last.stream_id)
+    current.set_attribute("fabula.version", last.version)
+    current.set_attribute("fabula.position", last.position)
