@@ -48,43 +48,12 @@ def _set_up_sdk() -> None:
 
 
 async def _measure(path: str, count: int) -> float:
-    import attrs  # noqa: PLC0415 - after the import blocker is in place
+    from telemetry_domain import Count, make_bus  # noqa: PLC0415
 
-    import fabula  # noqa: PLC0415
-    from fabula.sqlite import SQLiteEventStore  # noqa: PLC0415
-
-    @fabula.event("bench.Counted")
-    @attrs.frozen
-    class Counted(fabula.DomainEvent[str]):
-        units: int
-
-    @attrs.define
-    class Counter(fabula.Aggregate[str]):
-        total: int = 0
-
-        @fabula.apply
-        def _counted(self, event: Counted) -> None:
-            self.total += event.units
-
-    @attrs.frozen(kw_only=True)
-    class Count(fabula.Command[None]):
-        counter: str
+    from fabula.sqlite import SQLiteEventStore  # noqa: PLC0415 - after the mode is set up
 
     async with SQLiteEventStore(path, synchronous="NORMAL") as store:
-        repo = fabula.Repository(store)
-        bus = fabula.CommandBus()
-        bus.use(fabula.Correlation())
-        bus.use(fabula.Idempotency(store))
-
-        async def handle(command: Count) -> None:
-            try:
-                counter = await repo.get(Counter, command.counter)
-            except fabula.AggregateNotFoundError:
-                counter = Counter(id=command.counter)
-            counter.record(Counted(units=1))
-            await repo.save(counter)
-
-        bus.register(Count, handle)
+        bus = make_bus(store)
         for n in range(50):  # warm up
             await bus.dispatch(Count(counter=f"warm-{n}", idempotency_key=f"warm-{n}"))
 
@@ -106,9 +75,10 @@ def main(argv: list[str]) -> None:
         _set_up_sdk()
     from fabula import _telemetry  # noqa: PLC0415
 
-    enabled: Any = _telemetry.enabled()
-    if enabled != (mode != "without"):
-        msg = f"mode {mode}: OpenTelemetry is {'on' if enabled else 'off'}"
+    expected = {"without": (False, False), "api": (True, False), "sdk": (True, True)}[mode]
+    found: Any = (_telemetry.installed(), _telemetry.enabled())
+    if found != expected:
+        msg = f"mode {mode}: OpenTelemetry installed, recording = {found}"
         raise SystemExit(msg)
     print(asyncio.run(_measure(path, count)))
 

@@ -25,6 +25,7 @@ __all__ = [
     "Horizon",
     "HorizonSource",
     "Observed",
+    "counting",
     "observation",
     "record_append",
     "record_conflict",
@@ -96,9 +97,21 @@ _INSTRUMENTS: _Instruments | None = None
 _MONITORS: weakref.WeakSet[Observed] = weakref.WeakSet()
 
 
-def _instruments() -> _Instruments | None:
+_SDK = False  # a meter provider of an SDK was set up (it cannot be taken back)
+
+
+def counting() -> bool:
+    """Whether metrics are recorded: the API is installed and an SDK's provider is set up."""
+    global _SDK  # noqa: PLW0603 - once true, for good
+    if not _SDK and _metrics is not None:
+        _SDK = type(_metrics.get_meter_provider()).__name__ != "_ProxyMeterProvider"
+    return _SDK
+
+
+def _instruments(*, made: bool = False) -> _Instruments | None:
+    """The instruments, once an SDK is set up (or `made`: the gauges need them early)."""
     global _INSTRUMENTS  # noqa: PLW0603 - made once, on first use
-    if _metrics is None:
+    if _metrics is None or not (made or counting()):
         return None
     if _INSTRUMENTS is None:
         _INSTRUMENTS = _Instruments()
@@ -131,7 +144,7 @@ class Observed(Protocol):
 
 def watch(monitor: Observed) -> None:
     """Report `monitor`'s measurements through the gauges (while it lives)."""
-    _instruments()
+    _instruments(made=True)
     _MONITORS.add(monitor)
 
 

@@ -11,8 +11,8 @@ as the CloudEvents `traceparent` extension, and an inbox keeps it with
 the message it received.
 
 Without the package every function here returns at once (and the
-decorators return what they decorate); with the API but no SDK the
-spans are the API's non-recording ones.
+decorators return what they decorate); with the API but no SDK set up,
+no span is made either (the API's would record nothing).
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ try:
 except ImportError:  # pragma: no cover - the extra is installed where this is tested
     _trace = None  # type: ignore[assignment]
 
-from fabula._metrics import record_append, record_conflict
+from fabula._metrics import counting, record_append, record_conflict
 from fabula.exceptions import ConcurrencyError
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ __all__ = [
     "TRACE_HEADERS",
     "enabled",
     "event_links",
+    "installed",
     "projection_batch",
     "span",
     "trace_headers",
@@ -59,9 +60,24 @@ if _trace is not None:
     _PROPAGATOR = TraceContextTextMapPropagator()
 
 
-def enabled() -> bool:
-    """Whether OpenTelemetry's API is installed (spans are recorded once an SDK is set up)."""
+def installed() -> bool:
+    """Whether OpenTelemetry's API can be imported (the `otel` extra)."""
     return _trace is not None
+
+
+_SDK = False  # a tracer provider of an SDK was set up (it cannot be taken back)
+
+
+def enabled() -> bool:
+    """Whether spans can be recorded: the API is installed and an SDK's provider is set up.
+
+    Without an SDK the API's spans record nothing, so none are made: the
+    command path then pays for this check alone.
+    """
+    global _SDK  # noqa: PLW0603 - once true, for good
+    if not _SDK and _trace is not None:
+        _SDK = not isinstance(_trace.get_tracer_provider(), _trace.ProxyTracerProvider)
+    return _SDK
 
 
 def trace_headers() -> dict[str, str]:
@@ -70,7 +86,7 @@ def trace_headers() -> dict[str, str]:
     A span that is not recording (no SDK, or not sampled) leaves nothing in
     the events: a link to it would lead nowhere.
     """
-    if _trace is None or not _trace.get_current_span().is_recording():
+    if not enabled() or not _trace.get_current_span().is_recording():
         return {}
     carrier: dict[str, str] = {}
     _PROPAGATOR.inject(carrier)
@@ -110,7 +126,7 @@ def span(
     An exception leaving the block is recorded on the span, which is then
     marked as an error.
     """
-    if _trace is None:
+    if not enabled():
         yield None
         return
     with _TRACER.start_as_current_span(
@@ -134,7 +150,7 @@ def projection_batch(
     projection: str, events: list[RecordedEvent], position: int
 ) -> contextlib.AbstractContextManager[Any]:
     """The `fabula.projection` span of one batch, linked to the spans that wrote its events."""
-    if _trace is None:
+    if not enabled():
         return contextlib.nullcontext()
     attributes: dict[str, str | int] = {
         "fabula.projection": projection,
@@ -160,6 +176,8 @@ def traced_append(
 
         @functools.wraps(method)
         async def traced(*args: P.args, **kwargs: P.kwargs) -> R:
+            if not enabled() and not counting():
+                return await method(*args, **kwargs)
             with span("fabula.append", {"fabula.store": store}) as current:
                 started = time.perf_counter()
                 try:
@@ -169,7 +187,7 @@ def traced_append(
                     raise
                 count = _count(args)
                 record_append(store, count, time.perf_counter() - started)
-                if current.is_recording():
+                if current is not None and current.is_recording():
                     current.set_attribute("fabula.event_count", count)
                     _describe_append(current, result)
                 return result

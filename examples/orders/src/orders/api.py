@@ -23,6 +23,7 @@ from typing import Annotated
 from uuid import UUID
 
 import fastapi
+import fastapi.responses
 from fastapi import FastAPI, Header, Query, Request
 
 import fabula
@@ -47,6 +48,7 @@ from .middleware import MAX_BODY_BYTES, Guard, LimitBody
 from .schemas import (
     Cancellation,
     CustomerCreated,
+    HealthOut,
     NewCustomer,
     NewItem,
     NewOrder,
@@ -293,11 +295,40 @@ async def relays(service: svc, who: caller) -> list[RelayOut]:
     ]
 
 
+probes = fastapi.APIRouter()
+
+
+@probes.get("/health", responses={200: {"description": "The process is alive."}})
+async def health() -> HealthOut:
+    """Whether the process is alive (for a supervisor): always 200 while it answers."""
+    return HealthOut(status="alive")
+
+
+@probes.get(
+    "/ready",
+    responses={200: {"description": "Ready."}, 503: {"description": "Not ready, with why."}},
+)
+async def ready(request: Request) -> fastapi.responses.JSONResponse:
+    """Whether to send it requests (for a load balancer): 200, or 503 with the reason."""
+    service = request.app.state.service
+    reason = (
+        "the service is not running"
+        if not isinstance(service, OrdersService)
+        else await service.readiness(request.app.state.ready_max_lag)
+    )
+    if reason is None:
+        return fastapi.responses.JSONResponse({"status": "ready"})
+    return fastapi.responses.JSONResponse(
+        {"status": "unavailable", "reason": reason}, status_code=503, headers={"Retry-After": "5"}
+    )
+
+
 def create_app(
     service: OrdersService | None = None,
     *,
     tokens: Tokens | None,
     rate_limit: RateLimit | None = None,
+    ready_max_lag: float = 10.0,
     database: str = "orders.db",
     schema: str = "public",
 ) -> FastAPI:
@@ -315,6 +346,8 @@ def create_app(
         database: The SQLite file or PostgreSQL URL, when the app opens the
             service itself.
         schema: The PostgreSQL schema, when the app opens the service itself.
+        ready_max_lag: `GET /ready` answers 503 while the read model's oldest
+            unapplied event is older than this, in seconds.
     """
 
     @contextlib.asynccontextmanager
@@ -338,8 +371,10 @@ def create_app(
     app.state.service = service
     app.state.tokens = tokens
     app.state.rate_limit = rate_limit
+    app.state.ready_max_lag = ready_max_lag
     app.add_middleware(LimitBody)
     app.add_middleware(Guard)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(probes)  # outside /api/v1, and no token: for supervisors
     return app

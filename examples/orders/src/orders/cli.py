@@ -134,7 +134,9 @@ async def _serve(args: argparse.Namespace) -> int:
         database, schema=args.schema, draft_ttl=draft_ttl, publish=args.publish
     )
     async with opening as service:
-        app = create_app(service, tokens=tokens, rate_limit=args.rate_limit)
+        app = create_app(
+            service, tokens=tokens, rate_limit=args.rate_limit, ready_max_lag=args.ready_max_lag
+        )
         config = uvicorn.Config(
             app,
             host=args.host,
@@ -254,6 +256,13 @@ def _build_parser() -> argparse.ArgumentParser:
         default=86_400,
         metavar="SECONDS",
         help="a draft with no change for this long is cancelled as abandoned (default: 86400)",
+    )
+    serve.add_argument(
+        "--ready-max-lag",
+        type=_positive,
+        default=10,
+        metavar="SECONDS",
+        help="GET /ready answers 503 while the read model is this far behind (default: 10)",
     )
     serve.add_argument(
         "--publish",

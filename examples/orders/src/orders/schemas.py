@@ -16,6 +16,7 @@ __all__ = [
     "Address",
     "Cancellation",
     "CustomerCreated",
+    "HealthOut",
     "NewCustomer",
     "NewItem",
     "NewOrder",
@@ -156,6 +157,12 @@ class ProductPage(Model):
 
     items: list[ProductOut]
     next_cursor: str | None
+
+
+class HealthOut(Model):
+    """The process is alive."""
+
+    status: Literal["alive"]
 
 
 class RelayOut(Model):

@@ -54,6 +54,8 @@ SNAPSHOT_EVERY = 100
 DRAFT_TTL = timedelta(days=1)
 """How long a draft may sit unchanged before it is cancelled as abandoned (by default)."""
 
+_READY_TIMEOUT = 5.0  # seconds the readiness check waits for the database
+
 _WAIT_SLICE = 0.1  # seconds between looks at the projector's health while waiting for it
 
 OrdersProjector: TypeAlias = fabula.Projector[object]
@@ -102,6 +104,7 @@ class OrdersService:
         read_model: The order read model's queries.
         projector: Keeps the read model up to date.
         reactor: Runs the fulfilment process, the drafts' expiry timers and the relays.
+        monitor: Measures lag and parked events (for `/ready` and the metrics).
         relays: Publish the order events to brokers (none unless asked).
         handlers: What each command and query does.
         commands: The command bus (correlation, retry on conflict, idempotency).
@@ -156,6 +159,9 @@ class OrdersService:
         reactions = [Fulfilment(self.repository), DraftExpiry(draft_ttl), *relays]
         self.relays = tuple(relays)
         self.reactor = fabula.Reactor(store, self.commands, reactions)
+        # Lag in events and seconds, parked events and (on PostgreSQL) the
+        # horizon, for /ready and, with an OpenTelemetry SDK, the metrics.
+        self.monitor = fabula.Monitor(store, projector=projector, reactor=self.reactor)
         self._reacting: asyncio.Task[None] | None = None
         self._projecting: asyncio.Task[None] | None = None
         self._reported: str | None = None  # the trouble last logged, so it is logged once
@@ -238,6 +244,26 @@ class OrdersService:
                 logger.warning("%s (the projector's own log lines say why)", trouble)
             self._reported = trouble
         return trouble
+
+    async def readiness(self, max_lag: float) -> str | None:
+        """Why the service should not be sent requests now, or None when it is ready.
+
+        Ready: the database answers, the projector runs, and its oldest
+        event not yet applied is at most `max_lag` seconds old.
+        """
+        trouble = self.read_model_trouble()
+        if trouble is not None:
+            return trouble
+        try:
+            async with asyncio.timeout(_READY_TIMEOUT):
+                readings = await self.monitor.measure()
+        except (fabula.StoreError, TimeoutError):
+            logger.warning("the readiness check could not read the database", exc_info=True)
+            return "the database does not answer"
+        behind = max((r.age for r in readings if r.kind == "projection"), default=0.0)
+        if behind > max_lag:
+            return f"the read model is {behind:.0f} s behind the events (at most {max_lag:g} s)"
+        return None
 
     async def _read_model_ready(self, query: fabula.Query[R], call_next: fabula.Next) -> object:
         trouble = self.read_model_trouble()
