@@ -1,7 +1,8 @@
 """One measurement of `bench_telemetry.py`: python telemetry_child.py MODE DATABASE COUNT.
 
-MODE is `without` (opentelemetry cannot be imported), `api` (no SDK) or
-`sdk` (spans and metrics recorded in memory). Prints commands per second.
+MODE is `without` (opentelemetry cannot be imported), `api` (no SDK),
+`sdk` (every span and metric recorded in memory) or `sampled` (the same,
+with one trace in ten sampled). Prints commands per second.
 """
 
 from __future__ import annotations
@@ -31,18 +32,22 @@ class _Blocked(importlib.abc.MetaPathFinder):
         return None
 
 
-def _set_up_sdk() -> None:
+def _set_up_sdk(*, ratio: float = 1.0) -> None:
     from opentelemetry import metrics, trace  # noqa: PLC0415 - only in this mode
     from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader  # noqa: PLC0415
     from opentelemetry.sdk.trace import TracerProvider  # noqa: PLC0415
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: PLC0415
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor  # noqa: PLC0415
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: PLC0415
         InMemorySpanExporter,
     )
+    from opentelemetry.sdk.trace.sampling import (  # noqa: PLC0415
+        ParentBased,
+        TraceIdRatioBased,
+    )
 
-    provider = TracerProvider()
-    provider.add_span_processor(SimpleSpanProcessor(InMemorySpanExporter()))
+    provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+    provider.add_span_processor(BatchSpanProcessor(InMemorySpanExporter()))
     trace.set_tracer_provider(provider)
     metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
 
@@ -73,9 +78,16 @@ def main(argv: list[str]) -> None:
         sys.meta_path.insert(0, _Blocked())
     elif mode == "sdk":
         _set_up_sdk()
+    elif mode == "sampled":
+        _set_up_sdk(ratio=0.1)
     from fabula import _telemetry  # noqa: PLC0415
 
-    expected = {"without": (False, False), "api": (True, False), "sdk": (True, True)}[mode]
+    expected = {
+        "without": (False, False),
+        "api": (True, False),
+        "sdk": (True, True),
+        "sampled": (True, True),
+    }[mode]
     found: Any = (_telemetry.installed(), _telemetry.enabled())
     if found != expected:
         msg = f"mode {mode}: OpenTelemetry installed, recording = {found}"

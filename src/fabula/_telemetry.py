@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 try:
@@ -113,29 +113,23 @@ def event_links(events: Iterable[RecordedEvent], limit: int = MAX_LINKS) -> list
     return links
 
 
-@contextlib.contextmanager
 def span(
     name: str,
     attributes: Mapping[str, str | int] | None = None,
     *,
-    links: Iterable[Any] = (),
+    links: Sequence[Any] = (),
     kind: str = "internal",
-) -> Iterator[Any]:
-    """A span named `name`, current while the block runs; None without OpenTelemetry.
+) -> contextlib.AbstractContextManager[Any]:
+    """A span named `name`, current while the block runs; None without an SDK.
 
     An exception leaving the block is recorded on the span, which is then
     marked as an error.
     """
     if not enabled():
-        yield None
-        return
-    with _TRACER.start_as_current_span(
-        name,
-        kind=_KINDS[kind],
-        attributes=dict(attributes or {}),
-        links=list(links),
-    ) as current:
-        yield current
+        return contextlib.nullcontext()
+    return _TRACER.start_as_current_span(
+        name, kind=_KINDS[kind], attributes=attributes, links=links or None
+    )
 
 
 if _trace is not None:
@@ -188,8 +182,7 @@ def traced_append(
                 count = _count(args)
                 record_append(store, count, time.perf_counter() - started)
                 if current is not None and current.is_recording():
-                    current.set_attribute("fabula.event_count", count)
-                    _describe_append(current, result)
+                    _describe_append(current, result, count)
                 return result
 
         return traced
@@ -206,12 +199,17 @@ def _count(args: tuple[Any, ...]) -> int:
     return 0
 
 
-def _describe_append(current: Any, result: object) -> None:  # noqa: ANN401 - an OTel span
+def _describe_append(current: Any, result: object, count: int) -> None:  # noqa: ANN401
     results: list[AppendResult] = result if isinstance(result, list) else [result]  # type: ignore[list-item]
     if not results:
         return
     last = results[-1]
-    current.set_attribute("fabula.streams", len(results))
-    current.set_attribute("fabula.stream", last.stream_id)
-    current.set_attribute("fabula.version", last.version)
-    current.set_attribute("fabula.position", last.position)
+    current.set_attributes(
+        {
+            "fabula.event_count": count,
+            "fabula.streams": len(results),
+            "fabula.stream": last.stream_id,
+            "fabula.version": last.version,
+            "fabula.position": last.position,
+        }
+    )
