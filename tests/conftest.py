@@ -24,6 +24,7 @@ from fabula.testing import register_contract_events
 
 from .support.postgres import drop_schemas, new_schema, require_postgres
 from .support.stores import OpenSQLite
+from .support.telemetry import meters, provider, spans  # noqa: F401 - fixtures for every test
 
 # Tests of our own store the contract suite's events too.
 register_contract_events(default_registry)

@@ -1,29 +1,20 @@
-"""OpenTelemetry traces: spans recorded by the SDK's in-memory exporter, on a real SQLite store.
+"""OpenTelemetry traces and metrics, recorded in memory by the SDK, on real stores.
 
-The SDK is set up once for the session (OpenTelemetry allows one global
-provider). Its sampler records only while a test of this module holds
-the `spans` fixture: elsewhere every span is dropped, as with no SDK.
+The SDK's set-up (one provider a session, recording only for the tests
+that ask) is in `tests/support/telemetry.py`.
 """
 
 import asyncio
 import logging
 import sqlite3
-from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from opentelemetry import metrics, trace
-from opentelemetry.context import Context
-from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
-from opentelemetry.trace import Link, SpanKind, StatusCode
-from opentelemetry.util.types import Attributes
+from opentelemetry.trace import SpanKind, StatusCode
 
 import fabula
 from fabula import IntegrationContract, IntegrationEvent, Relay
@@ -32,58 +23,7 @@ from fabula.sqlite import SQLiteEventStore
 
 from .support.postgres import new_schema, require_postgres
 from .support.reactions import Note, Noted, NoteRefused, make_bus
-
-
-class Gate(Sampler):
-    """Samples every span while open, none while closed."""
-
-    def __init__(self) -> None:
-        self.open = False
-
-    def should_sample(  # noqa: PLR0917 - the SDK's signature
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: Any = None,
-    ) -> SamplingResult:
-        del parent_context, trace_id, name, kind, links, trace_state
-        decision = Decision.RECORD_AND_SAMPLE if self.open else Decision.DROP
-        return SamplingResult(decision, attributes)
-
-    def get_description(self) -> str:
-        return "the telemetry tests' gate"
-
-
-GATE = Gate()
-EXPORTER = InMemorySpanExporter()
-
-
-@pytest.fixture(scope="session")
-def provider() -> TracerProvider:
-    made = TracerProvider(sampler=GATE)
-    made.add_span_processor(SimpleSpanProcessor(EXPORTER))
-    trace.set_tracer_provider(made)
-    return made
-
-
-@pytest.fixture
-def spans(provider: TracerProvider) -> Iterator[InMemorySpanExporter]:
-    del provider
-    EXPORTER.clear()
-    GATE.open = True
-    try:
-        yield EXPORTER
-    finally:
-        GATE.open = False
-        EXPORTER.clear()
-
-
-def named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
-    return [s for s in exporter.get_finished_spans() if s.name == name]
+from .support.telemetry import named
 
 
 class NoteCount(fabula.Projection[sqlite3.Connection]):
@@ -265,15 +205,6 @@ class TestAcrossServices:
         taken = [s for s in named(spans, "fabula.reaction") if s is not relayed]
         (inboxed,) = taken
         assert [link.context.span_id for link in inboxed.links] == [publish.context.span_id]
-
-
-READER = InMemoryMetricReader()
-
-
-@pytest.fixture(scope="session")
-def meters() -> InMemoryMetricReader:
-    metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))
-    return READER
 
 
 def points(reader: InMemoryMetricReader, name: str) -> list[Any]:
