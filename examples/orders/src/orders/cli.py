@@ -124,8 +124,10 @@ def _broker_url(value: str) -> str:
 async def _serve(args: argparse.Namespace) -> int:
     """Open the service first, so a database that cannot be opened is one line; then serve."""
     import uvicorn  # noqa: PLC0415 - only `serve` needs the server
+    from uvicorn.config import LOGGING_CONFIG  # noqa: PLC0415
 
     from .api import create_app  # noqa: PLC0415
+    from .logs import json_log_config  # noqa: PLC0415
 
     database = database_path(args.database)
     tokens = _tokens(args)
@@ -142,6 +144,9 @@ async def _serve(args: argparse.Namespace) -> int:
             host=args.host,
             port=args.port,
             log_level=args.log_level,
+            log_config=json_log_config(args.log_level)
+            if args.log_format == "json"
+            else LOGGING_CONFIG,
             limit_concurrency=args.max_connections,
             timeout_keep_alive=args.keep_alive,
             h11_max_incomplete_event_size=args.max_header_bytes,
@@ -223,6 +228,12 @@ def _build_parser() -> argparse.ArgumentParser:
     _add_database(serve, "orders.db", "./orders.db")
     serve.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="json: one JSON object per line, with trace and span ids (default: text)",
     )
     _add_secret(serve)
     serve.add_argument(
