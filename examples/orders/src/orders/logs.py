@@ -9,12 +9,6 @@ line leads to its trace.
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
-
-try:
-    from opentelemetry import trace
-except ImportError:  # pragma: no cover - installed where the example is tested
-    trace = None  # type: ignore[assignment]
 
 __all__ = ["JsonFormatter", "json_log_config"]
 
@@ -24,7 +18,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as a JSON object on one line."""
-        entry: dict[str, Any] = {
+        entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
@@ -32,15 +26,23 @@ class JsonFormatter(logging.Formatter):
         }
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        if trace is not None:
-            context = trace.get_current_span().get_span_context()
-            if context.is_valid:
-                entry["trace_id"] = f"{context.trace_id:032x}"
-                entry["span_id"] = f"{context.span_id:016x}"
+        entry.update(_current_span())
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def json_log_config(level: str) -> dict[str, Any]:
+def _current_span() -> dict[str, str]:
+    """The current span's trace and span ids, if OpenTelemetry is installed and one is current."""
+    try:
+        from opentelemetry import trace  # noqa: PLC0415 - optional
+    except ImportError:  # pragma: no cover - installed where the example is tested
+        return {}
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return {}
+    return {"trace_id": f"{context.trace_id:032x}", "span_id": f"{context.span_id:016x}"}
+
+
+def json_log_config(level: str) -> dict[str, object]:
     """A `logging.config.dictConfig` (uvicorn's `log_config`): every logger's lines as JSON."""
     handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
     return {
