@@ -28,7 +28,8 @@ def lint(session: nox.Session) -> None:
 def typing(session: nox.Session) -> None:
     """Mypy --strict over src, tests and examples (the orders app included), and the docs' code."""
     session.install(
-        "-e", ".[postgres,nats,rabbitmq,otel]", "-e", "examples/orders", "-e", "examples/shipping",
+        "-e", ".[postgres,nats,rabbitmq,otel]",
+        "-e", "examples/orders[otel]", "-e", "examples/shipping",
         *group("typing"),
     )  # fmt: skip
     session.run("mypy")
@@ -41,7 +42,8 @@ def typing(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite, the orders app's included (pass pytest arguments after --)."""
     session.install(
-        "-e", ".[postgres,nats,rabbitmq,otel]", "-e", "examples/orders", "-e", "examples/shipping",
+        "-e", ".[postgres,nats,rabbitmq,otel]",
+        "-e", "examples/orders[otel]", "-e", "examples/shipping",
         *group("tests"),
     )  # fmt: skip
     session.run("pytest", *session.posargs)

@@ -15,6 +15,7 @@ from fabula._guards import positive_number, utcnow
 from fabula._metrics import Horizon, HorizonSource, observation, watch
 from fabula._projections import Projector
 from fabula._reactor import Reactor
+from fabula.exceptions import FabulaError, StoreClosedError
 
 __all__ = ["LagReading", "Monitor"]
 
@@ -72,9 +73,14 @@ class Monitor:
         watch(self)
 
     async def run(self) -> None:
-        """Measure every `interval` seconds until cancelled."""
+        """Measure every `interval` seconds until cancelled (a store failure is logged)."""
         while True:
-            await self.measure()
+            try:
+                await self.measure()
+            except StoreClosedError:
+                raise
+            except FabulaError as exc:
+                logger.warning("the monitor could not measure: %s", exc)
             await asyncio.sleep(self.interval)
 
     async def measure(self) -> list[LagReading]:

@@ -64,6 +64,7 @@ from .schemas import (
     StatusOut,
 )
 from .service import OrdersService
+from .telemetry import metrics_text
 
 __all__ = ["MAX_BODY_BYTES", "create_app"]
 
@@ -323,12 +324,23 @@ async def ready(request: Request) -> fastapi.responses.JSONResponse:
     )
 
 
+@probes.get("/metrics", responses=responses(404, *_AUTH))
+async def prometheus(request: Request, who: caller) -> fastapi.Response:
+    """The metrics in Prometheus' text format (administrators: a scraper sends a token)."""
+    _admin(who)
+    if not request.app.state.metrics:
+        raise fastapi.HTTPException(404, "metrics are not set up: install the otel extra")
+    body, kind = metrics_text()
+    return fastapi.Response(body, media_type=kind)
+
+
 def create_app(
     service: OrdersService | None = None,
     *,
     tokens: Tokens | None,
     rate_limit: RateLimit | None = None,
     ready_max_lag: float = 10.0,
+    metrics: bool = False,
     database: str = "orders.db",
     schema: str = "public",
 ) -> FastAPI:
@@ -348,6 +360,8 @@ def create_app(
         schema: The PostgreSQL schema, when the app opens the service itself.
         ready_max_lag: `GET /ready` answers 503 while the read model's oldest
             unapplied event is older than this, in seconds.
+        metrics: Serve `GET /metrics` (the process's meter provider reads
+            into Prometheus: see `orders.telemetry.set_up`).
     """
 
     @contextlib.asynccontextmanager
@@ -372,6 +386,7 @@ def create_app(
     app.state.tokens = tokens
     app.state.rate_limit = rate_limit
     app.state.ready_max_lag = ready_max_lag
+    app.state.metrics = metrics
     app.add_middleware(LimitBody)
     app.add_middleware(Guard)
     install_error_handlers(app)

@@ -15,6 +15,7 @@ from typing import TextIO
 
 import fabula
 
+from . import telemetry
 from .auth import MIN_SECRET_LENGTH, RateLimit, Role, Tokens
 from .service import OrdersService, is_postgres_url
 
@@ -131,13 +132,22 @@ async def _serve(args: argparse.Namespace) -> int:
 
     database = database_path(args.database)
     tokens = _tokens(args)
+    metered = telemetry.available()
+    if args.otlp_endpoint is not None and not metered:
+        raise UsageError("--otlp-endpoint needs the otel extra: pip install 'orders[otel]'")
+    if metered:
+        telemetry.set_up(args.otlp_endpoint)
     draft_ttl = timedelta(seconds=args.draft_ttl)
     opening = OrdersService.open(
         database, schema=args.schema, draft_ttl=draft_ttl, publish=args.publish
     )
     async with opening as service:
         app = create_app(
-            service, tokens=tokens, rate_limit=args.rate_limit, ready_max_lag=args.ready_max_lag
+            service,
+            tokens=tokens,
+            rate_limit=args.rate_limit,
+            ready_max_lag=args.ready_max_lag,
+            metrics=metered,
         )
         config = uvicorn.Config(
             app,
@@ -267,6 +277,12 @@ def _build_parser() -> argparse.ArgumentParser:
         default=86_400,
         metavar="SECONDS",
         help="a draft with no change for this long is cancelled as abandoned (default: 86400)",
+    )
+    serve.add_argument(
+        "--otlp-endpoint",
+        default=None,
+        metavar="URL",
+        help="export traces and metrics over OTLP/HTTP to this collector (http://host:4318)",
     )
     serve.add_argument(
         "--ready-max-lag",

@@ -221,9 +221,12 @@ class OrdersService:
             await service.projector.catch_up()  # creates the tables, applies the backlog
             service._start_projector()
             service._start_reactor()
+            monitoring = asyncio.create_task(service.monitor.run(), name="orders-monitor")
             try:
                 yield service
             finally:
+                monitoring.cancel()
+                await asyncio.gather(monitoring, return_exceptions=True)
                 await service._stop_reactor()
                 await service._stop_projector()
                 for relay in published:
