@@ -324,7 +324,10 @@ async def ready(request: Request) -> fastapi.responses.JSONResponse:
     )
 
 
-@probes.get("/metrics", responses=responses(404, *_AUTH))
+@probes.get(
+    "/metrics",
+    responses={200: {"content": {"text/plain": {}}}, **responses(404, *_AUTH)},
+)
 async def prometheus(request: Request, who: caller) -> fastapi.Response:
     """The metrics in Prometheus' text format (administrators: a scraper sends a token)."""
     _admin(who)
