@@ -128,6 +128,17 @@ class Tokens:
         claims = {"sub": subject, "role": str(role), "iat": now, "exp": now + ttl}
         return jwt.encode(claims, self.secret, algorithm=_ALGORITHM)
 
+    def check_header(self, authorization: str) -> Caller:
+        """The caller an `Authorization: Bearer <token>` header's value stands for.
+
+        Raises:
+            AuthError: It is not a bearer token, or the token is not valid.
+        """
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise AuthError("this request needs a bearer token (Authorization: Bearer ...)")
+        return self.check(token.strip())
+
     def check(self, token: str) -> Caller:
         """The caller `token` stands for.
 

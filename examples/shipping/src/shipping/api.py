@@ -11,7 +11,7 @@ from uuid import UUID
 import fastapi
 import pydantic
 from fastapi import FastAPI, Request
-from orders.auth import NOBODY, AuthError, Caller, Forbidden, Tokens
+from orders.auth import NOBODY, Caller, Forbidden, Tokens
 from orders.errors import install_error_handlers, responses
 
 import fabula
@@ -42,10 +42,7 @@ async def _admin(request: Request) -> Caller:
     tokens: Tokens | None = request.app.state.tokens
     if tokens is None:
         return NOBODY
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise AuthError("this request needs a bearer token (Authorization: Bearer ...)")
-    who = tokens.check(token.strip())
+    who = tokens.check_header(request.headers.get("authorization", ""))
     if not who.is_admin:
         raise Forbidden("only an administrator may read shipments")
     return who
