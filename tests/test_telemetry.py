@@ -275,6 +275,50 @@ class TestMetrics:
         (caught_up,) = await monitor.measure()
         assert (caught_up.lag, caught_up.age) == (0, 0.0)
 
+    async def test_lag_gauges_follow_a_projector_stopped_and_restarted(
+        self, meters: InMemoryMetricReader, store: SQLiteEventStore
+    ) -> None:
+        """Running: lag 0. Stopped while two events arrive: 2, and an age that grows. Back: 0."""
+        bus = make_bus(store)
+        projector = fabula.Projector(store, [NoteCount()])
+        watching = fabula.Monitor(store, projector=projector, interval=0.02)
+        monitor = asyncio.create_task(watching.run())
+
+        def gauge(name: str) -> float:
+            (point,) = [
+                p for p in points(meters, name)
+                if (p.attributes or {}).get("fabula.projection") == "note_count"
+            ]  # fmt: skip
+            return float(point.value)
+
+        async def until(name: str, holds: Any) -> float:
+            for _ in range(500):
+                await asyncio.sleep(0.02)
+                value = gauge(name) if points(meters, name) else None
+                if value is not None and holds(value):
+                    return value
+            raise AssertionError(f"{name} stayed at {value}")
+
+        running = asyncio.create_task(projector.run())
+        try:
+            await bus.dispatch(Note(tally="t", source=1))
+            await projector.wait_for(1, timeout=10)
+            await until("fabula.lag", lambda lag: lag == 0)
+            running.cancel()
+            await asyncio.gather(running, return_exceptions=True)
+            await bus.dispatch(Note(tally="t", source=2))
+            await bus.dispatch(Note(tally="t", source=3))
+            await until("fabula.lag", lambda lag: lag == 2)
+            first = await until("fabula.lag.age", lambda age: age > 0)
+            await until("fabula.lag.age", lambda age: age >= first + 0.1)
+            running = asyncio.create_task(projector.run())
+            await until("fabula.lag", lambda lag: lag == 0)
+            assert gauge("fabula.lag.age") == 0.0
+        finally:
+            running.cancel()
+            monitor.cancel()
+            await asyncio.gather(running, monitor, return_exceptions=True)
+
     async def test_the_monitor_measures_a_reactions_lag_and_parked_events(
         self, meters: InMemoryMetricReader, store: SQLiteEventStore
     ) -> None:
