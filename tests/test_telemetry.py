@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from opentelemetry import trace
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
@@ -157,6 +158,21 @@ class TestTraces:
         await make_bus(store).dispatch(Note(tally="t", source=1))
         (recorded,) = await store.read_all()
         assert "traceparent" not in recorded.event.metadata.headers
+
+    async def test_nothing_is_made_inside_a_trace_left_out(
+        self, spans: InMemorySpanExporter, store: SQLiteEventStore
+    ) -> None:
+        """Under a span the sampler left out: no fabula span, no trace headers."""
+        left_out = trace.NonRecordingSpan(
+            trace.SpanContext(trace_id=0x1F, span_id=0x2F, is_remote=True)
+        )
+        with trace.use_span(left_out):
+            await make_bus(store).dispatch(Note(tally="t", source=1))
+        assert not [span.name for span in spans.get_finished_spans()]
+        (recorded,) = await store.read_all()
+        assert "traceparent" not in recorded.event.metadata.headers
+        await make_bus(store).dispatch(Note(tally="t", source=2))
+        assert named(spans, "fabula.command")
 
 
 class TestAcrossServices:

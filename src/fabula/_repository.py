@@ -98,7 +98,8 @@ class Repository:
         }
         with telemetry.span("fabula.load", attributes) as current:
             aggregate = await self._load(aggregate_type, aggregate_id)
-            current.set_attribute("fabula.version", aggregate.version)
+            if current is not None:
+                current.set_attribute("fabula.version", aggregate.version)
             return aggregate
 
     async def _load(self, aggregate_type: type[A], aggregate_id: Any) -> A:  # noqa: ANN401 - coerced

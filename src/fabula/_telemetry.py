@@ -122,10 +122,16 @@ def span(
 ) -> contextlib.AbstractContextManager[Any]:
     """A span named `name`, current while the block runs; None without an SDK.
 
+    None too inside a span that is not recording (a trace the sampler left
+    out): a child of it would record nothing under the usual parent-based
+    sampling, and sampling one alone would give a trace without its root.
     An exception leaving the block is recorded on the span, which is then
     marked as an error.
     """
     if not enabled():
+        return contextlib.nullcontext()
+    parent = _trace.get_current_span()
+    if not parent.is_recording() and parent.get_span_context().is_valid:
         return contextlib.nullcontext()
     return _TRACER.start_as_current_span(
         name, kind=_KINDS[kind], attributes=attributes, links=links or None
