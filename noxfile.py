@@ -28,7 +28,7 @@ def lint(session: nox.Session) -> None:
 def typing(session: nox.Session) -> None:
     """Mypy --strict over src, tests and examples (the orders app included), and the docs' code."""
     session.install(
-        "-e", ".[postgres,nats,rabbitmq,otel]",
+        "-e", ".[postgres,nats,rabbitmq,otel,crypto]",
         "-e", "examples/orders[otel]", "-e", "examples/shipping",
         *group("typing"),
     )  # fmt: skip
@@ -42,7 +42,7 @@ def typing(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """The test suite, the orders app's included (pass pytest arguments after --)."""
     session.install(
-        "-e", ".[postgres,nats,rabbitmq,otel]",
+        "-e", ".[postgres,nats,rabbitmq,otel,crypto]",
         "-e", "examples/orders[otel]", "-e", "examples/shipping",
         *group("tests"),
     )  # fmt: skip
@@ -52,7 +52,7 @@ def tests(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the documentation site with --strict: a broken link or reference fails it."""
-    session.install("-e", ".[postgres,nats,rabbitmq,otel]", *group("docs"))
+    session.install("-e", ".[postgres,nats,rabbitmq,otel,crypto]", *group("docs"))
     build = ["mkdocs", "build", "--strict", "--site-dir", "build/site"]
     # The variable silences the theme's end-of-life banner, not a build problem.
     session.run(*build, *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
@@ -99,7 +99,7 @@ def build(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """The benchmarks: fabula beside raw sqlite3, psycopg, nats-py and aio-pika (not by default)."""
-    session.install("-e", ".[postgres,nats,rabbitmq,otel]", "opentelemetry-sdk>=1.25")
+    session.install("-e", ".[postgres,nats,rabbitmq,otel,crypto]", "opentelemetry-sdk>=1.25")
     session.run("python", "benchmarks/bench.py", *session.posargs)
     session.run("python", "benchmarks/bench_postgres.py", *session.posargs)
     session.run("python", "benchmarks/bench_reactions.py", *session.posargs)

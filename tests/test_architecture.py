@@ -171,6 +171,7 @@ DISTRIBUTIONS = {
     "nats": "nats-py",
     "aio_pika": "aio-pika",
     "opentelemetry": "opentelemetry-api",
+    "cryptography": "cryptography",
 }
 
 
@@ -198,6 +199,7 @@ def test_the_declared_dependencies_are_the_imported_ones() -> None:
         "fabula.rabbitmq": "rabbitmq",
         "fabula._telemetry": "otel",
         "fabula._metrics": "otel",
+        "fabula._personal": "crypto",
     }
     used: dict[str, set[str]] = {"core": set(), **{extra: set() for extra in parts.values()}}
     for name in MODULES:

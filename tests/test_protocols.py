@@ -63,7 +63,7 @@ def test_the_postgresql_store_offers_leases_as_declared() -> None:
 
 async def test_every_store_names_its_serializer() -> None:
     """Each store is a SerializingStore, so tools can read its stored names."""
-    stores = [
+    stores: list[InMemoryEventStore | SQLiteEventStore | PostgresEventStore] = [
         InMemoryEventStore(),
         SQLiteEventStore(":memory:"),
         PostgresEventStore("postgresql://nowhere.invalid/none"),  # not opened: no server needed

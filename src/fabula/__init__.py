@@ -66,6 +66,8 @@ from fabula._integration import IntegrationContract, IntegrationEvent, Publisher
 from fabula._middleware import Correlation, LogDispatch, RetryOnConflict
 from fabula._monitor import LagReading, Monitor
 from fabula._pagination import CursorCodec, KeyPart, Page, check_page_size
+from fabula._personal import KeyEncryptionKey, KeyWrapper, personal
+from fabula._personal_store import PersonalDataStore, SubjectForgotten
 from fabula._process import Process, ProcessManager, ProcessStepped, register_process_events
 from fabula._projection import Projection, VersionGuard, handles
 from fabula._projections import ProjectionFailure, ProjectionState, ProjectionStatus, Projector
@@ -96,8 +98,10 @@ from fabula.exceptions import (
     IntegrationEventError,
     InvalidCursorError,
     InvalidPageSizeError,
+    PersonalDataError,
     StoreError,
     StoreUnavailableError,
+    SubjectForgottenError,
 )
 
 if _TYPE_CHECKING:
@@ -145,7 +149,9 @@ __all__ = [
     "InvalidPageSizeError",
     "JSONObject",
     "JSONValue",
+    "KeyEncryptionKey",
     "KeyPart",
+    "KeyWrapper",
     "LagReading",
     "LogDispatch",
     "Message",
@@ -155,6 +161,8 @@ __all__ = [
     "Page",
     "ParkRequest",
     "ParkedEvent",
+    "PersonalDataError",
+    "PersonalDataStore",
     "Process",
     "ProcessManager",
     "ProcessStepped",
@@ -183,6 +191,8 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "StreamAppend",
+    "SubjectForgotten",
+    "SubjectForgottenError",
     "Timer",
     "Timers",
     "Upcaster",
@@ -197,6 +207,7 @@ __all__ = [
     "handles",
     "make_converter",
     "memory",
+    "personal",
     "reacts",
     "register_inbox_events",
     "register_process_events",

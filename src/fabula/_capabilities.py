@@ -2,7 +2,7 @@
 
 `Store` is what fabula's three stores all are: an event store that also
 keeps projections, snapshots, idempotency records, reactions' parked
-events and durable timers. `SqlStore` adds a
+events and durable timers, and seals personal data per subject. `SqlStore` adds a
 SQL read model (`read_model()`): the SQLite and PostgreSQL stores. Both
 are protocols, so a function typed with one takes any of those stores
 (and a store of one's own that offers the same), with no casts.
@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Protocol, runtime_checkable
 
 from fabula._idempotency import IdempotencyStore
+from fabula._personal_store import PersonalDataStore
 from fabula._projection_store import ProjectionStore
 from fabula._reaction_store import ReactionStore, TimerStore
 from fabula._snapshots import SnapshotStore
@@ -30,9 +31,13 @@ class Store(
     IdempotencyStore,
     ReactionStore,
     TimerStore,
+    PersonalDataStore,
     Protocol,
 ):
-    """Any of fabula's stores: events, projections, snapshots, idempotency records, reactions."""
+    """Any of fabula's stores: events, projections, snapshots, idempotency records, reactions.
+
+    And personal data: each keeps it sealed per subject, and can `forget` one.
+    """
 
 
 @runtime_checkable

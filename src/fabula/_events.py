@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -16,6 +17,7 @@ from typing_extensions import TypeVar
 
 from fabula._frozen import FrozenDict
 from fabula._guards import is_int, utcnow
+from fabula._personal import check_personal
 from fabula._uuids import new_event_id
 from fabula.exceptions import DuplicateEventTypeError, EventTypeError, UnregisteredEventError
 
@@ -282,10 +284,13 @@ class EventRegistry:
         Raises:
             DuplicateEventTypeError: Another class already has `name`.
             EventTypeError: `cls` is not a decorated attrs subclass of
-                `DomainEvent`, `name` is empty, `version` is below 1, or the
-                class is already registered under another name.
+                `DomainEvent`, `name` is empty, `version` is below 1, the
+                class is already registered under another name, or a
+                personal field's type does not admit None.
         """
         _check_event_class(cls)
+        with contextlib.suppress(NameError):  # a forward reference: checked at the first encode
+            check_personal(cls)
         if not isinstance(name, str) or not name.strip():
             msg = f"an event name must be a non-empty string, not {name!r}"
             raise EventTypeError(msg)

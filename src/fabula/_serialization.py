@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -36,6 +36,7 @@ from fabula._events import (
     stream_id_as,
 )
 from fabula._frozen import FrozenDict
+from fabula._personal import ENVELOPE, OpenKeys, SubjectKey, layout, seal, unseal
 from fabula.exceptions import (
     SerializationError,
     UnknownEventTypeError,
@@ -110,13 +111,17 @@ class EventSerializer:
     def __repr__(self) -> str:
         return f"<EventSerializer: {self.registry!r}>"
 
-    def encode(self, event: DomainEvent[Any]) -> SerializedEvent:
-        """Encode `event` for storage.
+    def encode(
+        self, event: DomainEvent[Any], keys: Mapping[str, SubjectKey] | None = None
+    ) -> SerializedEvent:
+        """Encode `event` for storage, its personal fields sealed with `keys` (by subject).
 
         Raises:
             UnregisteredEventError: The event's class has no stored name.
             SerializationError: A field holds a value that cannot be stored
                 exactly (a float in a Decimal field, a naive datetime, NaN...).
+            PersonalDataError: It holds personal data of a subject `keys`
+                has no key for.
         """
         cls = type(event)
         entry = self.registry.by_class(cls)
@@ -132,6 +137,12 @@ class EventSerializer:
                 fields = fast(event)
             except Mismatch:
                 fields = encoder(event)
+            shape = layout(cls)
+            if shape is not None:
+                seal(
+                    fields, event, shape, event_id=event.event_id.bytes, type_name=entry.name,
+                    keys=keys or {},
+                )  # fmt: skip
             data = encode_json(fields)
             metadata = self._encode_metadata(event.metadata)
             check_aware(event.timestamp)
@@ -155,6 +166,7 @@ class EventSerializer:
         stream_id: str,
         version: int,
         position: int | None = None,
+        keys: OpenKeys | None = None,
     ) -> DomainEvent[Any]:
         """Decode a stored record into its event object.
 
@@ -163,6 +175,9 @@ class EventSerializer:
             stream_id: The stream it is stored in.
             version: Its version in that stream.
             position: Its global position (for error messages).
+            keys: The keys of the subjects whose personal data it may hold
+                (a subject without one reads as forgotten); None: the store
+                has no key-encryption key.
 
         Raises:
             UnknownEventTypeError: No class is registered under its name.
@@ -179,6 +194,7 @@ class EventSerializer:
             stream_id=stream_id,
             version=version,
             position=position,
+            keys=keys,
         )
 
     def decode_fields(
@@ -193,6 +209,7 @@ class EventSerializer:
         stream_id: str,
         version: int,
         position: int | None = None,
+        keys: OpenKeys | None = None,
     ) -> DomainEvent[Any]:
         """Decode an event from its stored columns (what `decode` does, without the record).
 
@@ -207,14 +224,12 @@ class EventSerializer:
         if path is not None:
             fast, kind = path
             try:
-                return fast(
-                    decode_json(data),
-                    stream_id_as(kind, stream_id),
-                    version,
-                    event_id,
-                    timestamp,
-                    decode_metadata(metadata),
-                )
+                payload = decode_json(data)
+                if ENVELOPE in payload:
+                    unseal(payload, event_id=event_id.bytes, type_name=type_name, keys=keys)
+                aggregate_id = stream_id_as(kind, stream_id)
+                meta = decode_metadata(metadata)
+                return fast(payload, aggregate_id, version, event_id, timestamp, meta)
             except Exception:  # noqa: BLE001, S110 - the checked path below explains it
                 pass
         entry = self.registry.by_name(type_name)
@@ -228,7 +243,7 @@ class EventSerializer:
             data=data if isinstance(data, str) else data.decode(),
             metadata=metadata,
         )
-        return self._decode_checked(record, entry, stream_id, version, position)
+        return self._decode_checked(record, entry, stream_id, version, position, keys=keys)
 
     def fast_path(
         self, type_name: str, schema_version: int
@@ -260,6 +275,8 @@ class EventSerializer:
         stream_id: str,
         version: int,
         position: int | None,
+        *,
+        keys: OpenKeys | None,
     ) -> DomainEvent[Any]:
         context = {"type_name": record.type_name, "stream_id": stream_id, "position": position}
         try:
@@ -267,6 +284,10 @@ class EventSerializer:
             if not isinstance(payload, dict):
                 msg = f"the payload is not a JSON object: {record.data[:80]!r}"
                 raise FieldValueError(msg)
+            if ENVELOPE in payload:
+                unseal(
+                    payload, event_id=record.event_id.bytes, type_name=record.type_name, keys=keys
+                )
             if record.schema_version != entry.version:
                 payload = self._upcast(payload, record, entry.version, context)
             payload["aggregate_id"] = _aggregate_id(entry.cls, stream_id)

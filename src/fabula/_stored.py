@@ -26,6 +26,7 @@ import attrs
 
 from fabula._converter import decode_json
 from fabula._events import DomainEvent, IdKind, stream_id_as
+from fabula._personal import ENVELOPE, OpenKeys, SubjectKey, unseal
 from fabula._serialization import EventSerializer, SerializedEvent, decode_metadata
 from fabula._store import (
     AppendResult,
@@ -125,20 +126,37 @@ def prepare_append(
     events: Sequence[DomainEvent[Any]],
     expected: Expected,
     serializer: EventSerializer,
+    keys: Keys = None,
 ) -> list[PendingAppend]:
-    """Check and encode a single-stream `append`.
+    """Check and encode a single-stream `append` (personal data sealed with `keys`).
 
     Raises:
         InvalidAppendError: For each kind of bad input, a specific subclass.
         SerializationError: An event cannot be encoded.
     """
     batch = validate_append(stream_id, events, expected)
-    encode = serializer.encode
+    encode = _encoder(serializer, keys)
     return [PendingAppend(stream_id, batch, expected, tuple(encode(e) for e in batch))]
 
 
+Keys = Mapping[str, SubjectKey] | None
+"""The subject keys an append's personal data is sealed with (None: it holds none)."""
+
+
+def _encoder(
+    serializer: EventSerializer, keys: Keys
+) -> Callable[[DomainEvent[Any]], SerializedEvent]:
+    if keys is None:
+        return serializer.encode
+    return functools.partial(serializer.encode, keys=keys)
+
+
 def prepare_appends(
-    appends: Sequence[StreamAppend], serializer: EventSerializer, *, allow_empty: bool = False
+    appends: Sequence[StreamAppend],
+    serializer: EventSerializer,
+    *,
+    allow_empty: bool = False,
+    keys: Keys = None,
 ) -> list[PendingAppend]:
     """Check and encode the parts of an `append_many`.
 
@@ -146,6 +164,7 @@ def prepare_appends(
         appends: The parts.
         serializer: Encodes the events.
         allow_empty: Accept no parts at all (an idempotency record alone).
+        keys: The subject keys to seal personal data with.
 
     Raises:
         EmptyAppendError: There are no parts (unless `allow_empty`).
@@ -154,7 +173,7 @@ def prepare_appends(
     """
     if not appends and not allow_empty:
         raise EmptyAppendError(_MANY)
-    encode = serializer.encode
+    encode = _encoder(serializer, keys)
     parts = []
     for item in appends:
         if not isinstance(item, StreamAppend):
@@ -175,6 +194,7 @@ async def prepare_append_off_loop(
     events: Sequence[DomainEvent[Any]],
     expected: Expected,
     serializer: EventSerializer,
+    keys: Keys = None,
 ) -> list[PendingAppend]:
     """`prepare_append`, in a worker thread when the batch is large.
 
@@ -183,20 +203,27 @@ async def prepare_append_off_loop(
     beside it (the GIL is handed over every few milliseconds).
     """
     if _count(events) > LARGE_APPEND:
-        return await asyncio.to_thread(prepare_append, stream_id, events, expected, serializer)
-    return prepare_append(stream_id, events, expected, serializer)
+        return await asyncio.to_thread(
+            prepare_append, stream_id, events, expected, serializer, keys
+        )
+    return prepare_append(stream_id, events, expected, serializer, keys)
 
 
 async def prepare_appends_off_loop(
-    appends: Sequence[StreamAppend], serializer: EventSerializer, *, allow_empty: bool = False
+    appends: Sequence[StreamAppend],
+    serializer: EventSerializer,
+    *,
+    allow_empty: bool = False,
+    keys: Keys = None,
 ) -> list[PendingAppend]:
     """`prepare_appends`, in a worker thread when the parts hold many events in all."""
     total = sum(_count(getattr(item, "events", ())) for item in appends) if _sized(appends) else 0
+    prepare = functools.partial(
+        prepare_appends, appends, serializer, allow_empty=allow_empty, keys=keys
+    )
     if total > LARGE_APPEND:
-        return await asyncio.to_thread(
-            functools.partial(prepare_appends, appends, serializer, allow_empty=allow_empty)
-        )
-    return prepare_appends(appends, serializer, allow_empty=allow_empty)
+        return await asyncio.to_thread(prepare)
+    return prepare()
 
 
 def _sized(value: object) -> bool:
@@ -302,6 +329,7 @@ def decode_rows(
     *,
     event_id: Callable[[Any], UUID],
     timestamp: Callable[[Any], datetime],
+    keys: OpenKeys | None = None,
 ) -> list[RecordedEvent]:
     """Decode stored rows into `RecordedEvent`s.
 
@@ -316,13 +344,15 @@ def decode_rows(
             them.
         event_id: Turns the driver's event-id column into a UUID.
         timestamp: Turns the driver's timestamp column into an aware datetime.
+        keys: The keys of the subjects whose personal data the rows may hold
+            (`PersonalSide._keys_to_open`); None: the store has none.
 
     Raises:
         SerializationError: A stored id or timestamp is corrupt, or a payload
             does not fit its class.
         UnknownEventTypeError: No class is registered under a stored name.
     """
-    fast = _FastPaths(serializer).decode
+    fast = _FastPaths(serializer, keys).decode
     out: list[RecordedEvent] = []
     append = out.append
     for position, stream_id, version, raw_id, type_name, schema, stamp, data, meta in rows:
@@ -335,6 +365,7 @@ def decode_rows(
             event = serializer.decode_fields(
                 type_name=type_name, schema_version=schema, event_id=uuid, timestamp=moment,
                 data=data, metadata=meta, stream_id=stream_id, version=version, position=position,
+                keys=keys,
             )  # fmt: skip
         append(RecordedEvent(event, position, stream_id))
     return out
@@ -343,8 +374,9 @@ def decode_rows(
 class _FastPaths:
     """One read's generated decoders, by stored name, and its last stream's aggregate id."""
 
-    def __init__(self, serializer: EventSerializer) -> None:
+    def __init__(self, serializer: EventSerializer, keys: OpenKeys | None) -> None:
         self._serializer = serializer
+        self._keys = keys
         self._paths: dict[tuple[str, int], tuple[Callable[..., Any], IdKind] | None] = {}
         self._stream: str | None = None
         self._kind: IdKind | None = None
@@ -375,10 +407,12 @@ class _FastPaths:
                 self._stream = None  # until the id below is parsed
                 self._aggregate_id = stream_id_as(kind, stream_id)
                 self._stream, self._kind = stream_id, kind
+            payload = decode_json(data)
+            if ENVELOPE in payload:
+                unseal(payload, event_id=event_id.bytes, type_name=type_name, keys=self._keys)
             event: DomainEvent[Any] = decoder(
-                decode_json(data), self._aggregate_id, version, event_id, moment,
-                decode_metadata(meta),
-            )  # fmt: skip
+                payload, self._aggregate_id, version, event_id, moment, decode_metadata(meta)
+            )
         except Exception:  # noqa: BLE001 - the checked path explains it
             return None
         return event

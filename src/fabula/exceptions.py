@@ -38,6 +38,8 @@ FabulaError
 ├── ProjectionError
 ├── BrokerUnavailableError
 ├── IntegrationEventError (ValueError)
+├── PersonalDataError
+│   └── SubjectForgottenError
 ├── InvalidCursorError (ValueError)
 └── InvalidPageSizeError (ValueError)
 ```
@@ -77,6 +79,7 @@ __all__ = [
     "MessageTypeError",
     "MissingApplyHandlerError",
     "NotAnEventError",
+    "PersonalDataError",
     "ProjectionError",
     "SchemaVersionError",
     "SerializationError",
@@ -84,6 +87,7 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "StreamMismatchError",
+    "SubjectForgottenError",
     "UnknownEventTypeError",
     "UnregisteredEventError",
     "UpcastError",
@@ -170,6 +174,29 @@ class BrokerUnavailableError(FabulaError):
 
 class IntegrationEventError(FabulaError, ValueError):
     """An integration event is malformed: not a CloudEvents 1.0 JSON object fabula can read."""
+
+
+class PersonalDataError(FabulaError):
+    """Personal data cannot be sealed or opened.
+
+    The store has no key-encryption key, the key is not the one that wrapped
+    a subject's key, a sealed payload is damaged, or the `crypto` extra is
+    not installed.
+    """
+
+
+class SubjectForgottenError(PersonalDataError):
+    """Personal data of a forgotten subject was to be stored; nothing was stored.
+
+    Attributes:
+        subject: The forgotten subject's id.
+    """
+
+    def __init__(self, subject: str) -> None:
+        self.subject = subject
+        super().__init__(
+            f"subject {subject!r} is forgotten: no personal data of theirs can be stored again"
+        )
 
 
 class SchemaVersionError(StoreError):

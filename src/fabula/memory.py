@@ -7,7 +7,7 @@ survives the process.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -16,6 +16,8 @@ import attrs
 
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
+from fabula._personal import Keyring, KeyWrapper, OpenKeys
+from fabula._personal_store import PersonalSide
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent, require_checkpoint
 from fabula._reaction_store import (
@@ -76,7 +78,7 @@ class _Planned:
 
 
 @attrs.define(repr=False)
-class InMemoryEventStore(StoreBase):
+class InMemoryEventStore(PersonalSide, StoreBase):
     """An `EventStore` that keeps everything in memory.
 
     Every operation completes without yielding to the event loop between its
@@ -86,9 +88,13 @@ class InMemoryEventStore(StoreBase):
     Args:
         serializer: Encodes and decodes events; one over `default_registry`
             if omitted.
+        key_encryption_key: Wraps the keys that seal personal data
+            (`fabula.KeyEncryptionKey`); needed to store or read events
+            with personal fields.
     """
 
     serializer: EventSerializer = attrs.field(factory=EventSerializer)
+    key_encryption_key: KeyWrapper | None = attrs.field(default=None, kw_only=True)
     transactional: ClassVar[bool] = False
     """Projection work is not undone when it fails: read models here are Python objects."""
     _log: list[_Row] = attrs.field(init=False, factory=list)
@@ -103,6 +109,11 @@ class InMemoryEventStore(StoreBase):
     _timers_done: dict[str, int | None] = attrs.field(init=False, factory=dict)
     _wakeup: Wakeup = attrs.field(init=False, factory=Wakeup)
     _closed: bool = attrs.field(init=False, default=False)
+    _subject_keys: dict[str, bytes | None] = attrs.field(init=False, factory=dict)
+    _keyring: Keyring | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        self._keyring = self._make_keyring(self.key_encryption_key)
 
     def __repr__(self) -> str:
         return f"<InMemoryEventStore: {len(self._log)} events in {len(self._streams)} streams>"
@@ -117,13 +128,17 @@ class InMemoryEventStore(StoreBase):
         self, stream_id: str, events: Sequence[DomainEvent[Any]], *, expected_version: Expected
     ) -> AppendResult:
         """Append events to one stream atomically (see `EventStore.append`)."""
-        parts = await prepare_append_off_loop(stream_id, events, expected_version, self.serializer)
+        keys = await self._keys_to_seal(events)
+        parts = await prepare_append_off_loop(
+            stream_id, events, expected_version, self.serializer, keys
+        )
         return self._commit(parts)[0]
 
     @traced_append("memory")
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Append to several streams atomically (see `EventStore.append_many`)."""
-        return self._commit(await prepare_appends_off_loop(appends, self.serializer))
+        keys = await self._keys_to_many(appends)
+        return self._commit(await prepare_appends_off_loop(appends, self.serializer, keys=keys))
 
     async def read_stream(
         self, stream_id: str, *, from_version: int = 1, limit: int | None = None
@@ -133,14 +148,17 @@ class InMemoryEventStore(StoreBase):
         validate_read_stream(stream_id, from_version, limit)
         rows = self._streams.get(stream_id, ())
         end = None if limit is None else from_version - 1 + limit
-        return [self._decode(row) for row in rows[from_version - 1 : end]]
+        return await self._decode_all(rows[from_version - 1 : end])
 
     @traced_append("memory")
     async def append_with_record(
         self, appends: Sequence[StreamAppend], record: IdempotencyRecord
     ) -> list[AppendResult]:
         """Append events and keep an idempotency record, atomically (see `IdempotencyStore`)."""
-        parts = await prepare_appends_off_loop(appends, self.serializer, allow_empty=True)
+        keys = await self._keys_to_many(appends)
+        parts = await prepare_appends_off_loop(
+            appends, self.serializer, allow_empty=True, keys=keys
+        )
         self._check_open()
         existing = self._records.get(record.key)
         if existing is not None and not existing.expired(record.created_at):
@@ -396,16 +414,16 @@ class InMemoryEventStore(StoreBase):
         """Return up to `limit` matching events after `after`, and the last position scanned."""
         if names is None:
             rows = self._log[after : after + limit]
-            return [self._decode(row) for row in rows], rows[-1].position if rows else after
-        found: list[RecordedEvent] = []
+            return await self._decode_all(rows), rows[-1].position if rows else after
+        found: list[_Row] = []
         scanned = after
         for row in self._log[after:]:
             scanned = row.position
             if row.record.type_name in names:
-                found.append(self._decode(row))
+                found.append(row)
                 if len(found) == limit:
                     break
-        return found, scanned
+        return await self._decode_all(found), scanned
 
     async def _count(self, after: int, names: frozenset[str] | None) -> int:
         rows = self._log[after:]
@@ -413,11 +431,34 @@ class InMemoryEventStore(StoreBase):
             return len(rows)
         return sum(row.record.type_name in names for row in rows)
 
-    def _decode(self, row: _Row) -> RecordedEvent:
+    async def _decode_all(self, rows: Sequence[_Row]) -> list[RecordedEvent]:
+        keys = await self._keys_to_open(row.record.data for row in rows)
+        return [self._decode(row, keys) for row in rows]
+
+    def _decode(self, row: _Row, keys: OpenKeys | None) -> RecordedEvent:
         event = self.serializer.decode(
-            row.record, stream_id=row.stream_id, version=row.version, position=row.position
-        )
+            row.record, stream_id=row.stream_id, version=row.version, position=row.position,
+            keys=keys,
+        )  # fmt: skip
         return RecordedEvent(event=event, position=row.position, stream_id=row.stream_id)
+
+    # -- personal data (the I/O of PersonalSide) ---------------------------------
+
+    async def _load_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        return {s: self._subject_keys[s] for s in subjects if s in self._subject_keys}
+
+    async def _add_keys(self, keys: Mapping[str, bytes]) -> dict[str, bytes | None]:
+        for subject, wrapped in keys.items():
+            self._subject_keys.setdefault(subject, wrapped)
+        return {s: self._subject_keys[s] for s in keys}
+
+    async def _forget_subject(self, subject: str, part: PendingAppend) -> bool:
+        self._check_open()
+        if subject in self._subject_keys and self._subject_keys[subject] is None:
+            return False
+        self._commit([part])
+        self._subject_keys[subject] = None
+        return True
 
     def _check_open(self) -> None:
         if self._closed:

@@ -91,7 +91,7 @@ class TestAuthentication:
         """alg=none is never accepted, whatever the claims."""
         now = datetime.now(UTC)
         claims = {"sub": "x", "role": "admin", "iat": now, "exp": now + timedelta(hours=1)}
-        unsigned = jwt.encode(claims, key=None, algorithm="none")
+        unsigned = jwt.encode(claims, key="", algorithm="none")
         response = await app.get("/products", headers={"Authorization": f"Bearer {unsigned}"})
         error_of(response, 401, "unauthenticated")
 

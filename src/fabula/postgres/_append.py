@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -105,6 +105,21 @@ class Appender:
             # (a restart, a kill): a fresh connection may work. Once.
             await self._db.discard_dead()
             return await self._append_choosing_statement(parts, record)
+
+    async def forget(self, subject: str, part: PendingAppend) -> bool:
+        """Destroy `subject`'s key and store `part`, in one transaction.
+
+        Returns False, storing nothing, if the subject was forgotten already:
+        so a call whose commit went unanswered can simply be made again.
+        """
+        params = {"subject": subject, "now": datetime.now(UTC)}
+        async with self._db.transaction() as conn:
+            marked = await (await conn.execute(self._sql.forget_subject, params)).fetchone()
+            if marked is None:
+                return False
+            await self._write(conn, [part])
+        self._committed()
+        return True
 
     async def _append_choosing_statement(
         self, parts: list[PendingAppend], record: IdempotencyRecord | None

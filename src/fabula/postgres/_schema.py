@@ -22,7 +22,7 @@ import attrs
 
 from fabula._reaction_sql import ReactionStatements
 
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 """The schema version this fabula writes (kept in the `fabula_meta` table)."""
 
 TX_SHIFT: Final = 20
@@ -154,6 +154,14 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             "CREATE INDEX IF NOT EXISTS fabula_timers_by_due ON {s}.fabula_timers (due_at) "
             "WHERE done IS NULL"
         ),
+    ),
+    3: (
+        """CREATE TABLE IF NOT EXISTS {s}.fabula_subject_keys (
+            subject      text        PRIMARY KEY,
+            wrapped      bytea,
+            created_at   timestamptz NOT NULL,
+            forgotten_at timestamptz
+        )""",
     ),
 }
 """Templates that take the schema from the version before to each version."""
@@ -309,6 +317,20 @@ TEMPLATES: Final[dict[str, str]] = {
     "purge_records": (
         "DELETE FROM {s}.fabula_idempotency WHERE expires_at IS NOT NULL AND expires_at <= %s"
     ),
+    "load_keys": "SELECT subject, wrapped FROM {s}.fabula_subject_keys WHERE subject = ANY(%s)",
+    "add_keys": (
+        "INSERT INTO {s}.fabula_subject_keys (subject, wrapped, created_at) "
+        "SELECT subject, wrapped, now() "
+        "FROM unnest(%s::text[], %s::bytea[]) AS new(subject, wrapped) "
+        "ON CONFLICT (subject) DO NOTHING"
+    ),
+    "forget_subject": """
+        INSERT INTO {s}.fabula_subject_keys AS old (subject, wrapped, created_at, forgotten_at)
+        VALUES (%(subject)s, NULL, %(now)s, %(now)s)
+        ON CONFLICT (subject) DO UPDATE SET wrapped = NULL, forgotten_at = excluded.forgotten_at
+        WHERE old.forgotten_at IS NULL
+        RETURNING subject
+    """,
 }
 """Every statement by its name in `Statements`, with `{s}` for the quoted schema."""
 
@@ -455,6 +477,9 @@ class Statements:
     claim_record: str
     load_record: str
     purge_records: str
+    load_keys: str
+    add_keys: str
+    forget_subject: str
 
     @classmethod
     def for_schema(cls, schema: str) -> Statements:

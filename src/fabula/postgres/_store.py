@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 from uuid import UUID
@@ -42,6 +42,8 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._metrics import Horizon
+from fabula._personal import KeyWrapper
+from fabula._personal_store import PersonalSide
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
 from fabula._reaction_sql import ReactionsForwarded, SqlReactionSide
@@ -56,7 +58,12 @@ from fabula._store import (
     validate_read_stream,
 )
 from fabula._store_base import StoreBase, Wakeup
-from fabula._stored import decode_rows, prepare_append_off_loop, prepare_appends_off_loop
+from fabula._stored import (
+    PendingAppend,
+    decode_rows,
+    prepare_append_off_loop,
+    prepare_appends_off_loop,
+)
 from fabula._telemetry import traced_append
 from fabula.exceptions import SchemaVersionError, StoreClosedError
 from fabula.postgres import _schema as sql
@@ -71,7 +78,7 @@ __all__ = ["PostgresEventStore", "Tx"]
 _HELD_BACK_RECHECK = 0.005  # seconds: look again soon when an open transaction holds readers
 
 
-class PostgresEventStore(ReactionsForwarded, StoreBase):
+class PostgresEventStore(ReactionsForwarded, PersonalSide, StoreBase):
     """An `EventStore` in PostgreSQL (13 or newer), with snapshots and idempotency records.
 
     Open it with `async with` (or `await store.open()`): that connects,
@@ -91,6 +98,9 @@ class PostgresEventStore(ReactionsForwarded, StoreBase):
             `StoreUnavailableError`.
         serializer: Encodes and decodes events; one over `default_registry`
             if omitted.
+        key_encryption_key: Wraps the keys that seal personal data
+            (`fabula.KeyEncryptionKey`); needed to store or read events
+            with personal fields.
 
     Raises:
         ValueError: `schema` is not a plain identifier.
@@ -109,19 +119,18 @@ class PostgresEventStore(ReactionsForwarded, StoreBase):
         poll_interval: float = 0.5,
         connect_timeout: float = 10.0,
         serializer: EventSerializer | None = None,
+        key_encryption_key: KeyWrapper | None = None,
     ) -> None:
         sql.check_schema_name(schema)
         self.serializer = EventSerializer() if serializer is None else serializer
+        self._keyring = self._make_keyring(key_encryption_key)
         self.schema = schema
         self._sql = sql.Statements.for_schema(schema)
         self._poll_interval = poll_interval
         self._db = Connections.to(
-            conninfo,
-            application_name=f"fabula:{schema}",
-            min_size=min_size,
-            max_size=max_size,
+            conninfo, application_name=f"fabula:{schema}", min_size=min_size, max_size=max_size,
             connect_timeout=connect_timeout,
-        )
+        )  # fmt: skip
         self._wakeup = Wakeup()
         self._closed = False
         self._opened = False
@@ -232,14 +241,18 @@ class PostgresEventStore(ReactionsForwarded, StoreBase):
         self, stream_id: str, events: Sequence[DomainEvent[Any]], *, expected_version: Expected
     ) -> AppendResult:
         """Append events to one stream atomically (see `EventStore.append`)."""
-        parts = await prepare_append_off_loop(stream_id, events, expected_version, self.serializer)
+        keys = await self._keys_to_seal(events)
+        parts = await prepare_append_off_loop(
+            stream_id, events, expected_version, self.serializer, keys
+        )
         await self._ready()
         return (await self._appender.append(parts, None))[0]
 
     @traced_append("postgresql")
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Append to several streams atomically (see `EventStore.append_many`)."""
-        parts = await prepare_appends_off_loop(appends, self.serializer)
+        keys = await self._keys_to_many(appends)
+        parts = await prepare_appends_off_loop(appends, self.serializer, keys=keys)
         await self._ready()
         return await self._appender.append(parts, None)
 
@@ -253,7 +266,10 @@ class PostgresEventStore(ReactionsForwarded, StoreBase):
             IdempotencyKeyTakenError: An unexpired record holds the key
                 (a concurrent duplicate waits for the first to commit).
         """
-        parts = await prepare_appends_off_loop(appends, self.serializer, allow_empty=True)
+        keys = await self._keys_to_many(appends)
+        parts = await prepare_appends_off_loop(
+            appends, self.serializer, allow_empty=True, keys=keys
+        )
         await self._ready()
         return await self._appender.append(parts, record)
 
@@ -271,7 +287,7 @@ class PostgresEventStore(ReactionsForwarded, StoreBase):
         await self._ready()
         validate_read_stream(stream_id, from_version, limit)
         rows = await self._db.query(self._sql.read_stream, (stream_id, from_version, limit))
-        return self._decode_rows(rows)
+        return await self._decode_rows(rows)
 
     async def _scan(
         self, after: int, limit: int, names: frozenset[str] | None
@@ -292,7 +308,7 @@ class PostgresEventStore(ReactionsForwarded, StoreBase):
             statement = self._sql.scan_types
         rows = await self._db.query(statement, params)
         horizon, head = rows[0][0], rows[0][1]
-        events = self._decode_rows([row[2:] for row in rows if row[2] is not None])
+        events = await self._decode_rows([row[2:] for row in rows if row[2] is not None])
         if len(events) == limit:
             return events, events[-1].position
         reached = sql.read_up_to(after, horizon, head)
@@ -347,8 +363,25 @@ class PostgresEventStore(ReactionsForwarded, StoreBase):
             async with asyncio.timeout(max_wait):
                 await waiter.wait()
 
-    def _decode_rows(self, rows: Sequence[Sequence[Any]]) -> list[RecordedEvent]:
-        return decode_rows(self.serializer, rows, event_id=_checked_uuid, timestamp=_utc)
+    async def _decode_rows(self, rows: Sequence[Sequence[Any]]) -> list[RecordedEvent]:
+        keys = await self._keys_to_open(row[7] for row in rows)
+        return decode_rows(self.serializer, rows, event_id=_checked_uuid, timestamp=_utc, keys=keys)
+
+    # -- personal data (the I/O of PersonalSide) ---------------------------------
+
+    async def _load_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        await self._ready()
+        rows = await self._db.query(self._sql.load_keys, (list(subjects),))
+        return {subject: None if wrapped is None else bytes(wrapped) for subject, wrapped in rows}
+
+    async def _add_keys(self, keys: Mapping[str, bytes]) -> dict[str, bytes | None]:
+        await self._ready()
+        await self._db.query(self._sql.add_keys, (list(keys), list(keys.values())))
+        return await self._load_keys(keys)
+
+    async def _forget_subject(self, subject: str, part: PendingAppend) -> bool:
+        await self._ready()
+        return await self._appender.forget(subject, part)
 
     # -- idempotency records and snapshots ----------------------------------------
 

@@ -33,7 +33,7 @@ InWorker = Callable[[Callable[[], T]], Awaitable[T]]
 """Runs a function on the writer connection in the writer's thread; a cancellation
 waits for it to end before it is raised (`Writer._in_worker`)."""
 
-__all__ = ["Checkpoints"]
+__all__ = ["Checkpoints", "truncate"]
 
 _CHECKPOINT_EVERY = 5000  # events between two side checkpoints (PASSIVE, beside the writer)
 _REUSE_COMMITS = 256  # commits between two of the writer's own checkpoints (see reuse)
@@ -181,3 +181,27 @@ def _size(path: str) -> int:
         return os.stat(path).st_size  # noqa: PTH116 - one call per commit: no Path object
     except OSError:
         return 0
+
+
+def truncate(path: str, timeout: float) -> bool:
+    """Checkpoint the whole WAL into the database and cut the WAL file to nothing.
+
+    On a connection of its own (run it in a thread), waiting up to `timeout`
+    seconds for the writer's transaction and for readers of older frames.
+    Returns False if they kept it from finishing.
+    """
+    conn = sqlite3.connect(path, isolation_level=None, timeout=timeout)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            except sqlite3.OperationalError:
+                busy = 1  # another checkpointer at work
+            if not busy:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+    finally:
+        conn.close()

@@ -15,7 +15,7 @@ from fabula._reaction_sql import ReactionStatements
 from fabula.exceptions import SchemaVersionError, StoreError, StoreUnavailableError
 from fabula.sqlite._errors import translate
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 """The schema version this fabula writes (kept in the `fabula_meta` table)."""
 
 CREATE_SCHEMA: Final = (
@@ -111,8 +111,32 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
             "WHERE done IS NULL"
         ),
     ),
+    3: (
+        """
+        CREATE TABLE IF NOT EXISTS fabula_subject_keys (
+            subject      TEXT PRIMARY KEY,
+            wrapped      BLOB,
+            created_at   TEXT NOT NULL,
+            forgotten_at TEXT
+        ) WITHOUT ROWID
+        """,
+    ),
 }
 """Statements that bring schema version N to N + 1; each is idempotent."""
+
+LOAD_KEYS: Final = (
+    "SELECT subject, wrapped FROM fabula_subject_keys "
+    "WHERE subject IN (SELECT value FROM json_each(?))"
+)
+ADD_KEY: Final = (
+    "INSERT INTO fabula_subject_keys (subject, wrapped, created_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (subject) DO NOTHING"
+)
+FORGET_SUBJECT: Final = (
+    "INSERT INTO fabula_subject_keys (subject, wrapped, created_at, forgotten_at) "
+    "VALUES (?1, NULL, ?2, ?2) ON CONFLICT (subject) DO UPDATE "
+    "SET wrapped = NULL, forgotten_at = excluded.forgotten_at WHERE forgotten_at IS NULL"
+)
 
 STREAM_VERSION: Final = "SELECT max(version) FROM fabula_events WHERE stream_id = ?"
 
@@ -311,6 +335,9 @@ def open_writer(
                 msg = f"cannot switch {path!r} to WAL mode (it is in {mode!r} mode)"
                 raise StoreUnavailableError(msg)
         conn.execute(f"PRAGMA synchronous = {synchronous}")
+        # What is deleted (a forgotten subject's key, a read model's purged
+        # rows) is overwritten, not left in free pages.
+        conn.execute("PRAGMA secure_delete = ON")
         # Checkpoints run in a worker thread (see Writer._maybe_checkpoint),
         # never inside a commit on the event loop.
         conn.execute("PRAGMA wal_autocheckpoint = 0")

@@ -21,21 +21,23 @@ Durability (`synchronous`):
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal, TypeAlias, TypeVar
-from uuid import UUID
 
 from fabula._converter import encode_json
 from fabula._events import DomainEvent
 from fabula._guards import is_int
 from fabula._idempotency import IdempotencyRecord
+from fabula._personal import KeyWrapper
+from fabula._personal_store import PersonalSide
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
 from fabula._reaction_sql import ReactionsForwarded, SqlReactionSide
-from fabula._serialization import EventSerializer, SerializedEvent
+from fabula._serialization import EventSerializer
 from fabula._snapshots import Snapshot
 from fabula._sql import ReadModel
 from fabula._store import (
@@ -43,33 +45,29 @@ from fabula._store import (
     Expected,
     RecordedEvent,
     StreamAppend,
-    check_concurrency,
     validate_read_stream,
 )
 from fabula._store_base import StoreBase, Wakeup
 from fabula._stored import (
     PendingAppend,
-    StoredEvent,
     decode_rows,
-    explain_duplicate,
-    match_retry,
     prepare_append_off_loop,
     prepare_appends_off_loop,
-    reads_stored_first,
 )
 from fabula._telemetry import traced_append
 from fabula._uuids import uuid_from_bytes
 from fabula.exceptions import (
-    ConcurrencyError,
     IdempotencyKeyTakenError,
     StoreClosedError,
 )
 from fabula.sqlite import _schema as sql
+from fabula.sqlite._append import add_keys, append_parts, forget_subject, record_of
+from fabula.sqlite._checkpoints import truncate
 from fabula.sqlite._errors import connect, translate
 from fabula.sqlite._projections import ProjectionSide, checkpoint_of, save_checkpoint
 from fabula.sqlite._read_model import SQLiteReadModel
 from fabula.sqlite._schema import utc_text
-from fabula.sqlite._writer import ExplainedAfterUndoError, Writer
+from fabula.sqlite._writer import Writer
 
 __all__ = ["SQLiteEventStore", "Synchronous"]
 
@@ -81,17 +79,6 @@ T = TypeVar("T")
 
 _MEMORY = ":memory:"
 _PURGE_EVERY = 500
-
-
-class _DuplicateIdsError(ExplainedAfterUndoError):
-    """An insert hit the event-id unique index; explained after the savepoint rolls back."""
-
-    def __init__(self, part: PendingAppend) -> None:
-        self.part = part
-
-    def explain(self, conn: sqlite3.Connection) -> BaseException:
-        """Say where the ids are stored, now that the failed insert is undone."""
-        return explain_duplicate([self.part], _streams_of(conn, self.part.records))
 
 
 DEFAULT_WAL_LIMIT: Final = 64 * 1024 * 1024
@@ -110,7 +97,7 @@ def _check_options(synchronous: object, wal_limit: object) -> None:
         raise ValueError(msg)
 
 
-class SQLiteEventStore(ReactionsForwarded, StoreBase):
+class SQLiteEventStore(ReactionsForwarded, PersonalSide, StoreBase):
     """An `EventStore` in one SQLite file (or in memory), with snapshots.
 
     Args:
@@ -129,6 +116,9 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
             writer checkpoints the whole log between two commits (waiting up
             to 0.1 s for readers), and the next commit writes it from its
             start and cuts the file back to this size. Default 64 MiB.
+        key_encryption_key: Wraps the keys that seal personal data
+            (`fabula.KeyEncryptionKey`); needed to store or read events
+            with personal fields.
 
     Raises:
         StoreUnavailableError: The file cannot be opened or stays locked.
@@ -148,9 +138,12 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
         poll_interval: float = 0.5,
         serializer: EventSerializer | None = None,
         wal_limit: int = DEFAULT_WAL_LIMIT,
+        key_encryption_key: KeyWrapper | None = None,
     ) -> None:
         _check_options(synchronous, wal_limit)
         self.serializer = EventSerializer() if serializer is None else serializer
+        self._keyring = self._make_keyring(key_encryption_key)
+        self._busy_timeout = busy_timeout
         self.path = str(path)
         self.synchronous: Synchronous = synchronous
         self._poll_interval: float | None = poll_interval
@@ -162,12 +155,9 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
         writer = connect(self.path)
         try:
             sql.open_writer(
-                writer,
-                path=self.path,
-                synchronous=synchronous,
-                busy_timeout=busy_timeout,
+                writer, path=self.path, synchronous=synchronous, busy_timeout=busy_timeout,
                 wal_limit=wal_limit,
-            )
+            )  # fmt: skip
             self._reader = writer if in_memory else connect(self.path)
             self._reader.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         except BaseException:
@@ -239,20 +229,24 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
         self, stream_id: str, events: Sequence[DomainEvent[Any]], *, expected_version: Expected
     ) -> AppendResult:
         """Append events to one stream atomically (see `EventStore.append`)."""
-        parts = await prepare_append_off_loop(stream_id, events, expected_version, self.serializer)
+        keys = await self._keys_to_seal(events)
+        parts = await prepare_append_off_loop(
+            stream_id, events, expected_version, self.serializer, keys
+        )
         count = len(parts[0].records)
         results: list[AppendResult] = await self._submit(
-            lambda conn: _append_parts(conn, parts), count, one_statement=count == 1
+            lambda conn: append_parts(conn, parts), count, one_statement=count == 1
         )
         return results[0]
 
     @traced_append("sqlite")
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Append to several streams atomically (see `EventStore.append_many`)."""
-        parts = await prepare_appends_off_loop(appends, self.serializer)
+        keys = await self._keys_to_many(appends)
+        parts = await prepare_appends_off_loop(appends, self.serializer, keys=keys)
         count = sum(len(part.records) for part in parts)
         results: list[AppendResult] = await self._submit(
-            lambda conn: _append_parts(conn, parts), count, one_statement=count == 1
+            lambda conn: append_parts(conn, parts), count, one_statement=count == 1
         )
         return results
 
@@ -267,7 +261,7 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
         rows = self._query(
             sql.READ_STREAM, (stream_id, from_version, -1 if limit is None else limit)
         )
-        return self._decode_rows(rows)
+        return await self._decode_rows(rows)
 
     async def _scan(
         self, after: int, limit: int, names: frozenset[str] | None
@@ -275,7 +269,7 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
         """Return up to `limit` matching events after `after`, and the position read up to."""
         if names is None:
             rows = self._query(sql.READ_ALL, (after, limit))
-            return self._decode_rows(rows), rows[-1][0] if rows else after
+            return await self._decode_rows(rows), rows[-1][0] if rows else after
         type_list = encode_json(sorted(names))
         reader = self._reader
         try:
@@ -290,7 +284,7 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
         reached = rows[-1][0] if len(rows) == limit else max(head, after)
-        return self._decode_rows(rows), reached
+        return await self._decode_rows(rows), reached
 
     async def _count(self, after: int, names: frozenset[str] | None) -> int:
         if names is None:
@@ -312,10 +306,43 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
         except sqlite3.Error as exc:
             raise translate(exc, self.path) from exc
 
-    def _decode_rows(self, rows: list[Any]) -> list[RecordedEvent]:
+    async def _decode_rows(self, rows: list[Any]) -> list[RecordedEvent]:
+        keys = await self._keys_to_open(row[7] for row in rows)
         return decode_rows(
-            self.serializer, rows, event_id=uuid_from_bytes, timestamp=datetime.fromisoformat
-        )
+            self.serializer, rows, event_id=uuid_from_bytes, timestamp=datetime.fromisoformat,
+            keys=keys,
+        )  # fmt: skip
+
+    # -- personal data (the I/O of PersonalSide) ---------------------------------
+
+    async def _load_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        return dict(self._query(sql.LOAD_KEYS, (encode_json(sorted(subjects)),)))
+
+    async def _add_keys(self, keys: Mapping[str, bytes]) -> dict[str, bytes | None]:
+        return await self._transaction(lambda conn: add_keys(conn, keys))
+
+    async def _forget_subject(self, subject: str, part: PendingAppend) -> bool:
+        work = functools.partial(forget_subject, subject=subject, part=part)
+        forgotten: bool = await self._submit(work, 1, one_statement=False)
+        if forgotten:
+            await self.scrub()
+        return forgotten
+
+    async def scrub(self) -> bool:
+        """Copy the write-ahead log into the database file and empty it, now.
+
+        The store deletes with SQLite's `secure_delete` on, so a deleted row
+        (a forgotten subject's key, a read model's purged row) is overwritten
+        in the database file; its older copies in the write-ahead log go
+        when the log is copied and cut, which this does rather than waiting
+        for the next checkpoint. `forget` calls it; call it again once the
+        projections have purged what they derived. Returns False if a
+        transaction or a reader kept it from finishing within `busy_timeout`.
+        """
+        self._check_open()
+        if self.path == _MEMORY:
+            return True
+        return await asyncio.to_thread(truncate, self.path, self._busy_timeout)
 
     # -- projections (forwarded to the ProjectionSide) ----------------------------
 
@@ -398,7 +425,10 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
 
         See `IdempotencyStore`. Expired records are purged now and then.
         """
-        parts = await prepare_appends_off_loop(appends, self.serializer, allow_empty=True)
+        keys = await self._keys_to_many(appends)
+        parts = await prepare_appends_off_loop(
+            appends, self.serializer, allow_empty=True, keys=keys
+        )
         row = (
             record.key,
             record.fingerprint,
@@ -408,10 +438,10 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
         )
 
         def work(conn: sqlite3.Connection) -> list[AppendResult]:
-            existing = _record(conn.execute(sql.LOAD_RECORD, (record.key,)).fetchone())
+            existing = record_of(conn.execute(sql.LOAD_RECORD, (record.key,)).fetchone())
             if existing is not None and not existing.expired(record.created_at):
                 raise IdempotencyKeyTakenError(existing)
-            results = _append_parts(conn, parts) if parts else []
+            results = append_parts(conn, parts) if parts else []
             conn.execute(sql.SAVE_RECORD, row)
             self._records_written += 1
             if self._records_written % _PURGE_EVERY == 0:
@@ -425,7 +455,7 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
         """Return the idempotency record of `key`, or None (see `IdempotencyStore`)."""
         self._check_open()
         rows = self._query(sql.LOAD_RECORD, (key,))
-        return _record(rows[0]) if rows else None
+        return record_of(rows[0]) if rows else None
 
     # -- snapshots ---------------------------------------------------------------
 
@@ -456,106 +486,3 @@ class SQLiteEventStore(ReactionsForwarded, StoreBase):
         if self._closed:
             msg = f"the SQLiteEventStore {self.path!r} is closed"
             raise StoreClosedError(msg)
-
-
-def _append_parts(conn: sqlite3.Connection, parts: list[PendingAppend]) -> list[AppendResult]:
-    """Store each part, or recognise it as a retry; the writer's transaction is open."""
-    results = []
-    for part in parts:
-        looked = reads_stored_first(part)
-        if looked:
-            replayed = match_retry(part, _stored_under(conn, part.records))
-            if replayed is not None:
-                results.append(replayed)
-                continue
-        actual = conn.execute(sql.STREAM_VERSION, (part.stream_id,)).fetchone()[0] or 0
-        try:
-            check_concurrency(part.stream_id, part.events, part.expected, actual)
-        except ConcurrencyError:
-            # A retry fails the check too; if it was looked for already, it is not one.
-            replayed = None if looked else match_retry(part, _stored_under(conn, part.records))
-            if replayed is None:
-                raise
-            results.append(replayed)
-            continue
-        results.append(_insert(conn, part, actual))
-    return results
-
-
-def _insert(conn: sqlite3.Connection, part: PendingAppend, actual: int) -> AppendResult:
-    rows = [
-        (
-            part.stream_id,
-            actual + offset,
-            record.event_id.bytes,
-            record.type_name,
-            record.schema_version,
-            record.timestamp.isoformat(),
-            record.data,
-            record.metadata,
-        )
-        for offset, record in enumerate(part.records, start=1)
-    ]
-    try:
-        if len(rows) == 1:
-            position = conn.execute(sql.INSERT_EVENT, rows[0]).lastrowid
-        else:
-            conn.executemany(sql.INSERT_EVENT, rows)
-            position = conn.execute(sql.LAST_POSITION).fetchone()[0]
-    except sqlite3.IntegrityError as exc:
-        raise _DuplicateIdsError(part) from exc
-    assert position is not None  # noqa: S101 - an INSERT always sets it
-    return AppendResult(stream_id=part.stream_id, version=actual + len(rows), position=position)
-
-
-def _find(conn: sqlite3.Connection, record: SerializedEvent) -> StoredEvent | None:
-    row = conn.execute(sql.FIND_EVENT, (record.event_id.bytes,)).fetchone()
-    if row is None:
-        return None
-    position, stream_id, version, type_name, schema, stamp, data, meta = row
-    moment = datetime.fromisoformat(stamp)
-    return StoredEvent(
-        position, stream_id, version, record.event_id, type_name, schema, moment, data, meta
-    )
-
-
-def _stored_under(
-    conn: sqlite3.Connection, records: tuple[SerializedEvent, ...]
-) -> dict[UUID, StoredEvent]:
-    """The stored events with these records' ids; none if the first is not stored.
-
-    Looking up only the first id keeps an ANY append to one lookup; a
-    batch whose first id is new but a later one is stored then fails on
-    the unique index, and `explain_duplicate` says why.
-    """
-    first = _find(conn, records[0])
-    if first is None:
-        return {}
-    found = {records[0].event_id: first}
-    for record in records[1:]:
-        stored = _find(conn, record)
-        if stored is not None:
-            found[record.event_id] = stored
-    return found
-
-
-def _streams_of(conn: sqlite3.Connection, records: tuple[SerializedEvent, ...]) -> dict[UUID, str]:
-    found = {}
-    for record in records:
-        stored = _find(conn, record)
-        if stored is not None:
-            found[record.event_id] = stored.stream_id
-    return found
-
-
-def _record(row: tuple[Any, ...] | None) -> IdempotencyRecord | None:
-    if row is None:
-        return None
-    key, fingerprint, result, created_at, expires_at = row
-    return IdempotencyRecord(
-        key=key,
-        fingerprint=fingerprint,
-        result=result,
-        created_at=datetime.fromisoformat(created_at),
-        expires_at=None if expires_at is None else datetime.fromisoformat(expires_at),
-    )

@@ -1,0 +1,438 @@
+"""Personal data: fields sealed with a key per data subject, so that forgetting destroys the key.
+
+The decisions live here, the I/O in the stores (`fabula._personal_store`):
+
+- `personal(subject)` marks a field; `layout(cls)` reads the marks of a
+  class once, checking them (`check_personal`, at registration).
+- `KeyEncryptionKey` wraps and unwraps subject keys with the application's
+  key; `Keyring` makes new subject keys and keeps unwrapped ones.
+- `seal` replaces a payload's personal fields with one sealed group per
+  subject under `"$personal"`; `unseal` puts them back, or None for a
+  subject whose key is gone.
+
+A sealed group is `[subject, [field names], base64(nonce + AES-GCM
+ciphertext)]`. The ciphertext is bound (as associated data) to the event
+id, stored type name, subject and field names, so it cannot be moved to
+another event or field. The nonce is derived from the key, that binding
+and the plaintext (a synthetic IV): the same event sealed twice gives the
+same bytes, which is what lets a retried append be recognised, and two
+different plaintexts never share a nonce.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+import hmac
+import os
+import types
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeAlias
+
+import attrs
+
+from fabula._converter import decode_json, encode_json
+from fabula.exceptions import EventTypeError, PersonalDataError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+__all__ = [
+    "ENVELOPE",
+    "PERSONAL",
+    "KeyEncryptionKey",
+    "KeyWrapper",
+    "Keyring",
+    "Layout",
+    "SubjectKey",
+    "check_personal",
+    "layout",
+    "personal",
+    "seal",
+    "subjects_of",
+    "unseal",
+]
+
+PERSONAL: Final = "fabula.personal"
+"""The attrs metadata key `personal()` sets: the name of the field holding the subject."""
+
+ENVELOPE: Final = "$personal"
+"""The payload member that holds the sealed groups (no field can be named so)."""
+
+_KEY_BYTES: Final = 32
+_NONCE_BYTES: Final = 12
+_WRAP_FORMAT: Final = b"\x01"
+
+
+def personal(subject: str) -> dict[str, str]:
+    """Attrs field metadata that marks a field as personal data of a data subject.
+
+    Use it as `attrs.field(metadata=fabula.personal("customer_id"))`, where
+    `"customer_id"` names the field of the same class that holds the
+    subject's id (`"aggregate_id"` for the aggregate's own stream). The
+    field's value is stored encrypted with that subject's key, and once
+    the subject is forgotten it reads as None: its type must admit None.
+
+    Raises:
+        EventTypeError: `subject` is not a field name.
+    """
+    if not isinstance(subject, str) or not subject.isidentifier():
+        msg = f"personal() needs the name of the field that holds the subject, not {subject!r}"
+        raise EventTypeError(msg)
+    return {PERSONAL: subject}
+
+
+@attrs.frozen
+class Layout:
+    """The personal fields of a class, grouped by the field that names their subject.
+
+    Attributes:
+        groups: (subject field, personal field names) pairs, in field order.
+    """
+
+    groups: tuple[tuple[str, tuple[str, ...]], ...]
+
+
+def check_personal(cls: type) -> Layout | None:
+    """Check the personal fields of an attrs class and return its layout (None: it has none).
+
+    Raises:
+        EventTypeError: A subject field is missing or personal itself, or a
+            personal field's type does not admit None.
+    """
+    fields = attrs.fields(cls)
+    marked = [(f, f.metadata[PERSONAL]) for f in fields if PERSONAL in f.metadata]
+    if not marked:
+        return None
+    attrs.resolve_types(cls)
+    names = {f.name: f for f in attrs.fields(cls)}
+    groups: dict[str, list[str]] = {}
+    for field, subject in marked:
+        where = f"{cls.__qualname__}.{field.name}"
+        if subject not in names:
+            msg = f"{where} is personal data of {subject!r}, which is not a field of the class"
+            raise EventTypeError(msg)
+        if PERSONAL in names[subject].metadata:
+            msg = f"{where}: its subject field {subject!r} is personal data itself"
+            raise EventTypeError(msg)
+        if not _admits_none(names[field.name].type):
+            msg = (
+                f"{where} is personal data, so it must admit None (declare it "
+                f"`{_type_name(names[field.name].type)} | None`): it reads as None "
+                f"once its subject is forgotten"
+            )
+            raise EventTypeError(msg)
+        groups.setdefault(subject, []).append(field.name)
+    return Layout(tuple((subject, tuple(group)) for subject, group in groups.items()))
+
+
+_LAYOUTS: dict[type, Layout | None] = {}
+
+
+def layout(cls: type) -> Layout | None:
+    """`check_personal(cls)`, once per class."""
+    try:
+        return _LAYOUTS[cls]
+    except KeyError:
+        found = _LAYOUTS[cls] = check_personal(cls)
+        return found
+
+
+def _admits_none(annotation: object) -> bool:
+    if annotation in (None, type(None), Any, object):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin is typing.Union or origin is types.UnionType:
+        return any(_admits_none(member) for member in typing.get_args(annotation))
+    if origin is typing.Annotated:
+        return _admits_none(typing.get_args(annotation)[0])
+    return False
+
+
+def _type_name(annotation: object) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation)
+
+
+class KeyWrapper(Protocol):
+    """Wraps subject keys for storage and unwraps them: the application's key-encryption key.
+
+    `KeyEncryptionKey` is one; a key-management service can be another
+    (wrap and unwrap with its API). Both are called off the append and read
+    paths' hot loop: once per new subject, and once per subject key a
+    process first reads.
+    """
+
+    def wrap(self, key: bytes, subject: str) -> bytes:
+        """Encrypt a subject's key for storage."""
+        ...
+
+    def unwrap(self, wrapped: bytes, subject: str) -> bytes:
+        """Decrypt what `wrap` returned for `subject`.
+
+        Raises:
+            PersonalDataError: It was not wrapped by this key for this subject.
+        """
+        ...
+
+
+def _aesgcm() -> type[AESGCM]:
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
+    except ImportError:
+        msg = "personal data needs the cryptography package: pip install 'fabula[crypto]'"
+        raise PersonalDataError(msg) from None
+    return AESGCM
+
+
+class KeyEncryptionKey:
+    """A 256-bit AES-GCM key-encryption key: wraps each subject's key for storage.
+
+    Give the key itself, or a function that returns it (called once, when
+    the first subject key is wrapped or unwrapped). Keep it outside the
+    database: whoever has the database and this key can read personal data
+    that is not yet forgotten.
+
+    Args:
+        key: 32 bytes, or a callable that returns them.
+        key_id: A name for this key, bound into every wrapped key, so that a
+            wrapped key is never unwrapped with another one by mistake.
+
+    Raises:
+        PersonalDataError: The key (when given as bytes) is not 32 bytes.
+    """
+
+    def __init__(self, key: bytes | Callable[[], bytes], *, key_id: str = "1") -> None:
+        if isinstance(key, bytes | bytearray):
+            _check_key(bytes(key))
+        elif not callable(key):
+            msg = f"a key-encryption key is 32 bytes or a callable that returns them, not {key!r}"
+            raise PersonalDataError(msg)
+        self._source = key
+        self.key_id = key_id
+
+    def __repr__(self) -> str:
+        return f"<KeyEncryptionKey {self.key_id!r}>"
+
+    @classmethod
+    def from_env(cls, name: str, *, key_id: str = "1") -> KeyEncryptionKey:
+        """The key in environment variable `name`, as base64 text of 32 bytes.
+
+        `python -c "import fabula; print(fabula.KeyEncryptionKey.generate())"`
+        makes one.
+
+        Raises:
+            PersonalDataError: The variable is unset or does not hold such a key.
+        """
+        text = os.environ.get(name)
+        if not text:
+            msg = f"environment variable {name} does not hold a key-encryption key"
+            raise PersonalDataError(msg)
+        try:
+            key = base64.b64decode(text, validate=True)
+        except binascii.Error:
+            msg = f"environment variable {name} is not base64 text of 32 bytes"
+            raise PersonalDataError(msg) from None
+        return cls(key, key_id=key_id)
+
+    @staticmethod
+    def generate() -> str:
+        """A new random key, as the base64 text `from_env` reads."""
+        return base64.b64encode(os.urandom(_KEY_BYTES)).decode()
+
+    @functools.cached_property
+    def _aead(self) -> AESGCM:
+        key = self._source if isinstance(self._source, bytes | bytearray) else self._source()
+        return _aesgcm()(_check_key(bytes(key)))
+
+    def _bound(self, subject: str) -> bytes:
+        return f"fabula-subject-key\x00{self.key_id}\x00{subject}".encode()
+
+    def wrap(self, key: bytes, subject: str) -> bytes:
+        """Encrypt `key` for `subject`: a format byte, a random nonce, the ciphertext."""
+        nonce = os.urandom(_NONCE_BYTES)
+        return _WRAP_FORMAT + nonce + self._aead.encrypt(nonce, key, self._bound(subject))
+
+    def unwrap(self, wrapped: bytes, subject: str) -> bytes:
+        """Decrypt a key `wrap` made for `subject`.
+
+        Raises:
+            PersonalDataError: It was made by another key, for another subject, or is damaged.
+        """
+        try:
+            if wrapped[:1] != _WRAP_FORMAT:
+                raise ValueError  # noqa: TRY301 - reported below
+            nonce, sealed = wrapped[1 : 1 + _NONCE_BYTES], wrapped[1 + _NONCE_BYTES :]
+            key = self._aead.decrypt(nonce, sealed, self._bound(subject))
+        except Exception:  # noqa: BLE001 - cryptography's InvalidTag among others
+            msg = (
+                f"cannot unwrap the key of subject {subject!r} with key-encryption key "
+                f"{self.key_id!r}: it was wrapped by another key, or is damaged"
+            )
+            raise PersonalDataError(msg) from None
+        return key
+
+
+def _check_key(key: bytes) -> bytes:
+    if len(key) != _KEY_BYTES:
+        msg = f"a key-encryption key is {_KEY_BYTES} bytes, not {len(key)}"
+        raise PersonalDataError(msg)
+    return key
+
+
+@attrs.frozen(repr=False)
+class SubjectKey:
+    """One subject's key, unwrapped: its cipher and the key its nonces derive from."""
+
+    aead: AESGCM
+    nonce_key: bytes
+
+    @classmethod
+    def of(cls, key: bytes) -> SubjectKey:
+        """The cipher and nonce key of a subject key."""
+        nonce_key = hmac.digest(key, b"fabula-nonce", hashlib.sha256)
+        return cls(_aesgcm()(key), nonce_key)
+
+
+OpenKeys: TypeAlias = Mapping[str, SubjectKey | None]
+"""Subject keys for a read: None (or absent) for a subject that is forgotten."""
+
+
+class Keyring:
+    """A store's subject keys: new ones wrapped for storage, stored ones unwrapped once.
+
+    Unwrapped keys are kept by their wrapped bytes, so one that is
+    destroyed in the store (forgotten) is never found again: a store looks
+    up the wrapped keys of every read afresh.
+    """
+
+    _LIMIT: Final = 10_000
+
+    def __init__(self, wrapper: KeyWrapper) -> None:
+        self.wrapper = wrapper
+        self._unwrapped: dict[bytes, SubjectKey] = {}
+
+    def new(self, subject: str) -> bytes:
+        """A new random key for `subject`, wrapped for storage."""
+        return self.wrapper.wrap(os.urandom(_KEY_BYTES), subject)
+
+    def unwrap(self, subject: str, wrapped: bytes) -> SubjectKey:
+        """The key `wrapped` holds for `subject`.
+
+        Raises:
+            PersonalDataError: The wrapper cannot unwrap it.
+        """
+        found = self._unwrapped.get(wrapped)
+        if found is None:
+            found = SubjectKey.of(self.wrapper.unwrap(wrapped, subject))
+            if len(self._unwrapped) >= self._LIMIT:
+                self._unwrapped.clear()
+            self._unwrapped[wrapped] = found
+        return found
+
+
+def subject_of(event: object, field: str) -> str:
+    """The subject id in `field` of `event`, as text.
+
+    Raises:
+        PersonalDataError: It is None or empty.
+    """
+    value = getattr(event, field)
+    if value is None or value == "":
+        msg = f"{type(event).__qualname__}.{field} names the subject of personal data: it is empty"
+        raise PersonalDataError(msg)
+    return str(value)
+
+
+def subjects_of(events: Iterable[object]) -> set[str]:
+    """The subjects whose personal data `events` hold (objects that are not attrs classes: none)."""
+    found: set[str] = set()
+    for event in events:
+        cls = type(event)
+        if not attrs.has(cls):
+            continue
+        shape = layout(cls)
+        if shape is not None:
+            found.update(subject_of(event, field) for field, _ in shape.groups)
+    return found
+
+
+def _binding(event_id: bytes, type_name: str, subject: str, names: Iterable[str]) -> bytes:
+    return b"\x00".join((event_id, type_name.encode(), subject.encode(), ",".join(names).encode()))
+
+
+def seal(
+    fields: dict[str, Any],
+    event: object,
+    shape: Layout,
+    *,
+    event_id: bytes,
+    type_name: str,
+    keys: Mapping[str, SubjectKey],
+) -> dict[str, Any]:
+    """Move `fields`' personal members into sealed groups under `ENVELOPE` (in place).
+
+    Raises:
+        PersonalDataError: No key is given for a subject.
+    """
+    groups = []
+    for subject_field, names in shape.groups:
+        subject = subject_of(event, subject_field)
+        key = keys.get(subject)
+        if key is None:
+            msg = f"no key for subject {subject!r} was given to seal {type(event).__qualname__}"
+            raise PersonalDataError(msg)
+        body = encode_json({name: fields.pop(name) for name in names}).encode()
+        bound = _binding(event_id, type_name, subject, names)
+        nonce = hmac.digest(key.nonce_key, bound + b"\x00" + body, hashlib.sha256)[:_NONCE_BYTES]
+        sealed = base64.b64encode(nonce + key.aead.encrypt(nonce, body, bound)).decode()
+        groups.append([subject, list(names), sealed])
+    fields[ENVELOPE] = groups
+    return fields
+
+
+def sealed_subjects(payload: Mapping[str, Any]) -> Iterable[str]:
+    """The subjects of a parsed payload's sealed groups."""
+    groups = payload.get(ENVELOPE)
+    if isinstance(groups, list):
+        for group in groups:
+            if isinstance(group, list) and group and isinstance(group[0], str):
+                yield group[0]
+
+
+def unseal(
+    payload: dict[str, Any], *, event_id: bytes, type_name: str, keys: OpenKeys | None
+) -> dict[str, Any]:
+    """Put a payload's sealed fields back (in place): decrypted, or None where the key is gone.
+
+    Raises:
+        PersonalDataError: The payload holds personal data and the store has
+            no key-encryption key (`keys` is None), or a group is damaged.
+    """
+    groups = payload.pop(ENVELOPE)
+    if keys is None:
+        msg = (
+            f"a {type_name} event holds personal data: the store needs the "
+            f"key-encryption key to read it (key_encryption_key=...)"
+        )
+        raise PersonalDataError(msg)
+    try:
+        for subject, names, sealed in groups:
+            key = keys.get(subject)
+            if key is None:
+                payload.update(dict.fromkeys(names))
+                continue
+            raw = base64.b64decode(sealed)
+            nonce, body = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
+            plain = decode_json(
+                key.aead.decrypt(nonce, body, _binding(event_id, type_name, subject, names))
+            )
+            payload.update(plain)
+    except PersonalDataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a damaged or moved group, whatever the cause
+        msg = f"a {type_name} event's personal data cannot be opened: it is damaged ({exc!r})"
+        raise PersonalDataError(msg) from None
+    return payload

@@ -1,0 +1,210 @@
+"""What a store does for personal data: keys for appends and reads, and `forget`.
+
+`PersonalSide` is a mixin of fabula's stores. It decides (which subjects,
+which keys, what a forgotten subject means) and leaves three pieces of
+I/O to the store: `_load_keys`, `_add_keys` and `_forget_subject`. The
+keys live in the store's own database, wrapped by the application's
+key-encryption key (`fabula.KeyEncryptionKey`); the sealing itself is
+`fabula._personal`'s.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Collection, Iterable, Mapping, Sequence
+from typing import Final, Protocol, runtime_checkable
+
+import attrs
+
+from fabula._converter import decode_json
+from fabula._events import DomainEvent, event
+from fabula._personal import (
+    ENVELOPE,
+    Keyring,
+    KeyWrapper,
+    OpenKeys,
+    SubjectKey,
+    sealed_subjects,
+    subjects_of,
+)
+from fabula._serialization import EventSerializer
+from fabula._store import ExpectedVersion, StreamAppend
+from fabula._stored import PendingAppend, prepare_append
+from fabula.exceptions import PersonalDataError, SubjectForgottenError
+
+__all__ = ["FORGOTTEN_STREAM_PREFIX", "PersonalDataStore", "PersonalSide", "SubjectForgotten"]
+
+FORGOTTEN_STREAM_PREFIX: Final = "fabula.forgotten-"
+"""The stream of a subject's `SubjectForgotten` event is this prefix and the subject's id."""
+
+_MARKER: Final = f'"{ENVELOPE}"'
+_MARKER_BYTES: Final = _MARKER.encode()
+
+
+@event("fabula.SubjectForgotten")
+@attrs.frozen(kw_only=True)
+class SubjectForgotten(DomainEvent[str]):
+    """A data subject was forgotten: their key is destroyed, their personal data unreadable.
+
+    Projections and reactions that keep what they derived from a subject's
+    personal data (a customer's name in a read model, a mailing list) purge
+    it when they handle this event. It is stored in a stream of its own,
+    `fabula.forgotten-<subject>`, once per subject.
+
+    Attributes:
+        subject: The forgotten subject's id.
+    """
+
+    subject: str
+
+
+@runtime_checkable
+class PersonalDataStore(Protocol):
+    """A store that keeps personal data sealed per subject, and can forget a subject."""
+
+    async def forget(self, subject: str) -> bool:
+        """Destroy `subject`'s key and record `SubjectForgotten` (see `PersonalSide.forget`)."""
+        ...
+
+
+def _events_in(appends: Sequence[StreamAppend]) -> Iterable[object]:
+    for item in appends:
+        if isinstance(item, StreamAppend):
+            yield from item.events
+
+
+def _subjects(events: Iterable[object]) -> set[str]:
+    try:
+        return subjects_of(events)
+    except TypeError:  # not a sequence of events: prepare_append says what is wrong
+        return set()
+
+
+class PersonalSide(abc.ABC):
+    """The personal-data side of a store: subject keys in, sealed payloads out, `forget`.
+
+    A store sets `serializer` and `_keyring` (None without a key-encryption
+    key) and implements the three I/O methods.
+    """
+
+    serializer: EventSerializer
+    _keyring: Keyring | None
+
+    @staticmethod
+    def _make_keyring(key_encryption_key: KeyWrapper | None) -> Keyring | None:
+        if key_encryption_key is None:
+            return None
+        if not (
+            callable(getattr(key_encryption_key, "wrap", None))
+            and callable(getattr(key_encryption_key, "unwrap", None))
+        ):
+            msg = (
+                f"key_encryption_key must have wrap() and unwrap() (a "
+                f"fabula.KeyEncryptionKey), not {key_encryption_key!r}"
+            )
+            raise PersonalDataError(msg)
+        return Keyring(key_encryption_key)
+
+    @abc.abstractmethod
+    async def _load_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        """The stored wrapped keys of `subjects`: None for a forgotten one, absent if none."""
+
+    @abc.abstractmethod
+    async def _add_keys(self, keys: Mapping[str, bytes]) -> dict[str, bytes | None]:
+        """Store each key unless its subject has one (or is forgotten); return what is stored."""
+
+    @abc.abstractmethod
+    async def _forget_subject(self, subject: str, part: PendingAppend) -> bool:
+        """In one transaction: mark `subject` forgotten (its key destroyed) and store `part`.
+
+        Returns False, storing nothing, if the subject was forgotten already.
+        """
+
+    def _require_keyring(self) -> Keyring:
+        if self._keyring is None:
+            msg = (
+                "these events hold personal data: open the store with a "
+                "key_encryption_key (fabula.KeyEncryptionKey) to store or read it"
+            )
+            raise PersonalDataError(msg)
+        return self._keyring
+
+    async def _keys_to_seal(self, events: Iterable[object]) -> dict[str, SubjectKey] | None:
+        """The keys to seal `events` with (None: they hold no personal data).
+
+        A subject seen for the first time gets a new key.
+
+        Raises:
+            PersonalDataError: There is personal data and no key-encryption key.
+            SubjectForgottenError: A subject is forgotten.
+        """
+        subjects = _subjects(events)
+        if not subjects:
+            return None
+        keyring = self._require_keyring()
+        stored = await self._load_keys(subjects)
+        missing = sorted(subjects - stored.keys())
+        if missing:
+            stored.update(await self._add_keys({s: keyring.new(s) for s in missing}))
+        keys = {}
+        for subject in sorted(subjects):
+            wrapped = stored.get(subject)
+            if wrapped is None:
+                raise SubjectForgottenError(subject)
+            keys[subject] = keyring.unwrap(subject, wrapped)
+        return keys
+
+    async def _keys_to_many(self, appends: Sequence[StreamAppend]) -> dict[str, SubjectKey] | None:
+        """`_keys_to_seal` for the events of an `append_many`'s parts."""
+        return await self._keys_to_seal(_events_in(appends))
+
+    async def _keys_to_open(self, payloads: Iterable[str | bytes]) -> OpenKeys | None:
+        """The keys to read payloads with: those of their sealed subjects that are not forgotten.
+
+        None when the store has no key-encryption key (reading a sealed
+        payload then fails with `PersonalDataError`).
+        """
+        subjects: set[str] = set()
+        for data in payloads:
+            if (_MARKER in data) if isinstance(data, str) else (_MARKER_BYTES in data):
+                subjects.update(sealed_subjects(decode_json(data)))
+        if self._keyring is None:
+            return None
+        if not subjects:
+            return {}
+        keyring = self._keyring
+        stored = await self._load_keys(subjects)
+        return {s: keyring.unwrap(s, w) for s, w in stored.items() if w is not None}
+
+    async def forget(self, subject: str) -> bool:
+        """Forget a data subject: destroy their key, and record `SubjectForgotten`.
+
+        From then on their personal fields read as None, in every event and
+        snapshot, on every reader (each read looks the keys up afresh), and
+        storing personal data of theirs raises `SubjectForgottenError`. The
+        key's destruction and the event commit in one transaction.
+
+        Returns:
+            True, or False if the subject was forgotten already (nothing is
+            recorded twice).
+
+        Raises:
+            PersonalDataError: `subject` is not a non-empty string.
+        """
+        if not isinstance(subject, str) or not subject:
+            msg = f"a subject is a non-empty string, not {subject!r}"
+            raise PersonalDataError(msg)
+        registry = self.serializer.registry
+        if registry.by_name("fabula.SubjectForgotten") is None:
+            registry.register(SubjectForgotten, "fabula.SubjectForgotten")
+        stream = FORGOTTEN_STREAM_PREFIX + subject
+        forgotten = SubjectForgotten(aggregate_id=stream, subject=subject)
+        (part,) = prepare_append(stream, [forgotten], ExpectedVersion.NO_STREAM, self.serializer)
+        return await self._forget_subject(subject, part)
+
+
+def open_keys_now(keyring: Keyring | None, stored: Mapping[str, bytes | None]) -> OpenKeys | None:
+    """Unwrap the stored keys that are not destroyed (for a store that reads them synchronously)."""
+    if keyring is None:
+        return None
+    return {s: keyring.unwrap(s, w) for s, w in stored.items() if w is not None}
