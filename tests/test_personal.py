@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fabula
+import fabula.storage
 from fabula import ExpectedVersion, KeyEncryptionKey, StreamAppend
 from fabula.exceptions import DuplicateEventIdError, EventTypeError
 from fabula.memory import InMemoryEventStore
@@ -146,6 +147,9 @@ class TestSealed:
             await store.append(str(ada), [registered(ada, version=2)], expected_version=1)
         assert refused.value.subject == str(ada)
         assert len(await store.read_stream(str(ada))) == 1
+        nothing = Registered(aggregate_id=ada, version=2, name=None, email=None, tier=3)
+        await store.append(str(ada), [nothing], expected_version=1)  # None is no personal data
+        assert [r.event for r in await store.read_stream(str(ada), from_version=2)] == [nothing]
 
     async def test_an_event_with_two_subjects_forgets_one(self, opened: Opened) -> None:
         """Each field belongs to its own subject: forgetting the recipient keeps the buyer's."""
@@ -280,6 +284,64 @@ class TestDeclaring:
         assert key.unwrap(key.wrap(b"x" * 32, "s"), "s") == b"x" * 32
         with pytest.raises(fabula.PersonalDataError, match="another key"):
             key.unwrap(key.wrap(b"x" * 32, "s"), "t")
+
+
+@attrs.define
+class Customer(fabula.Aggregate):
+    """A customer whose state keeps their name and email: personal data of the customer."""
+
+    name: str | None = attrs.field(default=None, metadata=fabula.personal("id"))
+    email: str | None = attrs.field(default=None, metadata=fabula.personal("id"))
+    tier: int = 0
+
+    @fabula.apply
+    def _registered(self, event: Registered) -> None:
+        self.name, self.email, self.tier = event.name, event.email, event.tier
+
+
+class TestSnapshots:
+    async def test_a_snapshot_is_sealed_and_reads_as_none_once_forgotten(
+        self, opened: Opened
+    ) -> None:
+        store = opened[0]
+        repo = fabula.Repository(store, snapshot_every=1)
+        customer = Customer(id=uuid.uuid4())
+        customer.record(Registered(name="Ada Lovelace", email="ada@example.org", tier=2))
+        await repo.save(customer)
+        snapshot = await store.load_snapshot(str(customer.id))
+        assert snapshot is not None
+        assert "Ada" not in await raw_snapshot(opened, str(customer.id))
+        loaded = await repo.get(Customer, customer.id)
+        assert (loaded.name, loaded.email, loaded.tier) == ("Ada Lovelace", "ada@example.org", 2)
+        await store.forget(str(customer.id))
+        snapshot = await store.load_snapshot(str(customer.id))
+        assert snapshot is not None
+        decoded = fabula.storage.SnapshotCodec().decode(snapshot, Customer, customer.id)
+        assert decoded is not None
+        assert (decoded.name, decoded.email, decoded.tier, decoded.version) == (None, None, 2, 1)
+        loaded = await repo.get(Customer, customer.id)
+        assert (loaded.name, loaded.email, loaded.tier) == (None, None, 2)
+
+
+async def raw_snapshot(opened: Opened, stream_id: str) -> str:
+    """A snapshot's state as the database holds it."""
+    store, kind, place = opened
+    if kind == "memory":
+        assert isinstance(store, InMemoryEventStore)
+        return store._snapshots[stream_id].state
+    if kind == "sqlite":
+        with sqlite3.connect(place) as conn:
+            (state,) = conn.execute(
+                "SELECT state FROM fabula_snapshots WHERE stream_id = ?", (stream_id,)
+            ).fetchone()
+            return str(state)
+    with psycopg.connect(require_postgres()) as conn:
+        row = conn.execute(
+            f'SELECT state FROM "{place}".fabula_snapshots WHERE stream_id = %s',  # noqa: S608 - a test schema
+            (stream_id,),
+        ).fetchone()
+        assert row is not None
+        return str(row[0])
 
 
 class TestUpcasting:

@@ -49,9 +49,11 @@ __all__ = [
     "Layout",
     "SubjectKey",
     "check_personal",
+    "gather",
     "layout",
     "personal",
     "seal",
+    "seal_group",
     "subjects_of",
     "unseal",
 ]
@@ -347,7 +349,7 @@ def subject_of(event: object, field: str) -> str:
 
 
 def subjects_of(events: Iterable[object]) -> set[str]:
-    """The subjects whose personal data `events` hold (objects that are not attrs classes: none)."""
+    """The subjects whose personal data `events` hold (None is no data; non-attrs objects: none)."""
     found: set[str] = set()
     for event in events:
         cls = type(event)
@@ -355,12 +357,30 @@ def subjects_of(events: Iterable[object]) -> set[str]:
             continue
         shape = layout(cls)
         if shape is not None:
-            found.update(subject_of(event, field) for field, _ in shape.groups)
+            found.update(
+                subject_of(event, field)
+                for field, names in shape.groups
+                if any(getattr(event, name) is not None for name in names)
+            )
     return found
 
 
-def _binding(event_id: bytes, type_name: str, subject: str, names: Iterable[str]) -> bytes:
-    return b"\x00".join((event_id, type_name.encode(), subject.encode(), ",".join(names).encode()))
+def _binding(bound_to: bytes, type_name: str, subject: str, names: Iterable[str]) -> bytes:
+    return b"\x00".join((bound_to, type_name.encode(), subject.encode(), ",".join(names).encode()))
+
+
+def seal_group(
+    values: Mapping[str, Any], subject: str, *, bound_to: bytes, type_name: str, key: SubjectKey
+) -> str:
+    """One subject's values, encrypted and bound to where they are stored, as base64 text.
+
+    `bound_to` and `type_name` say where: an event's id and stored name, or
+    a snapshot's stream, version and aggregate type.
+    """
+    body = encode_json(dict(values)).encode()
+    bound = _binding(bound_to, type_name, subject, values)
+    nonce = hmac.digest(key.nonce_key, bound + b"\x00" + body, hashlib.sha256)[:_NONCE_BYTES]
+    return base64.b64encode(nonce + key.aead.encrypt(nonce, body, bound)).decode()
 
 
 def seal(
@@ -368,28 +388,53 @@ def seal(
     event: object,
     shape: Layout,
     *,
-    event_id: bytes,
+    bound_to: bytes,
     type_name: str,
     keys: Mapping[str, SubjectKey],
 ) -> dict[str, Any]:
     """Move `fields`' personal members into sealed groups under `ENVELOPE` (in place).
+
+    A subject whose fields are all None has nothing sealed (and needs no key).
 
     Raises:
         PersonalDataError: No key is given for a subject.
     """
     groups = []
     for subject_field, names in shape.groups:
+        if all(fields.get(name) is None for name in names):
+            continue
         subject = subject_of(event, subject_field)
         key = keys.get(subject)
         if key is None:
             msg = f"no key for subject {subject!r} was given to seal {type(event).__qualname__}"
             raise PersonalDataError(msg)
-        body = encode_json({name: fields.pop(name) for name in names}).encode()
-        bound = _binding(event_id, type_name, subject, names)
-        nonce = hmac.digest(key.nonce_key, bound + b"\x00" + body, hashlib.sha256)[:_NONCE_BYTES]
-        sealed = base64.b64encode(nonce + key.aead.encrypt(nonce, body, bound)).decode()
-        groups.append([subject, list(names), sealed])
-    fields[ENVELOPE] = groups
+        values = {name: fields.pop(name) for name in names}
+        groups.append(
+            [
+                subject,
+                list(names),
+                seal_group(values, subject, bound_to=bound_to, type_name=type_name, key=key),
+            ]
+        )
+    if groups:
+        fields[ENVELOPE] = groups
+    return fields
+
+
+def gather(fields: dict[str, Any], owner: object, shape: Layout) -> dict[str, Any]:
+    """Move `fields`' personal members into groups under `ENVELOPE`, in clear (in place).
+
+    A snapshot's state is gathered so, and sealed by the store that keeps
+    it; a subject whose fields are all None is left as it is.
+    """
+    groups = []
+    for subject_field, names in shape.groups:
+        if all(fields.get(name) is None for name in names):
+            continue
+        values = {name: fields.pop(name) for name in names}
+        groups.append([subject_of(owner, subject_field), list(names), values])
+    if groups:
+        fields[ENVELOPE] = groups
     return fields
 
 
@@ -403,7 +448,7 @@ def sealed_subjects(payload: Mapping[str, Any]) -> Iterable[str]:
 
 
 def unseal(
-    payload: dict[str, Any], *, event_id: bytes, type_name: str, keys: OpenKeys | None
+    payload: dict[str, Any], *, bound_to: bytes, type_name: str, keys: OpenKeys | None
 ) -> dict[str, Any]:
     """Put a payload's sealed fields back (in place): decrypted, or None where the key is gone.
 
@@ -427,7 +472,7 @@ def unseal(
             raw = base64.b64decode(sealed)
             nonce, body = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
             plain = decode_json(
-                key.aead.decrypt(nonce, body, _binding(event_id, type_name, subject, names))
+                key.aead.decrypt(nonce, body, _binding(bound_to, type_name, subject, names))
             )
             payload.update(plain)
     except PersonalDataError:

@@ -16,7 +16,7 @@ from typing import Final, Protocol, runtime_checkable
 
 import attrs
 
-from fabula._converter import decode_json
+from fabula._converter import decode_json, encode_json
 from fabula._events import DomainEvent, event
 from fabula._personal import (
     ENVELOPE,
@@ -24,10 +24,13 @@ from fabula._personal import (
     KeyWrapper,
     OpenKeys,
     SubjectKey,
+    seal_group,
     sealed_subjects,
     subjects_of,
+    unseal,
 )
 from fabula._serialization import EventSerializer
+from fabula._snapshots import Snapshot
 from fabula._store import ExpectedVersion, StreamAppend
 from fabula._stored import PendingAppend, prepare_append
 from fabula.exceptions import PersonalDataError, SubjectForgottenError
@@ -120,6 +123,60 @@ class PersonalSide(abc.ABC):
         Returns False, storing nothing, if the subject was forgotten already.
         """
 
+    @abc.abstractmethod
+    async def _save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep `snapshot` (its personal data sealed) unless a later one is stored."""
+
+    @abc.abstractmethod
+    async def _load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """The latest snapshot of `stream_id` as stored, or None."""
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Keep `snapshot` unless one of a later version is stored (see `SnapshotStore`).
+
+        The personal data `SnapshotCodec` gathered in its state is sealed
+        first, as an event's is.
+
+        Raises:
+            PersonalDataError: It holds personal data and the store has no
+                key-encryption key.
+            SubjectForgottenError: It holds data of a forgotten subject.
+        """
+        await self._save_snapshot(await self._seal_snapshot(snapshot))
+
+    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+        """Return the latest snapshot of `stream_id`, or None (see `SnapshotStore`).
+
+        Its personal data is opened: in clear, or None once forgotten.
+        """
+        found = await self._load_snapshot(stream_id)
+        if found is None or _MARKER not in found.state:
+            return found
+        state = decode_json(found.state)
+        if ENVELOPE not in state:  # the marker's text was in a value
+            return found
+        keys = await self._keys_to_open([found.state])
+        unseal(state, bound_to=_snapshot_binding(found), type_name=found.aggregate_type, keys=keys)
+        return attrs.evolve(found, state=encode_json(state))
+
+    async def _seal_snapshot(self, snapshot: Snapshot) -> Snapshot:
+        if _MARKER not in snapshot.state:
+            return snapshot
+        state = decode_json(snapshot.state)
+        groups = state.get(ENVELOPE, ())
+        if not groups:
+            return snapshot
+        keys = await self._keys_for({subject for subject, _, _ in groups})
+        bound_to = _snapshot_binding(snapshot)
+        state[ENVELOPE] = [
+            [subject, names, seal_group(
+                values, subject, bound_to=bound_to, type_name=snapshot.aggregate_type,
+                key=keys[subject],
+            )]
+            for subject, names, values in groups
+        ]  # fmt: skip
+        return attrs.evolve(snapshot, state=encode_json(state))
+
     def _require_keyring(self) -> Keyring:
         if self._keyring is None:
             msg = (
@@ -139,8 +196,15 @@ class PersonalSide(abc.ABC):
             SubjectForgottenError: A subject is forgotten.
         """
         subjects = _subjects(events)
-        if not subjects:
-            return None
+        return await self._keys_for(subjects) if subjects else None
+
+    async def _keys_for(self, subjects: set[str]) -> dict[str, SubjectKey]:
+        """Each subject's key, a new one for a subject seen for the first time.
+
+        Raises:
+            PersonalDataError: There is no key-encryption key.
+            SubjectForgottenError: A subject is forgotten.
+        """
         keyring = self._require_keyring()
         stored = await self._load_keys(subjects)
         missing = sorted(subjects - stored.keys())
@@ -208,3 +272,7 @@ def open_keys_now(keyring: Keyring | None, stored: Mapping[str, bytes | None]) -
     if keyring is None:
         return None
     return {s: keyring.unwrap(s, w) for s, w in stored.items() if w is not None}
+
+
+def _snapshot_binding(snapshot: Snapshot) -> bytes:
+    return f"snapshot\x00{snapshot.stream_id}\x00{snapshot.version}".encode()

@@ -140,7 +140,7 @@ class EventSerializer:
             shape = layout(cls)
             if shape is not None:
                 seal(
-                    fields, event, shape, event_id=event.event_id.bytes, type_name=entry.name,
+                    fields, event, shape, bound_to=event.event_id.bytes, type_name=entry.name,
                     keys=keys or {},
                 )  # fmt: skip
             data = encode_json(fields)
@@ -226,7 +226,7 @@ class EventSerializer:
             try:
                 payload = decode_json(data)
                 if ENVELOPE in payload:
-                    unseal(payload, event_id=event_id.bytes, type_name=type_name, keys=keys)
+                    unseal(payload, bound_to=event_id.bytes, type_name=type_name, keys=keys)
                 aggregate_id = stream_id_as(kind, stream_id)
                 meta = decode_metadata(metadata)
                 return fast(payload, aggregate_id, version, event_id, timestamp, meta)
@@ -286,7 +286,7 @@ class EventSerializer:
                 raise FieldValueError(msg)
             if ENVELOPE in payload:
                 unseal(
-                    payload, event_id=record.event_id.bytes, type_name=record.type_name, keys=keys
+                    payload, bound_to=record.event_id.bytes, type_name=record.type_name, keys=keys
                 )
             if record.schema_version != entry.version:
                 payload = self._upcast(payload, record, entry.version, context)

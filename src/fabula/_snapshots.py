@@ -13,6 +13,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from fabula._aggregate import Aggregate
 from fabula._converter import decode_json, encode_json, make_converter
 from fabula._events import AggregateId
+from fabula._personal import gather, layout
 
 __all__ = ["Snapshot", "SnapshotCodec", "SnapshotStore"]
 
@@ -80,6 +81,9 @@ class SnapshotCodec:
     def encode(self, aggregate: Aggregate[Any]) -> Snapshot:
         """Take a snapshot of `aggregate`'s saved state.
 
+        Its personal fields (`fabula.personal`) are gathered by subject, in
+        clear: the store seals them when it saves the snapshot.
+
         Raises:
             TypeError: The aggregate is not an attrs class or has pending events.
         """
@@ -94,12 +98,16 @@ class SnapshotCodec:
                 raise TypeError(msg)
             encoder = make_dict_unstructure_fn(cls, self.converter, **_OMITTED)  # type: ignore[arg-type]
             self._encoders[cls] = encoder
+        state = encoder(aggregate)
+        shape = layout(cls)
+        if shape is not None:  # gathered for the store to seal (see PersonalSide)
+            gather(state, aggregate, shape)
         return Snapshot(
             stream_id=str(aggregate.id),
             aggregate_type=type_name(cls),
             version=aggregate.version,
             schema_version=cls.snapshot_version,
-            state=encode_json(encoder(aggregate)),
+            state=encode_json(state),
         )
 
     def decode(self, snapshot: Snapshot, cls: type[A], aggregate_id: AggregateId) -> A | None:

@@ -409,7 +409,7 @@ class _FastPaths:
                 self._stream, self._kind = stream_id, kind
             payload = decode_json(data)
             if ENVELOPE in payload:
-                unseal(payload, event_id=event_id.bytes, type_name=type_name, keys=self._keys)
+                unseal(payload, bound_to=event_id.bytes, type_name=type_name, keys=self._keys)
             event: DomainEvent[Any] = decoder(
                 payload, self._aggregate_id, version, event_id, moment, decode_metadata(meta)
             )

@@ -358,14 +358,14 @@ class InMemoryEventStore(PersonalSide, StoreBase):
         )
         raise StoreError(msg)
 
-    async def save_snapshot(self, snapshot: Snapshot) -> None:
+    async def _save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep `snapshot` unless one of a later version is stored (see `SnapshotStore`)."""
         self._check_open()
         stored = self._snapshots.get(snapshot.stream_id)
         if stored is None or snapshot.version > stored.version:
             self._snapshots[snapshot.stream_id] = snapshot
 
-    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+    async def _load_snapshot(self, stream_id: str) -> Snapshot | None:
         """Return the latest snapshot of `stream_id`, or None (see `SnapshotStore`)."""
         self._check_open()
         return self._snapshots.get(stream_id)

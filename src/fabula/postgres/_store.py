@@ -391,7 +391,7 @@ class PostgresEventStore(ReactionsForwarded, PersonalSide, StoreBase):
         async with self._db.single() as conn:
             return await load_record(conn, self._sql, key)
 
-    async def save_snapshot(self, snapshot: Snapshot) -> None:
+    async def _save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep `snapshot` unless one of a later version is stored (see `SnapshotStore`)."""
         await self._ready()
         row = (
@@ -403,7 +403,7 @@ class PostgresEventStore(ReactionsForwarded, PersonalSide, StoreBase):
         )
         await self._db.query(self._sql.save_snapshot, row)
 
-    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+    async def _load_snapshot(self, stream_id: str) -> Snapshot | None:
         """Return the latest snapshot of `stream_id`, or None (see `SnapshotStore`)."""
         await self._ready()
         rows = await self._db.query(self._sql.load_snapshot, (stream_id,))

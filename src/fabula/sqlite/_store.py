@@ -459,7 +459,7 @@ class SQLiteEventStore(ReactionsForwarded, PersonalSide, StoreBase):
 
     # -- snapshots ---------------------------------------------------------------
 
-    async def save_snapshot(self, snapshot: Snapshot) -> None:
+    async def _save_snapshot(self, snapshot: Snapshot) -> None:
         """Keep `snapshot` unless one of a later version is stored (see `SnapshotStore`)."""
         row = (
             snapshot.stream_id,
@@ -471,7 +471,7 @@ class SQLiteEventStore(ReactionsForwarded, PersonalSide, StoreBase):
         )
         await self._submit(lambda conn: conn.execute(sql.SAVE_SNAPSHOT, row), 0, one_statement=True)
 
-    async def load_snapshot(self, stream_id: str) -> Snapshot | None:
+    async def _load_snapshot(self, stream_id: str) -> Snapshot | None:
         """Return the latest snapshot of `stream_id`, or None (see `SnapshotStore`)."""
         self._check_open()
         rows = self._query(sql.LOAD_SNAPSHOT, (stream_id,))
