@@ -1,6 +1,7 @@
 """Personal data sealed per subject, forgotten by destroying the subject's key, on every store."""
 
 import asyncio
+import json
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -189,6 +190,41 @@ class TestSealed:
         assert not any("Ada" in p or "Bob" in p for p in raw_payloads(opened))
         names = [r.event.name for r in await store.read_all() if isinstance(r.event, Registered)]
         assert names == ["Ada Lovelace", "Bob"]
+
+
+class TestExport:
+    async def test_everything_about_a_subject_in_clear_then_nothing(self, opened: Opened) -> None:
+        """Their events, and another stream's event with their data; null once forgotten."""
+        store = opened[0]
+        ada, other, order = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+        await store.append(str(ada), [registered(ada)], expected_version=ExpectedVersion.NO_STREAM)
+        await store.append(str(other), [registered(other, name="Bob")], expected_version=0)
+        shipped = Shipped(
+            aggregate_id=order, buyer=ada, recipient="someone-else", street="1 Elsewhere",
+            buyer_name="Ada L.",
+        )  # fmt: skip
+        await store.append(str(order), [shipped], expected_version=0)
+        exported = await store.export(str(ada))
+        assert (exported["subject"], exported["forgotten"]) == (str(ada), False)
+        events = exported["events"]
+        assert isinstance(events, list)
+        assert [
+            (e["stream_id"], e["type"], e["fields"]) for e in events if isinstance(e, dict)
+        ] == [
+            (
+                str(ada),
+                "tests.personal.Registered",
+                {"name": "Ada Lovelace", "email": "ada@example.org"},
+            ),
+            (str(order), "tests.personal.Shipped", {"buyer_name": "Ada L."}),
+        ]
+        assert "Bob" not in json.dumps(exported)
+        assert "Elsewhere" not in json.dumps(exported)
+        await store.forget(str(ada))
+        exported = await store.export(str(ada))
+        assert exported["forgotten"] is True
+        assert "Ada" not in json.dumps(exported)
+        assert (await store.export("nobody"))["events"] == []
 
 
 class TestKeys:

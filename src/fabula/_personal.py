@@ -51,6 +51,7 @@ __all__ = [
     "check_personal",
     "gather",
     "layout",
+    "like_pattern",
     "personal",
     "seal",
     "seal_group",
@@ -481,3 +482,9 @@ def unseal(
         msg = f"a {type_name} event's personal data cannot be opened: it is damaged ({exc!r})"
         raise PersonalDataError(msg) from None
     return payload
+
+
+def like_pattern(text: str) -> str:
+    """A SQL LIKE pattern (escape character: backslash) matching any text that contains `text`."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"

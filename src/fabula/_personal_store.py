@@ -17,21 +17,23 @@ from typing import Final, Protocol, runtime_checkable
 import attrs
 
 from fabula._converter import decode_json, encode_json
-from fabula._events import DomainEvent, event
+from fabula._events import DomainEvent, JSONObject, JSONValue, event
 from fabula._personal import (
     ENVELOPE,
     Keyring,
     KeyWrapper,
     OpenKeys,
     SubjectKey,
+    layout,
     seal_group,
     sealed_subjects,
+    subject_of,
     subjects_of,
     unseal,
 )
 from fabula._serialization import EventSerializer
 from fabula._snapshots import Snapshot
-from fabula._store import ExpectedVersion, StreamAppend
+from fabula._store import ExpectedVersion, RecordedEvent, StreamAppend
 from fabula._stored import PendingAppend, prepare_append
 from fabula.exceptions import PersonalDataError, SubjectForgottenError
 
@@ -67,6 +69,10 @@ class PersonalDataStore(Protocol):
 
     async def forget(self, subject: str) -> bool:
         """Destroy `subject`'s key and record `SubjectForgotten` (see `PersonalSide.forget`)."""
+        ...
+
+    async def export(self, subject: str) -> JSONObject:
+        """Everything the store holds about `subject`, in clear (see `PersonalSide.export`)."""
         ...
 
 
@@ -240,6 +246,50 @@ class PersonalSide(abc.ABC):
         stored = await self._load_keys(subjects)
         return {s: keyring.unwrap(s, w) for s, w in stored.items() if w is not None}
 
+    @abc.abstractmethod
+    async def _events_holding(self, text: str) -> list[RecordedEvent]:
+        """Every event whose stored payload contains `text`, decoded, in position order."""
+
+    async def export(self, subject: str) -> JSONObject:
+        """Everything the store holds about `subject`, in clear, as a JSON object (right of access).
+
+        `{"subject": ..., "forgotten": ..., "events": [...]}`: each event that
+        holds their personal data, with its place (position, stream, version,
+        stored type, time) and their fields. Once forgotten, `"forgotten"` is
+        true and those fields are null. It reads the whole log.
+
+        Raises:
+            PersonalDataError: `subject` is not a non-empty string, or the
+                store has no key-encryption key.
+        """
+        _check_subject(subject)
+        self._require_keyring()
+        needle = "[" + encode_json(subject) + ","
+        found: list[JSONValue] = []
+        for recorded in await self._events_holding(needle):
+            event = recorded.event
+            shape = layout(type(event))
+            names = [
+                name
+                for field, group in (shape.groups if shape else ())
+                if subject_of(event, field) == subject
+                for name in group
+            ]
+            if not names:
+                continue
+            unstructure = self.serializer.converter.unstructure
+            found.append({
+                "position": recorded.position,
+                "stream_id": recorded.stream_id,
+                "version": event.version,
+                "type": self.serializer.registry.by_class(type(event)).name,
+                "timestamp": event.timestamp.isoformat(),
+                "fields": {name: unstructure(getattr(event, name)) for name in names},
+            })  # fmt: skip
+        stored = await self._load_keys([subject])
+        forgotten = subject in stored and stored[subject] is None
+        return {"subject": subject, "forgotten": forgotten, "events": found}
+
     async def forget(self, subject: str) -> bool:
         """Forget a data subject: destroy their key, and record `SubjectForgotten`.
 
@@ -255,9 +305,7 @@ class PersonalSide(abc.ABC):
         Raises:
             PersonalDataError: `subject` is not a non-empty string.
         """
-        if not isinstance(subject, str) or not subject:
-            msg = f"a subject is a non-empty string, not {subject!r}"
-            raise PersonalDataError(msg)
+        _check_subject(subject)
         registry = self.serializer.registry
         if registry.by_name("fabula.SubjectForgotten") is None:
             registry.register(SubjectForgotten, "fabula.SubjectForgotten")
@@ -267,12 +315,11 @@ class PersonalSide(abc.ABC):
         return await self._forget_subject(subject, part)
 
 
-def open_keys_now(keyring: Keyring | None, stored: Mapping[str, bytes | None]) -> OpenKeys | None:
-    """Unwrap the stored keys that are not destroyed (for a store that reads them synchronously)."""
-    if keyring is None:
-        return None
-    return {s: keyring.unwrap(s, w) for s, w in stored.items() if w is not None}
-
-
 def _snapshot_binding(snapshot: Snapshot) -> bytes:
     return f"snapshot\x00{snapshot.stream_id}\x00{snapshot.version}".encode()
+
+
+def _check_subject(subject: object) -> None:
+    if not isinstance(subject, str) or not subject:
+        msg = f"a subject is a non-empty string, not {subject!r}"
+        raise PersonalDataError(msg)

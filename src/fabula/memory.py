@@ -447,6 +447,10 @@ class InMemoryEventStore(PersonalSide, StoreBase):
     async def _load_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
         return {s: self._subject_keys[s] for s in subjects if s in self._subject_keys}
 
+    async def _events_holding(self, text: str) -> list[RecordedEvent]:
+        self._check_open()
+        return await self._decode_all([row for row in self._log if text in row.record.data])
+
     async def _add_keys(self, keys: Mapping[str, bytes]) -> dict[str, bytes | None]:
         for subject, wrapped in keys.items():
             self._subject_keys.setdefault(subject, wrapped)

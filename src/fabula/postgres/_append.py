@@ -11,7 +11,7 @@ this module only asks the server.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -105,6 +105,16 @@ class Appender:
             # (a restart, a kill): a fresh connection may work. Once.
             await self._db.discard_dead()
             return await self._append_choosing_statement(parts, record)
+
+    async def load_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        """The stored wrapped keys of `subjects` (None: forgotten; absent: none yet)."""
+        rows = await self._db.query(self._sql.load_keys, (list(subjects),))
+        return {subject: None if wrapped is None else bytes(wrapped) for subject, wrapped in rows}
+
+    async def add_keys(self, keys: Mapping[str, bytes]) -> dict[str, bytes | None]:
+        """Store each wrapped key unless its subject has one (or is forgotten); return them."""
+        await self._db.query(self._sql.add_keys, (list(keys), list(keys.values())))
+        return await self.load_keys(keys)
 
     async def forget(self, subject: str, part: PendingAppend) -> bool:
         """Destroy `subject`'s key and store `part`, in one transaction.

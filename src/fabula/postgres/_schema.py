@@ -317,6 +317,9 @@ TEMPLATES: Final[dict[str, str]] = {
     "purge_records": (
         "DELETE FROM {s}.fabula_idempotency WHERE expires_at IS NOT NULL AND expires_at <= %s"
     ),
+    "events_holding": (
+        f"SELECT {_COLUMNS} FROM {{s}}.fabula_events WHERE data LIKE %s ORDER BY position"
+    ),
     "load_keys": "SELECT subject, wrapped FROM {s}.fabula_subject_keys WHERE subject = ANY(%s)",
     "add_keys": (
         "INSERT INTO {s}.fabula_subject_keys (subject, wrapped, created_at) "
@@ -477,6 +480,7 @@ class Statements:
     claim_record: str
     load_record: str
     purge_records: str
+    events_holding: str
     load_keys: str
     add_keys: str
     forget_subject: str

@@ -42,7 +42,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._metrics import Horizon
-from fabula._personal import KeyWrapper
+from fabula._personal import KeyWrapper, like_pattern
 from fabula._personal_store import PersonalSide
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
@@ -371,13 +371,15 @@ class PostgresEventStore(ReactionsForwarded, PersonalSide, StoreBase):
 
     async def _load_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
         await self._ready()
-        rows = await self._db.query(self._sql.load_keys, (list(subjects),))
-        return {subject: None if wrapped is None else bytes(wrapped) for subject, wrapped in rows}
+        return await self._appender.load_keys(subjects)
+
+    async def _events_holding(self, text: str) -> list[RecordedEvent]:
+        await self._ready()
+        rows = await self._db.query(self._sql.events_holding, (like_pattern(text),))
+        return await self._decode_rows(rows)
 
     async def _add_keys(self, keys: Mapping[str, bytes]) -> dict[str, bytes | None]:
-        await self._ready()
-        await self._db.query(self._sql.add_keys, (list(keys), list(keys.values())))
-        return await self._load_keys(keys)
+        return await self._appender.add_keys(keys)
 
     async def _forget_subject(self, subject: str, part: PendingAppend) -> bool:
         await self._ready()

@@ -164,6 +164,12 @@ READ_STREAM: Final = f"""
     LIMIT ?
 """  # noqa: S608 - a constant column list, no user input
 
+EVENTS_HOLDING: Final = f"""
+    SELECT {_COLUMNS} FROM fabula_events
+    WHERE data LIKE ? ESCAPE '\\'
+    ORDER BY position
+"""  # noqa: S608 - a constant column list, no user input
+
 READ_ALL: Final = f"""
     SELECT {_COLUMNS} FROM fabula_events
     WHERE position > ?

@@ -32,7 +32,7 @@ from fabula._converter import encode_json
 from fabula._events import DomainEvent
 from fabula._guards import is_int
 from fabula._idempotency import IdempotencyRecord
-from fabula._personal import KeyWrapper
+from fabula._personal import KeyWrapper, like_pattern
 from fabula._personal_store import PersonalSide
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
@@ -317,6 +317,10 @@ class SQLiteEventStore(ReactionsForwarded, PersonalSide, StoreBase):
 
     async def _load_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
         return dict(self._query(sql.LOAD_KEYS, (encode_json(sorted(subjects)),)))
+
+    async def _events_holding(self, text: str) -> list[RecordedEvent]:
+        self._check_open()
+        return await self._decode_rows(self._query(sql.EVENTS_HOLDING, (like_pattern(text),)))
 
     async def _add_keys(self, keys: Mapping[str, bytes]) -> dict[str, bytes | None]:
         return await self._transaction(lambda conn: add_keys(conn, keys))
