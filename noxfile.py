@@ -105,6 +105,7 @@ def bench(session: nox.Session) -> None:
     session.run("python", "benchmarks/bench_reactions.py", *session.posargs)
     session.run("python", "benchmarks/bench_relay.py", *session.posargs)
     session.run("python", "benchmarks/bench_telemetry.py", *session.posargs)
+    session.run("python", "benchmarks/bench_personal.py", *session.posargs)
 
 
 @nox.session

@@ -367,7 +367,7 @@ def subjects_of(events: Iterable[object]) -> set[str]:
 
 
 def _binding(bound_to: bytes, type_name: str, subject: str, names: Iterable[str]) -> bytes:
-    return b"\x00".join((bound_to, type_name.encode(), subject.encode(), ",".join(names).encode()))
+    return bound_to + f"\x00{type_name}\x00{subject}\x00{','.join(names)}".encode()
 
 
 def seal_group(
@@ -439,13 +439,28 @@ def gather(fields: dict[str, Any], owner: object, shape: Layout) -> dict[str, An
     return fields
 
 
-def sealed_subjects(payload: Mapping[str, Any]) -> Iterable[str]:
-    """The subjects of a parsed payload's sealed groups."""
-    groups = payload.get(ENVELOPE)
-    if isinstance(groups, list):
-        for group in groups:
-            if isinstance(group, list) and group and isinstance(group[0], str):
-                yield group[0]
+_ENVELOPE_KEY: Final = f'"{ENVELOPE}":'
+_ENVELOPE_KEY_BYTES: Final = _ENVELOPE_KEY.encode()
+
+
+def sealed_subjects(data: str | bytes) -> list[str]:
+    """The subjects of a stored payload's sealed groups.
+
+    The envelope is the payload's last member (`seal` puts it there), so
+    only it is parsed; a payload of another shape is parsed whole.
+    """
+    key = _ENVELOPE_KEY if isinstance(data, str) else _ENVELOPE_KEY_BYTES
+    at = data.rfind(key)  # type: ignore[arg-type] # key has data's type
+    try:
+        groups = decode_json(data[at + len(key) : -1]) if at >= 0 else None
+    except ValueError:
+        groups = None
+    if not isinstance(groups, list):
+        parsed = decode_json(data)
+        groups = parsed.get(ENVELOPE) if isinstance(parsed, dict) else None
+    if not isinstance(groups, list):
+        return []
+    return [g[0] for g in groups if isinstance(g, list) and g and isinstance(g[0], str)]
 
 
 def unseal(
@@ -470,7 +485,7 @@ def unseal(
             if key is None:
                 payload.update(dict.fromkeys(names))
                 continue
-            raw = base64.b64decode(sealed)
+            raw = binascii.a2b_base64(sealed)
             nonce, body = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
             plain = decode_json(
                 key.aead.decrypt(nonce, body, _binding(bound_to, type_name, subject, names))

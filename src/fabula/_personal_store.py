@@ -237,7 +237,7 @@ class PersonalSide(abc.ABC):
         subjects: set[str] = set()
         for data in payloads:
             if (_MARKER in data) if isinstance(data, str) else (_MARKER_BYTES in data):
-                subjects.update(sealed_subjects(decode_json(data)))
+                subjects.update(sealed_subjects(data))
         if self._keyring is None:
             return None
         if not subjects:
