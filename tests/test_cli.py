@@ -28,6 +28,7 @@ from fabula.postgres import PostgresEventStore
 from fabula.sqlite import SQLiteEventStore
 from fabula.testing import Deposited
 
+from .support import personal  # noqa: F401 - sets ORDERS_KEK for the demo and the commands
 from .support.postgres import HeldWriter, drop_schemas, new_schema, require_postgres
 
 # What `orders demo` stores: 4 orders (15 events), 2 tracked products' stock
@@ -53,7 +54,7 @@ class Store:
 
     def __init__(self, kind: str, store: str, schema: str = "public") -> None:
         self.kind, self.store, self.schema = kind, store, schema
-        self.args = ["--store", store, "--schema", schema]
+        self.args = ["--store", store, "--schema", schema, "--kek-env", "ORDERS_KEK"]
 
     def __repr__(self) -> str:
         return f"<Store {self.kind}>"
@@ -180,7 +181,10 @@ class TestReading:
         assert code == 0
         assert [e["version"] for e in events] == [1, 2, 3, 4, 5, 6]
         assert events[0]["type"] == "orders.OrderCreated"
-        assert events[0]["data"]["customer_name"] == "Ada Lovelace"
+        # The customer's name and address are sealed: the command shows them as stored.
+        (sealed,) = events[0]["data"]["$personal"]
+        assert sealed[1] == ["customer_name", "shipping_address"]
+        assert "Ada" not in json.dumps(events[0])
         assert events[1]["data"]["unit_price"] == "12.50"  # Decimal, stored as text, exactly
         _, out, _ = run(capsys, *filled.args, "events", longest, "--from-version", "4")
         assert [line.split()[1].rsplit("@")[1] for line in out.splitlines()] == ["4", "5", "6"]
@@ -295,7 +299,8 @@ class TestProjections:
         async def more() -> None:
             from orders.domain import OrderCancelled  # noqa: PLC0415
 
-            async with SQLiteEventStore(path) as store:
+            key = fabula.KeyEncryptionKey.from_env("ORDERS_KEK")
+            async with SQLiteEventStore(path, key_encryption_key=key) as store:
                 kinds = {"orders.OrderCreated"}
                 (first, *_) = await store.read_all(limit=1, event_types=kinds)
                 stream = str(first.event.aggregate_id)
@@ -303,7 +308,8 @@ class TestProjections:
                 await store.append(stream, [OrderCancelled(reason="r")], expected_version=version)
 
         asyncio.run(more())
-        _, out, _ = run(capsys, "--store", path, "projections", "status", "--app", self.APP)
+        args = ("--store", path, "--kek-env", "ORDERS_KEK")
+        _, out, _ = run(capsys, *args, "projections", "status", "--app", self.APP)
         header, row, stock = out.splitlines()
         assert header.split("  ")[-1] == "last moved"  # no "running in": SQLite leases nothing
         assert row.split()[:4] == ["order_summary", "23", "1", "0"]
@@ -498,6 +504,11 @@ class TestErrors:
             (["--store", "x.db", "events", "s", "--from-version", str(2**63)], 2, "at most"),
             (["--store", "x.db", "tail", "--interval", "-1"], 2, "positive number of seconds"),
             (["--store", "x.db", "tail", "--interval", "nan"], 2, "positive number of seconds"),
+            (
+                ["--store", "x.db", "--kek-env", "NO_SUCH_VARIABLE", "reactions", "parked"],
+                2,
+                "environment variable NO_SUCH_VARIABLE does not hold a key-encryption key",
+            ),
         ],
     )
     def test_bad_arguments_are_one_line(

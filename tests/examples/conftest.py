@@ -21,6 +21,7 @@ from orders.api import create_app
 from orders.auth import Role, Tokens
 from orders.service import OrdersService
 
+from tests.support import personal  # noqa: F401 - sets ORDERS_KEK for the services started here
 from tests.support.postgres import drop_schemas, new_schema, require_postgres
 
 ADDRESS = {"street": "Main 1", "city": "Utrecht", "postal_code": "3511 AA", "country": "NL"}

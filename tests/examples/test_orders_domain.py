@@ -36,6 +36,8 @@ from fabula.testing import given
 
 from .conftest import Place
 
+KEY = fabula.KeyEncryptionKey.from_env("ORDERS_KEK")  # set by conftest
+
 CUSTOMER = uuid4()
 PEN, LAMP = uuid4(), uuid4()
 ADDRESS = ShippingAddress("Main 1", "Utrecht", "3511 AA", "NL")
@@ -192,11 +194,13 @@ async def project(order: Order, place: Place) -> OrderView:
     """
     if place.backend == "sqlite":
         with tempfile.TemporaryDirectory() as folder:
-            async with SQLiteEventStore(Path(folder) / "o.db") as store:
+            async with SQLiteEventStore(Path(folder) / "o.db", key_encryption_key=KEY) as store:
                 await fabula.Repository(store).save(order)
                 await fabula.Projector(store, [OrderSummaryProjection()]).catch_up()
                 return await read_back(store, order.id)
-    async with PostgresEventStore(place.database, schema=place.schema) as pg_store:
+    async with PostgresEventStore(
+        place.database, schema=place.schema, key_encryption_key=KEY
+    ) as pg_store:
         await fabula.Repository(pg_store).save(order)
         await fabula.Projector(pg_store, [OrderSummaryProjection()]).catch_up()
         return await read_back(pg_store, order.id)
@@ -251,14 +255,14 @@ async def test_replaying_an_event_into_the_read_model_changes_nothing(place: Pla
     order.add_item(PEN, "pen", 2, Decimal("1.99"))
     order.add_item(PEN, "pen", 1, Decimal("1.99"))
     order.submit()
-    async with SQLiteEventStore(":memory:") as store:
+    async with SQLiteEventStore(":memory:", key_encryption_key=KEY) as store:
         await fabula.Repository(store).save(order)
         recorded = await store.read_all()
     replay_twice(place, recorded)
     opened: fabula.SqlStore = (
-        SQLiteEventStore(place.database)
+        SQLiteEventStore(place.database, key_encryption_key=KEY)
         if place.backend == "sqlite"
-        else PostgresEventStore(place.database, schema=place.schema)
+        else PostgresEventStore(place.database, schema=place.schema, key_encryption_key=KEY)
     )
     async with opened as reading:
         found = await read_back(reading, order.id)

@@ -36,6 +36,8 @@ from fabula.sqlite import SQLiteEventStore
 
 from .conftest import ADMIN, TOKENS, Place, Server, Shop
 
+KEY = fabula.KeyEncryptionKey.from_env("ORDERS_KEK")  # set by conftest
+
 ASKED = 2  # units each competing order asks for
 
 
@@ -383,12 +385,14 @@ async def quiet(place: Place, seconds: float = 90) -> dict[str, int]:
 async def store_of(place: Place) -> AsyncIterator[fabula.Store]:
     """The service's event store, opened beside the running service."""
     if place.backend == "sqlite":
-        async with SQLiteEventStore(place.database) as sqlite_store:
+        async with SQLiteEventStore(place.database, key_encryption_key=KEY) as sqlite_store:
             yield sqlite_store
         return
     from fabula.postgres import PostgresEventStore  # noqa: PLC0415 - psycopg when it is used
 
-    async with PostgresEventStore(place.database, schema=place.schema) as postgres_store:
+    async with PostgresEventStore(
+        place.database, schema=place.schema, key_encryption_key=KEY
+    ) as postgres_store:
         yield postgres_store
 
 

@@ -374,6 +374,26 @@ def test_serve_needs_a_secret_of_32_characters_or_no_auth(tmp_path: Path) -> Non
             assert said not in result.stderr
 
 
+def test_serve_and_rebuild_need_a_key_encryption_key(tmp_path: Path) -> None:
+    """Without ORDERS_KEK, or with one that is not 32 bytes: one line, exit 2, how to make one."""
+    database = str(tmp_path / "o.db")
+    (tmp_path / "o.db").touch()  # rebuild-read-model wants a database that exists
+    for value in (None, "c2hvcnQ="):
+        env = {key: found for key, found in os.environ.items() if key != "ORDERS_KEK"}
+        if value is not None:
+            env["ORDERS_KEK"] = value
+        for command in (("serve",), ("rebuild-read-model",)):
+            result = subprocess.run(  # noqa: S603 - our own command
+                [sys.executable, "-m", "orders.cli", *command, "--database", database],
+                capture_output=True, text=True, timeout=120, check=False,
+                env={**env, "ORDERS_JWT_SECRET": SECRET},
+            )  # fmt: skip
+            assert (result.returncode, result.stdout) == (2, ""), result
+            assert "no key-encryption key: set ORDERS_KEK" in result.stderr
+            assert "KeyEncryptionKey.generate()" in result.stderr
+            assert result.stderr.count("\n") == 1
+
+
 def test_orders_token_prints_tokens_the_server_accepts(server: Server) -> None:
     """`orders token` issues with the same secret; the served API takes its tokens."""
     admin = orders_command("token", "--admin")

@@ -206,6 +206,13 @@ def _parser() -> argparse.ArgumentParser:
         help="a SQLite file or a postgresql:// URL (default: $FABULA_STORE)",
     )
     parser.add_argument("--schema", default="public", help="the PostgreSQL schema (default public)")
+    parser.add_argument(
+        "--kek-env",
+        default=None,
+        metavar="VARIABLE",
+        help="the environment variable that holds the key-encryption key, to read events "
+        "with personal data in `projections` and `reactions` (default: FABULA_KEK, if set)",
+    )
     parser.add_argument("--no-color", action="store_true", help="no colour, even on a terminal")
     parser.add_argument("--version", action="version", version=f"fabula {_fabula_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -291,10 +298,20 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _checked(args: argparse.Namespace) -> argparse.Namespace:
+    """Settle `--kek-env`: the variable named must hold a key; FABULA_KEK is used if set."""
+    args.kek_env_given = args.kek_env is not None
+    args.kek_env = args.kek_env or "FABULA_KEK"
+    if args.kek_env_given and not os.environ.get(args.kek_env):
+        msg = f"environment variable {args.kek_env} does not hold a key-encryption key"
+        raise UsageError(msg)
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the `fabula` command; return its exit code."""
     try:
-        return _run(_parser().parse_args(argv))
+        return _run(_checked(_parser().parse_args(argv)))
     except UsageError as exc:
         sys.stderr.write(f"fabula: error: {exc}\n")
         return 2

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -17,9 +18,11 @@ import orjson
 
 from fabula._events import default_registry
 from fabula._inspect import Inspector, LeaseHolder
+from fabula._personal import KeyEncryptionKey
 from fabula._projections import Projector
 from fabula._store import SerializingStore
 from fabula.cli._output import UsageError, _ago, _lines, _Out, _progress
+from fabula.exceptions import PersonalDataError
 
 
 def _load_app(spec: str) -> object:
@@ -46,7 +49,7 @@ async def _with_projector(
     args: argparse.Namespace, work: Callable[[Projector[Any], Any], Any]
 ) -> int:
     target = _load_app(args.app)
-    store = _open_store(args.store, args.schema)
+    store = _open_store(args)
     async with store:
         projector = target if isinstance(target, Projector) else None
         if projector is None and callable(target):
@@ -58,14 +61,27 @@ async def _with_projector(
         return result
 
 
-def _open_store(location: str, schema: str) -> Any:  # noqa: ANN401 - either store
+def _open_store(args: argparse.Namespace) -> Any:  # noqa: ANN401 - either store
+    """The store `--store` names, with the key-encryption key `--kek-env` names, if set."""
+    key = _key_encryption_key(args.kek_env, explicit=args.kek_env_given)
+    location, schema = args.store, args.schema
     if location.startswith(("postgresql://", "postgres://")):
         from fabula.postgres import PostgresEventStore  # noqa: PLC0415 - an optional driver
 
-        return PostgresEventStore(location, schema=schema)
+        return PostgresEventStore(location, schema=schema, key_encryption_key=key)
     from fabula.sqlite import SQLiteEventStore  # noqa: PLC0415
 
-    return SQLiteEventStore(location)
+    return SQLiteEventStore(location, key_encryption_key=key)
+
+
+def _key_encryption_key(variable: str, *, explicit: bool) -> KeyEncryptionKey | None:
+    """The key in `variable`: None if it is unset (an error when the variable was named)."""
+    if not os.environ.get(variable) and not explicit:
+        return None
+    try:
+        return KeyEncryptionKey.from_env(variable)
+    except PersonalDataError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _projection_types(projector: Projector[Any], name: str) -> list[str]:

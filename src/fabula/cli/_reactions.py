@@ -77,7 +77,7 @@ def _short(text: str | None) -> str:
 
 def _with_store(args: argparse.Namespace, work: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
     async def run() -> int:
-        store = _open_store(args.store, args.schema)
+        store = _open_store(args)
         async with store:
             return await work(store)
 

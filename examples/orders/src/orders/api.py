@@ -38,6 +38,7 @@ from .messages import (
     CreateCustomer,
     CreateOrder,
     CreateProduct,
+    ExportCustomer,
     GetCustomerOrders,
     GetOrderById,
     GetProduct,
@@ -48,6 +49,7 @@ from .middleware import MAX_BODY_BYTES, Guard, LimitBody
 from .schemas import (
     Cancellation,
     CustomerCreated,
+    CustomerExportOut,
     HealthOut,
     NewCustomer,
     NewItem,
@@ -127,6 +129,48 @@ async def create_customer(
     _no_key(idempotency_key)
     customer_id = await service.execute(CreateCustomer(name=body.name, email=body.email))
     return CustomerCreated(customer_id=customer_id)
+
+
+@router.delete("/customers/{customer_id}", status_code=204, responses=responses(404, *_AUTH))
+async def forget_customer(customer_id: UUID, service: svc, who: caller) -> fastapi.Response:
+    """Forget a customer (right to erasure; administrators, or the customer themself).
+
+    Their name, email and addresses are gone for good: orders keep their
+    lines and totals with `customer_name` null, new orders for them are
+    refused (422), and a second DELETE answers 404.
+    """
+    _own_or_admin(who, customer_id)
+    try:
+        await service.forget_customer(customer_id)
+    except UnknownCustomerError as exc:
+        raise fastapi.HTTPException(404, str(exc)) from exc
+    return fastapi.Response(status_code=204)
+
+
+@router.get("/customers/{customer_id}/export", responses=responses(404, *_AUTH))
+async def export_customer(customer_id: UUID, service: svc, who: caller) -> CustomerExportOut:
+    """Everything held about a customer (right of access; administrators, or the customer).
+
+    Their catalog record, their orders, and the personal data their events
+    hold, in clear; 404 once they are forgotten.
+    """
+    _own_or_admin(who, customer_id)
+    try:
+        data = await service.ask(ExportCustomer(customer_id=customer_id))
+    except UnknownCustomerError as exc:
+        raise fastapi.HTTPException(404, str(exc)) from exc
+    return CustomerExportOut.model_validate({
+        "customer": {
+            "id": data.customer.id, "name": data.customer.name, "email": data.customer.email
+        },
+        "orders": [OrderSummaryOut.of(view) for view in data.orders],
+        "events": data.events["events"],
+    })  # fmt: skip
+
+
+def _own_or_admin(who: Caller, customer_id: UUID) -> None:
+    if not who.is_admin and customer_id != who.customer_id:
+        raise Forbidden("a customer may do this only for themselves")
 
 
 @router.post("/products", status_code=201, responses=responses(*_AUTH))

@@ -30,6 +30,11 @@ SCHEMA = (
         "price {decimal} NOT NULL, created_at {datetime} NOT NULL)"
     ),
     "CREATE TABLE IF NOT EXISTS orders_settings (key {text} PRIMARY KEY, value {text} NOT NULL)",
+    # Who was forgotten, by id alone: their orders can still be listed.
+    (
+        "CREATE TABLE IF NOT EXISTS forgotten_customers "
+        "(id {uuid} PRIMARY KEY, forgotten_at {datetime} NOT NULL)"
+    ),
 )
 """The catalogs' tables (`fabula.ReadModel.create` fills in the column types)."""
 
@@ -81,6 +86,11 @@ _WITH_STOCK = "products p LEFT JOIN product_stock s ON s.product_id = p.id"
 
 
 @attrs.frozen
+class _Id:
+    id: UUID
+
+
+@attrs.frozen
 class _Setting:
     value: str
 
@@ -125,6 +135,28 @@ class Catalog:
         if found is None:
             raise UnknownCustomerError(f"there is no customer {customer_id}")
         return found
+
+    async def forget_customer(self, customer_id: UUID) -> None:
+        """Remove a customer's name and email, keeping only that their id was forgotten."""
+
+        def forget(sql: fabula.Sql) -> None:
+            sql.execute("DELETE FROM customers WHERE id = :id", {"id": customer_id})
+            sql.execute(
+                "INSERT INTO forgotten_customers VALUES (:id, :at) ON CONFLICT (id) DO NOTHING",
+                {"id": customer_id, "at": datetime.now(UTC)},
+            )
+
+        await self._tables.transaction(forget, write=True)
+
+    async def known_customer(self, customer_id: UUID) -> bool:
+        """Whether `customer_id` is a customer's, present or forgotten."""
+        found = await self._tables.fetch_one(
+            "SELECT id FROM customers WHERE id = :id "
+            "UNION ALL SELECT id FROM forgotten_customers WHERE id = :id",
+            {"id": customer_id},
+            row=_Id,
+        )
+        return found is not None
 
     async def add_product(self, name: str, price: Decimal, product_id: UUID | None = None) -> UUID:
         """Add a product at `price` and return its id (a new one unless given).

@@ -17,7 +17,7 @@ import fabula
 
 from . import telemetry
 from .auth import MIN_SECRET_LENGTH, RateLimit, Role, Tokens
-from .service import OrdersService, is_postgres_url
+from .service import KEK_VARIABLE, OrdersService, is_postgres_url
 
 __all__ = ["SECRET_VARIABLE", "main"]
 
@@ -94,6 +94,18 @@ def _tokens(args: argparse.Namespace) -> Tokens | None:
         raise UsageError(str(exc)) from None
 
 
+def _key_encryption_key() -> fabula.KeyEncryptionKey:
+    """The key that wraps customers' keys, from ORDERS_KEK."""
+    try:
+        return fabula.KeyEncryptionKey.from_env(KEK_VARIABLE)
+    except fabula.PersonalDataError:
+        raise UsageError(
+            f"no key-encryption key: set {KEK_VARIABLE} to base64 of 32 random bytes, made with "
+            f"python -c 'import fabula; print(fabula.KeyEncryptionKey.generate())' "
+            f"(keep it apart from the database and its backups)"
+        ) from None
+
+
 def _rate(value: str) -> RateLimit:
     """Parse `--rate-limit`: `N/s`, N requests a second per caller."""
     number, _, unit = value.partition("/")
@@ -132,6 +144,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
     database = database_path(args.database)
     tokens = _tokens(args)
+    key = _key_encryption_key()
     metered = telemetry.available()
     if args.otlp_endpoint is not None and not metered:
         raise UsageError("--otlp-endpoint needs the otel extra: pip install 'orders[otel]'")
@@ -139,8 +152,9 @@ async def _serve(args: argparse.Namespace) -> int:
         telemetry.set_up(args.otlp_endpoint)
     draft_ttl = timedelta(seconds=args.draft_ttl)
     opening = OrdersService.open(
-        database, schema=args.schema, draft_ttl=draft_ttl, publish=args.publish
-    )
+        database, schema=args.schema, draft_ttl=draft_ttl, publish=args.publish,
+        key_encryption_key=key,
+    )  # fmt: skip
     async with opening as service:
         app = create_app(
             service,
@@ -204,8 +218,9 @@ def _progress_bar(stream: TextIO) -> tuple[Callable[[int, int], None], Callable[
 
 
 async def _rebuild(database: str, schema: str) -> int:
+    key = _key_encryption_key()
     report, finish = _progress_bar(sys.stderr)
-    async with OrdersService.open(database, schema=schema) as service:
+    async with OrdersService.open(database, schema=schema, key_encryption_key=key) as service:
         position = await service.rebuild_read_model(progress=report)
     finish()
     print(f"rebuilt the order read model up to position {position}")

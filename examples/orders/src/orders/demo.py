@@ -1,6 +1,7 @@
 """`orders demo`: a scripted session through the HTTP API, printed as it goes."""
 
 import asyncio
+import os
 import re
 import secrets
 from datetime import timedelta
@@ -8,6 +9,8 @@ from typing import TypeVar
 
 import httpx
 import pydantic
+
+import fabula
 
 from .api import create_app
 from .auth import Role, Tokens
@@ -19,7 +22,7 @@ from .schemas import (
     ProductCreated,
     ProductOut,
 )
-from .service import OrdersService
+from .service import KEK_VARIABLE, OrdersService
 
 __all__ = ["run_demo"]
 
@@ -191,10 +194,16 @@ def _without_password(database: str) -> str:
 async def run_demo(database: str, *, schema: str = "public") -> int:
     """Run the demo against `database` (a SQLite file or a PostgreSQL URL); return the exit code."""
     print(f"orders demo on {_without_password(database)}\n")
-    # Authentication is on, with a secret made for this run.
+    # Authentication is on, with a secret made for this run; so is the sealing
+    # of customers' personal data, with ORDERS_KEK or a key made for this run.
     tokens = Tokens(secrets.token_urlsafe(32))
     hour = timedelta(hours=1)
-    async with OrdersService.open(database, schema=schema) as service:
+    key = (
+        fabula.KeyEncryptionKey.from_env(KEK_VARIABLE)
+        if os.environ.get(KEK_VARIABLE)
+        else fabula.KeyEncryptionKey(secrets.token_bytes(32))
+    )
+    async with OrdersService.open(database, schema=schema, key_encryption_key=key) as service:
         transport = httpx.ASGITransport(app=create_app(service, tokens=tokens))
         async with httpx.AsyncClient(transport=transport, base_url="http://demo/api/v1") as api:
             admin = _Client(api, tokens.issue(Role.ADMIN, "demo-admin", hour))

@@ -100,11 +100,15 @@ class ShippingAddress:
 @fabula.event("orders.OrderCreated")
 @attrs.frozen(kw_only=True)
 class OrderCreated(fabula.DomainEvent):
-    """An order was opened for a customer, under the name the customer had then."""
+    """An order was opened for a customer, under the name the customer had then.
+
+    The name and the address are the customer's personal data: stored
+    sealed with the customer's key, and None once the customer is forgotten.
+    """
 
     customer_id: UUID
-    customer_name: str
-    shipping_address: ShippingAddress
+    customer_name: str | None = attrs.field(metadata=fabula.personal("customer_id"))
+    shipping_address: ShippingAddress | None = attrs.field(metadata=fabula.personal("customer_id"))
 
 
 @fabula.event("orders.OrderItemAdded")

@@ -82,6 +82,8 @@ _HTTP_CODES = {
 _DOMAIN_ERRORS: tuple[tuple[type[Exception], int, str], ...] = (
     (fabula.AggregateNotFoundError, 404, "not_found"),
     (UnknownCustomerError, 422, "unknown_customer"),
+    # An order racing its customer's forget: the customer is gone.
+    (fabula.SubjectForgottenError, 422, "unknown_customer"),
     (UnknownProductError, 422, "unknown_product"),
     (OrderStateError, 409, "invalid_state"),
     (InvalidOrderError, 422, "invalid_order"),

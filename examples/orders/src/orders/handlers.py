@@ -14,7 +14,7 @@ import attrs
 
 import fabula
 
-from .catalog import Catalog, Product
+from .catalog import Catalog, Product, UnknownCustomerError
 from .domain import Order
 from .messages import (
     AddOrderItem,
@@ -23,7 +23,10 @@ from .messages import (
     CreateCustomer,
     CreateOrder,
     CreateProduct,
+    CustomerData,
     ExpireDraft,
+    ExportCustomer,
+    ForgetCustomer,
     GetCustomerOrders,
     GetOrderById,
     GetProduct,
@@ -46,15 +49,18 @@ class OrderHandlers:
         repository: Loads and saves orders.
         catalog: The customers and products.
         read_model: The order read model's queries.
+        personal_data: The store, as the keeper of customers' personal data.
     """
 
     repository: fabula.Repository
     catalog: Catalog
     read_model: ReadModel
+    personal_data: fabula.PersonalDataStore
 
     def register(self, commands: fabula.CommandBus, queries: fabula.QueryBus) -> None:
         """Register each handler with its bus."""
         commands.register(CreateCustomer, self.create_customer)
+        commands.register(ForgetCustomer, self.forget_customer)
         commands.register(CreateProduct, self.create_product)
         commands.register(CreateOrder, self.create_order)
         commands.register(AddOrderItem, self.add_item)
@@ -66,12 +72,49 @@ class OrderHandlers:
         commands.register(ReleaseStock, self.release)
         queries.register(GetOrderById, self.order)
         queries.register(GetCustomerOrders, self.customer_orders)
+        queries.register(ExportCustomer, self.export_customer)
         queries.register(GetProduct, self.product)
         queries.register(ListProducts, self.products)
 
     async def create_customer(self, command: CreateCustomer) -> UUID:
         """Add a customer to the catalog."""
         return await self.catalog.add_customer(command.name, command.email)
+
+    async def forget_customer(self, command: ForgetCustomer) -> None:
+        """Forget a customer: destroy their key, then remove them from the catalog.
+
+        Their name and address in the events become unreadable with the
+        key; their name and email leave the catalog. In this order, so that
+        a crash between the two leaves a forget that a retry finishes. The
+        order read model drops their name when it handles the
+        `SubjectForgotten` event.
+
+        Raises:
+            UnknownCustomerError: There is no such customer (or no longer).
+        """
+        await self.catalog.customer(command.customer_id)
+        await self.personal_data.forget(str(command.customer_id))
+        await self.catalog.forget_customer(command.customer_id)
+
+    async def export_customer(self, query: ExportCustomer) -> CustomerData:
+        """Everything held about a customer: the catalog's record, their orders, their events' data.
+
+        Raises:
+            UnknownCustomerError: There is no such customer (or no longer).
+        """
+        customer = await self.catalog.customer(query.customer_id)
+        orders: list[OrderSummaryView] = []
+        cursor: str | None = None
+        while True:
+            page = await self.read_model.customer_orders(
+                customer.id, status=None, page_size=ReadModel.MAX_PAGE_SIZE, cursor=cursor
+            )
+            orders.extend(page.items)
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        events = await self.personal_data.export(str(customer.id))
+        return CustomerData(customer=customer, orders=orders, events=events)
 
     async def create_product(self, command: CreateProduct) -> UUID:
         """Add a product to the catalog, with its stock when it is tracked.
@@ -149,8 +192,9 @@ class OrderHandlers:
         return await self.read_model.order(query.order_id)
 
     async def customer_orders(self, query: GetCustomerOrders) -> fabula.Page[OrderSummaryView]:
-        """A page of a known customer's orders."""
-        await self.catalog.customer(query.customer_id)  # UnknownCustomerError if not there
+        """A page of a known customer's orders (a forgotten customer's too)."""
+        if not await self.catalog.known_customer(query.customer_id):
+            raise UnknownCustomerError(f"there is no customer {query.customer_id}")
         return await self.read_model.customer_orders(
             query.customer_id, status=query.status, page_size=query.page_size, cursor=query.cursor
         )

@@ -13,7 +13,7 @@ import attrs
 
 import fabula
 
-from .catalog import Product
+from .catalog import Customer, Product
 from .domain import OrderStatus, ShippingAddress
 from .read_model import OrderSummaryView, OrderView
 
@@ -24,7 +24,10 @@ __all__ = [
     "CreateCustomer",
     "CreateOrder",
     "CreateProduct",
+    "CustomerData",
     "ExpireDraft",
+    "ExportCustomer",
+    "ForgetCustomer",
     "GetCustomerOrders",
     "GetOrderById",
     "GetProduct",
@@ -41,6 +44,13 @@ class CreateCustomer(fabula.Command[UUID]):
 
     name: str
     email: str
+
+
+@attrs.frozen(kw_only=True)
+class ForgetCustomer(fabula.Command[None]):
+    """Forget a customer (right to erasure): their key, name and email go; their orders stay."""
+
+    customer_id: UUID
 
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +150,28 @@ class GetCustomerOrders(fabula.Query[fabula.Page[OrderSummaryView]]):
     status: OrderStatus | None = None
     page_size: int = 20
     cursor: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class CustomerData:
+    """Everything the service holds about a customer.
+
+    Attributes:
+        customer: The catalog's record: id, name and email.
+        orders: Their orders, newest first.
+        events: The personal data of theirs the events hold (`EventStore.export`).
+    """
+
+    customer: Customer
+    orders: list[OrderSummaryView]
+    events: fabula.JSONObject
+
+
+@attrs.frozen(kw_only=True)
+class ExportCustomer(fabula.Query[CustomerData]):
+    """Everything held about a customer (right of access)."""
+
+    customer_id: UUID
 
 
 @attrs.frozen(kw_only=True)

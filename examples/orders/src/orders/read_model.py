@@ -42,7 +42,7 @@ __all__ = [
 _TABLES = (
     (
         "CREATE TABLE IF NOT EXISTS order_summary ("
-        "id {uuid} PRIMARY KEY, customer_id {uuid} NOT NULL, customer_name {text} NOT NULL, "
+        "id {uuid} PRIMARY KEY, customer_id {uuid} NOT NULL, customer_name {text}, "
         "status {text} NOT NULL, total_amount {decimal} NOT NULL, item_count {bigint} NOT NULL, "
         "created_at {datetime} NOT NULL, updated_at {datetime} NOT NULL, "
         "event_version {bigint} NOT NULL, cancel_reason {text})"
@@ -109,6 +109,18 @@ class OrderSummaryProjection(fabula.SqlProjection):
                 "at": event.timestamp,
                 "version": event.version,
             },
+        )
+
+    @fabula.handles
+    def _forgotten(self, event: fabula.SubjectForgotten, sql: fabula.Sql) -> None:
+        """A forgotten customer's orders keep their lines and totals, not their name."""
+        try:
+            customer = UUID(event.subject)
+        except ValueError:
+            return  # not a customer
+        sql.execute(
+            "UPDATE order_summary SET customer_name = NULL WHERE customer_id = :customer",
+            {"customer": customer},
         )
 
     # --8<-- [start:item-added]
@@ -220,7 +232,7 @@ class OrderSummaryView:
 
     id: UUID
     customer_id: UUID
-    customer_name: str
+    customer_name: str | None
     status: OrderStatus
     total_amount: Decimal
     item_count: int

@@ -16,6 +16,8 @@ __all__ = [
     "Address",
     "Cancellation",
     "CustomerCreated",
+    "CustomerExportOut",
+    "CustomerOut",
     "HealthOut",
     "NewCustomer",
     "NewItem",
@@ -202,7 +204,10 @@ class OrderSummaryOut(Model):
 
     id: UUID
     customer_id: UUID
-    customer_name: str
+    customer_name: Annotated[
+        str | None,
+        pydantic.Field(description="Null once the customer is forgotten (right to erasure)."),
+    ]
     status: OrderStatus
     total_amount: str
     item_count: int
@@ -256,3 +261,30 @@ class OrderPage(Model):
 
     items: list[OrderSummaryOut]
     next_cursor: str | None
+
+
+class CustomerOut(Model):
+    """A customer as the catalog keeps them."""
+
+    id: UUID
+    name: str
+    email: str
+
+
+class PersonalDataOut(Model):
+    """One event that holds a customer's personal data, and that data."""
+
+    position: int
+    stream_id: str
+    version: int
+    type: str
+    timestamp: str
+    fields: dict[str, pydantic.JsonValue]
+
+
+class CustomerExportOut(Model):
+    """Everything the service holds about a customer (right of access)."""
+
+    customer: CustomerOut
+    orders: list[OrderSummaryOut]
+    events: list[PersonalDataOut]

@@ -20,6 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import timedelta
 from typing import TypeAlias, TypeVar
+from uuid import UUID
 
 import attrs
 
@@ -31,12 +32,13 @@ from .domain import Order
 from .fulfilment import DraftExpiry, Fulfilment
 from .handlers import OrderHandlers
 from .integration import relays as build_relays
-from .messages import GetCustomerOrders, GetOrderById
+from .messages import ForgetCustomer, GetCustomerOrders, GetOrderById
 from .read_model import OrderSummaryProjection, ReadModel, StockLevelsProjection
 from .stock import Stock
 
 __all__ = [
     "DRAFT_TTL",
+    "KEK_VARIABLE",
     "SNAPSHOT_EVERY",
     "OrdersService",
     "ReadModelUnavailableError",
@@ -53,6 +55,9 @@ SNAPSHOT_EVERY = 100
 
 DRAFT_TTL = timedelta(days=1)
 """How long a draft may sit unchanged before it is cancelled as abandoned (by default)."""
+
+KEK_VARIABLE = "ORDERS_KEK"
+"""The environment variable that holds the key-encryption key (base64 of 32 bytes)."""
 
 _READY_TIMEOUT = 5.0  # seconds the readiness check waits for the database
 
@@ -150,7 +155,7 @@ class OrdersService:
         # Queries of the read model are refused while it is not following the
         # events, rather than answered stale (an order just created: 404).
         self.queries.use(self._read_model_ready, for_types=(GetOrderById, GetCustomerOrders))
-        self.handlers = OrderHandlers(self.repository, self.catalog, self.read_model)
+        self.handlers = OrderHandlers(self.repository, self.catalog, self.read_model, store)
         self.handlers.register(self.commands, self.queries)
         # Commands the reactions send go through the same bus: their keys
         # make a redelivered event's commands commit nothing new.
@@ -177,6 +182,7 @@ class OrdersService:
         busy_timeout: float = 5.0,
         draft_ttl: timedelta = DRAFT_TTL,
         publish: Sequence[str] = (),
+        key_encryption_key: fabula.KeyWrapper | None = None,
     ) -> AsyncIterator[OrdersService]:
         """Open the service on `database`, run it, and close it on exit.
 
@@ -192,9 +198,14 @@ class OrdersService:
                 cancelled as abandoned.
             publish: Broker URLs (`nats://`, `amqp://`) to publish the
                 order events to, as `orders.v1.*` CloudEvents.
+            key_encryption_key: Wraps the customers' keys, which seal their
+                names and addresses in the events; by default the key in
+                the environment variable `ORDERS_KEK` (base64 of 32 bytes).
 
         Raises:
             ValueError: A `publish` URL of another scheme, or one given twice.
+            fabula.PersonalDataError: No key-encryption key is given, and
+                `ORDERS_KEK` holds none.
 
         The read model is brought up to date before this yields; the
         projector then follows new events in the background, and so does
@@ -203,9 +214,10 @@ class OrdersService:
         schema: one of them runs each projection and each reaction, the
         others stand by and take over if it stops.
         """
+        key = key_encryption_key or fabula.KeyEncryptionKey.from_env(KEK_VARIABLE)
         published = build_relays(publish)
         opening = _postgres if is_postgres_url(database) else _sqlite
-        async with opening(database, schema, busy_timeout) as store:
+        async with opening(database, schema, busy_timeout, key) as store:
             catalog = Catalog(store.read_model())
             await catalog.open()
             codec = fabula.CursorCodec(secret=await catalog.secret("cursor-secret"))
@@ -296,7 +308,7 @@ class OrdersService:
             await asyncio.gather(self._reacting, return_exceptions=True)
 
     async def _upgrade_read_model(self) -> None:
-        """Rebuild an order read model made before orders had a cancellation reason.
+        """Rebuild an order read model made before cancellation reasons or forgotten customers.
 
         The rebuild is blue/green: the old tables answer until the new ones
         replace them.
@@ -310,6 +322,10 @@ class OrdersService:
             await tables.fetch_all("SELECT cancel_reason FROM order_summary LIMIT 0", row=_Nothing)
         except fabula.StoreError:
             logger.warning("the order read model predates cancellation reasons: rebuilding it")
+            await self.projector.rebuild(OrderSummaryProjection.name)
+            return
+        if await _name_required(tables):
+            logger.warning("the order read model predates forgotten customers: rebuilding it")
             await self.projector.rebuild(OrderSummaryProjection.name)
 
     async def _stop_projector(self) -> None:
@@ -348,6 +364,16 @@ class OrdersService:
         return result
 
     # --8<-- [end:execute]
+    async def forget_customer(self, customer_id: UUID) -> None:
+        """Forget a customer, wait for the read model to drop their name, and scrub SQLite's log.
+
+        Raises:
+            UnknownCustomerError: There is no such customer (or no longer).
+        """
+        await self.execute(ForgetCustomer(customer_id=customer_id))
+        if isinstance(self.store, SQLiteEventStore):
+            await self.store.scrub()  # the purged rows' old copies leave the log too
+
     async def ask(self, query: fabula.Query[R]) -> R:
         """Dispatch `query`."""
         return await self.queries.dispatch(query)
@@ -358,15 +384,43 @@ class OrdersService:
         return await self.store.load_checkpoint(OrderSummaryProjection.name)
 
 
+@attrs.frozen
+class _Required:
+    required: int
+
+
+async def _name_required(tables: fabula.ReadModel) -> bool:
+    """Whether `order_summary.customer_name` is NOT NULL (made before customers were forgotten)."""
+    if tables.dialect.name == "sqlite":
+        query = (
+            "SELECT \"notnull\" <> 0 AS required FROM pragma_table_info('order_summary') "
+            "WHERE name = 'customer_name'"
+        )
+    else:
+        query = (
+            "SELECT is_nullable = 'NO' AS required FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = 'order_summary' "
+            "AND column_name = 'customer_name'"
+        )
+    found = await tables.fetch_one(query, row=_Required)
+    return found is not None and bool(found.required)
+
+
 @contextlib.asynccontextmanager
-async def _sqlite(path: str, _: str, busy_timeout: float) -> AsyncIterator[fabula.SqlStore]:
-    async with SQLiteEventStore(path, busy_timeout=busy_timeout) as store:
+async def _sqlite(
+    path: str, _: str, busy_timeout: float, key: fabula.KeyWrapper
+) -> AsyncIterator[fabula.SqlStore]:
+    async with SQLiteEventStore(path, busy_timeout=busy_timeout, key_encryption_key=key) as store:
         yield store
 
 
 @contextlib.asynccontextmanager
-async def _postgres(url: str, schema: str, busy_timeout: float) -> AsyncIterator[fabula.SqlStore]:
+async def _postgres(
+    url: str, schema: str, busy_timeout: float, key: fabula.KeyWrapper
+) -> AsyncIterator[fabula.SqlStore]:
     from fabula.postgres import PostgresEventStore  # noqa: PLC0415 - an optional driver
 
-    async with PostgresEventStore(url, schema=schema, connect_timeout=busy_timeout) as store:
+    async with PostgresEventStore(
+        url, schema=schema, connect_timeout=busy_timeout, key_encryption_key=key
+    ) as store:
         yield store

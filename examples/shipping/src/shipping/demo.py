@@ -7,6 +7,7 @@ share nothing but the broker: the order service's relay publishes
 
 import asyncio
 import contextlib
+import secrets
 import tempfile
 import uuid
 from decimal import Decimal
@@ -25,6 +26,8 @@ from orders.messages import (
     SubmitOrder,
 )
 from orders.service import OrdersService
+
+import fabula
 
 from .api import create_app
 from .service import ShippingService
@@ -53,7 +56,13 @@ async def run_demo(broker: str) -> int:
         orders_db, shipping_db = Path(folder) / "orders.db", Path(folder) / "shipping.db"
         print(f"orders publishes to {broker}; shipping consumes as {name}")
         async with (
-            OrdersService.open(str(orders_db), publish=[broker]) as orders,
+            OrdersService.open(
+                str(orders_db),
+                publish=[broker],
+                key_encryption_key=fabula.KeyEncryptionKey(
+                    secrets.token_bytes(32)  # a key for this run's throwaway database
+                ),
+            ) as orders,
             ShippingService.open(str(shipping_db), consume=[broker], name=name) as shipping,
         ):
             app = create_app(shipping, tokens=None)
