@@ -273,6 +273,13 @@ class TestKeys:
                         await other.append(
                             str(customer), [registered(customer, 2)], expected_version=1
                         )
+                else:  # nor is a new subject's key wrapped with the wrong key
+                    newcomer = uuid.uuid4()
+                    with pytest.raises(fabula.PersonalDataError, match="another key"):
+                        await other.append(
+                            str(newcomer), [registered(newcomer)], expected_version=0
+                        )
+                    assert await other.read_stream(str(newcomer)) == []
             finally:
                 await other.close()
 
@@ -378,6 +385,75 @@ async def raw_snapshot(opened: Opened, stream_id: str) -> str:
         ).fetchone()
         assert row is not None
         return str(row[0])
+
+
+class TestReviewedEdges:
+    def test_a_personal_field_inside_a_nested_class_is_refused(self) -> None:
+        """Sealing works on whole fields: a mark one level down would be stored in clear."""
+
+        @attrs.frozen
+        class Address:
+            owner: str
+            street: str | None = attrs.field(metadata=fabula.personal("owner"))
+
+        with pytest.raises(EventTypeError, match=r"Address\.street, which is marked personal"):
+
+            @fabula.event("tests.personal.Moved", registry=fabula.EventRegistry())
+            @attrs.frozen(kw_only=True)
+            class Moved(fabula.DomainEvent[str]):
+                address: list[Address] | None
+
+    async def test_a_generator_of_events_is_still_appended(self, opened: Opened) -> None:
+        store = opened[0]
+        customer = uuid.uuid4()
+        one_pass: Any = (e for e in [registered(customer)])  # typed Sequence; any iterable works
+        result = await store.append(str(customer), one_pass, expected_version=0)
+        assert result.version == 1
+        (read,) = await store.read_stream(str(customer))
+        assert isinstance(read.event, Registered)
+        assert read.event.name == "Ada Lovelace"
+
+    @pytest.mark.parametrize("opened", ["sqlite", "postgres"], indirect=True)
+    async def test_a_reader_with_its_own_registry_reads_the_forget(self, opened: Opened) -> None:
+        """SubjectForgotten is registered in every store's registry, not only the forgetter's."""
+        store, kind, place = opened
+        await store.forget("someone")
+        registry = fabula.EventRegistry()
+        serializer = fabula.EventSerializer(registry)
+        if kind == "sqlite":
+            other: Any = SQLiteEventStore(place, serializer=serializer)
+        else:
+            other = PostgresEventStore(require_postgres(), schema=str(place), serializer=serializer)
+            await other.open()
+        try:
+            (read,) = await other.read_all()
+            assert isinstance(read.event, fabula.SubjectForgotten)
+        finally:
+            await other.close()
+
+    async def test_a_sealed_group_whose_key_row_is_missing_is_not_taken_for_forgotten(
+        self, tmp_path: Path
+    ) -> None:
+        """A partial copy (events without their keys) fails to read rather than reading None."""
+        path = tmp_path / "e.db"
+        customer = uuid.uuid4()
+        async with SQLiteEventStore(path, key_encryption_key=KEK) as store:
+            await store.append(str(customer), [registered(customer)], expected_version=0)
+        with sqlite3.connect(path) as conn:
+            conn.execute("DELETE FROM fabula_subject_keys")
+        async with SQLiteEventStore(path, key_encryption_key=KEK) as store:
+            with pytest.raises(fabula.PersonalDataError, match="has no key in the store"):
+                await store.read_stream(str(customer))
+
+    async def test_the_forgetting_process_drops_the_unwrapped_key(self) -> None:
+        store = InMemoryEventStore(key_encryption_key=KEK)
+        customer = uuid.uuid4()
+        await store.append(str(customer), [registered(customer)], expected_version=0)
+        keyring = store._keyring
+        assert keyring is not None
+        assert any(subject == str(customer) for subject, _ in keyring._unwrapped)
+        await store.forget(str(customer))
+        assert not any(subject == str(customer) for subject, _ in keyring._unwrapped)
 
 
 class TestUpcasting:
@@ -510,7 +586,9 @@ class TestSQLiteFiles:
                 str(customer), [registered(customer)], expected_version=ExpectedVersion.NO_STREAM
             )
             with sqlite3.connect(path) as conn:
-                (wrapped,) = conn.execute("SELECT wrapped FROM fabula_subject_keys").fetchone()
+                (wrapped,) = conn.execute(
+                    "SELECT wrapped FROM fabula_subject_keys WHERE subject = ?", (str(customer),)
+                ).fetchone()
             assert await store.scrub()  # the key is in the database file itself now
             assert wrapped in (tmp_path / "e.db").read_bytes()
             assert await store.forget(str(customer))

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -106,11 +107,20 @@ def check_personal(cls: type) -> Layout | None:
         EventTypeError: A subject field is missing or personal itself, or a
             personal field's type does not admit None.
     """
+    attrs.resolve_types(cls)
     fields = attrs.fields(cls)
     marked = [(f, f.metadata[PERSONAL]) for f in fields if PERSONAL in f.metadata]
+    for field in fields:
+        inner = _nested_mark(field.type, set())
+        if inner is not None and PERSONAL not in field.metadata:
+            msg = (
+                f"{cls.__qualname__}.{field.name} holds {inner}, which is marked personal: "
+                f"mark {cls.__qualname__}.{field.name} itself instead (personal data is "
+                f"sealed as whole fields of the event or aggregate)"
+            )
+            raise EventTypeError(msg)
     if not marked:
         return None
-    attrs.resolve_types(cls)
     names = {f.name: f for f in attrs.fields(cls)}
     groups: dict[str, list[str]] = {}
     for field, subject in marked:
@@ -142,6 +152,28 @@ def layout(cls: type) -> Layout | None:
     except KeyError:
         found = _LAYOUTS[cls] = check_personal(cls)
         return found
+
+
+def _nested_mark(annotation: object, seen: set[int]) -> str | None:
+    """`Class.field` of the first personal field in an attrs class `annotation` holds, or None."""
+    if id(annotation) in seen:
+        return None
+    seen.add(id(annotation))
+    if isinstance(annotation, type) and attrs.has(annotation):
+        with contextlib.suppress(NameError):
+            attrs.resolve_types(annotation)
+        for field in attrs.fields(annotation):
+            if PERSONAL in field.metadata:
+                return f"{annotation.__qualname__}.{field.name}"
+            found = _nested_mark(field.type, seen)
+            if found is not None:
+                return found
+        return None
+    for argument in typing.get_args(annotation):
+        found = _nested_mark(argument, seen)
+        if found is not None:
+            return found
+    return None
 
 
 def _admits_none(annotation: object) -> bool:
@@ -306,16 +338,17 @@ OpenKeys: TypeAlias = Mapping[str, SubjectKey | None]
 class Keyring:
     """A store's subject keys: new ones wrapped for storage, stored ones unwrapped once.
 
-    Unwrapped keys are kept by their wrapped bytes, so one that is
+    Unwrapped keys are kept by subject and wrapped bytes, so one that is
     destroyed in the store (forgotten) is never found again: a store looks
-    up the wrapped keys of every read afresh.
+    up the wrapped keys of every read afresh, and drops a key it forgets.
     """
 
     _LIMIT: Final = 10_000
 
     def __init__(self, wrapper: KeyWrapper) -> None:
         self.wrapper = wrapper
-        self._unwrapped: dict[bytes, SubjectKey] = {}
+        self.checked = False  # the store's keys are known to be this wrapper's
+        self._unwrapped: dict[tuple[str, bytes], SubjectKey] = {}
 
     def new(self, subject: str) -> bytes:
         """A new random key for `subject`, wrapped for storage."""
@@ -327,13 +360,18 @@ class Keyring:
         Raises:
             PersonalDataError: The wrapper cannot unwrap it.
         """
-        found = self._unwrapped.get(wrapped)
+        found = self._unwrapped.get((subject, wrapped))
         if found is None:
             found = SubjectKey.of(self.wrapper.unwrap(wrapped, subject))
             if len(self._unwrapped) >= self._LIMIT:
                 self._unwrapped.clear()
-            self._unwrapped[wrapped] = found
+            self._unwrapped[subject, wrapped] = found
         return found
+
+    def drop(self, subject: str) -> None:
+        """Forget `subject`'s unwrapped key, if it is kept (its stored key is destroyed)."""
+        for cached in [cached for cached in self._unwrapped if cached[0] == subject]:
+            del self._unwrapped[cached]
 
 
 def subject_of(event: object, field: str) -> str:
@@ -479,24 +517,48 @@ def unseal(
             f"key-encryption key to read it (key_encryption_key=...)"
         )
         raise PersonalDataError(msg)
-    try:
-        for subject, names, sealed in groups:
-            key = keys.get(subject)
-            if key is None:
-                payload.update(dict.fromkeys(names))
-                continue
-            raw = binascii.a2b_base64(sealed)
-            nonce, body = raw[:_NONCE_BYTES], raw[_NONCE_BYTES:]
-            plain = decode_json(
-                key.aead.decrypt(nonce, body, _binding(bound_to, type_name, subject, names))
+    if not isinstance(groups, list):
+        raise _damaged(type_name, f"{ENVELOPE} is {type(groups).__name__}")
+    for group in groups:
+        subject, names, sealed = _parts(group, type_name)
+        if subject not in keys:
+            msg = (
+                f"a {type_name} event holds personal data of subject {subject!r}, who "
+                f"has no key in the store: is its subject-key table a partial copy?"
             )
-            payload.update(plain)
-    except PersonalDataError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - a damaged or moved group, whatever the cause
-        msg = f"a {type_name} event's personal data cannot be opened: it is damaged ({exc!r})"
-        raise PersonalDataError(msg) from None
+            raise PersonalDataError(msg)
+        key = keys[subject]
+        if key is None:  # forgotten
+            payload.update(dict.fromkeys(names))
+            continue
+        bound = _binding(bound_to, type_name, subject, names)
+        try:
+            raw = binascii.a2b_base64(sealed)
+            plain = decode_json(key.aead.decrypt(raw[:_NONCE_BYTES], raw[_NONCE_BYTES:], bound))
+        except Exception as exc:  # noqa: BLE001 - a damaged or moved group, whatever the cause
+            raise _damaged(type_name, repr(exc)) from None
+        payload.update(plain)
     return payload
+
+
+def _parts(group: object, type_name: str) -> tuple[str, list[str], str]:
+    """A sealed group's subject, field names and ciphertext, checked for their shape."""
+    if isinstance(group, list) and len(group) == 3:  # noqa: PLR2004 - subject, names, sealed
+        subject, names, sealed = group
+        if (
+            isinstance(subject, str)
+            and isinstance(names, list)
+            and all(isinstance(name, str) for name in names)
+            and isinstance(sealed, str)
+        ):
+            return subject, names, sealed
+    raise _damaged(type_name, f"a group is {group!r:.60}")
+
+
+def _damaged(type_name: str, detail: str) -> PersonalDataError:
+    return PersonalDataError(
+        f"a {type_name} event's personal data cannot be opened: it is damaged ({detail})"
+    )
 
 
 def like_pattern(text: str) -> str:

@@ -11,8 +11,8 @@ key-encryption key (`fabula.KeyEncryptionKey`); the sealing itself is
 from __future__ import annotations
 
 import abc
-from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Final, Protocol, runtime_checkable
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from typing import Final, Protocol, TypeVar, runtime_checkable
 
 import attrs
 
@@ -41,6 +41,10 @@ __all__ = ["FORGOTTEN_STREAM_PREFIX", "PersonalDataStore", "PersonalSide", "Subj
 
 FORGOTTEN_STREAM_PREFIX: Final = "fabula.forgotten-"
 """The stream of a subject's `SubjectForgotten` event is this prefix and the subject's id."""
+
+E = TypeVar("E")
+
+_CANARY: Final = ""  # the subject of the key that checks the key-encryption key
 
 _MARKER: Final = f'"{ENVELOPE}"'
 _MARKER_BYTES: Final = _MARKER.encode()
@@ -99,8 +103,11 @@ class PersonalSide(abc.ABC):
     serializer: EventSerializer
     _keyring: Keyring | None
 
-    @staticmethod
-    def _make_keyring(key_encryption_key: KeyWrapper | None) -> Keyring | None:
+    def _make_keyring(self, key_encryption_key: KeyWrapper | None) -> Keyring | None:
+        """The store's keyring (None without a key); `SubjectForgotten` registered for its reads."""
+        registry = self.serializer.registry
+        if registry.by_name("fabula.SubjectForgotten") is None:
+            registry.register(SubjectForgotten, "fabula.SubjectForgotten")
         if key_encryption_key is None:
             return None
         if not (
@@ -192,17 +199,20 @@ class PersonalSide(abc.ABC):
             raise PersonalDataError(msg)
         return self._keyring
 
-    async def _keys_to_seal(self, events: Iterable[object]) -> dict[str, SubjectKey] | None:
-        """The keys to seal `events` with (None: they hold no personal data).
+    async def _sealing(self, events: E) -> tuple[E, dict[str, SubjectKey] | None]:
+        """`events` (made a tuple if they are a one-pass iterator) and the keys to seal them with.
 
-        A subject seen for the first time gets a new key.
+        The keys are None when they hold no personal data; a subject seen
+        for the first time gets a new key.
 
         Raises:
             PersonalDataError: There is personal data and no key-encryption key.
             SubjectForgottenError: A subject is forgotten.
         """
-        subjects = _subjects(events)
-        return await self._keys_for(subjects) if subjects else None
+        if isinstance(events, Iterator):
+            events = tuple(events)  # type: ignore[assignment] # what the append would make of it
+        subjects = _subjects(events)  # type: ignore[arg-type] # not iterable: the append says so
+        return events, (await self._keys_for(subjects) if subjects else None)
 
     async def _keys_for(self, subjects: set[str]) -> dict[str, SubjectKey]:
         """Each subject's key, a new one for a subject seen for the first time.
@@ -215,6 +225,7 @@ class PersonalSide(abc.ABC):
         stored = await self._load_keys(subjects)
         missing = sorted(subjects - stored.keys())
         if missing:
+            await self._check_keyring(keyring)
             stored.update(await self._add_keys({s: keyring.new(s) for s in missing}))
         keys = {}
         for subject in sorted(subjects):
@@ -224,9 +235,30 @@ class PersonalSide(abc.ABC):
             keys[subject] = keyring.unwrap(subject, wrapped)
         return keys
 
+    async def _check_keyring(self, keyring: Keyring) -> None:
+        """Make sure the store's keys were wrapped by this key-encryption key, before it wraps more.
+
+        The check is a canary: a key stored under the empty subject (no real
+        subject is empty), wrapped by the first key-encryption key that made
+        a key here, unwrapped once per process.
+
+        Raises:
+            PersonalDataError: Another key-encryption key wrapped this store's keys.
+        """
+        if keyring.checked:
+            return
+        stored = await self._load_keys([_CANARY])
+        wrapped = stored.get(_CANARY)
+        if wrapped is None:
+            wrapped = (await self._add_keys({_CANARY: keyring.new(_CANARY)}))[_CANARY]
+        if wrapped is not None:
+            keyring.unwrap(_CANARY, wrapped)
+        keyring.checked = True
+
     async def _keys_to_many(self, appends: Sequence[StreamAppend]) -> dict[str, SubjectKey] | None:
-        """`_keys_to_seal` for the events of an `append_many`'s parts."""
-        return await self._keys_to_seal(_events_in(appends))
+        """The keys to seal the events of an `append_many`'s parts with (see `_sealing`)."""
+        subjects = _subjects(_events_in(appends))
+        return await self._keys_for(subjects) if subjects else None
 
     async def _keys_to_open(self, payloads: Iterable[str | bytes]) -> OpenKeys | None:
         """The keys to read payloads with: those of their sealed subjects that are not forgotten.
@@ -244,7 +276,9 @@ class PersonalSide(abc.ABC):
             return {}
         keyring = self._keyring
         stored = await self._load_keys(subjects)
-        return {s: keyring.unwrap(s, w) for s, w in stored.items() if w is not None}
+        # None: forgotten. A subject without a row at all is left out: reading
+        # its data then fails (a damaged or partial copy), rather than pass as forgotten.
+        return {s: None if w is None else keyring.unwrap(s, w) for s, w in stored.items()}
 
     @abc.abstractmethod
     async def _events_holding(self, text: str) -> list[RecordedEvent]:
@@ -306,13 +340,13 @@ class PersonalSide(abc.ABC):
             PersonalDataError: `subject` is not a non-empty string.
         """
         _check_subject(subject)
-        registry = self.serializer.registry
-        if registry.by_name("fabula.SubjectForgotten") is None:
-            registry.register(SubjectForgotten, "fabula.SubjectForgotten")
         stream = FORGOTTEN_STREAM_PREFIX + subject
         forgotten = SubjectForgotten(aggregate_id=stream, subject=subject)
         (part,) = prepare_append(stream, [forgotten], ExpectedVersion.NO_STREAM, self.serializer)
-        return await self._forget_subject(subject, part)
+        done = await self._forget_subject(subject, part)
+        if self._keyring is not None:
+            self._keyring.drop(subject)  # its key leaves this process's memory too
+        return done
 
 
 def _snapshot_binding(snapshot: Snapshot) -> bytes:

@@ -241,7 +241,7 @@ class PostgresEventStore(ReactionsForwarded, PersonalSide, StoreBase):
         self, stream_id: str, events: Sequence[DomainEvent[Any]], *, expected_version: Expected
     ) -> AppendResult:
         """Append events to one stream atomically (see `EventStore.append`)."""
-        keys = await self._keys_to_seal(events)
+        events, keys = await self._sealing(events)
         parts = await prepare_append_off_loop(
             stream_id, events, expected_version, self.serializer, keys
         )

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import sqlite3
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -70,6 +71,8 @@ from fabula.sqlite._schema import utc_text
 from fabula.sqlite._writer import Writer
 
 __all__ = ["SQLiteEventStore", "Synchronous"]
+
+logger = logging.getLogger("fabula.sqlite")
 
 Synchronous: TypeAlias = Literal["FULL", "NORMAL"]
 """The durability level of an `SQLiteEventStore` (see the module documentation)."""
@@ -229,7 +232,7 @@ class SQLiteEventStore(ReactionsForwarded, PersonalSide, StoreBase):
         self, stream_id: str, events: Sequence[DomainEvent[Any]], *, expected_version: Expected
     ) -> AppendResult:
         """Append events to one stream atomically (see `EventStore.append`)."""
-        keys = await self._keys_to_seal(events)
+        events, keys = await self._sealing(events)
         parts = await prepare_append_off_loop(
             stream_id, events, expected_version, self.serializer, keys
         )
@@ -328,8 +331,10 @@ class SQLiteEventStore(ReactionsForwarded, PersonalSide, StoreBase):
     async def _forget_subject(self, subject: str, part: PendingAppend) -> bool:
         work = functools.partial(forget_subject, subject=subject, part=part)
         forgotten: bool = await self._submit(work, 1, one_statement=False)
-        if forgotten:
-            await self.scrub()
+        if forgotten and not await self.scrub():
+            logger.warning(
+                "the log still holds %r's old key: a reader held it; scrub() again", subject
+            )
         return forgotten
 
     async def scrub(self) -> bool:
