@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 import fabula
 import fabula.storage
@@ -23,6 +24,7 @@ from fabula.postgres import PostgresEventStore
 from fabula.sqlite import SQLiteEventStore
 
 from .support.postgres import new_schema, require_postgres
+from .support.telemetry import named
 
 KEK = KeyEncryptionKey(b"k" * 32)
 
@@ -403,7 +405,10 @@ class TestReviewedEdges:
             class Moved(fabula.DomainEvent[str]):
                 address: list[Address] | None
 
-    async def test_a_generator_of_events_is_still_appended(self, opened: Opened) -> None:
+    async def test_a_generator_of_events_is_still_appended(
+        self, opened: Opened, spans: InMemorySpanExporter
+    ) -> None:
+        """Also under a recording span: the traced append counts what it was given."""
         store = opened[0]
         customer = uuid.uuid4()
         one_pass: Any = (e for e in [registered(customer)])  # typed Sequence; any iterable works
@@ -412,6 +417,7 @@ class TestReviewedEdges:
         (read,) = await store.read_stream(str(customer))
         assert isinstance(read.event, Registered)
         assert read.event.name == "Ada Lovelace"
+        assert named(spans, "fabula.append")
 
     @pytest.mark.parametrize("opened", ["sqlite", "postgres"], indirect=True)
     async def test_a_reader_with_its_own_registry_reads_the_forget(self, opened: Opened) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 try:
@@ -178,6 +178,8 @@ def traced_append(
         async def traced(*args: P.args, **kwargs: P.kwargs) -> R:
             if not enabled() and not counting():
                 return await method(*args, **kwargs)
+            if len(args) > 2 and isinstance(args[2], Iterator):  # noqa: PLR2004 - counted below
+                args = (*args[:2], tuple(args[2]), *args[3:])  # type: ignore[assignment]
             with span("fabula.append", {"fabula.store": store}) as current:
                 started = time.perf_counter()
                 try:
