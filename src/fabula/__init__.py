@@ -47,6 +47,7 @@ from fabula._commands import (
     Query,
     QueryBus,
 )
+from fabula._deletion import StreamDeleted, StreamDeletionStore
 from fabula._events import (
     AggregateId,
     DomainEvent,
@@ -101,6 +102,8 @@ from fabula.exceptions import (
     PersonalDataError,
     StoreError,
     StoreUnavailableError,
+    StreamDeletedError,
+    StreamNotDeletedError,
     SubjectForgottenError,
 )
 
@@ -191,6 +194,10 @@ __all__ = [
     "StoreError",
     "StoreUnavailableError",
     "StreamAppend",
+    "StreamDeleted",
+    "StreamDeletedError",
+    "StreamDeletionStore",
+    "StreamNotDeletedError",
     "SubjectForgotten",
     "SubjectForgottenError",
     "Timer",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from fabula._deletion import StreamDeletionStore
 from fabula._idempotency import IdempotencyStore
 from fabula._personal_store import PersonalDataStore
 from fabula._projection_store import ProjectionStore
@@ -32,11 +33,13 @@ class Store(
     ReactionStore,
     TimerStore,
     PersonalDataStore,
+    StreamDeletionStore,
     Protocol,
 ):
     """Any of fabula's stores: events, projections, snapshots, idempotency records, reactions.
 
-    And personal data: each keeps it sealed per subject, and can `forget` one.
+    And personal data: each keeps it sealed per subject, and can `forget` one;
+    and each can delete a stream, then purge its events.
     """
 
 

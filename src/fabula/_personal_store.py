@@ -17,6 +17,7 @@ from typing import Final, Protocol, TypeVar, runtime_checkable
 import attrs
 
 from fabula._converter import decode_json, encode_json
+from fabula._deletion import TOMBSTONE, StreamDeleted
 from fabula._events import DomainEvent, JSONObject, JSONValue, event
 from fabula._personal import (
     ENVELOPE,
@@ -104,10 +105,14 @@ class PersonalSide(abc.ABC):
     _keyring: Keyring | None
 
     def _make_keyring(self, key_encryption_key: KeyWrapper | None) -> Keyring | None:
-        """The store's keyring (None without a key); `SubjectForgotten` registered for its reads."""
+        """The store's keyring (None without a key); fabula's own events registered to be read."""
         registry = self.serializer.registry
-        if registry.by_name("fabula.SubjectForgotten") is None:
-            registry.register(SubjectForgotten, "fabula.SubjectForgotten")
+        for name, cls in (
+            ("fabula.SubjectForgotten", SubjectForgotten),
+            (TOMBSTONE, StreamDeleted),
+        ):
+            if registry.by_name(name) is None:
+                registry.register(cls, name)
         if key_encryption_key is None:
             return None
         if not (

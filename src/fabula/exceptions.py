@@ -40,6 +40,8 @@ FabulaError
 ├── IntegrationEventError (ValueError)
 ├── PersonalDataError
 │   └── SubjectForgottenError
+├── StreamDeletedError
+├── StreamNotDeletedError (ValueError)
 ├── InvalidCursorError (ValueError)
 └── InvalidPageSizeError (ValueError)
 ```
@@ -86,7 +88,9 @@ __all__ = [
     "StoreClosedError",
     "StoreError",
     "StoreUnavailableError",
+    "StreamDeletedError",
     "StreamMismatchError",
+    "StreamNotDeletedError",
     "SubjectForgottenError",
     "UnknownEventTypeError",
     "UnregisteredEventError",
@@ -177,12 +181,7 @@ class IntegrationEventError(FabulaError, ValueError):
 
 
 class PersonalDataError(FabulaError):
-    """Personal data cannot be sealed or opened.
-
-    The store has no key-encryption key, the key is not the one that wrapped
-    a subject's key, a sealed payload is damaged, or the `crypto` extra is
-    not installed.
-    """
+    """Personal data cannot be sealed or opened: no key-encryption key, the wrong one, damage."""
 
 
 class SubjectForgottenError(PersonalDataError):
@@ -197,6 +196,26 @@ class SubjectForgottenError(PersonalDataError):
         super().__init__(
             f"subject {subject!r} is forgotten: no personal data of theirs can be stored again"
         )
+
+
+class StreamDeletedError(FabulaError):
+    """The stream is deleted (`delete_stream`): it takes no more events and cannot be loaded.
+
+    Attributes:
+        stream_id: The stream.
+    """
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"stream {stream_id!r} is deleted")
+
+
+class StreamNotDeletedError(FabulaError, ValueError):
+    """Only a deleted stream can be purged: `delete_stream` it first (see `stream_id`)."""
+
+    def __init__(self, stream_id: str) -> None:
+        self.stream_id = stream_id
+        super().__init__(f"stream {stream_id!r} is not deleted: delete it before purging it")
 
 
 class SchemaVersionError(StoreError):

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from uuid import UUID
 
 import attrs
 
+from fabula._deletion import TOMBSTONE, StreamDeletion, refuse_deleted
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._personal import Keyring, KeyWrapper, OpenKeys
@@ -50,6 +51,7 @@ from fabula.exceptions import (
     IdempotencyKeyTakenError,
     StoreClosedError,
     StoreError,
+    StreamNotDeletedError,
 )
 
 __all__ = ["InMemoryEventStore"]
@@ -77,8 +79,62 @@ class _Planned:
     replayed: AppendResult | None
 
 
+class _MemoryDataSide:
+    """Subject keys, `forget`, `export`'s scan and stream deletion, in memory."""
+
+    _log: list[_Row]
+    _streams: dict[str, list[_Row]]
+    _by_id: dict[UUID, _Row]
+    _snapshots: dict[str, Snapshot]
+    _subject_keys: dict[str, bytes | None]
+    _purged: set[int]
+
+    if TYPE_CHECKING:  # the store's own
+
+        def _check_open(self) -> None: ...
+        def _commit(self, parts: list[PendingAppend]) -> list[AppendResult]: ...
+        async def _decode_all(self, rows: Sequence[_Row]) -> list[RecordedEvent]: ...
+
+    async def _load_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
+        return {s: self._subject_keys[s] for s in subjects if s in self._subject_keys}
+
+    async def _events_holding(self, text: str) -> list[RecordedEvent]:
+        self._check_open()
+        return await self._decode_all([row for row in self._log if text in row.record.data])
+
+    async def _add_keys(self, keys: Mapping[str, bytes]) -> dict[str, bytes | None]:
+        for subject, wrapped in keys.items():
+            self._subject_keys.setdefault(subject, wrapped)
+        return {s: self._subject_keys[s] for s in keys}
+
+    async def _forget_subject(self, subject: str, part: PendingAppend) -> bool:
+        self._check_open()
+        if subject in self._subject_keys and self._subject_keys[subject] is None:
+            return False
+        self._commit([part])
+        self._subject_keys[subject] = None
+        return True
+
+    async def _delete(self, part: PendingAppend) -> AppendResult:
+        return self._commit([part])[0]
+
+    async def _purge(self, stream_id: str) -> int:
+        self._check_open()
+        rows = self._streams.get(stream_id, [])
+        if not rows or rows[-1].record.type_name != TOMBSTONE:
+            raise StreamNotDeletedError(stream_id)
+        gone = [row for row in rows[:-1] if row.position not in self._purged]
+        for row in gone:  # emptied, so that not even memory keeps the data
+            emptied = attrs.evolve(row, record=row.record._replace(data="{}", metadata="{}"))
+            self._log[row.position - 1] = rows[row.version - 1] = emptied
+            self._purged.add(row.position)
+            self._by_id.pop(row.record.event_id, None)
+        self._snapshots.pop(stream_id, None)
+        return len(gone)
+
+
 @attrs.define(repr=False)
-class InMemoryEventStore(PersonalSide, StoreBase):
+class InMemoryEventStore(_MemoryDataSide, PersonalSide, StreamDeletion, StoreBase):
     """An `EventStore` that keeps everything in memory.
 
     Every operation completes without yielding to the event loop between its
@@ -110,6 +166,7 @@ class InMemoryEventStore(PersonalSide, StoreBase):
     _wakeup: Wakeup = attrs.field(init=False, factory=Wakeup)
     _closed: bool = attrs.field(init=False, default=False)
     _subject_keys: dict[str, bytes | None] = attrs.field(init=False, factory=dict)
+    _purged: set[int] = attrs.field(init=False, factory=set)
     _keyring: Keyring | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
@@ -148,7 +205,9 @@ class InMemoryEventStore(PersonalSide, StoreBase):
         validate_read_stream(stream_id, from_version, limit)
         rows = self._streams.get(stream_id, ())
         end = None if limit is None else from_version - 1 + limit
-        return await self._decode_all(rows[from_version - 1 : end])
+        selected = rows[from_version - 1 : end]
+        refuse_deleted(stream_id, selected[-1].record.type_name if selected else None)
+        return await self._decode_all(selected)
 
     @traced_append("memory")
     async def append_with_record(
@@ -375,9 +434,11 @@ class InMemoryEventStore(PersonalSide, StoreBase):
         planned: list[_Planned] = []
         versions: dict[str, int] = {}
         for part in parts:
-            actual = versions.get(part.stream_id, len(self._streams.get(part.stream_id, ())))
+            stream = self._streams.get(part.stream_id, [])
+            actual = versions.get(part.stream_id, len(stream))
             replayed = match_retry(part, self._stored_under(part.records))
             if replayed is None:
+                refuse_deleted(part.stream_id, stream[-1].record.type_name if stream else None)
                 check_concurrency(part.stream_id, part.events, part.expected, actual)
                 versions[part.stream_id] = actual + len(part.records)
             planned.append(_Planned(part.stream_id, part.records, actual + 1, replayed))
@@ -427,11 +488,15 @@ class InMemoryEventStore(PersonalSide, StoreBase):
 
     async def _count(self, after: int, names: frozenset[str] | None) -> int:
         rows = self._log[after:]
+        if self._purged:
+            rows = [row for row in rows if row.position not in self._purged]
         if names is None:
             return len(rows)
         return sum(row.record.type_name in names for row in rows)
 
     async def _decode_all(self, rows: Sequence[_Row]) -> list[RecordedEvent]:
+        if self._purged:
+            rows = [row for row in rows if row.position not in self._purged]
         keys = await self._keys_to_open(row.record.data for row in rows)
         return [self._decode(row, keys) for row in rows]
 
@@ -441,28 +506,6 @@ class InMemoryEventStore(PersonalSide, StoreBase):
             keys=keys,
         )  # fmt: skip
         return RecordedEvent(event=event, position=row.position, stream_id=row.stream_id)
-
-    # -- personal data (the I/O of PersonalSide) ---------------------------------
-
-    async def _load_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
-        return {s: self._subject_keys[s] for s in subjects if s in self._subject_keys}
-
-    async def _events_holding(self, text: str) -> list[RecordedEvent]:
-        self._check_open()
-        return await self._decode_all([row for row in self._log if text in row.record.data])
-
-    async def _add_keys(self, keys: Mapping[str, bytes]) -> dict[str, bytes | None]:
-        for subject, wrapped in keys.items():
-            self._subject_keys.setdefault(subject, wrapped)
-        return {s: self._subject_keys[s] for s in keys}
-
-    async def _forget_subject(self, subject: str, part: PendingAppend) -> bool:
-        self._check_open()
-        if subject in self._subject_keys and self._subject_keys[subject] is None:
-            return False
-        self._commit([part])
-        self._subject_keys[subject] = None
-        return True
 
     def _check_open(self) -> None:
         if self._closed:

@@ -33,10 +33,13 @@ from fabula._stored import (
 from fabula.exceptions import (
     ConcurrencyError,
     DuplicateEventIdError,
+    FabulaError,
     IdempotencyKeyTakenError,
     InvalidAppendError,
     StoreError,
     StoreUnavailableError,
+    StreamDeletedError,
+    StreamNotDeletedError,
 )
 from fabula.postgres import _schema as sql
 from fabula.postgres._connections import ConnectionLostError, Connections, unknown_outcome
@@ -116,6 +119,28 @@ class Appender:
         await self._db.query(self._sql.add_keys, (list(keys), list(keys.values())))
         return await self.load_keys(keys)
 
+    async def delete(self, part: PendingAppend) -> AppendResult:
+        """Append the tombstone `part` and mark its stream deleted, in one transaction."""
+        async with self._db.transaction() as conn:
+            (result,), _ = await self._write(conn, [part])
+            await conn.execute(self._sql.mark_deleted, (part.stream_id,))
+        self._committed()
+        return result
+
+    async def purge(self, stream_id: str, tombstone: str) -> int:
+        """Remove a deleted stream's events but its tombstone, and its snapshot; return how many.
+
+        Raises:
+            StreamNotDeletedError: The stream is not deleted.
+        """
+        async with self._db.transaction() as conn:
+            row = await (await conn.execute(self._sql.lock_stream, (stream_id,))).fetchone()
+            if row is None or row[0] >= 0:
+                raise StreamNotDeletedError(stream_id)
+            await conn.execute(self._sql.drop_snapshot, (stream_id,))
+            purged = await conn.execute(self._sql.purge_stream, (stream_id, tombstone))
+            return purged.rowcount
+
     async def forget(self, subject: str, part: PendingAppend) -> bool:
         """Destroy `subject`'s key and store `part`, in one transaction.
 
@@ -184,7 +209,7 @@ class Appender:
         if stored is not None:
             return stored
         rows = await self._db.query(self._sql.stream_version, (part.stream_id,))
-        raise ConcurrencyError(part.stream_id, part.expected, rows[0][0] if rows else 0)
+        raise _conflict(part, rows[0][0] if rows else 0)
 
     async def _run_recognising_retries(
         self, part: PendingAppend, statement: str, params: dict[str, object]
@@ -368,7 +393,7 @@ class Appender:
                 row = await (
                     await conn.execute(self._sql.stream_version, (part.stream_id,))
                 ).fetchone()
-                raise ConcurrencyError(part.stream_id, part.expected, row[0] if row else 0)
+                raise _conflict(part, row[0] if row else 0)
             actual = claimed.version - len(part.records)
             check_concurrency(part.stream_id, part.events, part.expected, actual)
             claims[index] = _Planned(actual + 1, claimed.xid)
@@ -441,3 +466,10 @@ def _row(record: SerializedEvent, ordinal: int, **more: object) -> dict[str, obj
         "metadata": record.metadata,
         **more,
     }
+
+
+def _conflict(part: PendingAppend, actual: int) -> FabulaError:
+    """Why a claim failed: the stream is deleted (its version is negative), or elsewhere."""
+    if actual < 0:
+        return StreamDeletedError(part.stream_id)
+    return ConcurrencyError(part.stream_id, part.expected, actual)

@@ -180,14 +180,16 @@ _CLAIM_NEW: Final = (
     "INSERT INTO {s}.fabula_streams VALUES (%(stream)s, %(n)s) "
     f"ON CONFLICT (stream_id) DO NOTHING {_CLAIMED}"
 )
+# A deleted stream's version is negative (-1 - its version): every claim
+# fails on it, and the writer then tells a deletion from a conflict.
 _CLAIM_ANY: Final = (
     "INSERT INTO {s}.fabula_streams AS st VALUES (%(stream)s, %(n)s) "
     "ON CONFLICT (stream_id) DO UPDATE SET version = st.version + excluded.version "
-    f"{_CLAIMED}"
+    f"WHERE st.version >= 0 {_CLAIMED}"
 )
 _CLAIM_EXISTING: Final = (
     "UPDATE {s}.fabula_streams SET version = version + %(n)s "
-    f"WHERE stream_id = %(stream)s {_CLAIMED}"
+    f"WHERE stream_id = %(stream)s AND version >= 0 {_CLAIMED}"
 )
 # A whole single-stream append in one statement, so in one round trip and
 # its own transaction: the claim (the concurrency check and the row lock),
@@ -320,6 +322,10 @@ TEMPLATES: Final[dict[str, str]] = {
     "events_holding": (
         f"SELECT {_COLUMNS} FROM {{s}}.fabula_events WHERE data LIKE %s ORDER BY position"
     ),
+    "mark_deleted": "UPDATE {s}.fabula_streams SET version = -1 - version WHERE stream_id = %s",
+    "lock_stream": "SELECT version FROM {s}.fabula_streams WHERE stream_id = %s FOR UPDATE",
+    "purge_stream": "DELETE FROM {s}.fabula_events WHERE stream_id = %s AND type <> %s",
+    "drop_snapshot": "DELETE FROM {s}.fabula_snapshots WHERE stream_id = %s",
     "load_keys": "SELECT subject, wrapped FROM {s}.fabula_subject_keys WHERE subject = ANY(%s)",
     "add_keys": (
         "INSERT INTO {s}.fabula_subject_keys (subject, wrapped, created_at) "
@@ -481,6 +487,10 @@ class Statements:
     load_record: str
     purge_records: str
     events_holding: str
+    mark_deleted: str
+    lock_stream: str
+    purge_stream: str
+    drop_snapshot: str
     load_keys: str
     add_keys: str
     forget_subject: str

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Self
 from uuid import UUID
@@ -39,10 +39,11 @@ except ImportError as exc:  # pragma: no cover - depends on the installation
     msg = "fabula.postgres needs psycopg and psycopg-pool: pip install 'fabula[postgres]'"
     raise ImportError(msg) from exc
 
+from fabula._deletion import StreamDeletion, refuse_read
 from fabula._events import DomainEvent
 from fabula._idempotency import IdempotencyRecord
 from fabula._metrics import Horizon
-from fabula._personal import KeyWrapper, like_pattern
+from fabula._personal import KeyWrapper
 from fabula._personal_store import PersonalSide
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
@@ -59,7 +60,6 @@ from fabula._store import (
 )
 from fabula._store_base import StoreBase, Wakeup
 from fabula._stored import (
-    PendingAppend,
     decode_rows,
     prepare_append_off_loop,
     prepare_appends_off_loop,
@@ -70,6 +70,7 @@ from fabula.postgres import _schema as sql
 from fabula.postgres._append import Appender, load_record
 from fabula.postgres._connections import Connections
 from fabula.postgres._notify import Announcer, listen
+from fabula.postgres._privacy import PostgresDataSide
 from fabula.postgres._projections import ProjectionSide, Tx
 from fabula.postgres._read_model import PostgresReadModel
 
@@ -78,7 +79,9 @@ __all__ = ["PostgresEventStore", "Tx"]
 _HELD_BACK_RECHECK = 0.005  # seconds: look again soon when an open transaction holds readers
 
 
-class PostgresEventStore(ReactionsForwarded, PersonalSide, StoreBase):
+class PostgresEventStore(
+    ReactionsForwarded, PostgresDataSide, PersonalSide, StreamDeletion, StoreBase
+):
     """An `EventStore` in PostgreSQL (13 or newer), with snapshots and idempotency records.
 
     Open it with `async with` (or `await store.open()`): that connects,
@@ -287,6 +290,7 @@ class PostgresEventStore(ReactionsForwarded, PersonalSide, StoreBase):
         await self._ready()
         validate_read_stream(stream_id, from_version, limit)
         rows = await self._db.query(self._sql.read_stream, (stream_id, from_version, limit))
+        refuse_read(stream_id, rows)
         return await self._decode_rows(rows)
 
     async def _scan(
@@ -366,24 +370,6 @@ class PostgresEventStore(ReactionsForwarded, PersonalSide, StoreBase):
     async def _decode_rows(self, rows: Sequence[Sequence[Any]]) -> list[RecordedEvent]:
         keys = await self._keys_to_open(row[7] for row in rows)
         return decode_rows(self.serializer, rows, event_id=_checked_uuid, timestamp=_utc, keys=keys)
-
-    # -- personal data (the I/O of PersonalSide) ---------------------------------
-
-    async def _load_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
-        await self._ready()
-        return await self._appender.load_keys(subjects)
-
-    async def _events_holding(self, text: str) -> list[RecordedEvent]:
-        await self._ready()
-        rows = await self._db.query(self._sql.events_holding, (like_pattern(text),))
-        return await self._decode_rows(rows)
-
-    async def _add_keys(self, keys: Mapping[str, bytes]) -> dict[str, bytes | None]:
-        return await self._appender.add_keys(keys)
-
-    async def _forget_subject(self, subject: str, part: PendingAppend) -> bool:
-        await self._ready()
-        return await self._appender.forget(subject, part)
 
     # -- idempotency records and snapshots ----------------------------------------
 

@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from fabula._converter import encode_json
+from fabula._deletion import TOMBSTONE
 from fabula._idempotency import IdempotencyRecord
 from fabula._serialization import SerializedEvent
 from fabula._store import AppendResult, check_concurrency
@@ -19,7 +20,7 @@ from fabula._stored import (
     match_retry,
     reads_stored_first,
 )
-from fabula.exceptions import ConcurrencyError
+from fabula.exceptions import ConcurrencyError, StreamDeletedError
 from fabula.sqlite import _schema as sql
 from fabula.sqlite._schema import utc_text
 from fabula.sqlite._writer import ExplainedAfterUndoError
@@ -48,7 +49,14 @@ def append_parts(conn: sqlite3.Connection, parts: list[PendingAppend]) -> list[A
             if replayed is not None:
                 results.append(replayed)
                 continue
-        actual = conn.execute(sql.STREAM_VERSION, (part.stream_id,)).fetchone()[0] or 0
+        last = conn.execute(sql.LAST_EVENT, (part.stream_id,)).fetchone()
+        actual = last[0] if last else 0
+        if last is not None and last[1] == TOMBSTONE:
+            replayed = None if looked else match_retry(part, _stored_under(conn, part.records))
+            if replayed is None:
+                raise StreamDeletedError(part.stream_id)
+            results.append(replayed)
+            continue
         try:
             check_concurrency(part.stream_id, part.events, part.expected, actual)
         except ConcurrencyError:

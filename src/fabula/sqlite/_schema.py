@@ -138,7 +138,10 @@ FORGET_SUBJECT: Final = (
     "SET wrapped = NULL, forgotten_at = excluded.forgotten_at WHERE forgotten_at IS NULL"
 )
 
-STREAM_VERSION: Final = "SELECT max(version) FROM fabula_events WHERE stream_id = ?"
+LAST_EVENT: Final = (
+    "SELECT version, type FROM fabula_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
+)
+PURGE_STREAM: Final = "DELETE FROM fabula_events WHERE stream_id = ? AND type <> ?"
 
 INSERT_EVENT: Final = """
     INSERT INTO fabula_events

@@ -21,19 +21,19 @@ Durability (`synchronous`):
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Final, Literal, TypeAlias, TypeVar
 
 from fabula._converter import encode_json
+from fabula._deletion import StreamDeletion, refuse_read
 from fabula._events import DomainEvent
 from fabula._guards import is_int
 from fabula._idempotency import IdempotencyRecord
-from fabula._personal import KeyWrapper, like_pattern
+from fabula._personal import KeyWrapper
 from fabula._personal_store import PersonalSide
 from fabula._projection import Projection
 from fabula._projection_store import SkippedEvent
@@ -50,7 +50,6 @@ from fabula._store import (
 )
 from fabula._store_base import StoreBase, Wakeup
 from fabula._stored import (
-    PendingAppend,
     decode_rows,
     prepare_append_off_loop,
     prepare_appends_off_loop,
@@ -62,9 +61,9 @@ from fabula.exceptions import (
     StoreClosedError,
 )
 from fabula.sqlite import _schema as sql
-from fabula.sqlite._append import add_keys, append_parts, forget_subject, record_of
-from fabula.sqlite._checkpoints import truncate
+from fabula.sqlite._append import append_parts, record_of
 from fabula.sqlite._errors import connect, translate
+from fabula.sqlite._privacy import SQLiteDataSide
 from fabula.sqlite._projections import ProjectionSide, checkpoint_of, save_checkpoint
 from fabula.sqlite._read_model import SQLiteReadModel
 from fabula.sqlite._schema import utc_text
@@ -100,7 +99,7 @@ def _check_options(synchronous: object, wal_limit: object) -> None:
         raise ValueError(msg)
 
 
-class SQLiteEventStore(ReactionsForwarded, PersonalSide, StoreBase):
+class SQLiteEventStore(ReactionsForwarded, SQLiteDataSide, PersonalSide, StreamDeletion, StoreBase):
     """An `EventStore` in one SQLite file (or in memory), with snapshots.
 
     Args:
@@ -264,6 +263,7 @@ class SQLiteEventStore(ReactionsForwarded, PersonalSide, StoreBase):
         rows = self._query(
             sql.READ_STREAM, (stream_id, from_version, -1 if limit is None else limit)
         )
+        refuse_read(stream_id, rows)
         return await self._decode_rows(rows)
 
     async def _scan(
@@ -315,43 +315,6 @@ class SQLiteEventStore(ReactionsForwarded, PersonalSide, StoreBase):
             self.serializer, rows, event_id=uuid_from_bytes, timestamp=datetime.fromisoformat,
             keys=keys,
         )  # fmt: skip
-
-    # -- personal data (the I/O of PersonalSide) ---------------------------------
-
-    async def _load_keys(self, subjects: Collection[str]) -> dict[str, bytes | None]:
-        return dict(self._query(sql.LOAD_KEYS, (encode_json(sorted(subjects)),)))
-
-    async def _events_holding(self, text: str) -> list[RecordedEvent]:
-        self._check_open()
-        return await self._decode_rows(self._query(sql.EVENTS_HOLDING, (like_pattern(text),)))
-
-    async def _add_keys(self, keys: Mapping[str, bytes]) -> dict[str, bytes | None]:
-        return await self._transaction(lambda conn: add_keys(conn, keys))
-
-    async def _forget_subject(self, subject: str, part: PendingAppend) -> bool:
-        work = functools.partial(forget_subject, subject=subject, part=part)
-        forgotten: bool = await self._submit(work, 1, one_statement=False)
-        if forgotten and not await self.scrub():
-            logger.warning(
-                "the log still holds %r's old key: a reader held it; scrub() again", subject
-            )
-        return forgotten
-
-    async def scrub(self) -> bool:
-        """Copy the write-ahead log into the database file and empty it, now.
-
-        The store deletes with SQLite's `secure_delete` on, so a deleted row
-        (a forgotten subject's key, a read model's purged row) is overwritten
-        in the database file; its older copies in the write-ahead log go
-        when the log is copied and cut, which this does rather than waiting
-        for the next checkpoint. `forget` calls it; call it again once the
-        projections have purged what they derived. Returns False if a
-        transaction or a reader kept it from finishing within `busy_timeout`.
-        """
-        self._check_open()
-        if self.path == _MEMORY:
-            return True
-        return await asyncio.to_thread(truncate, self.path, self._busy_timeout)
 
     # -- projections (forwarded to the ProjectionSide) ----------------------------
 
