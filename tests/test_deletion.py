@@ -235,3 +235,13 @@ async def test_a_reader_with_its_own_registry_reads_a_tombstone(tmp_path: Path) 
         tmp_path / "e.db", serializer=fabula.EventSerializer(registry)
     ) as store:
         assert isinstance((await store.read_all())[-1].event, fabula.StreamDeleted)
+
+
+def test_the_sqlite_statements_name_the_tombstone_as_fabula_does() -> None:
+    """The tombstone index and the stream-state query spell the stored name in SQL."""
+    from fabula._deletion import TOMBSTONE  # noqa: PLC0415
+    from fabula.sqlite import _schema as sql  # noqa: PLC0415
+
+    spelled = f"type = '{TOMBSTONE}'"
+    assert spelled in sql.STREAM_STATE
+    assert any(spelled in statement for statement in sql.MIGRATIONS[3])

@@ -9,7 +9,6 @@ from typing import Any
 from uuid import UUID
 
 from fabula._converter import encode_json
-from fabula._deletion import TOMBSTONE
 from fabula._idempotency import IdempotencyRecord
 from fabula._serialization import SerializedEvent
 from fabula._store import AppendResult, check_concurrency
@@ -49,9 +48,8 @@ def append_parts(conn: sqlite3.Connection, parts: list[PendingAppend]) -> list[A
             if replayed is not None:
                 results.append(replayed)
                 continue
-        last = conn.execute(sql.LAST_EVENT, (part.stream_id,)).fetchone()
-        actual = last[0] if last else 0
-        if last is not None and last[1] == TOMBSTONE:
+        actual, deleted = conn.execute(sql.STREAM_STATE, (part.stream_id,)).fetchone()
+        if deleted:
             replayed = None if looked else match_retry(part, _stored_under(conn, part.records))
             if replayed is None:
                 raise StreamDeletedError(part.stream_id)

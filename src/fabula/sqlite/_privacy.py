@@ -74,8 +74,8 @@ class SQLiteDataSide:
 
     async def _purge(self, stream_id: str) -> int:
         def work(conn: sqlite3.Connection) -> int:
-            last = conn.execute(sql.LAST_EVENT, (stream_id,)).fetchone()
-            if last is None or last[1] != TOMBSTONE:
+            _, deleted = conn.execute(sql.STREAM_STATE, (stream_id,)).fetchone()
+            if not deleted:
                 raise StreamNotDeletedError(stream_id)
             conn.execute("DELETE FROM fabula_snapshots WHERE stream_id = ?", (stream_id,))
             removed = conn.execute(sql.PURGE_STREAM, (stream_id, TOMBSTONE)).rowcount

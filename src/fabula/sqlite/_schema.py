@@ -112,6 +112,12 @@ MIGRATIONS: Final[dict[int, tuple[str, ...]]] = {
         ),
     ),
     3: (
+        # Deleted streams' tombstones: an append finds whether its stream is
+        # deleted in this small index, beside the covering one for its version.
+        (
+            "CREATE INDEX IF NOT EXISTS fabula_tombstones ON fabula_events (stream_id) "
+            "WHERE type = 'fabula.StreamDeleted'"
+        ),
         """
         CREATE TABLE IF NOT EXISTS fabula_subject_keys (
             subject      TEXT PRIMARY KEY,
@@ -138,9 +144,12 @@ FORGET_SUBJECT: Final = (
     "SET wrapped = NULL, forgotten_at = excluded.forgotten_at WHERE forgotten_at IS NULL"
 )
 
-LAST_EVENT: Final = (
-    "SELECT version, type FROM fabula_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
+STREAM_STATE: Final = (
+    "SELECT coalesce(max(version), 0), EXISTS (SELECT 1 FROM fabula_events "
+    "WHERE stream_id = ?1 AND type = 'fabula.StreamDeleted') "
+    "FROM fabula_events WHERE stream_id = ?1"
 )
+"""A stream's version (0: none) and whether it is deleted (two index lookups, no row read)."""
 PURGE_STREAM: Final = "DELETE FROM fabula_events WHERE stream_id = ? AND type <> ?"
 
 INSERT_EVENT: Final = """
