@@ -91,6 +91,13 @@ class TestTombstone:
         assert isinstance(log[-1].event, fabula.StreamDeleted)
         assert log[-1].stream_id == "nb-1"
 
+    async def test_a_stream_id_that_is_not_one_is_refused(self, store: Any) -> None:
+        for bad in ("", 12, None):
+            with pytest.raises(fabula.exceptions.InvalidReadError):
+                await store.purge_stream(bad)
+            with pytest.raises(fabula.exceptions.InvalidAppendError):
+                await store.delete_stream(bad)
+
     async def test_only_an_existing_stream_is_deleted(self, store: Any) -> None:
         with pytest.raises(fabula.ConcurrencyError):
             await store.delete_stream("nowhere")

@@ -26,7 +26,7 @@ import attrs
 
 from fabula._events import DomainEvent, event
 from fabula._serialization import EventSerializer
-from fabula._store import AppendResult, Expected, ExpectedVersion
+from fabula._store import AppendResult, Expected, ExpectedVersion, validate_read_stream
 from fabula._stored import PendingAppend, prepare_append
 from fabula.exceptions import StreamDeletedError
 
@@ -134,6 +134,8 @@ class StreamDeletion(abc.ABC):
         cut (see `SQLiteEventStore.scrub`).
 
         Raises:
+            InvalidReadError: `stream_id` is not a stream id (not text, or empty).
             StreamNotDeletedError: It is not deleted (`delete_stream` first).
         """
+        validate_read_stream(stream_id, 1, None)
         return await self._purge(stream_id)

@@ -55,6 +55,7 @@ __all__ = [
     "like_pattern",
     "personal",
     "seal",
+    "seal_gathered",
     "seal_group",
     "subjects_of",
     "unseal",
@@ -121,7 +122,7 @@ def check_personal(cls: type) -> Layout | None:
             raise EventTypeError(msg)
     if not marked:
         return None
-    names = {f.name: f for f in attrs.fields(cls)}
+    names = {f.name: f for f in fields}
     groups: dict[str, list[str]] = {}
     for field, subject in marked:
         where = f"{cls.__qualname__}.{field.name}"
@@ -195,9 +196,9 @@ class KeyWrapper(Protocol):
     """Wraps subject keys for storage and unwraps them: the application's key-encryption key.
 
     `KeyEncryptionKey` is one; a key-management service can be another
-    (wrap and unwrap with its API). Both are called off the append and read
-    paths' hot loop: once per new subject, and once per subject key a
-    process first reads.
+    (wrap and unwrap with its API). Both are called on the event loop, but
+    rarely: once per new subject, and once per subject key a process first
+    reads (a network call there holds the loop for its round trip).
     """
 
     def wrap(self, key: bytes, subject: str) -> bytes:
@@ -332,7 +333,7 @@ class SubjectKey:
 
 
 OpenKeys: TypeAlias = Mapping[str, SubjectKey | None]
-"""Subject keys for a read: None (or absent) for a subject that is forgotten."""
+"""Subject keys for a read: None for a subject that is forgotten; a subject absent has no key."""
 
 
 class Keyring:
@@ -422,6 +423,43 @@ def seal_group(
     return base64.b64encode(nonce + key.aead.encrypt(nonce, body, bound)).decode()
 
 
+def gather(fields: dict[str, Any], owner: object, shape: Layout) -> dict[str, Any]:
+    """Move `fields`' personal members into groups under `ENVELOPE`, in clear (in place).
+
+    Each group is `[subject, names, {name: value}]`; `seal_gathered` seals
+    them (a snapshot's state is gathered by its codec and sealed by the
+    store that keeps it). A subject whose fields are all None is left as it
+    is: it has nothing to seal, and needs no key.
+    """
+    groups = []
+    for subject_field, names in shape.groups:
+        if all(fields.get(name) is None for name in names):
+            continue
+        values = {name: fields.pop(name) for name in names}
+        groups.append([subject_of(owner, subject_field), list(names), values])
+    if groups:
+        fields[ENVELOPE] = groups
+    return fields
+
+
+def seal_gathered(
+    fields: dict[str, Any], *, bound_to: bytes, type_name: str, keys: Mapping[str, SubjectKey]
+) -> dict[str, Any]:
+    """Seal the groups `gather` put under `ENVELOPE` with their subjects' keys (in place).
+
+    Raises:
+        PersonalDataError: No key is given for a subject.
+    """
+    for group in fields.get(ENVELOPE, ()):
+        subject, _, values = group
+        key = keys.get(subject)
+        if key is None:
+            msg = f"no key for subject {subject!r} was given to seal a {type_name}"
+            raise PersonalDataError(msg)
+        group[2] = seal_group(values, subject, bound_to=bound_to, type_name=type_name, key=key)
+    return fields
+
+
 def seal(
     fields: dict[str, Any],
     event: object,
@@ -433,48 +471,13 @@ def seal(
 ) -> dict[str, Any]:
     """Move `fields`' personal members into sealed groups under `ENVELOPE` (in place).
 
-    A subject whose fields are all None has nothing sealed (and needs no key).
+    `gather`, then `seal_gathered`.
 
     Raises:
         PersonalDataError: No key is given for a subject.
     """
-    groups = []
-    for subject_field, names in shape.groups:
-        if all(fields.get(name) is None for name in names):
-            continue
-        subject = subject_of(event, subject_field)
-        key = keys.get(subject)
-        if key is None:
-            msg = f"no key for subject {subject!r} was given to seal {type(event).__qualname__}"
-            raise PersonalDataError(msg)
-        values = {name: fields.pop(name) for name in names}
-        groups.append(
-            [
-                subject,
-                list(names),
-                seal_group(values, subject, bound_to=bound_to, type_name=type_name, key=key),
-            ]
-        )
-    if groups:
-        fields[ENVELOPE] = groups
-    return fields
-
-
-def gather(fields: dict[str, Any], owner: object, shape: Layout) -> dict[str, Any]:
-    """Move `fields`' personal members into groups under `ENVELOPE`, in clear (in place).
-
-    A snapshot's state is gathered so, and sealed by the store that keeps
-    it; a subject whose fields are all None is left as it is.
-    """
-    groups = []
-    for subject_field, names in shape.groups:
-        if all(fields.get(name) is None for name in names):
-            continue
-        values = {name: fields.pop(name) for name in names}
-        groups.append([subject_of(owner, subject_field), list(names), values])
-    if groups:
-        fields[ENVELOPE] = groups
-    return fields
+    gathered = gather(fields, event, shape)
+    return seal_gathered(gathered, bound_to=bound_to, type_name=type_name, keys=keys)
 
 
 _ENVELOPE_KEY: Final = f'"{ENVELOPE}":'

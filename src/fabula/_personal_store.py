@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from typing import Final, Protocol, TypeVar, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import attrs
 
@@ -26,7 +26,7 @@ from fabula._personal import (
     OpenKeys,
     SubjectKey,
     layout,
-    seal_group,
+    seal_gathered,
     sealed_subjects,
     subject_of,
     subjects_of,
@@ -42,8 +42,6 @@ __all__ = ["FORGOTTEN_STREAM_PREFIX", "PersonalDataStore", "PersonalSide", "Subj
 
 FORGOTTEN_STREAM_PREFIX: Final = "fabula.forgotten-"
 """The stream of a subject's `SubjectForgotten` event is this prefix and the subject's id."""
-
-E = TypeVar("E")
 
 _CANARY: Final = ""  # the subject of the key that checks the key-encryption key
 
@@ -181,18 +179,14 @@ class PersonalSide(abc.ABC):
         if _MARKER not in snapshot.state:
             return snapshot
         state = decode_json(snapshot.state)
-        groups = state.get(ENVELOPE, ())
-        if not groups:
+        groups = state.get(ENVELOPE)
+        if not groups:  # the marker's text was in a value
             return snapshot
-        keys = await self._keys_for({subject for subject, _, _ in groups})
-        bound_to = _snapshot_binding(snapshot)
-        state[ENVELOPE] = [
-            [subject, names, seal_group(
-                values, subject, bound_to=bound_to, type_name=snapshot.aggregate_type,
-                key=keys[subject],
-            )]
-            for subject, names, values in groups
-        ]  # fmt: skip
+        keys = await self._keys_for({group[0] for group in groups})
+        seal_gathered(
+            state, bound_to=_snapshot_binding(snapshot), type_name=snapshot.aggregate_type,
+            keys=keys,
+        )  # fmt: skip
         return attrs.evolve(snapshot, state=encode_json(state))
 
     def _require_keyring(self) -> Keyring:
@@ -204,7 +198,9 @@ class PersonalSide(abc.ABC):
             raise PersonalDataError(msg)
         return self._keyring
 
-    async def _sealing(self, events: E) -> tuple[E, dict[str, SubjectKey] | None]:
+    async def _sealing(
+        self, events: Sequence[DomainEvent[Any]]
+    ) -> tuple[Sequence[DomainEvent[Any]], dict[str, SubjectKey] | None]:
         """`events` (made a tuple if they are a one-pass iterator) and the keys to seal them with.
 
         The keys are None when they hold no personal data; a subject seen
@@ -214,9 +210,9 @@ class PersonalSide(abc.ABC):
             PersonalDataError: There is personal data and no key-encryption key.
             SubjectForgottenError: A subject is forgotten.
         """
-        if isinstance(events, Iterator):
-            events = tuple(events)  # type: ignore[assignment] # what the append would make of it
-        subjects = _subjects(events)  # type: ignore[arg-type] # not iterable: the append says so
+        if isinstance(events, Iterator):  # typed a Sequence; validate_append takes any iterable
+            events = tuple(events)
+        subjects = _subjects(events)
         return events, (await self._keys_for(subjects) if subjects else None)
 
     async def _keys_for(self, subjects: set[str]) -> dict[str, SubjectKey]:
@@ -304,6 +300,7 @@ class PersonalSide(abc.ABC):
         _check_subject(subject)
         self._require_keyring()
         needle = "[" + encode_json(subject) + ","
+        unstructure = self.serializer.converter.unstructure
         found: list[JSONValue] = []
         for recorded in await self._events_holding(needle):
             event = recorded.event
@@ -316,7 +313,6 @@ class PersonalSide(abc.ABC):
             ]
             if not names:
                 continue
-            unstructure = self.serializer.converter.unstructure
             found.append({
                 "position": recorded.position,
                 "stream_id": recorded.stream_id,

@@ -176,8 +176,8 @@ class EventSerializer:
             version: Its version in that stream.
             position: Its global position (for error messages).
             keys: The keys of the subjects whose personal data it may hold
-                (a subject without one reads as forgotten); None: the store
-                has no key-encryption key.
+                (None for a forgotten subject, whose fields read as None);
+                None: the store has no key-encryption key.
 
         Raises:
             UnknownEventTypeError: No class is registered under its name.
